@@ -1,0 +1,39 @@
+"""Encoding of the messages published to subscription keys (see PROTOCOL.md).
+
+Field names match the original synk-js client: ``method``, ``t``, ``id``,
+``sKey``, ``v``, ``state`` / ``diff``, and ``psKey`` / ``nsKey`` on moves.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = ["RESERVED_METHODS", "encode", "encode_add", "encode_mod", "encode_rem"]
+
+#: Methods a custom message may not use: the gateway gives them meaning.
+RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "hello", "error", "updateSubscription", "resync"})
+
+encode = orjson.dumps
+
+
+def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_key: str | None = None) -> bytes:
+    """An ``add`` message: the whole object; ``prev_key`` when it moved in."""
+    msg: dict[str, Any] = {"method": "add", "t": t, "id": oid, "sKey": key, "v": v, "state": state}
+    if prev_key is not None:
+        msg["psKey"] = prev_key
+    return orjson.dumps(msg)
+
+
+def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_key: str | None = None) -> bytes:
+    """A ``mod`` message: changed fields; ``next_key`` when it moves out of ``key``."""
+    msg: dict[str, Any] = {"method": "mod", "t": t, "id": oid, "sKey": key, "v": v, "diff": diff}
+    if next_key is not None:
+        msg["nsKey"] = next_key
+    return orjson.dumps(msg)
+
+
+def encode_rem(t: str, oid: str, key: str) -> bytes:
+    """A ``rem`` message: the object was deleted."""
+    return orjson.dumps({"method": "rem", "t": t, "id": oid, "sKey": key})

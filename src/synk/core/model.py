@@ -1,0 +1,224 @@
+"""``synk.Object``: a Python object whose fields are tracked as diffs.
+
+A subclass declares its fields as annotated class attributes with defaults
+and a ``sub_key`` (a property derived from fields, or a plain ``sub_key: str``
+field)::
+
+    class Agent(synk.Object):
+        type_key = "agent"
+        x: int = 0
+        name: str = ""
+
+        @property
+        def sub_key(self) -> str:
+            return f"world:{self.x // 16}"
+
+Reading a field gives its pending value. Assigning a value different from
+the committed one records it in ``diff``; assigning the committed value back
+removes it (the design note's rule: a:0, set 1, set 0 leaves no diff).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from synk.core.names import check_id, check_key, new_id
+from synk.core.values import freeze, thaw
+from synk.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Object", "field_names"]
+
+_RESERVED = frozenset({"id", "version", "diff", "changed", "state", "type_key"})
+_TYPE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+_MISSING: Any = _Missing()
+
+
+class _Field:
+    """The descriptor that stands for one synced field on the class."""
+
+    __slots__ = ("default", "name")
+
+    def __init__(self, name: str, default: Any) -> None:
+        self.name = name
+        self.default = default
+
+    def __get__(self, obj: Object | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.default
+        return obj._synk_values[self.name]
+
+    def __set__(self, obj: Object, value: Any) -> None:
+        obj._synk_set(self.name, value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    # 1, 1.0 and True are equal in Python but not to a JS client.
+    return type(a) is type(b) and a == b
+
+
+def _is_classvar(annotation: object) -> bool:
+    text = annotation if isinstance(annotation, str) else repr(annotation)
+    return "ClassVar" in text.split("[", 1)[0]
+
+
+class Object:
+    """Base class of synced objects.
+
+    Attributes: ``id`` (str), ``version`` (int, 0 until created), ``diff``
+    (dict of pending changes), ``changed`` (bool), ``state()`` (every field,
+    pending values included) and ``sub_key`` (the interest area).
+    """
+
+    type_key: ClassVar[str] = ""
+    _synk_fields: ClassVar[dict[str, Any]] = {}
+
+    _synk_id: str
+    _synk_values: dict[str, Any]
+    _synk_base: dict[str, Any]
+    _synk_version: int
+    _synk_token: str
+    _synk_skey: str | None
+    _synk_world: Any
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fields: dict[str, Any] = dict(cls._synk_fields)
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+            if name.startswith("_") or _is_classvar(annotation):
+                continue
+            if name in _RESERVED:
+                raise ConfigError(f"{cls.__name__}.{name}: {name!r} is reserved by synk.Object and cannot be a field")
+            default = cls.__dict__.get(name, _MISSING)
+            if isinstance(default, _Field):
+                default = default.default
+            if default is not _MISSING:
+                default = freeze(default, f"{cls.__name__}.{name} default")
+            fields[name] = default
+            setattr(cls, name, _Field(name, default))
+        cls._synk_fields = fields
+
+    def __init__(self, id: str | None = None, **fields: Any) -> None:
+        cls = type(self)
+        oid = new_id() if id is None else check_id(id)
+        values: dict[str, Any] = {}
+        for name, default in cls._synk_fields.items():
+            if name in fields:
+                values[name] = freeze(fields.pop(name), f"{cls.type_key or cls.__name__} {oid!r} field {name!r}")
+            elif default is _MISSING:
+                raise ValidationError(f"{cls.__name__} {oid!r}: field {name!r} has no default and was not given")
+            else:
+                values[name] = default
+        if fields:
+            raise ValidationError(f"{cls.__name__} has no field(s) {', '.join(sorted(fields))}")
+        self._synk_id = oid
+        self._synk_values = values
+        self._synk_base = {}
+        self._synk_version = 0
+        self._synk_token = ""
+        self._synk_skey = None
+        self._synk_world = None
+
+    # -- public attributes -------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The object's id: unique across the store."""
+        return self._synk_id
+
+    @property
+    def version(self) -> int:
+        """1 once created; each flush that carries a change adds 1."""
+        return self._synk_version
+
+    @property
+    def diff(self) -> dict[str, Any]:
+        """The pending changes: field name to new value."""
+        values = self._synk_values
+        return {name: values[name] for name in self._synk_base}
+
+    @property
+    def changed(self) -> bool:
+        """Whether any field has a pending change."""
+        return bool(self._synk_base)
+
+    def state(self) -> dict[str, Any]:
+        """Every field with its current value, pending values included (a plain copy)."""
+        return {name: thaw(value) for name, value in self._synk_values.items()}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._synk_values.items())
+        return f"{type(self).__name__}(id={self._synk_id!r}, v={self._synk_version}, {fields})"
+
+    # -- internals used by the world ----------------------------------------
+
+    def _synk_set(self, name: str, value: Any) -> None:
+        value = freeze(value, f"{self.type_key or type(self).__name__} {self._synk_id!r} field {name!r}")
+        base = self._synk_base
+        values = self._synk_values
+        if name in base:
+            if _same(value, base[name]):
+                del base[name]
+            values[name] = value
+            return
+        if _same(value, values[name]):
+            return
+        if not base and self._synk_world is not None:
+            self._synk_world._mark(self)
+        base[name] = values[name]
+        values[name] = value
+
+    def _synk_commit(self) -> dict[str, Any]:
+        """Take the pending diff as committed and return it."""
+        values = self._synk_values
+        diff = {name: values[name] for name in self._synk_base}
+        self._synk_base = {}
+        return diff
+
+    def _synk_discard(self) -> None:
+        """Drop pending changes, going back to the committed values."""
+        self._synk_values.update(self._synk_base)
+        self._synk_base = {}
+
+    def _synk_current_key(self) -> str:
+        # sub_key is the subclass's: a property or a field (checked at registration).
+        return check_key(getattr(self, "sub_key"))  # noqa: B009
+
+    @classmethod
+    def _synk_restore(cls, oid: str, state: Mapping[str, Any], version: int, token: str, key: str) -> Object:
+        """Build an object from stored state, bypassing ``__init__``."""
+        obj = cls.__new__(cls)
+        values: dict[str, Any] = {}
+        for name, default in cls._synk_fields.items():
+            values[name] = freeze(state[name], f"{cls.type_key} {oid!r} field {name!r}") if name in state else default
+        obj._synk_id = oid
+        obj._synk_values = values
+        obj._synk_base = {}
+        obj._synk_version = version
+        obj._synk_token = token
+        obj._synk_skey = key
+        obj._synk_world = None
+        return obj
+
+    @classmethod
+    def _synk_check_class(cls) -> None:
+        """Refuse a class that cannot be synced: no type_key or no sub_key."""
+        if not isinstance(cls.type_key, str) or _TYPE_RE.fullmatch(cls.type_key) is None:
+            raise ConfigError(f"{cls.__name__}.type_key is {cls.type_key!r}; set it to 1 to 64 letters, digits, '_', '.' or '-'")
+        if not hasattr(cls, "sub_key") and "sub_key" not in cls._synk_fields:
+            raise ConfigError(f"{cls.__name__} has no sub_key; define a sub_key property or a sub_key: str field")
+
+
+def field_names(cls: type[Object]) -> list[str]:
+    """The names of a synced class's fields, in declaration order."""
+    return list(cls._synk_fields)

@@ -1,0 +1,59 @@
+"""Object ids and subscription keys: how they are made and what is allowed.
+
+Both end up inside Redis key names (``synk:{KEY}:r``, ``synk:id:{ID}``) and
+JSON messages, so braces (Redis hash tags), whitespace and control characters
+are refused everywhere, and ``:`` in ids (the original synk's separator).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+from synk.errors import ValidationError
+
+__all__ = ["MAX_ID_LENGTH", "MAX_KEY_LENGTH", "check_id", "check_key", "new_id", "new_token"]
+
+MAX_ID_LENGTH = 128
+MAX_KEY_LENGTH = 200
+
+_ID_RE = re.compile(r"[A-Za-z0-9_.\-~+=@#|/,!$%&*;<>?^`'\"()\[\]]+")
+_KEY_RE = re.compile(r"[A-Za-z0-9_.:|/@#+=,~\-]+")
+
+
+def new_id() -> str:
+    """A random, URL-safe object id with 128 bits of entropy (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def new_token() -> str:
+    """A random incarnation token, written with an object when it is created."""
+    return secrets.token_hex(8)
+
+
+def check_id(value: object) -> str:
+    """Return ``value`` if it is a valid object id, else raise ValidationError."""
+    if not isinstance(value, str):
+        raise ValidationError(f"object id must be a string, not {type(value).__name__}")
+    if not value:
+        raise ValidationError("object id is empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(f"object id is {len(value)} characters long, over the limit of {MAX_ID_LENGTH}")
+    if _ID_RE.fullmatch(value) is None:
+        bad = next(ch for ch in value if _ID_RE.fullmatch(ch) is None)
+        raise ValidationError(f"object id {value!r} contains {bad!r}; ids may not contain ':', braces, whitespace or control characters")
+    return value
+
+
+def check_key(value: object) -> str:
+    """Return ``value`` if it is a valid subscription key, else raise ValidationError."""
+    if not isinstance(value, str):
+        raise ValidationError(f"subscription key must be a string, not {type(value).__name__}")
+    if not value:
+        raise ValidationError("subscription key is empty")
+    if len(value) > MAX_KEY_LENGTH:
+        raise ValidationError(f"subscription key is {len(value)} characters long, over the limit of {MAX_KEY_LENGTH}")
+    if _KEY_RE.fullmatch(value) is None:
+        bad = next(ch for ch in value if _KEY_RE.fullmatch(ch) is None)
+        raise ValidationError(f"subscription key {value[:50]!r} contains {bad!r}; allowed are letters, digits and _ . : | / @ # + = , ~ -")
+    return value

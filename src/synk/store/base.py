@@ -1,0 +1,189 @@
+"""What every store backend does, and the flush algorithm they share.
+
+A flush's writes go in two phases, each one batch of calls whatever the
+number of objects:
+
+1. guarded writes: id claims for creates, and per subscription key the
+   updates, deletes and move-outs of objects in it (each checks the stored
+   ``token:version`` guard, writes and publishes);
+2. the writes that depend on phase 1: creates whose id was claimed and moves
+   whose move-out landed are put into their key; deleted ids are released.
+
+Each call touches one subscription key (or one id) only, which keeps every
+Redis script within one hash slot, as Redis Cluster demands.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from synk.core.batch import Kind, Write
+from synk.errors import Failure
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+__all__ = ["CONFLICT", "MISSING", "OK", "Event", "KeyOp", "Store", "Stored", "Subscriber"]
+
+#: Result codes of guarded operations, shared with the Lua scripts.
+OK, MISSING, CONFLICT = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """One object as stored: its guard and its record (an ``add`` message)."""
+
+    id: str
+    token: str
+    version: int
+    record: bytes
+
+    @classmethod
+    def parse(cls, oid: str, meta: str, record: bytes) -> Stored:
+        """Build from the stored ``token:version`` guard and record."""
+        token, _, version = meta.rpartition(":")
+        return cls(oid, token, int(version), record)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a subscriber receives.
+
+    ``key`` and ``data`` for a message published on a key; ``key`` None
+    means the subscription was re-established after the store broke, so
+    messages may have been missed and snapshots should be taken again.
+    """
+
+    key: str | None
+    data: bytes = b""
+
+
+@dataclass(slots=True)
+class KeyOp:
+    """One guarded operation on a subscription key: ``op`` is u, t, d or p."""
+
+    op: str
+    write: Write
+    expected: str
+    meta: str
+    record: bytes
+    message: bytes
+
+
+class Subscriber(abc.ABC):
+    """A stream of the messages of a changing set of subscription keys."""
+
+    @abc.abstractmethod
+    async def subscribe(self, keys: Iterable[str]) -> None:
+        """Start receiving the messages of ``keys``; returns once subscribed."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, keys: Iterable[str]) -> None:
+        """Stop receiving the messages of ``keys``."""
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[Event]:
+        """Events until ``close()``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop; the iteration ends."""
+
+
+class Store(abc.ABC):
+    """A backend: object storage, publishing, and the client message stream."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect; raises synk.ConnectionError when the store cannot be reached."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    @abc.abstractmethod
+    async def _claim(self, writes: list[Write]) -> list[int]:
+        """Claim each create's id; OK or CONFLICT (taken by another incarnation)."""
+
+    @abc.abstractmethod
+    async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+        """Apply each key's operations atomically; a result code per operation."""
+
+    @abc.abstractmethod
+    async def _release(self, writes: list[Write]) -> None:
+        """Release the ids of deleted objects."""
+
+    async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
+        """Phase 1 in one go; backends may pipeline both parts together."""
+        return await self._claim(claims), await self._key_ops(groups)
+
+    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> None:
+        """Phase 2 in one go; backends may pipeline both parts together."""
+        await self._key_ops(groups)
+        await self._release(releases)
+
+    async def apply(self, writes: list[Write]) -> list[Failure]:
+        """Apply one flush's writes; returns the ones that did not land."""
+        failures: list[Failure] = []
+        claims = [w for w in writes if w.kind is Kind.CREATE]
+        groups: dict[str, list[KeyOp]] = defaultdict(list)
+        for w in writes:
+            if w.kind is Kind.UPDATE:
+                assert w.record is not None
+                groups[w.key].append(KeyOp("u", w, w.expected, w.meta, w.record, w.message))
+            elif w.kind is Kind.MOVE:
+                groups[w.key].append(KeyOp("t", w, w.expected, "", b"", w.message))
+            elif w.kind is Kind.DELETE:
+                groups[w.key].append(KeyOp("d", w, w.expected, "", b"", w.message))
+        claimed, results = await self._phase1(claims, groups)
+        puts: dict[str, list[KeyOp]] = defaultdict(list)
+        releases: list[Write] = []
+        for w, code in zip(claims, claimed, strict=True):
+            if code == OK:
+                assert w.record is not None
+                puts[w.key].append(KeyOp("p", w, "", w.meta, w.record, w.message))
+            else:
+                failures.append(Failure(w.id, w.type, w.kind.value, "exists", "another object has this id"))
+        for key, ops in groups.items():
+            for op, code in zip(ops, results[key], strict=True):
+                w = op.write
+                if code != OK:
+                    reason = "missing" if code == MISSING else "conflict"
+                    failures.append(Failure(w.id, w.type, w.kind.value, reason, f"in key {key!r}, expected {op.expected}"))
+                elif w.kind is Kind.MOVE:
+                    assert w.new_key is not None and w.new_message is not None and w.record is not None
+                    puts[w.new_key].append(KeyOp("p", w, "", w.meta, w.record, w.new_message))
+                elif w.kind is Kind.DELETE:
+                    releases.append(w)
+        if puts or releases:
+            await self._phase2(releases, puts)
+        return failures
+
+    @abc.abstractmethod
+    async def snapshot(self, key: str) -> list[Stored]:
+        """Every object in ``key``, read atomically."""
+
+    @abc.abstractmethod
+    async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
+        """The objects of ``ids`` that are in ``key``."""
+
+    @abc.abstractmethod
+    async def publish(self, key: str, data: bytes) -> None:
+        """Send ``data`` to the subscribers of ``key``."""
+
+    @abc.abstractmethod
+    def subscriber(self) -> Subscriber:
+        """A new subscriber, with no keys yet."""
+
+    @abc.abstractmethod
+    async def post(self, data: bytes) -> None:
+        """Append a client message for the simulation (``world.messages()``)."""
+
+    @abc.abstractmethod
+    def read_posts(self) -> AsyncIterator[bytes]:
+        """Client messages posted from now on, in order."""

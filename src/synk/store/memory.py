@@ -1,0 +1,150 @@
+"""The embedded store: everything in this process, no server.
+
+It follows the same rules as the Redis store (guards, phases, messages),
+so a simulation written against one runs on the other unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from synk.store.base import CONFLICT, MISSING, OK, Event, KeyOp, Store, Stored, Subscriber
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from synk.core.batch import Write
+
+__all__ = ["MemoryStore"]
+
+_CLOSED = Event(None, b"closed")
+
+
+class _MemorySubscriber(Subscriber):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._keys: set[str] = set()
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._closed = False
+
+    async def subscribe(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key not in self._keys:
+                self._keys.add(key)
+                self._store._subs.setdefault(key, set()).add(self)
+
+    async def unsubscribe(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if key in self._keys:
+                self._keys.discard(key)
+                subs = self._store._subs.get(key)
+                if subs is not None:
+                    subs.discard(self)
+                    if not subs:
+                        del self._store._subs[key]
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._queue.get()
+            if event is _CLOSED:
+                return
+            yield event
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.unsubscribe(list(self._keys))
+            self._queue.put_nowait(_CLOSED)
+
+
+class MemoryStore(Store):
+    """An in-process store for ``memory://`` URLs."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._records: dict[str, dict[str, bytes]] = {}
+        self._metas: dict[str, dict[str, str]] = {}
+        self._ids: dict[str, str] = {}
+        self._subs: dict[str, set[_MemorySubscriber]] = {}
+        self._readers: set[asyncio.Queue[bytes]] = set()
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; subscribers end when closed by their owners."""
+
+    async def _claim(self, writes: list[Write]) -> list[int]:
+        out = []
+        for w in writes:
+            cur = self._ids.get(w.id)
+            if cur is None or cur == w.token:
+                self._ids[w.id] = w.token
+                out.append(OK)
+            else:
+                out.append(CONFLICT)
+        return out
+
+    async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for key, ops in groups.items():
+            records = self._records.setdefault(key, {})
+            metas = self._metas.setdefault(key, {})
+            codes = []
+            for op in ops:
+                oid = op.write.id
+                code = OK
+                if op.op != "p":
+                    cur = metas.get(oid)
+                    code = MISSING if cur is None else CONFLICT if cur != op.expected else OK
+                if code == OK:
+                    if op.op in ("u", "p"):
+                        metas[oid] = op.meta
+                        records[oid] = op.record
+                    else:
+                        del metas[oid]
+                        del records[oid]
+                    self._deliver(key, op.message)
+                codes.append(code)
+            if not records:
+                del self._records[key], self._metas[key]
+            out[key] = codes
+        return out
+
+    async def _release(self, writes: list[Write]) -> None:
+        for w in writes:
+            if self._ids.get(w.id) == w.token:
+                del self._ids[w.id]
+
+    async def snapshot(self, key: str) -> list[Stored]:
+        metas = self._metas.get(key, {})
+        return [Stored.parse(oid, metas[oid], rec) for oid, rec in self._records.get(key, {}).items()]
+
+    async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
+        records = self._records.get(key, {})
+        metas = self._metas.get(key, {})
+        return {oid: Stored.parse(oid, metas[oid], records[oid]) for oid in ids if oid in records}
+
+    def _deliver(self, key: str, data: bytes) -> None:
+        for sub in self._subs.get(key, ()):
+            sub._queue.put_nowait(Event(key, data))
+
+    async def publish(self, key: str, data: bytes) -> None:
+        self._deliver(key, data)
+
+    def subscriber(self) -> Subscriber:
+        return _MemorySubscriber(self)
+
+    async def post(self, data: bytes) -> None:
+        for queue in self._readers:
+            queue.put_nowait(data)
+
+    async def read_posts(self) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._readers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._readers.discard(queue)

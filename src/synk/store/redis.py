@@ -1,0 +1,378 @@
+"""The Redis store: objects in hashes, messages on sharded pub/sub channels.
+
+Key layout, under a configurable prefix ``P`` (default ``synk:``), for a
+subscription key ``K`` and an object id ``I``:
+
+==================  ======  ===============================================
+``P{K}:r``          hash    object id -> record (the object's ``add`` message)
+``P{K}:m``          hash    object id -> guard ``token:version``
+``P{K}:c``          channel the key's messages (SPUBLISH / SSUBSCRIBE)
+``P id:{I}``        string  the incarnation token holding id ``I``
+``P msgs``          stream  client messages for the simulation
+==================  ======  ===============================================
+
+(``P id:{I}`` and ``P msgs`` are written without the space.) A key's data
+and its channel share the hash tag ``{K}``, so they live in one slot and
+every script touches one slot. Scripts live in ``lua/``, one per file, are
+loaded once and called by SHA; they take user strings only as KEYS and ARGV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+
+from synk.errors import ConnectionError as SynkConnectionError
+from synk.store.base import Event, KeyOp, Store, Stored, Subscriber
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from synk.core.batch import Write
+
+__all__ = ["RedisStore"]
+
+_SCRIPTS = ("apply", "claim", "release", "snapshot", "fetch")
+#: Operations per apply.lua call: bounds how long one call blocks Redis.
+_CHUNK = 2000
+#: Ids per fetch.lua call: Lua's unpack() has a stack limit of about 8,000.
+_FETCH_CHUNK = 1000
+_STREAM_MAXLEN = 100_000
+
+_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
+
+
+class _Script:
+    __slots__ = ("body", "name", "sha")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.body = resources.files("synk.store").joinpath(f"lua/{name}.lua").read_text("utf-8")
+        self.sha = hashlib.sha1(self.body.encode()).hexdigest()
+
+
+_LOADED = {name: _Script(name) for name in _SCRIPTS}
+
+
+def _down(url: str, exc: BaseException) -> SynkConnectionError:
+    return SynkConnectionError(f"redis at {url} is unreachable: {exc or type(exc).__name__}")
+
+
+class RedisStore(Store):
+    """A store for ``redis://`` URLs (redis-py asyncio, hiredis parser)."""
+
+    def __init__(self, url: str, *, prefix: str = "synk:", connect_timeout: float = 5.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.connect_timeout = connect_timeout
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout, socket_keepalive=True, health_check_interval=0
+        )
+        self._stream = f"{prefix}msgs"
+
+    # -- names ----------------------------------------------------------------
+
+    def records_key(self, key: str) -> str:
+        """The hash holding the records of subscription key ``key``."""
+        return f"{self.prefix}{{{key}}}:r"
+
+    def guards_key(self, key: str) -> str:
+        """The hash holding the guards of subscription key ``key``."""
+        return f"{self.prefix}{{{key}}}:m"
+
+    def channel(self, key: str) -> str:
+        """The sharded pub/sub channel of subscription key ``key``."""
+        return f"{self.prefix}{{{key}}}:c"
+
+    def id_key(self, oid: str) -> str:
+        """The registry entry of object id ``oid``."""
+        return f"{self.prefix}id:{{{oid}}}"
+
+    def key_of_channel(self, channel: bytes) -> str:
+        """The subscription key of a channel name."""
+        text = channel.decode()
+        return text[len(self.prefix) + 1 : -3]
+
+    # -- connection -------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await asyncio.wait_for(self._load_scripts(), self.connect_timeout)
+        except _ERRORS as exc:
+            await self.redis.aclose()
+            raise _down(self.url, exc) from exc
+
+    async def _load_scripts(self) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for script in _LOADED.values():
+            pipe.script_load(script.body)
+        await pipe.execute()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _calls(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Run script calls in one pipeline; reload scripts once if Redis lost them."""
+        if not calls:
+            return []
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(_LOADED[name].sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+            if missing:
+                # A restarted Redis has an empty script cache; none of these calls ran.
+                await self._load_scripts()
+                pipe = self.redis.pipeline(transaction=False)
+                for i in missing:
+                    name, keys, args = calls[i]
+                    pipe.evalsha(_LOADED[name].sha, len(keys), *keys, *args)
+                for i, r in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                    results[i] = r
+        except _ERRORS as exc:
+            raise _down(self.url, exc) from exc
+        for r in results:
+            if isinstance(r, _ERRORS):
+                raise _down(self.url, r)
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+    # -- writes ------------------------------------------------------------------
+
+    def _claim_calls(self, writes: list[Write]) -> list[tuple[str, list[str], list[Any]]]:
+        return [("claim", [self.id_key(w.id)], [w.token]) for w in writes]
+
+    def _key_calls(self, groups: dict[str, list[KeyOp]]) -> tuple[list[tuple[str, list[str], list[Any]]], list[tuple[str, int]]]:
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        index: list[tuple[str, int]] = []
+        for key, ops in groups.items():
+            keys = [self.records_key(key), self.guards_key(key), self.channel(key)]
+            for start in range(0, len(ops), _CHUNK):
+                args: list[Any] = []
+                for op in ops[start : start + _CHUNK]:
+                    args += (op.op, op.write.id, op.expected, op.meta, op.record, op.message)
+                calls.append(("apply", keys, args))
+                index.append((key, start))
+        return calls, index
+
+    @staticmethod
+    def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for (key, _start), codes in zip(index, results, strict=True):
+            out.setdefault(key, []).extend(int(c) for c in codes)
+        return out
+
+    async def _claim(self, writes: list[Write]) -> list[int]:
+        return [int(r) for r in await self._calls(self._claim_calls(writes))]
+
+    async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+        calls, index = self._key_calls(groups)
+        return self._gather(index, await self._calls(calls))
+
+    async def _release(self, writes: list[Write]) -> None:
+        await self._calls([("release", [self.id_key(w.id)], [w.token]) for w in writes])
+
+    async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
+        claim_calls = self._claim_calls(claims)
+        key_calls, index = self._key_calls(groups)
+        results = await self._calls(claim_calls + key_calls)
+        n = len(claim_calls)
+        return [int(r) for r in results[:n]], self._gather(index, results[n:])
+
+    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> None:
+        key_calls, _index = self._key_calls(groups)
+        await self._calls(key_calls + [("release", [self.id_key(w.id)], [w.token]) for w in releases])
+
+    # -- reads --------------------------------------------------------------------
+
+    async def snapshot(self, key: str) -> list[Stored]:
+        [(records, guards)] = await self._calls([("snapshot", [self.records_key(key), self.guards_key(key)], [])])
+        rec = dict(zip(records[::2], records[1::2], strict=True))
+        meta = dict(zip(guards[::2], guards[1::2], strict=True))
+        return [Stored.parse(oid.decode(), meta[oid].decode(), r) for oid, r in rec.items() if oid in meta]
+
+    async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
+        keys = [self.records_key(key), self.guards_key(key)]
+        chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
+        results = await self._calls([("fetch", keys, chunk) for chunk in chunks])
+        out: dict[str, Stored] = {}
+        for chunk, (records, guards) in zip(chunks, results, strict=True):
+            for oid, r, m in zip(chunk, records, guards, strict=True):
+                if r is not None and m is not None:
+                    out[oid] = Stored.parse(oid, m.decode(), r)
+        return out
+
+    # -- messages -----------------------------------------------------------------
+
+    async def publish(self, key: str, data: bytes) -> None:
+        try:
+            await self.redis.execute_command("SPUBLISH", self.channel(key), data)  # type: ignore[no-untyped-call]
+        except _ERRORS as exc:
+            raise _down(self.url, exc) from exc
+
+    def subscriber(self) -> Subscriber:
+        return _RedisSubscriber(self)
+
+    async def post(self, data: bytes) -> None:
+        try:
+            await self.redis.xadd(self._stream, {"m": data}, maxlen=_STREAM_MAXLEN, approximate=True)
+        except _ERRORS as exc:
+            raise _down(self.url, exc) from exc
+
+    async def read_posts(self) -> AsyncIterator[bytes]:
+        last = "$"
+        delay = 0.05
+        while True:
+            try:
+                replies: Any = await self.redis.xread({self._stream: last}, block=1000, count=500)
+                delay = 0.05
+            except _ERRORS:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+                continue
+            for _stream, entries in replies or ():
+                for entry_id, fields in entries:
+                    last = entry_id
+                    data: bytes = fields[b"m"]
+                    yield data
+
+
+class _RedisSubscriber(Subscriber):
+    """One pub/sub connection for a changing set of keys, reconnecting on its own.
+
+    A reader task owns the connection: it resolves ``subscribe()`` calls once
+    Redis confirms them (so a snapshot taken afterwards misses nothing), and
+    after a reconnect re-subscribes every key and emits ``Event(None)``.
+    """
+
+    def __init__(self, store: RedisStore) -> None:
+        self._store = store
+        self._keys: set[str] = set()
+        self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._lock = asyncio.Lock()
+        #: channels re-subscribed after a reconnect and not yet confirmed
+        self._resubscribing: set[bytes] | None = None
+
+    async def subscribe(self, keys: Iterable[str]) -> None:
+        new = [k for k in dict.fromkeys(keys) if k not in self._keys]
+        if not new:
+            return
+        self._keys.update(new)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for key in new:
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiting.setdefault(self._store.channel(key).encode(), []).append(fut)
+            futures.append(fut)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        self._wake.set()
+        async with self._lock:
+            if self._pubsub is not None:
+                with contextlib.suppress(*_ERRORS):
+                    await self._pubsub.ssubscribe(*(self._store.channel(k) for k in new))
+        await asyncio.gather(*futures)
+
+    async def unsubscribe(self, keys: Iterable[str]) -> None:
+        gone = [k for k in dict.fromkeys(keys) if k in self._keys]
+        if not gone:
+            return
+        self._keys.difference_update(gone)
+        for key in gone:
+            for fut in self._waiting.pop(self._store.channel(key).encode(), []):
+                if not fut.done():
+                    fut.set_result(None)
+        async with self._lock:
+            if self._pubsub is not None:
+                with contextlib.suppress(*_ERRORS):
+                    await self._pubsub.sunsubscribe(*(self._store.channel(k) for k in gone))
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._drop()
+        for futures in self._waiting.values():
+            for fut in futures:
+                if not fut.done():
+                    fut.cancel()
+        self._queue.put_nowait(None)
+
+    async def _drop(self) -> None:
+        ps, self._pubsub = self._pubsub, None
+        if ps is not None:
+            with contextlib.suppress(*_ERRORS, RuntimeError):
+                await ps.aclose()
+
+    async def _connect(self) -> None:
+        ps = self._store.redis.pubsub()
+        async with self._lock:
+            if self._keys:
+                await ps.ssubscribe(*(self._store.channel(k) for k in self._keys))
+            self._pubsub = ps
+
+    async def _run(self) -> None:
+        delay = 0.05
+        reconnect = False
+        while not self._closed:
+            try:
+                if self._pubsub is None:
+                    if reconnect:
+                        self._resubscribing = {self._store.channel(k).encode() for k in self._keys}
+                    await self._connect()
+                    if reconnect and not self._resubscribing:
+                        self._resubscribing = None
+                        self._queue.put_nowait(Event(None))
+                    reconnect = False
+                if not self._keys:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                delay = 0.05
+            except _ERRORS:
+                await self._drop()
+                reconnect = True
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+                continue
+            if msg is None:
+                continue
+            kind = msg["type"]
+            if kind == "smessage":
+                self._queue.put_nowait(Event(self._store.key_of_channel(msg["channel"]), msg["data"]))
+            elif kind == "ssubscribe":
+                for fut in self._waiting.pop(msg["channel"], []):
+                    if not fut.done():
+                        fut.set_result(None)
+                if self._resubscribing is not None:
+                    self._resubscribing.discard(msg["channel"])
+                    if not self._resubscribing:
+                        # Only now is every key live again: snapshots taken after this miss nothing.
+                        self._resubscribing = None
+                        self._queue.put_nowait(Event(None))

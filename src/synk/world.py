@@ -1,0 +1,345 @@
+"""The simulation's handle on the store: create, change, flush, load, reload.
+
+``World`` is a thin asyncio layer: the diff and message logic is in
+``synk.core``, the storage in ``synk.store``. What it adds is ownership (the
+objects this world writes), the ordered queue of flushes, and the reporting
+of write failures the design note asks for: a failed write stops the
+simulation, which can then ``reload()`` the stored state and go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from synk.core.batch import Write, plan
+from synk.core.messages import RESERVED_METHODS
+from synk.core.model import Object
+from synk.core.names import check_key
+from synk.errors import ConfigError, ConnectionError, Failure, SynkError, ValidationError, WriteError
+from synk.store import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from types import TracebackType
+
+    from synk.store.base import Store, Stored, Subscriber
+
+__all__ = ["ClientMessage", "FlushHandle", "ReloadReport", "World", "connect"]
+
+log = logging.getLogger("synk")
+
+ObjectT = TypeVar("ObjectT", bound=Object)
+
+
+@dataclass(frozen=True)
+class ReloadReport:
+    """What ``reload()`` found: objects gone from the store (no longer owned)."""
+
+    missing: list[Object] = field(default_factory=list)
+    reloaded: int = 0
+
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """A custom message a client sent through a gateway."""
+
+    client: str
+    method: str
+    data: dict[str, Any]
+
+
+class FlushHandle:
+    """Returned by ``world.flush()`` at once; await it for the store's confirmation.
+
+    Awaiting raises ``WriteError`` when some writes did not land. A handle
+    that is never awaited reports its failure through ``world.on_error`` and
+    the next ``world.flush()`` call raises it.
+    """
+
+    def __init__(self, world: World, writes: int, task: asyncio.Task[None] | None) -> None:
+        self._world = world
+        self._task = task
+        self.writes = writes
+        self._awaited = False
+
+    def __await__(self) -> Generator[Any, None, None]:
+        self._awaited = True
+        if self._task is None:
+            return
+        self._world._unreported.pop(id(self), None)
+        yield from asyncio.shield(self._task).__await__()
+
+    def done(self) -> bool:
+        """Whether the store has answered."""
+        return self._task is None or self._task.done()
+
+
+class World:
+    """The objects a simulation owns, and the store they are written to."""
+
+    def __init__(self, store: Store, types: Iterable[type[Object]] = ()) -> None:
+        self.store = store
+        self.types: dict[str, type[Object]] = {}
+        for cls in types:
+            self.register(cls)
+        #: Called with the WriteError of a flush that nobody awaited.
+        self.on_error: Callable[[WriteError], None] | None = None
+        self._owned: dict[str, Object] = {}
+        self._created: dict[str, Object] = {}
+        self._dirty: dict[str, Object] = {}
+        self._deleted: dict[str, Object] = {}
+        self._tail: asyncio.Task[None] | None = None
+        self._unreported: dict[int, WriteError] = {}
+
+    def register(self, cls: type[Object]) -> None:
+        """Make ``cls`` known, so that stored objects of its type can be loaded."""
+        if not (isinstance(cls, type) and issubclass(cls, Object)):
+            raise ConfigError(f"{cls!r} is not a synk.Object subclass")
+        cls._synk_check_class()
+        other = self.types.get(cls.type_key)
+        if other is not None and other is not cls:
+            raise ConfigError(f"type_key {cls.type_key!r} is used by both {other.__name__} and {cls.__name__}")
+        self.types[cls.type_key] = cls
+
+    # -- the write path ---------------------------------------------------------
+
+    def _mark(self, obj: Object) -> None:
+        self._dirty[obj.id] = obj
+
+    def create(self, obj: ObjectT) -> ObjectT:
+        """Own ``obj`` and write it with the next flush; returns it."""
+        if not isinstance(obj, Object):
+            raise ValidationError(f"create() takes a synk.Object, not {type(obj).__name__}")
+        cls = type(obj)
+        if cls.type_key not in self.types:
+            self.register(cls)
+        if obj._synk_world is not None or obj._synk_version:
+            raise ValidationError(f"{cls.type_key} {obj.id!r} was already created")
+        if obj.id in self._owned:
+            raise ValidationError(f"this world already owns an object with id {obj.id!r}")
+        try:
+            obj._synk_current_key()
+        except SynkError as exc:
+            raise ValidationError(f"{cls.type_key} {obj.id!r}: {exc}") from None
+        obj._synk_world = self
+        self._owned[obj.id] = obj
+        self._created[obj.id] = obj
+        return obj
+
+    def delete(self, obj: Object) -> None:
+        """Delete ``obj`` from the store with the next flush."""
+        if self._owned.get(obj.id) is not obj:
+            raise ValidationError(f"{obj.type_key} {obj.id!r} is not owned by this world")
+        del self._owned[obj.id]
+        self._dirty.pop(obj.id, None)
+        obj._synk_world = None
+        if self._created.pop(obj.id, None) is None:
+            obj._synk_discard()
+            self._deleted[obj.id] = obj
+
+    def flush(self) -> FlushHandle:
+        """Send every pending create, change and delete as one batch.
+
+        Returns at once; what is sent is fixed now, and batches land in the
+        order of the calls. Raises the WriteError of an earlier flush that was
+        not awaited, before sending anything.
+        """
+        if self._unreported:
+            errors = list(self._unreported.values())
+            self._unreported.clear()
+            raise errors[0] if len(errors) == 1 else WriteError([f for e in errors for f in e.failures])
+        created = list(self._created.values())
+        changed = [o for o in self._dirty.values() if o._synk_base]
+        deleted = list(self._deleted.values())
+        # Check every new key before touching anything, so that a bad sub_key
+        # leaves the whole batch pending instead of half-planned.
+        for obj in created + changed:
+            try:
+                obj._synk_current_key()
+            except SynkError as exc:
+                raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
+        writes = plan(created, changed, deleted)
+        self._created.clear()
+        self._dirty.clear()
+        self._deleted.clear()
+        if not writes:
+            return FlushHandle(self, 0, None)
+        task = asyncio.get_running_loop().create_task(self._apply(self._tail, writes))
+        handle = FlushHandle(self, len(writes), task)
+        task.add_done_callback(lambda t: self._settled(handle, t))
+        self._tail = task
+        return handle
+
+    async def _apply(self, previous: asyncio.Task[None] | None, writes: list[Write]) -> None:
+        if previous is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(previous)
+        try:
+            failures = await self.store.apply(writes)
+        except ConnectionError as exc:
+            failures = [Failure(w.id, w.type, w.kind.value, "connection", str(exc)) for w in writes]
+        if failures:
+            raise WriteError(failures)
+
+    def _settled(self, handle: FlushHandle, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if not isinstance(exc, WriteError) or handle._awaited:
+            if exc is not None and not isinstance(exc, WriteError):
+                log.error("synk flush failed unexpectedly", exc_info=exc)
+            return
+        self._unreported[id(handle)] = exc
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                log.exception("synk world.on_error callback raised")
+        else:
+            log.error("synk flush failed and was not awaited: %s", exc)
+
+    async def drain(self) -> None:
+        """Wait until every flush sent so far has been answered."""
+        if self._tail is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._tail)
+
+    # -- reading -------------------------------------------------------------------
+
+    def _restore(self, key: str, stored: Stored) -> Object:
+        msg = orjson.loads(stored.record)
+        cls = self.types.get(msg["t"])
+        if cls is None:
+            raise ConfigError(
+                f"object {stored.id!r} in key {key!r} has type {msg['t']!r}, which is not registered; pass its class in types="
+            )
+        return cls._synk_restore(stored.id, msg["state"], stored.version, stored.token, key)
+
+    async def load(self, keys: Iterable[str]) -> list[Object]:
+        """The objects now stored in ``keys``, owned by this world from now on.
+
+        An object this world already owns is returned as it is.
+        """
+        out: list[Object] = []
+        for key in dict.fromkeys(check_key(k) for k in keys):
+            for stored in await self.store.snapshot(key):
+                obj = self._owned.get(stored.id)
+                if obj is None:
+                    obj = self._restore(key, stored)
+                    obj._synk_world = self
+                    self._owned[obj.id] = obj
+                out.append(obj)
+        return out
+
+    async def reload(self) -> ReloadReport:
+        """Re-read every owned object from the store, dropping pending changes.
+
+        Objects the store no longer holds (deleted, or taken over by another
+        incarnation of their id) are no longer owned, and are reported.
+        """
+        await self.drain()
+        self._unreported.clear()
+        for obj in self._deleted.values():
+            self._owned[obj.id] = obj
+            obj._synk_world = self
+        self._deleted.clear()
+        by_key: dict[str, list[Object]] = {}
+        missing: list[Object] = []
+        for obj in self._owned.values():
+            if obj._synk_skey is None:
+                missing.append(obj)
+            else:
+                by_key.setdefault(obj._synk_skey, []).append(obj)
+        count = 0
+        for key, objs in by_key.items():
+            found = await self.store.fetch(key, [o.id for o in objs])
+            for obj in objs:
+                stored = found.get(obj.id)
+                if stored is None or stored.token != obj._synk_token:
+                    missing.append(obj)
+                    continue
+                fresh = self._restore(key, stored)
+                obj._synk_values = fresh._synk_values
+                obj._synk_base = {}
+                obj._synk_version = stored.version
+                count += 1
+        for obj in missing:
+            del self._owned[obj.id]
+            obj._synk_world = None
+        self._created.clear()
+        self._dirty.clear()
+        return ReloadReport(missing, count)
+
+    # -- messages --------------------------------------------------------------------
+
+    async def publish(self, sub_key: str, message: dict[str, Any]) -> None:
+        """Send a custom message to the subscribers of ``sub_key``.
+
+        ``message`` needs a ``"method"`` other than the reserved ones.
+        """
+        check_key(sub_key)
+        method = message.get("method") if isinstance(message, dict) else None
+        if not isinstance(method, str) or not method or method in RESERVED_METHODS:
+            raise ValidationError(f"a custom message needs a 'method' other than {sorted(RESERVED_METHODS)}, got {method!r}")
+        try:
+            data = orjson.dumps(message)
+        except TypeError as exc:
+            raise ValidationError(f"custom message for {sub_key!r} cannot be encoded as JSON: {exc}") from None
+        await self.store.publish(sub_key, data)
+
+    def subscribe(self) -> Subscriber:
+        """A subscriber to keys' messages: ``await sub.subscribe([...])``, then ``async for event in sub``."""
+        return self.store.subscriber()
+
+    async def messages(self) -> AsyncIterator[ClientMessage]:
+        """Custom messages sent by clients through gateways, from now on."""
+        async for data in self.store.read_posts():
+            try:
+                msg = orjson.loads(data)
+                yield ClientMessage(msg["client"], msg["method"], msg["data"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("synk dropped a malformed client message of %d bytes", len(data))
+
+    async def close(self) -> None:
+        """Wait for pending flushes, then release the store."""
+        await self.drain()
+        await self.store.close()
+
+
+class _Connect:
+    def __init__(self, url: str, types: Iterable[type[Object]], prefix: str, connect_timeout: float) -> None:
+        self._args = (url, list(types), prefix, connect_timeout)
+        self._world: World | None = None
+
+    async def _open(self) -> World:
+        url, types, prefix, timeout = self._args
+        world = World(open_store(url, prefix=prefix, connect_timeout=timeout), types)
+        await world.store.open()
+        return world
+
+    def __await__(self) -> Generator[Any, None, World]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> World:
+        self._world = await self._open()
+        return self._world
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        if self._world is not None:
+            await self._world.close()
+
+
+def connect(url: str = "memory://", *, types: Iterable[type[Object]] = (), prefix: str = "synk:", connect_timeout: float = 5.0) -> _Connect:
+    """Open a world on a store: ``async with synk.connect(url, types=[...]) as world``.
+
+    ``url`` is ``memory://`` (embedded) or ``redis://HOST:PORT/DB``. Also
+    awaitable: ``world = await synk.connect(url)``, then ``await world.close()``.
+    """
+    return _Connect(url, types, prefix, connect_timeout)

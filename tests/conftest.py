@@ -1,0 +1,76 @@
+"""Fixtures: a private redis-server, and worlds on both backends."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
+
+import synk
+from tests.redis_process import RedisProcess
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis for the session: SYNK_TEST_REDIS_URL, or a private redis-server."""
+    env = os.environ.get("SYNK_TEST_REDIS_URL")
+    if env:
+        yield env
+        return
+    server = RedisProcess()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_process() -> Iterator[RedisProcess]:
+    """A private redis-server of this test alone, which the test may restart."""
+    server = RedisProcess()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each conformance test runs once per backend."""
+    return str(request.param)
+
+
+WorldFactory = Callable[..., AbstractAsyncContextManager[synk.World]]
+
+
+@pytest.fixture
+def open_world(backend: str, request: pytest.FixtureRequest) -> WorldFactory:
+    """Open worlds on this test's store: every world of a test shares it.
+
+    Redis worlds get a prefix unique to the test, so tests never see each
+    other's data even on a shared server.
+    """
+    prefix = f"synktest:{uuid.uuid4().hex[:12]}:"
+    memory: list[synk.World] = []
+
+    @asynccontextmanager
+    async def factory(*types: type[synk.Object]) -> AsyncIterator[synk.World]:
+        if backend == "memory":
+            from synk.store.memory import MemoryStore
+
+            if not memory:
+                memory.append(synk.World(MemoryStore()))
+            world = synk.World(memory[0].store, types)
+            yield world
+            await world.drain()
+            return
+        url = request.getfixturevalue("redis_url")
+        async with synk.connect(url, types=types, prefix=prefix) as world:
+            yield world
+
+    return factory
