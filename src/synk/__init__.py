@@ -10,6 +10,8 @@ The layers, from the pure core outwards::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from synk.core.model import Object
 from synk.errors import (
     ConfigError,
@@ -21,7 +23,32 @@ from synk.errors import (
     ValidationError,
     WriteError,
 )
-from synk.world import ClientMessage, FlushHandle, ReloadReport, World, connect
+
+if TYPE_CHECKING:
+    from synk.world import ClientMessage, FlushHandle, ReloadReport, World, connect
+
+# The I/O layers load on first use, so that importing the pure core (synk.core)
+# never pulls in asyncio, redis or websockets.
+_LAZY = {
+    "ClientMessage": "synk.world",
+    "FlushHandle": "synk.world",
+    "ReloadReport": "synk.world",
+    "World": "synk.world",
+    "connect": "synk.world",
+    "Gateway": "synk.gateway",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'synk' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ClientMessage",

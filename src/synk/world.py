@@ -286,8 +286,10 @@ class World:
         """
         check_key(sub_key)
         method = message.get("method") if isinstance(message, dict) else None
-        if not isinstance(method, str) or not method or method in RESERVED_METHODS:
-            raise ValidationError(f"a custom message needs a 'method' other than {sorted(RESERVED_METHODS)}, got {method!r}")
+        if not isinstance(method, str) or not method or method in RESERVED_METHODS or method.startswith("~"):
+            raise ValidationError(
+                f"a custom message needs a 'method' other than {sorted(RESERVED_METHODS)} and not starting with '~', got {method!r}"
+            )
         try:
             data = orjson.dumps(message)
         except TypeError as exc:

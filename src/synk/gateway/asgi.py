@@ -1,0 +1,118 @@
+"""The ASGI transport: mount the gateway in Starlette, FastAPI or any ASGI server.
+
+Websocket connections at any path, ``GET /metrics``, and the JS client's
+files. The ASGI server frames and pings; messages leave one ``send`` each,
+since ASGI has no way to coalesce frames (the standalone server does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from synk.gateway import protocol as p
+from synk.gateway import static
+from synk.gateway.hub import Handshake
+from synk.gateway.session import Outlet
+
+if TYPE_CHECKING:
+    from synk.gateway.hub import Gateway
+
+__all__ = ["AsgiApp"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _AsgiOutlet(Outlet):
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.closed = False
+
+    async def write(self, batch: list[bytes]) -> None:
+        if self.closed:
+            raise ConnectionError("websocket is closed")
+        for data in batch:
+            await self._send({"type": "websocket.send", "text": data.decode()})
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class AsgiApp:
+    """``gateway.asgi_app()``: an ASGI 3 application."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.gateway.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, send: Send) -> None:
+        path = scope.get("path", "/")
+        if path == "/metrics":
+            status, ctype, body = 200, "text/plain; version=0.0.4; charset=utf-8", self.gateway.metrics.render().encode()
+        else:
+            found = static.resolve(path, self.gateway.config.static_dir)
+            status, ctype, body = (200, *found) if found else (404, "text/plain; charset=utf-8", b"not found\n")
+        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        query = scope.get("query_string", b"").decode("latin-1")
+        path = scope.get("path", "/") + (f"?{query}" if query else "")
+        if not self.gateway.origin_allowed(headers.get("origin"), headers.get("host")):
+            await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
+            return
+        client = scope.get("client") or ("", 0)
+        ok, identity = await self.gateway.authenticate(Handshake(path, headers, str(client[0])))
+        await send({"type": "websocket.accept"})
+        outlet = _AsgiOutlet(send)
+        if not ok:
+            await outlet.close(p.CLOSE_UNAUTHORIZED, "unauthorized")
+            return
+        limit = self.gateway.config.max_frame
+
+        async def frames() -> AsyncIterator[str | bytes]:
+            while True:
+                msg = await receive()
+                if msg["type"] == "websocket.disconnect":
+                    outlet.closed = True
+                    return
+                frame = msg.get("text")
+                if frame is None:
+                    frame = msg.get("bytes") or b""
+                if len(frame) > limit:
+                    with contextlib.suppress(Exception):
+                        await outlet.close(p.CLOSE_TOO_BIG, f"frame of {len(frame)} bytes is over the limit of {limit}")
+                    return
+                yield frame
+
+        await self.gateway.attach(outlet, identity, frames())

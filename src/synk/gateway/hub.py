@@ -1,0 +1,403 @@
+"""The gateway's heart: sessions, key subscriptions, snapshots and fan-out.
+
+Transports (``synk.gateway.ws`` for the standalone server, ``synk.gateway.asgi``
+for Starlette or FastAPI) accept connections and hand each to
+:meth:`Gateway.attach`; everything else happens here, over one store
+subscriber shared by every client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from synk.errors import ProtocolError
+from synk.gateway import protocol as p
+from synk.gateway.metrics import Metrics
+from synk.gateway.routing import Routed, Router, replay, route
+from synk.gateway.session import Client, Session
+from synk.store import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from synk.gateway.session import Outlet
+    from synk.store.base import Store, Stored, Subscriber
+    from synk.world import World
+
+__all__ = ["Gateway", "GatewayConfig", "Handshake"]
+
+log = logging.getLogger("synk.gateway")
+
+#: The start of a snapshot barrier: ``{"method":"~barrier","id":"TOKEN"}``.
+BARRIER = b'{"method":"~barrier","id":"'
+
+Handler = Callable[[Client, dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What the gateway knows of a connection request, for ``authenticate``."""
+
+    path: str
+    headers: dict[str, str]
+    client_addr: str = ""
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The query string's parameters (last value wins)."""
+        from urllib.parse import parse_qsl, urlsplit
+
+        return dict(parse_qsl(urlsplit(self.path).query))
+
+
+@dataclass
+class GatewayConfig:
+    """Limits and hooks; every field has a working default."""
+
+    max_frame: int = 64 * 1024
+    max_keys: int = 1000
+    max_backlog_bytes: int = 4 * 1024 * 1024
+    max_backlog_messages: int = 20_000
+    write_high_water: int = 256 * 1024
+    stuck_timeout: float = 10.0
+    rate: float = 50.0
+    burst: float = 200.0
+    ping_interval: float | None = 20.0
+    ping_timeout: float | None = 20.0
+    #: allowed Origin values; None means the gateway's own host only, "*" any
+    origins: list[str] | str | None = None
+    authenticate: Callable[[Handshake], Any] | None = None
+    authorize: Callable[[Any, str], Any] | None = None
+    #: post custom client messages to the store for ``world.messages()``
+    forward_to_world: bool = True
+    #: a folder served at "/" (the demo's page, say)
+    static_dir: str | os.PathLike[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def _maybe(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class Gateway:
+    """Serves the store's snapshots and messages to websocket clients.
+
+    ``Gateway(world_or_url, **config)``: a ``synk.World`` (its store is
+    shared, which is how ``memory://`` serves a simulation in the same
+    process) or a store URL. Run it with :meth:`serve` or mount
+    :meth:`asgi_app` in an ASGI application.
+    """
+
+    def __init__(self, source: World | Store | str, *, prefix: str = "synk:", **config: Any) -> None:
+        if isinstance(source, str):
+            self.store: Store = open_store(source, prefix=prefix)
+            self._owns_store = True
+        elif hasattr(source, "store"):
+            self.store = source.store
+            self._owns_store = False
+        else:
+            self.store = source
+            self._owns_store = False
+        self.config = GatewayConfig(**config)
+        self.metrics = Metrics()
+        self.router = Router()
+        self.sessions: dict[str, Session] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._subscriber: Subscriber | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._live: dict[str, asyncio.Future[None]] = {}
+        self._counter = itertools.count(1)
+        self._started = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._barriers: dict[str, tuple[Session, str, list[Routed], list[Stored]]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store and the shared subscriber (idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        if self._owns_store:
+            await self.store.open()
+        self._subscriber = self.store.subscriber()
+        self._pump = asyncio.create_task(self._fan_out(self._subscriber))
+
+    async def close(self) -> None:
+        """Close every client with 1001, then release the store."""
+        await asyncio.gather(*(s.close(p.CLOSE_GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())))
+        for task in list(self._tasks):
+            task.cancel()
+        if self._subscriber is not None:
+            await self._subscriber.close()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        if self._owns_store and self._started:
+            await self.store.close()
+        self._started = False
+
+    def on(self, method: str) -> Callable[[Handler], Handler]:
+        """Register a handler for a custom client method: ``@gateway.on("chat")``.
+
+        It is called with the :class:`Client` and the message's fields, and
+        may answer with ``client.send({...})``.
+        """
+
+        def register(fn: Handler) -> Handler:
+            self._handlers[method] = fn
+            return fn
+
+        return register
+
+    # -- transports ----------------------------------------------------------------
+
+    def serve(self, host: str = "127.0.0.1", port: int = 8765) -> Any:
+        """The standalone websocket server: ``async with gateway.serve(host, port) as server``."""
+        from synk.gateway.ws import serve
+
+        return serve(self, host, port)
+
+    def asgi_app(self) -> Any:
+        """An ASGI application serving websockets, ``/metrics`` and the client files."""
+        from synk.gateway.asgi import AsgiApp
+
+        return AsgiApp(self)
+
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Whether a browser page from ``origin`` may connect."""
+        if origin is None:
+            return True  # not a browser: browsers always send Origin
+        allowed = self.config.origins
+        if allowed == "*":
+            return True
+        if allowed is None:
+            from urllib.parse import urlsplit
+
+            return host is not None and urlsplit(origin).netloc == host
+        return origin in allowed
+
+    async def authenticate(self, handshake: Handshake) -> tuple[bool, Any]:
+        """Run the ``authenticate`` hook: (accepted, identity)."""
+        hook = self.config.authenticate
+        if hook is None:
+            return True, None
+        try:
+            identity = await _maybe(hook(handshake))
+        except Exception:
+            log.exception("synk authenticate hook raised; connection refused")
+            return False, None
+        return identity is not None, identity
+
+    async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes]) -> None:
+        """Serve one connection until ``frames`` ends; the transport calls this."""
+        await self.start()
+        cid = f"{next(self._counter)}-{secrets.token_hex(4)}"
+        session = Session(
+            cid,
+            identity,
+            outlet,
+            self.metrics,
+            max_backlog_bytes=self.config.max_backlog_bytes,
+            max_backlog_messages=self.config.max_backlog_messages,
+            stuck_timeout=self.config.stuck_timeout,
+            rate=self.config.rate,
+            burst=self.config.burst,
+            on_lag=self._resnapshot_all,
+        )
+        self.sessions[cid] = session
+        self.metrics.clients = len(self.sessions)
+        session.push(p.encode_hello(cid))
+        try:
+            async for frame in frames:
+                await self._receive(session, frame)
+        finally:
+            del self.sessions[cid]
+            self.metrics.clients = len(self.sessions)
+            self._barriers = {t: b for t, b in self._barriers.items() if b[0] is not session}
+            await session.stop()
+            await self._unsubscribe(session, list(session.keys))
+
+    # -- client messages -------------------------------------------------------------
+
+    def _error(self, session: Session, code: str, reason: str) -> None:
+        self.metrics.errors[code] += 1
+        session.push(p.encode_error(code, reason))
+
+    async def _receive(self, session: Session, frame: str | bytes) -> None:
+        self.metrics.messages_in += 1
+        self.metrics.bytes_in += len(frame)
+        if not session.bucket.take(asyncio.get_running_loop().time()):
+            self._error(session, p.RATE_LIMITED, f"more than {self.config.rate:g} messages a second; message dropped")
+            return
+        try:
+            command = p.parse(frame, self.config.max_keys)
+            if isinstance(command, p.UpdateSubscription):
+                await self._update(session, command)
+            elif isinstance(command, p.Resync):
+                missing = [k for k in command.keys if k not in session.keys]
+                if missing:
+                    raise ProtocolError(p.NOT_SUBSCRIBED, f"resync of {len(missing)} key(s) not subscribed, such as {missing[0]!r}")
+                self._snapshots(session, command.keys)
+            else:
+                await self._custom(session, command)
+        except ProtocolError as exc:
+            self._error(session, exc.code, exc.reason)
+        except Exception:
+            log.exception("synk gateway failed on a message of client %s", session.id)
+            self._error(session, p.INTERNAL, "the gateway failed to serve this message")
+
+    async def _update(self, session: Session, command: p.UpdateSubscription) -> None:
+        await self._unsubscribe(session, [k for k in command.remove if k in session.keys])
+        add = [k for k in command.add if k not in session.keys]
+        if len(session.keys) + len(add) > self.config.max_keys:
+            raise ProtocolError(
+                p.TOO_MANY_KEYS, f"{len(session.keys)} keys subscribed and {len(add)} more asked, over the limit of {self.config.max_keys}"
+            )
+        hook = self.config.authorize
+        if hook is not None and add:
+            allowed = []
+            for key in add:
+                try:
+                    ok = await _maybe(hook(session.identity, key))
+                except Exception:
+                    log.exception("synk authorize hook raised; key refused")
+                    ok = False
+                if ok:
+                    allowed.append(key)
+                else:
+                    self._error(session, p.FORBIDDEN, f"not allowed to subscribe to {key!r}")
+            add = allowed
+        for key in add:
+            session.keys[key] = []
+            if self.router.add(session.id, key):
+                self.metrics.keys = len(self.router)
+        self._snapshots(session, add)
+
+    async def _custom(self, session: Session, command: p.Custom) -> None:
+        handler = self._handlers.get(command.method)
+        if handler is None and not self.config.forward_to_world:
+            raise ProtocolError(p.UNKNOWN_METHOD, f"no handler for method {command.method[:64]!r}")
+        if handler is not None:
+            await _maybe(handler(session.client, command.data))
+        if self.config.forward_to_world:
+            await self.store.post(orjson.dumps({"client": session.id, "method": command.method, "data": command.data}))
+
+    async def _unsubscribe(self, session: Session, keys: list[str]) -> None:
+        gone = []
+        for key in keys:
+            session.keys.pop(key, None)
+            if self.router.remove(session.id, key):
+                gone.append(key)
+                self._live.pop(key, None)
+        self.metrics.keys = len(self.router)
+        if gone and self._subscriber is not None:
+            await self._subscriber.unsubscribe(gone)
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _snapshots(self, session: Session, keys: list[str] | tuple[str, ...]) -> None:
+        for key in keys:
+            buffer: list[Routed] = []
+            session.keys[key] = buffer
+            self._spawn(self._snapshot(session, key, buffer))
+
+    def _resnapshot_all(self, session: Session) -> None:
+        self._snapshots(session, list(session.keys))
+
+    async def _ensure_live(self, key: str) -> None:
+        fut = self._live.get(key)
+        if fut is None:
+            assert self._subscriber is not None
+            fut = self._live[key] = asyncio.ensure_future(self._subscriber.subscribe([key]))
+        await asyncio.shield(fut)
+
+    async def _snapshot(self, session: Session, key: str, buffer: list[Any]) -> None:
+        delay = 0.05
+        while not session.closed and session.keys.get(key) is buffer:
+            try:
+                await self._ensure_live(key)
+                stored = await self.store.snapshot(key)
+                # Messages published before the snapshot may still be on their
+                # way through the subscriber. A barrier published now arrives
+                # after all of them: until it does, the key stays buffered.
+                token = secrets.token_hex(8)
+                self._barriers[token] = (session, key, buffer, stored)
+                await self.store.publish(key, BARRIER + token.encode() + b'"}')
+                break
+            except Exception as exc:
+                # The store is down: the subscriber reconnects on its own and
+                # re-snapshots everything; until then keep trying this one.
+                self._live.pop(key, None)
+                log.warning("synk snapshot of %r failed (%s); retrying", key, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _barrier(self, data: bytes) -> None:
+        token = data[len(BARRIER) : -2].decode(errors="replace")
+        found = self._barriers.pop(token, None)
+        if found is None:
+            return  # another gateway's
+        session, key, buffer, stored = found
+        if session.closed or session.keys.get(key) is not buffer:
+            return  # unsubscribed, or a newer snapshot took over
+        session.push_many([s.record for s in stored])
+        session.push(p.encode_snap(key, [s.id for s in stored]))
+        session.push_many(replay(buffer, {s.id: s.version for s in stored}))
+        session.keys[key] = None
+
+    # -- fan-out ----------------------------------------------------------------------------
+
+    async def _fan_out(self, subscriber: Subscriber) -> None:
+        sessions = self.sessions
+        clients_of = self.router.clients
+        async for event in subscriber:
+            key = event.key
+            if key is None:
+                self.metrics.store_reconnects += 1
+                self._live.clear()
+                self._barriers.clear()
+                for session in list(sessions.values()):
+                    self._resnapshot_all(session)
+                continue
+            data = event.data
+            if data.startswith(BARRIER):
+                self._barrier(data)
+                continue
+            self.metrics.store_messages += 1
+            routed = None
+            # Only an add that moved in needs decoding on the live path.
+            prev_key = None
+            if b'"psKey":' in data:
+                routed = route(data)
+                prev_key = routed.prev_key
+            for cid in clients_of(key):
+                target = sessions.get(str(cid))
+                if target is None:
+                    continue
+                buffer = target.keys.get(key)
+                if buffer is None:
+                    if prev_key is not None and prev_key in target.keys:
+                        continue  # it got the mod with nsKey from the old key
+                    target.push(data)
+                else:
+                    if routed is None:
+                        routed = route(data)
+                    buffer.append(routed)

@@ -1,0 +1,136 @@
+"""Client → gateway messages: parsing and validation (pure).
+
+Every frame a client sends goes through :func:`parse`, which returns a
+command or raises :class:`synk.ProtocolError` with a stable wire code
+(PROTOCOL.md lists them). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from synk.core.messages import RESERVED_METHODS
+from synk.core.names import check_key
+from synk.errors import ProtocolError, ValidationError
+
+__all__ = [
+    "Custom",
+    "Resync",
+    "UpdateSubscription",
+    "encode_error",
+    "encode_hello",
+    "encode_snap",
+    "parse",
+]
+
+#: Codes of ``error`` messages, stable on the wire.
+BAD_JSON = "bad_json"
+BAD_MESSAGE = "bad_message"
+BAD_KEY = "bad_key"
+TOO_MANY_KEYS = "too_many_keys"
+FORBIDDEN = "forbidden"
+NOT_SUBSCRIBED = "not_subscribed"
+RATE_LIMITED = "rate_limited"
+UNKNOWN_METHOD = "unknown_method"
+INTERNAL = "internal"
+
+#: Close codes.
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_SLOW = 4408
+
+_MAX_METHOD = 64
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSubscription:
+    """Add and remove subscription keys."""
+
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Send fresh snapshots of these keys."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """Any other method: for a gateway handler and the simulation."""
+
+    method: str
+    data: dict[str, Any]
+
+
+Command = UpdateSubscription | Resync | Custom
+
+
+def _keys(msg: dict[str, Any], field: str, max_keys: int) -> tuple[str, ...]:
+    value = msg.get(field, [])
+    if not isinstance(value, list):
+        raise ProtocolError(BAD_MESSAGE, f"{msg['method']}.{field} must be a list of keys, not {type(value).__name__}")
+    if len(value) > max_keys:
+        raise ProtocolError(TOO_MANY_KEYS, f"{msg['method']}.{field} has {len(value)} keys, over the limit of {max_keys}")
+    out = []
+    for i, key in enumerate(value):
+        try:
+            out.append(check_key(key))
+        except ValidationError as exc:
+            raise ProtocolError(BAD_KEY, f"{msg['method']}.{field}[{i}]: {exc}") from None
+    return tuple(dict.fromkeys(out))
+
+
+def _only(msg: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(msg) - allowed)
+    if unknown:
+        shown = ", ".join(repr(u[:40]) for u in unknown[:5])
+        raise ProtocolError(BAD_MESSAGE, f"{msg['method']} has unknown field(s) {shown}")
+
+
+_SUB_FIELDS = frozenset({"method", "add", "remove"})
+_RESYNC_FIELDS = frozenset({"method", "keys"})
+
+
+def parse(frame: str | bytes, max_keys: int = 1000) -> Command:
+    """The command in one client frame; raises ProtocolError when refused."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        raise ProtocolError(BAD_JSON, f"frame of {len(frame)} bytes is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(BAD_JSON, f"frame is a JSON {type(msg).__name__}, not an object")
+    method = msg.get("method")
+    if not isinstance(method, str) or not method or len(method) > _MAX_METHOD:
+        raise ProtocolError(BAD_MESSAGE, f"'method' must be a string of 1 to {_MAX_METHOD} characters")
+    if method == "updateSubscription":
+        _only(msg, _SUB_FIELDS)
+        return UpdateSubscription(_keys(msg, "add", max_keys), _keys(msg, "remove", max_keys))
+    if method == "resync":
+        _only(msg, _RESYNC_FIELDS)
+        return Resync(_keys(msg, "keys", max_keys))
+    if method in RESERVED_METHODS:
+        raise ProtocolError(BAD_MESSAGE, f"method {method!r} is sent by the gateway, not to it")
+    data = {k: v for k, v in msg.items() if k != "method"}
+    return Custom(method, data)
+
+
+def encode_error(code: str, reason: str) -> bytes:
+    """An ``error`` message."""
+    return orjson.dumps({"method": "error", "code": code, "reason": reason})
+
+
+def encode_hello(client: str) -> bytes:
+    """The first message of a connection."""
+    return orjson.dumps({"method": "hello", "client": client})
+
+
+def encode_snap(key: str, ids: list[str]) -> bytes:
+    """The end of a key's snapshot, naming every object in it."""
+    return orjson.dumps({"method": "snap", "sKey": key, "ids": ids})

@@ -1,0 +1,170 @@
+"""One connected client: its keys, its outbound backlog and its writer.
+
+Transport-agnostic: an :class:`Outlet` (websockets or ASGI) moves the bytes.
+Messages queued for a client between two writes leave in one write, and
+the backlog is bounded: past the bound it is discarded and the client's
+keys are re-snapshotted once its socket drains, so it converges without
+reconnecting; a socket that stays stuck is closed with 4408.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from synk.gateway.limits import TokenBucket
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from synk.gateway.metrics import Metrics
+    from synk.gateway.routing import Routed
+
+__all__ = ["Client", "Outlet", "Session"]
+
+log = logging.getLogger("synk.gateway")
+
+
+class Outlet(abc.ABC):
+    """Moves a client's bytes: one implementation per transport."""
+
+    @abc.abstractmethod
+    async def write(self, batch: list[bytes]) -> None:
+        """Send these messages (JSON text frames), in order, as one write where possible."""
+
+    @abc.abstractmethod
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection with this close code."""
+
+
+class Client:
+    """What a custom-message handler sees of a client."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def id(self) -> str:
+        """The id the gateway gave this connection (sent to it in ``hello``)."""
+        return self._session.id
+
+    @property
+    def identity(self) -> Any:
+        """What ``authenticate(request)`` returned for this connection."""
+        return self._session.identity
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys this client follows."""
+        return list(self._session.keys)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a JSON message for this client alone."""
+        self._session.push(orjson.dumps(message))
+
+
+class Session:
+    """A client's state in the gateway."""
+
+    def __init__(
+        self,
+        cid: str,
+        identity: Any,
+        outlet: Outlet,
+        metrics: Metrics,
+        *,
+        max_backlog_bytes: int,
+        max_backlog_messages: int,
+        stuck_timeout: float,
+        rate: float,
+        burst: float,
+        on_lag: Callable[[Session], None],
+    ) -> None:
+        self.id = cid
+        self.identity = identity
+        self.outlet = outlet
+        self.metrics = metrics
+        #: key -> None when live, or the messages buffered during its snapshot
+        self.keys: dict[str, list[Routed] | None] = {}
+        self.bucket = TokenBucket(rate, burst, asyncio.get_running_loop().time())
+        self.client = Client(self)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._max_bytes = max_backlog_bytes
+        self._max_messages = max_backlog_messages
+        self._stuck = stuck_timeout
+        self._on_lag = on_lag
+        self._ready = asyncio.Event()
+        self.lagging = False
+        self.closed = False
+        self._writer = asyncio.create_task(self._run())
+
+    def push(self, data: bytes) -> None:
+        """Queue one message; drops the backlog if it passes its bound."""
+        if self.lagging or self.closed:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if len(self._pending) > self._max_messages or self._pending_bytes > self._max_bytes:
+            # Falling behind: drop what is queued and stop queueing until the
+            # socket drains, then re-snapshot. Memory stays bounded and the
+            # other clients never wait for this one.
+            self._pending = []
+            self._pending_bytes = 0
+            self.lagging = True
+            self.metrics.slow_resyncs += 1
+        self._ready.set()
+
+    def push_many(self, batch: list[bytes]) -> None:
+        """Queue several messages."""
+        for data in batch:
+            self.push(data)
+
+    async def _run(self) -> None:
+        try:
+            while not self.closed:
+                await self._ready.wait()
+                self._ready.clear()
+                batch, self._pending, self._pending_bytes = self._pending, [], 0
+                try:
+                    if batch:
+                        await asyncio.wait_for(self.outlet.write(batch), self._stuck)
+                        self.metrics.messages_out += len(batch)
+                        self.metrics.bytes_out += sum(map(len, batch))
+                    elif self.lagging:
+                        await asyncio.wait_for(self.outlet.write([]), self._stuck)
+                except TimeoutError:
+                    self.metrics.slow_closes += 1
+                    await self.close(4408, "client too slow to drain its backlog")
+                    return
+                if self.lagging and not self._pending:
+                    self.lagging = False
+                    self._on_lag(self)
+        except (ConnectionError, OSError):
+            self.closed = True
+        except Exception:
+            log.exception("synk gateway writer of client %s failed", self.id)
+            self.closed = True
+
+    async def close(self, code: int, reason: str) -> None:
+        """Stop writing and close the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        self._ready.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.outlet.close(code, reason), 5)
+
+    async def stop(self) -> None:
+        """Stop the writer (the connection is gone)."""
+        self.closed = True
+        self._ready.set()
+        if self._writer is not asyncio.current_task():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer

@@ -1,0 +1,53 @@
+"""Files the gateway serves over plain HTTP: the JS client, and an optional folder."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+from pathlib import Path
+
+__all__ = ["CLIENT_PREFIX", "client_dir", "resolve"]
+
+CLIENT_PREFIX = "/synk-client/"
+
+_TYPES = {".js": "text/javascript; charset=utf-8", ".ts": "text/plain; charset=utf-8", ".html": "text/html; charset=utf-8"}
+
+
+def client_dir() -> Path | None:
+    """Where the JS client's files are: SYNK_CLIENT_DIR, the package, or the source tree."""
+    env = os.environ.get("SYNK_CLIENT_DIR")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent
+    candidates += [here / "static" / "synk-client", here.parents[2] / "client"]
+    for path in candidates:
+        if (path / "index.js").is_file():
+            return path
+    return None
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    if "\\" in rel or "\x00" in rel:
+        return None
+    target = (root / rel.lstrip("/")).resolve()
+    root = root.resolve()
+    if target != root and root not in target.parents:
+        return None
+    return target if target.is_file() else None
+
+
+def resolve(path: str, static_dir: str | os.PathLike[str] | None) -> tuple[str, bytes] | None:
+    """(content type, body) for an HTTP GET of ``path``, or None for 404."""
+    path = path.split("?", 1)[0]
+    target: Path | None = None
+    if path.startswith(CLIENT_PREFIX) or path == "/synk-client.js":
+        root = client_dir()
+        rel = "index.js" if path == "/synk-client.js" else path[len(CLIENT_PREFIX) :]
+        if root is not None and "node_modules" not in rel and not rel.startswith("test"):
+            target = _inside(root, rel)
+    elif static_dir is not None:
+        rel = "index.html" if path.endswith("/") else path
+        target = _inside(Path(static_dir), rel.rstrip("/") if not path.endswith("/") else path + "index.html")
+    if target is None:
+        return None
+    ctype = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    return ctype, target.read_bytes()

@@ -1,0 +1,150 @@
+"""The standalone transport: a websockets server around the gateway.
+
+The websockets library does the HTTP handshake, pings, close handshake and
+frame-size limit. Outbound data messages bypass its per-message send path:
+the frames of a batch are built here and leave in one ``transport.write``,
+since one write per frame costs more CPU than everything else in fan-out.
+That is sound because compression is off (frames are plain) and the
+protocol state is checked before each write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+from websockets.protocol import State
+
+from synk.gateway import static
+from synk.gateway.hub import Handshake
+from synk.gateway.session import Outlet
+
+if TYPE_CHECKING:
+    from websockets.http11 import Request
+
+    from synk.gateway.hub import Gateway
+
+__all__ = ["WebsocketOutlet", "serve"]
+
+_TEXT_FIN = 0x81
+
+
+def frame_header(size: int) -> bytes:
+    """The header of an unmasked, final text frame of ``size`` bytes (RFC 6455 §5.2)."""
+    if size < 126:
+        return bytes((_TEXT_FIN, size))
+    if size < 65536:
+        return struct.pack("!BBH", _TEXT_FIN, 126, size)
+    return struct.pack("!BBQ", _TEXT_FIN, 127, size)
+
+
+class WebsocketOutlet(Outlet):
+    """Writes batches of frames to one websockets connection."""
+
+    def __init__(self, connection: ServerConnection) -> None:
+        self.connection = connection
+
+    async def write(self, batch: list[bytes]) -> None:
+        conn = self.connection
+        if conn.protocol.state is not State.OPEN:
+            raise ConnectionError("websocket is not open")
+        if batch:
+            parts = []
+            for data in batch:
+                parts.append(frame_header(len(data)))
+                parts.append(data)
+            conn.transport.write(b"".join(parts))
+        await conn.drain()
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.connection.close(code, reason)
+
+
+def _response(status: HTTPStatus, body: bytes, ctype: str = "text/plain; charset=utf-8") -> Response:
+    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def serve(gateway: Gateway, host: str, port: int) -> Any:
+    """A websockets server for ``gateway``; use as ``async with``."""
+    cfg = gateway.config
+    identities: dict[int, Any] = {}
+
+    async def process_request(connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if not upgrade:
+            if path.split("?", 1)[0] == "/metrics":
+                return _response(HTTPStatus.OK, gateway.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+            found = static.resolve(path, cfg.static_dir)
+            if found is None:
+                return _response(HTTPStatus.NOT_FOUND, b"not found\n")
+            return _response(HTTPStatus.OK, found[1], found[0])
+        if not gateway.origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
+            return _response(HTTPStatus.FORBIDDEN, b"origin not allowed\n")
+        addr = connection.remote_address
+        handshake = Handshake(path, {k.lower(): v for k, v in request.headers.raw_items()}, str(addr[0]) if addr else "")
+        ok, identity = await gateway.authenticate(handshake)
+        if not ok:
+            return _response(HTTPStatus.UNAUTHORIZED, b"unauthorized\n")
+        identities[id(connection)] = identity
+        return None
+
+    async def handler(connection: ServerConnection) -> None:
+        identity = identities.pop(id(connection), None)
+
+        async def frames() -> AsyncIterator[str | bytes]:
+            with contextlib.suppress(ConnectionClosed):
+                async for frame in connection:
+                    yield frame
+
+        await gateway.attach(WebsocketOutlet(connection), identity, frames())
+
+    return _Server(
+        gateway,
+        ws_serve(
+            handler,
+            host,
+            port,
+            process_request=process_request,
+            compression=None,
+            max_size=cfg.max_frame,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_timeout,
+            write_limit=cfg.write_high_water,
+            close_timeout=5,
+        ),
+    )
+
+
+class _Server:
+    """Starts the gateway with the server, and closes clients with 1001 on exit."""
+
+    def __init__(self, gateway: Gateway, inner: Any) -> None:
+        self.gateway = gateway
+        self._inner = inner
+        self.server: Any = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (useful with port 0)."""
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> _Server:
+        await self.gateway.start()
+        self.server = await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close(close_connections=False)
+        await self.gateway.close()
+        await asyncio.wait_for(self._inner.__aexit__(None, None, None), 10)

@@ -1,0 +1,175 @@
+"""The gateway's guarantees, against a real gateway, real websockets and both stores."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.gateway_env import Env, running
+from tests.models import Agent
+from tests.wsclient import WsClient
+
+
+@pytest.fixture
+async def env(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    url = None if backend == "memory" else request.getfixturevalue("redis_url")
+    async with running(url) as e:
+        yield e
+
+
+async def store_view(env: Env, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
+    import orjson
+
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        for s in await env.world.store.snapshot(key):
+            msg = orjson.loads(s.record)
+            out[s.id] = {"sKey": key, "v": s.version, "state": msg["state"]}
+    return out
+
+
+async def test_snapshot_then_every_change(env: Env) -> None:
+    agents = [env.world.create(Agent(id=f"a{i}", x=i)) for i in range(5)]
+    await env.world.flush()
+    client = await WsClient.open(env.url)
+    await client.subscribe(["world:0|0"])
+    assert sorted(m["id"] for m in client.of("add")) == [f"a{i}" for i in range(5)]
+    assert sorted(client.of("snap")[0]["ids"]) == [f"a{i}" for i in range(5)]
+    agents[0].name = "changed"
+    await env.world.flush()
+    await client.wait(lambda: len(client.of("mod")) == 1)
+    assert client.of("mod")[0] == {"method": "mod", "t": "agent", "id": "a0", "sKey": "world:0|0", "v": 2, "diff": {"name": "changed"}}
+    await client.close()
+
+
+async def test_no_gap_while_the_simulation_runs(env: Env) -> None:
+    """Subscribing in the middle of a stream of changes misses nothing and repeats nothing."""
+    agents = [env.world.create(Agent(id=f"n{i}", x=i % 16, y=0)) for i in range(40)]
+    await env.world.flush()
+    stop = asyncio.Event()
+
+    async def simulate() -> None:
+        while not stop.is_set():
+            for a in agents:
+                a.y = (a.y + 1) % 16
+            await env.world.flush()
+
+    sim = asyncio.create_task(simulate())
+    clients = []
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the simulation interleave with the subscriptions
+        c = await WsClient.open(env.url)
+        await c.subscribe(["world:0|0"])
+        clients.append(c)
+    # Run until each client has seen at least 5 more versions of every object.
+    for c in clients:
+        await c.wait(lambda c=c: len(c.of("mod")) >= 5 * len(agents), timeout=20)
+    stop.set()
+    await sim
+    expected = await store_view(env, ["world:0|0"])
+    for c in clients:
+        await c.wait(lambda c=c: c.mirror == expected)
+        # After the snapshot's add, versions of each object are consecutive.
+        seen: dict[str, int] = {}
+        for m in c.messages:
+            if m["method"] == "add":
+                seen[m["id"]] = m["v"]
+            elif m["method"] == "mod":
+                assert m["v"] == seen[m["id"]] + 1, m
+                seen[m["id"]] = m["v"]
+        await c.close()
+
+
+async def test_removed_keys_stop(env: Env) -> None:
+    a = env.world.create(Agent(id="r1"))
+    b = env.world.create(Agent(id="r2", x=16))
+    await env.world.flush()
+    client = await WsClient.open(env.url)
+    await client.subscribe(["world:0|0", "world:1|0"])
+    await client.subscribe([], ["world:0|0"], wait=False)
+    # A marker on the kept key proves the removal was processed before the change.
+    await env.world.publish("world:1|0", {"method": "marker", "n": 1})
+    await client.wait(lambda: bool(client.of("marker")))
+    a.name = "unseen"
+    b.name = "seen"
+    await env.world.flush()
+    await client.wait(lambda: len(client.of("mod")) == 1)
+    await env.world.publish("world:1|0", {"method": "marker", "n": 2})
+    await client.wait(lambda: len(client.of("marker")) == 2)
+    assert [m["id"] for m in client.of("mod")] == ["r2"]
+    await client.close()
+
+
+async def test_moves(env: Env) -> None:
+    a = env.world.create(Agent(id="m1", x=1))
+    await env.world.flush()
+    both = await WsClient.open(env.url)
+    await both.subscribe(["world:0|0", "world:1|0"])
+    new_only = await WsClient.open(env.url)
+    await new_only.subscribe(["world:1|0"])
+    old_only = await WsClient.open(env.url)
+    await old_only.subscribe(["world:0|0"])
+    a.x = 17
+    await env.world.flush()
+    await env.world.publish("world:1|0", {"method": "marker"})
+    await env.world.publish("world:0|0", {"method": "marker"})
+    for c in (both, new_only, old_only):
+        await c.wait(lambda c=c: len(c.of("marker")) == (2 if c is both else 1))
+
+    def moves(c: WsClient) -> list[tuple[str, str | None]]:
+        return [(m["method"], m.get("nsKey") or m.get("psKey")) for m in c.messages if m["method"] in ("mod", "add") and m["v"] == 2]
+
+    assert moves(both) == [("mod", "world:1|0")]
+    assert moves(new_only) == [("add", "world:0|0")]
+    assert moves(old_only) == [("mod", "world:1|0")]
+    assert both.mirror["m1"]["sKey"] == "world:1|0"
+    assert "m1" in new_only.mirror
+    assert "m1" not in old_only.mirror
+    for c in (both, new_only, old_only):
+        await c.close()
+
+
+async def test_resync(env: Env) -> None:
+    env.world.create(Agent(id="s1"))
+    await env.world.flush()
+    client = await WsClient.open(env.url)
+    await client.subscribe(["world:0|0"])
+    await client.send({"method": "resync", "keys": ["world:0|0"]})
+    await client.wait(lambda: len(client.of("snap")) == 2)
+    assert [m["id"] for m in client.of("add")] == ["s1", "s1"]
+    await client.send({"method": "resync", "keys": ["world:5|5"]})
+    await client.wait(lambda: bool(client.of("error")))
+    assert client.of("error")[0]["code"] == "not_subscribed"
+    await client.close()
+
+
+async def test_custom_messages(env: Env) -> None:
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    @env.gateway.on("chat")
+    async def chat(client: Any, msg: dict[str, Any]) -> None:
+        seen.append((client.id, msg))
+        client.send({"method": "chatAck", "text": msg["text"]})
+
+    received = []
+
+    async def read() -> None:
+        async for m in env.world.messages():
+            received.append(m)
+            return
+
+    reader = asyncio.create_task(read())
+    client = await WsClient.open(env.url)
+    hello = client.of("hello")[0]["client"]
+    # The reader listens from its first step; send until it has one.
+    while not reader.done():
+        await client.send({"method": "chat", "text": "hi"})
+        await asyncio.wait({reader}, timeout=0.1)
+    await client.wait(lambda: bool(client.of("chatAck")))
+    assert seen[0] == (hello, {"text": "hi"})
+    assert (received[0].client, received[0].method, received[0].data) == (hello, "chat", {"text": "hi"})
+    await client.close()

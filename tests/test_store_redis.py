@@ -1,0 +1,489 @@
+"""What only the Redis store does: key layout, hash slots, scripts, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from redis.crc import key_slot
+
+import synk
+from synk.core.messages import encode_add
+from synk.store.base import Event
+from synk.store.redis import RedisStore
+from tests.models import Agent, Note
+from tests.redis_process import RedisProcess, free_port
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from synk.store.base import Subscriber
+
+Call = tuple[str, list[str], list[Any]]
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def crc16(data: bytes) -> int:
+    """CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, as Redis Cluster uses."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def hash_slot(key: str) -> int:
+    """The cluster hash slot of ``key``: of its hash tag when it has a non-empty one."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start != -1:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return crc16(data) % 16384
+
+
+def redis_store(world: synk.World) -> RedisStore:
+    store = world.store
+    assert isinstance(store, RedisStore)
+    return store
+
+
+def client(world: synk.World) -> Redis:
+    return redis_store(world).redis
+
+
+async def next_event(sub: Subscriber, timeout: float = 10.0) -> Event:
+    """The subscriber's next event, waiting at most ``timeout`` seconds."""
+    it = sub.__aiter__()
+    return await asyncio.wait_for(it.__anext__(), timeout)
+
+
+async def landed(handle: synk.FlushHandle) -> None:
+    await handle
+
+
+@asynccontextmanager
+async def world_on(url: str, *types: type[synk.Object], prefix: str | None = None) -> AsyncIterator[synk.World]:
+    """A world on ``url`` with its own prefix (unique unless given)."""
+    async with synk.connect(url, types=types, prefix=prefix or f"synktest:{uuid.uuid4().hex[:12]}:") as world:
+        yield world
+
+
+# -- the hash slot function itself ----------------------------------------------------
+
+
+def test_crc16_reference_values() -> None:
+    assert crc16(b"123456789") == 0x31C3  # the XMODEM check value
+    assert crc16(b"") == 0
+    # Examples from the Redis Cluster specification.
+    assert hash_slot("foo") == 12182
+    assert hash_slot("{user1000}.following") == hash_slot("{user1000}.followers") == hash_slot("user1000")
+    assert hash_slot("foo{}{bar}") == crc16(b"foo{}{bar}") % 16384
+    assert hash_slot("foo{{bar}}zap") == hash_slot("{bar")
+
+
+@pytest.mark.parametrize("key", ["synk:{world:0|0}:r", "t1:id:{abc}", "plain", "a{b}c{d}", "{}x", "synk:{k}:c"])
+def test_hash_slot_agrees_with_redis_py(key: str) -> None:
+    assert hash_slot(key) == key_slot(key.encode())
+
+
+# -- key layout --------------------------------------------------------------------------
+
+
+async def test_documented_key_layout(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent, prefix="t1:") as world:
+        r = client(world)
+        a = world.create(Agent(id="ID", x=1))
+        await world.flush()
+        assert set(await r.keys("*")) == {b"t1:{world:0|0}:r", b"t1:{world:0|0}:m", b"t1:id:{ID}"}
+        assert await r.type("t1:{world:0|0}:r") == b"hash"
+        assert await r.type("t1:{world:0|0}:m") == b"hash"
+        assert await r.type("t1:id:{ID}") == b"string"
+        token = a._synk_token
+        assert await r.get("t1:id:{ID}") == token.encode()
+        assert await r.hgetall("t1:{world:0|0}:m") == {b"ID": f"{token}:1".encode()}
+        record = await r.hget("t1:{world:0|0}:r", "ID")
+        assert record == encode_add("agent", "ID", "world:0|0", 1, {"x": 1, "y": 0, "name": "", "tags": [], "info": {}})
+
+        a.name = "n"
+        await world.flush()
+        assert await r.hget("t1:{world:0|0}:m", "ID") == f"{token}:2".encode()
+
+        a.x = 40  # moves to world:2|0: the old key's hashes go away
+        await world.flush()
+        assert set(await r.keys("*")) == {b"t1:{world:2|0}:r", b"t1:{world:2|0}:m", b"t1:id:{ID}"}
+
+        world.delete(a)
+        await world.flush()
+        assert await r.keys("*") == []  # nothing left behind, the id is free again
+
+
+async def test_names_of_a_store() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", prefix="t1:")
+    try:
+        assert store.records_key("world:0|0") == "t1:{world:0|0}:r"
+        assert store.guards_key("world:0|0") == "t1:{world:0|0}:m"
+        assert store.channel("world:0|0") == "t1:{world:0|0}:c"
+        assert store.id_key("ID") == "t1:id:{ID}"
+        for key in ("world:0|0", "a", "x:y:z", "a/b@c#d+e=f,g~h-i.j_k"):
+            assert store.key_of_channel(store.channel(key).encode()) == key
+    finally:
+        await store.close()
+
+
+async def test_default_prefix(redis_url: str) -> None:
+    async with synk.connect(redis_url, types=[Note]) as world:
+        assert redis_store(world).prefix == "synk:"
+        note_key = f"k{uuid.uuid4().hex[:8]}"
+        n = world.create(Note(sub_key=note_key))
+        await world.flush()
+        r = client(world)
+        try:
+            assert await r.exists(f"synk:{{{note_key}}}:r", f"synk:{{{note_key}}}:m", f"synk:id:{{{n.id}}}") == 3
+        finally:
+            world.delete(n)
+            await world.flush()
+
+
+async def test_messages_go_to_the_key_channel(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent, prefix="t1:") as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["world:0|0"]), 10)
+            # A raw SPUBLISH on the documented channel reaches the subscriber.
+            await client(world).execute_command("SPUBLISH", "t1:{world:0|0}:c", b"raw")  # type: ignore[no-untyped-call]
+            assert await next_event(sub) == Event("world:0|0", b"raw")
+        finally:
+            await sub.close()
+
+
+async def test_client_messages_stream(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, prefix="t1:") as world:
+        await world.store.post(b'{"client":"c","method":"m","data":{}}')
+        assert await client(world).type("t1:msgs") == b"stream"
+
+
+# -- one hash slot per script call ---------------------------------------------------------
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Call]]:
+    """Every script call that any RedisStore makes during the test."""
+    calls: list[Call] = []
+    original = RedisStore._calls
+
+    async def recording(self: RedisStore, batch: list[Call]) -> list[Any]:
+        calls.extend(batch)
+        return await original(self, batch)
+
+    monkeypatch.setattr(RedisStore, "_calls", recording)
+    yield calls
+
+
+async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list[Call]) -> None:
+    prefix = f"synktest:{uuid.uuid4().hex[:12]}:"
+    async with world_on(redis_url, Agent, prefix=prefix) as world, world_on(redis_url, Agent, prefix=prefix) as other:
+        agents = [world.create(Agent(x=16 * i, y=16 * i)) for i in range(4)]
+        await world.flush()  # claim, put
+        for a in agents[:2]:
+            a.name = "u"  # update
+        agents[2].x += 16  # move: take out, put
+        await world.flush()
+        await other.load(["world:0|0", "world:3|3"])  # snapshot
+        world.delete(agents[3])  # delete, release
+        await world.flush()
+        agents[0].name = "pending"
+        await world.reload()  # fetch
+    assert {name for name, _keys, _args in recorded} == {"claim", "apply", "release", "snapshot", "fetch"}
+    for name, keys, _args in recorded:
+        assert keys, name
+        assert len({hash_slot(k) for k in keys}) == 1, (name, keys)
+        assert all(k.startswith(prefix) for k in keys), (name, keys)
+        if name == "apply":
+            # records, guards and channel of one subscription key
+            [records, guards, channel] = keys
+            assert records.endswith("}:r") and guards.endswith("}:m") and channel.endswith("}:c")
+            assert records[:-2] == guards[:-2] == channel[:-2]
+        elif name in ("snapshot", "fetch"):
+            [records, guards] = keys
+            assert records[:-2] == guards[:-2]
+        else:
+            [id_key] = keys
+            assert id_key.startswith(f"{prefix}id:{{")
+
+
+async def test_large_batches_stay_in_one_slot_per_call(redis_url: str, recorded: list[Call]) -> None:
+    # 2,500 objects in one key: apply and fetch calls are chunked, each chunk in the key's slot.
+    async with world_on(redis_url, Note) as world:
+        notes = [world.create(Note(sub_key="crowd", text=str(i))) for i in range(2500)]
+        await world.flush()
+        for n in notes:
+            n.text += "!"
+        await world.flush()
+        report = await world.reload()
+        assert report.reloaded == 2500 and report.missing == []
+        assert {n.version for n in notes} == {2}
+        assert len(await world.load(["crowd"])) == 2500
+    applies = [keys for name, keys, _ in recorded if name == "apply"]
+    fetches = [keys for name, keys, _ in recorded if name == "fetch"]
+    assert len(applies) >= 4 and len(fetches) >= 3
+    assert len({hash_slot(k) for keys in applies + fetches for k in keys}) == 1
+
+
+@pytest.fixture
+def cluster_node() -> Iterator[RedisProcess]:
+    """A single-node Redis Cluster: it refuses any command whose keys span slots (CROSSSLOT)."""
+    server = RedisProcess(None, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", str(free_port()))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def open_cluster(server: RedisProcess) -> None:
+    """Give the node every slot and wait (with a deadline) until the cluster is up."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(server.url)
+    try:
+        await r.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+        deadline = asyncio.get_running_loop().time() + 10
+        while b"cluster_state:ok" not in await r.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
+            assert asyncio.get_running_loop().time() < deadline, "cluster did not come up"
+            await asyncio.sleep(0.02)
+    finally:
+        await r.aclose()
+
+
+async def test_write_path_on_a_cluster_node(cluster_node: RedisProcess) -> None:
+    await open_cluster(cluster_node)
+    async with world_on(cluster_node.url, Agent, prefix="c:") as world, world_on(cluster_node.url, Agent, prefix="c:") as other:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["world:0|0"]), 10)
+            a = world.create(Agent(id="c1"))
+            b = world.create(Agent(id="c2", x=20))
+            await world.flush()
+            a.x = 40
+            b.name = "b"
+            await world.flush()
+            world.delete(b)
+            await world.flush()
+            [loaded] = await other.load(["world:2|0"])
+            assert loaded.id == "c1"
+            report = await world.reload()
+            assert report.missing == [] and report.reloaded == 1
+            await world.publish("world:0|0", {"method": "ping"})
+            kinds = [orjson.loads((await next_event(sub)).data)["method"] for _ in range(3)]
+            assert kinds == ["add", "mod", "ping"]
+        finally:
+            await sub.close()
+
+
+async def test_subscribing_to_keys_of_several_slots_on_a_cluster_node(cluster_node: RedisProcess) -> None:
+    # One SSUBSCRIBE may only name channels of one slot; keys of a map span many.
+    await open_cluster(cluster_node)
+    async with world_on(cluster_node.url, Agent) as world:
+        keys = ["world:0|0", "world:1|0", "world:0|1"]
+        assert len({hash_slot(redis_store(world).channel(k)) for k in keys}) > 1
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(keys), 10)
+            for key in keys:
+                await world.publish(key, {"method": "ping", "key": key})
+            got = {orjson.loads((await next_event(sub)).data)["key"] for _ in keys}
+            assert got == set(keys)
+        finally:
+            await sub.close()
+
+
+# -- scripts by SHA ------------------------------------------------------------------------------
+
+
+async def commandstats(r: Redis) -> dict[str, Any]:
+    stats: dict[str, Any] = await r.info("commandstats")
+    return stats
+
+
+async def test_scripts_are_called_by_sha(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent) as world:
+        a = world.create(Agent())
+        await world.flush()
+        a.x = 1
+        await world.flush()
+        await world.load(["world:0|0"])
+        stats = await commandstats(client(world))
+    assert stats["cmdstat_evalsha"]["calls"] >= 3
+    assert "cmdstat_eval" not in stats
+
+
+async def test_flush_after_script_flush_reloads_scripts(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent, prefix="s:") as world, world_on(redis_process.url, Agent, prefix="s:") as other:
+        r = client(world)
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["world:0|0"]), 10)
+            a = world.create(Agent(id="s1"))
+            await world.flush()
+            assert (await next_event(sub)).key == "world:0|0"
+            await r.script_flush()
+            a.name = "after"
+            b = world.create(Agent(id="s2"))
+            await world.flush()  # evalsha gets NOSCRIPT: load and call again, once
+            assert a.version == 2 and b.version == 1
+            messages = [orjson.loads((await next_event(sub)).data) for _ in range(2)]
+            assert sorted((m["method"], m["id"], m["v"]) for m in messages) == [("add", "s2", 1), ("mod", "s1", 2)]
+            await r.script_flush()
+            assert {o.id for o in await other.load(["world:0|0"])} == {"s1", "s2"}  # snapshot too
+            await r.script_flush()
+            assert (await world.reload()).reloaded == 2  # and fetch
+        finally:
+            await sub.close()
+        stats = await commandstats(r)
+    assert "cmdstat_eval" not in stats
+
+
+# -- connection problems -------------------------------------------------------------------------
+
+
+async def test_unreachable_redis_gives_connection_error() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with pytest.raises(synk.ConnectionError, match=r"127\.0\.0\.1") as info:
+        await asyncio.wait_for(synk.connect(url, connect_timeout=1.0)._open(), 30)
+    assert isinstance(info.value, ConnectionError)  # the builtin one, too
+
+
+async def test_unreachable_redis_in_async_with() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def use() -> None:
+        async with synk.connect(url, connect_timeout=1.0):
+            pytest.fail("connected to nothing")
+
+    with pytest.raises(synk.ConnectionError, match="unreachable"):
+        await asyncio.wait_for(use(), 30)
+
+
+async def test_unknown_url_scheme() -> None:
+    with pytest.raises(synk.ConfigError, match=r"unknown store URL scheme 'foo' in 'foo://x'"):
+        await synk.connect("foo://x")
+
+
+async def test_subscriber_survives_a_restart(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent) as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["world:0|0", "room"]), 10)
+            await world.publish("room", {"method": "before"})
+            assert await next_event(sub) == Event("room", b'{"method":"before"}')
+
+            await asyncio.to_thread(redis_process.restart)
+            # The subscription is back: an Event with key None says messages may have been missed.
+            assert await next_event(sub, timeout=30) == Event(None)
+
+            await world.publish("room", {"method": "after"})
+            assert await next_event(sub) == Event("room", b'{"method":"after"}')
+            world.create(Agent(id="new"))
+            await world.flush()  # the restarted Redis has no scripts: reloaded on NOSCRIPT
+            event = await next_event(sub)
+            assert event.key == "world:0|0"
+            assert orjson.loads(event.data)["id"] == "new"
+        finally:
+            await sub.close()
+
+
+async def test_subscriber_keys_added_while_down_are_subscribed_after(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url) as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["a"]), 10)
+            await asyncio.to_thread(redis_process.stop)
+            pending = asyncio.ensure_future(sub.subscribe(["b"]))
+            await asyncio.to_thread(redis_process.start)
+            await asyncio.wait_for(pending, 30)
+            assert await next_event(sub, timeout=30) == Event(None)
+            await world.publish("b", {"method": "hi"})
+            await world.publish("a", {"method": "hi"})
+            assert {(await next_event(sub)).key for _ in range(2)} == {"a", "b"}
+        finally:
+            await sub.close()
+
+
+async def test_flush_while_down_then_reload(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent) as world:
+        a = world.create(Agent(id="a1"))
+        b = world.create(Agent(id="b1", x=40))
+        await world.flush()
+
+        await asyncio.to_thread(redis_process.stop)
+        a.name = "lost"
+        world.delete(b)
+        world.create(Agent(id="c1"))
+        with pytest.raises(synk.WriteError) as info:
+            await asyncio.wait_for(landed(world.flush()), 60)
+        failures = info.value.failures
+        assert {f.reason for f in failures} == {"connection"}
+        assert sorted((f.id, f.op) for f in failures) == [("a1", "update"), ("b1", "delete"), ("c1", "create")]
+        assert "unreachable" in failures[0].detail
+        assert "3 object write(s) failed" in str(info.value)
+
+        await asyncio.to_thread(redis_process.start)
+        # The restarted Redis is empty: every owned object is reported missing.
+        report = await asyncio.wait_for(world.reload(), 30)
+        assert {o.id for o in report.missing} == {"a1", "c1"}
+        assert report.reloaded == 0
+
+        # The simulation goes on: ids are free and writes land again.
+        again = world.create(Agent(id="a1", name="again"))
+        await world.flush()
+        assert again.version == 1
+        [stored] = await world.load(["world:0|0"])
+        assert stored is again
+
+
+async def test_unawaited_flush_while_down_is_reported(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent) as world:
+        a = world.create(Agent())
+        await world.flush()
+        await asyncio.to_thread(redis_process.stop)
+        errors: list[synk.WriteError] = []
+        got = asyncio.Event()
+
+        def on_error(err: synk.WriteError) -> None:
+            errors.append(err)
+            got.set()
+
+        world.on_error = on_error
+        a.x = 1
+        world.flush()  # not awaited
+        await asyncio.wait_for(got.wait(), 60)
+        assert errors[0].failures[0].reason == "connection"
+        with pytest.raises(synk.WriteError, match="connection"):
+            world.flush()
+        await asyncio.to_thread(redis_process.start)
+        report = await world.reload()
+        assert report.missing == [a]
+
+
+async def test_reads_while_down_raise_connection_error(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent) as world:
+        await asyncio.to_thread(redis_process.stop)
+        with pytest.raises(synk.ConnectionError):
+            await asyncio.wait_for(world.load(["world:0|0"]), 60)
+        with pytest.raises(synk.ConnectionError):
+            await asyncio.wait_for(world.publish("room", {"method": "x"}), 60)
+        with pytest.raises(synk.ConnectionError):
+            await asyncio.wait_for(world.store.post(b"{}"), 60)
+        await asyncio.to_thread(redis_process.start)
+        assert await world.load(["world:0|0"]) == []

@@ -1,0 +1,116 @@
+"""A test client of the gateway: a real websocket, every message recorded.
+
+``mirror`` applies add / mod / rem / snap the simple way (no holding, no
+resync), which is enough to compare what a client saw with the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+__all__ = ["WsClient"]
+
+
+class WsClient:
+    """Connects, reads in the background, and waits on conditions with deadlines."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.messages: list[dict[str, Any]] = []
+        self.mirror: dict[str, dict[str, Any]] = {}
+        self.keys: set[str] = set()
+        self.close_code: int | None = None
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str, **kwargs: Any) -> WsClient:
+        """Connect to ``url`` and wait for the gateway's ``hello``."""
+        client = cls(await connect(url, **kwargs))
+        await client.wait(lambda: any(m["method"] == "hello" for m in client.messages))
+        return client
+
+    async def _read(self) -> None:
+        try:
+            async for frame in self.conn:
+                msg = orjson.loads(frame)
+                self.messages.append(msg)
+                self._apply(msg)
+                async with self._changed:
+                    self._changed.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.conn.close_code
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _apply(self, msg: dict[str, Any]) -> None:
+        method = msg.get("method")
+        if method == "add" and msg["sKey"] in self.keys:
+            cur = self.mirror.get(msg["id"])
+            if cur is None or msg["v"] > cur["v"]:
+                self.mirror[msg["id"]] = {"sKey": msg["sKey"], "v": msg["v"], "state": dict(msg["state"])}
+        elif method == "mod":
+            cur = self.mirror.get(msg["id"])
+            if cur is None or msg["v"] <= cur["v"]:
+                return
+            cur["state"].update(msg["diff"])
+            cur["v"] = msg["v"]
+            if "nsKey" in msg:
+                if msg["nsKey"] in self.keys:
+                    cur["sKey"] = msg["nsKey"]
+                else:
+                    del self.mirror[msg["id"]]
+        elif method == "rem":
+            self.mirror.pop(msg["id"], None)
+        elif method == "snap":
+            ids = set(msg["ids"])
+            for oid in [i for i, o in self.mirror.items() if o["sKey"] == msg["sKey"] and i not in ids]:
+                del self.mirror[oid]
+
+    async def send(self, msg: dict[str, Any] | str | bytes) -> None:
+        """Send a message (a dict is JSON-encoded)."""
+        await self.conn.send(msg if isinstance(msg, (str, bytes)) else orjson.dumps(msg).decode())
+
+    async def subscribe(self, add: list[str], remove: list[str] | None = None, *, wait: bool = True) -> None:
+        """updateSubscription; waits for the ``snap`` of each added key."""
+        remove = remove or []
+        self.keys.update(add)
+        self.keys.difference_update(remove)
+        for key in remove:
+            for oid in [i for i, o in self.mirror.items() if o["sKey"] == key]:
+                del self.mirror[oid]
+        start = len(self.messages)
+        await self.send({"method": "updateSubscription", "add": add, "remove": remove})
+        if wait:
+            await self.wait(lambda: {m["sKey"] for m in self.messages[start:] if m["method"] == "snap"} >= set(add))
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, re-checking on every message."""
+
+        async def check() -> None:
+            async with self._changed:
+                while not predicate():
+                    if self._reader.done() and not predicate():
+                        raise AssertionError("connection closed before the condition held")
+                    await self._changed.wait()
+
+        await asyncio.wait_for(check(), timeout)
+
+    def of(self, method: str) -> list[dict[str, Any]]:
+        """The messages received with this method, in order."""
+        return [m for m in self.messages if m.get("method") == method]
+
+    async def close(self) -> None:
+        """Close the connection and stop reading."""
+        await self.conn.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
