@@ -67,12 +67,12 @@ async def test_no_gap_while_the_simulation_runs(env: Env) -> None:
         clients.append(c)
     # Run until each client has seen at least 5 more versions of every object.
     for c in clients:
-        await c.wait(lambda c=c: len(c.of("mod")) >= 5 * len(agents), timeout=20)
+        await c.wait(lambda: len(c.of("mod")) >= 5 * len(agents), timeout=20)  # noqa: B023 - awaited at once
     stop.set()
     await sim
     expected = await store_view(env, ["world:0|0"])
     for c in clients:
-        await c.wait(lambda c=c: c.mirror == expected)
+        await c.wait(lambda: c.mirror == expected)  # noqa: B023
         # After the snapshot's add, versions of each object are consecutive.
         seen: dict[str, int] = {}
         for m in c.messages:
@@ -118,7 +118,7 @@ async def test_moves(env: Env) -> None:
     await env.world.publish("world:1|0", {"method": "marker"})
     await env.world.publish("world:0|0", {"method": "marker"})
     for c in (both, new_only, old_only):
-        await c.wait(lambda c=c: len(c.of("marker")) == (2 if c is both else 1))
+        await c.wait(lambda: len(c.of("marker")) == (2 if c is both else 1))  # noqa: B023
 
     def moves(c: WsClient) -> list[tuple[str, str | None]]:
         return [(m["method"], m.get("nsKey") or m.get("psKey")) for m in c.messages if m["method"] in ("mod", "add") and m["v"] == 2]

@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # One line per HTTP request or connection is noise at this level.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
         if args.command == "serve":
             asyncio.run(_serve(args))

@@ -84,7 +84,7 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         obj._synk_token = new_token()
         obj._synk_version = 1
         obj._synk_skey = key
-        record = encode_add(obj.type_key, obj.id, key, 1, obj._synk_values)
+        record = encode_add(obj.type_key, obj.id, key, 1, obj._synk_values, inc=obj._synk_token)
         writes.append(Write(Kind.CREATE, obj.id, obj.type_key, obj._synk_token, key, 1, record, record))
         done.add(obj.id)
     for obj in deleted:
@@ -104,7 +104,7 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         diff = obj._synk_commit()
         version = obj._synk_version + 1
         obj._synk_version = version
-        record = encode_add(obj.type_key, obj.id, new, version, obj._synk_values)
+        record = encode_add(obj.type_key, obj.id, new, version, obj._synk_values, inc=obj._synk_token)
         if new == old:
             writes.append(
                 Write(
@@ -131,7 +131,7 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
                 record,
                 encode_mod(obj.type_key, obj.id, old, version, diff, next_key=new),
                 new_key=new,
-                new_message=encode_add(obj.type_key, obj.id, new, version, obj._synk_values, prev_key=old),
+                new_message=encode_add(obj.type_key, obj.id, new, version, obj._synk_values, prev_key=old, inc=obj._synk_token),
             )
         )
     return writes

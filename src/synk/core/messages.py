@@ -18,9 +18,16 @@ RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "hello", "error", "up
 encode = orjson.dumps
 
 
-def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_key: str | None = None) -> bytes:
-    """An ``add`` message: the whole object; ``prev_key`` when it moved in."""
+def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_key: str | None = None, inc: str | None = None) -> bytes:
+    """An ``add`` message: the whole object; ``prev_key`` when it moved in.
+
+    ``inc`` names the object's incarnation: versions count within one, so a
+    client seeing an ``add`` of another incarnation takes it whatever its
+    version (the id was deleted and created again, or the store was reset).
+    """
     msg: dict[str, Any] = {"method": "add", "t": t, "id": oid, "sKey": key, "v": v, "state": state}
+    if inc is not None:
+        msg["i"] = inc
     if prev_key is not None:
         msg["psKey"] = prev_key
     return orjson.dumps(msg)

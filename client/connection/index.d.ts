@@ -1,0 +1,127 @@
+import type { Unsubscribe } from "../emitter/index.js"
+import type { Mirror } from "../mirror/index.js"
+
+/**
+ * The subset of the standard WebSocket that synk uses. Handlers receive
+ * events with `data` (message) and `code` / `reason` / `wasClean` (close);
+ * typed loosely so both the DOM's and the "ws" package's classes fit.
+ */
+export interface WebSocketLike {
+  readonly readyState: number
+  send(data: string): void
+  close(code?: number, reason?: string): void
+  onopen: ((event: any) => void) | null
+  onmessage: ((event: any) => void) | null
+  onclose: ((event: any) => void) | null
+  onerror: ((event: any) => void) | null
+}
+
+export interface WebSocketClass {
+  new (url: string): WebSocketLike
+}
+
+export interface SynkOptions {
+  /** WebSocket class; default globalThis.WebSocket (pass `ws`'s in Node). */
+  WebSocket?: WebSocketClass
+  /** How long a version gap may stay open before a resync, in ms. Default 500. */
+  gapTimeout?: number
+  /**
+   * Reconnect delay bounds in ms, default {min: 100, max: 5000}. The delay
+   * is uniform in [0, min(max, min * 2^attempt)).
+   */
+  backoff?: { min?: number; max?: number }
+  /** Custom messages kept while disconnected. Default 1000. */
+  maxQueue?: number
+  /** Injectable for tests; default Math.random. */
+  random?: () => number
+  /** Injectable for tests; default the global timers. */
+  setTimeout?: (fn: () => void, ms: number) => unknown
+  clearTimeout?: (handle: any) => void
+}
+
+/**
+ * Error codes. From the gateway (its `error` message, as {code, reason}):
+ * "bad_json", "bad_message", "bad_key", "too_many_keys", "forbidden",
+ * "not_subscribed", "rate_limited", "unknown_method", "internal".
+ * From the client:
+ * - "bad_frame": a frame that is not a JSON object with a string method
+ *   (`data` holds it);
+ * - "bad_shape": a known message with missing or wrongly typed fields
+ *   (`msg` holds it; it was dropped);
+ * - "callback_error": a listener or registered class threw (`error`);
+ * - "socket_error": the WebSocket reported an error or could not be created;
+ * - "queue_full": send() dropped a message (`method`);
+ * - "closed": send() after close() (`method`);
+ * - "queue_dropped": close() dropped `count` queued messages;
+ * - "internal_error": a bug in synk-client.
+ */
+export interface SynkError {
+  code: string
+  reason: string
+  data?: unknown
+  msg?: unknown
+  error?: unknown
+  method?: string
+  count?: number
+}
+
+export interface CloseInfo {
+  code: number
+  reason: string
+  wasClean: boolean
+  /** Milliseconds until the reconnect attempt. */
+  delay: number
+}
+
+/** A custom message: any method other than the protocol's own. */
+export interface CustomMessage {
+  method: string
+  [field: string]: unknown
+}
+
+export interface SynkEvents {
+  /** The socket opened; the subscription and queued sends have gone out. */
+  open(): void
+  /**
+   * The socket closed (or a connection attempt failed) other than through
+   * close(); a reconnect is scheduled `info.delay` ms later.
+   */
+  close(info: CloseInfo): void
+  error(error: SynkError): void
+  /** A custom message from the gateway or the simulation. */
+  message(msg: CustomMessage): void
+  /** The gateway's `hello`: `synk.clientId` is now set. */
+  hello(clientId: string): void
+}
+
+/** Exponential backoff with full jitter; see SynkOptions.backoff. */
+export function backoffDelay(
+  attempt: number,
+  backoff: { min: number; max: number },
+  random?: () => number
+): number
+
+export class Synk {
+  /** Connects at once (and keeps reconnecting until close()). */
+  constructor(url: string | URL, options?: SynkOptions)
+  /** The mirror of the subscribed objects. */
+  readonly objects: Mirror
+  /** From the gateway's `hello`; null while not connected. */
+  readonly clientId: string | null
+  /** True while the socket is open. */
+  readonly connected: boolean
+  on<E extends keyof SynkEvents>(event: E, fn: SynkEvents[E]): Unsubscribe
+  /**
+   * The desired set of keys. Throws TypeError on a malformed key. Objects of
+   * dropped keys are removed (rem + teardown) immediately.
+   */
+  setSubscription(keys: Iterable<string>): void
+  /**
+   * Send `{method, ...payload}`: now if connected, else queued (up to
+   * maxQueue). Returns false, and emits "error", if the message was dropped.
+   * Throws TypeError for a reserved or empty method or a non-object payload.
+   */
+  send(method: string, payload?: Record<string, unknown>): boolean
+  /** Close for good; mirrored objects are kept as last seen. */
+  close(): void
+}

@@ -1,0 +1,29 @@
+export { Synk, backoffDelay } from "./connection/index.js"
+export type {
+  SynkOptions,
+  SynkEvents,
+  SynkError,
+  CloseInfo,
+  CustomMessage,
+  WebSocketLike,
+  WebSocketClass
+} from "./connection/index.js"
+export { Mirror, isValidKey } from "./mirror/index.js"
+export type {
+  State,
+  AddMessage,
+  ModMessage,
+  RemMessage,
+  SnapMessage,
+  UnsubscribeCause,
+  ObjectMessage,
+  PlainObject,
+  SyncedClass,
+  Synced,
+  Entry,
+  MirrorEvents,
+  MirrorError,
+  MirrorOptions
+} from "./mirror/index.js"
+export { createEmitter } from "./emitter/index.js"
+export type { Emitter, Unsubscribe } from "./emitter/index.js"

@@ -1,0 +1,164 @@
+import type { Unsubscribe } from "../emitter/index.js"
+
+/** Object state as sent by the gateway: every field of the object. */
+export type State = Record<string, unknown>
+
+export interface AddMessage {
+  method: "add"
+  t: string
+  id: string
+  sKey: string
+  v: number
+  state: State
+  /** The key the object just moved in from. */
+  psKey?: string
+}
+
+export interface ModMessage {
+  method: "mod"
+  t: string
+  id: string
+  sKey: string
+  v: number
+  /** Only the fields that changed. */
+  diff: State
+  /** The key the object moved to, out of `sKey`. */
+  nsKey?: string
+}
+
+export interface RemMessage {
+  method: "rem"
+  t: string
+  id: string
+  sKey: string
+}
+
+export interface SnapMessage {
+  method: "snap"
+  sKey: string
+  ids: string[]
+}
+
+/** Cause given to "rem" listeners when the client unsubscribed the key. */
+export interface UnsubscribeCause {
+  method: "unsubscribe"
+  sKey: string
+}
+
+export type ObjectMessage = AddMessage | ModMessage | RemMessage | SnapMessage
+
+/** What the mirror keeps for objects whose type has no registered class. */
+export interface PlainObject {
+  id: string
+  t: string
+  /** The key the object is in now. */
+  sKey: string
+  /** The version of `state`. */
+  v: number
+  /** Updated in place: the same object for the object's whole life. */
+  state: State
+}
+
+/**
+ * A class registered for a type. No base class is needed; `update` and
+ * `teardown` are optional.
+ */
+export interface SyncedClass<T extends object = object> {
+  new (id: string, state: State, t: string, msg: AddMessage): T & Synced
+}
+
+export interface Synced {
+  /**
+   * Called with the changed fields of a `mod` (`msg.method === "mod"`), or
+   * with the whole new state when an `add` at a newer version updates an
+   * object already mirrored (`msg.method === "add"`, e.g. after a reconnect
+   * or resync).
+   */
+  update?(diff: State, msg: AddMessage | ModMessage): void
+  /** Called once, after the "rem" event, when the object leaves the mirror. */
+  teardown?(): void
+}
+
+/** The mirror's bookkeeping record of one object. */
+export interface Entry<O = any> {
+  id: string
+  t: string
+  sKey: string
+  v: number
+  /** The registered class's instance, or a PlainObject. */
+  obj: O
+}
+
+export interface MirrorEvents {
+  /** A new object entered the mirror. */
+  add(obj: any, msg: AddMessage): void
+  /**
+   * A mirrored object changed: a `mod` applied (possibly a move to another
+   * subscribed key, see `msg.nsKey`), or an `add` at a newer version updated
+   * it in place.
+   */
+  mod(obj: any, msg: ModMessage | AddMessage): void
+  /**
+   * An object left the mirror; teardown() follows. `cause` is the message
+   * that removed it: `rem`, a `mod` moving it to an unsubscribed key, the
+   * `snap` that no longer lists it, or the client's own unsubscription.
+   */
+  rem(obj: any, cause: RemMessage | ModMessage | SnapMessage | UnsubscribeCause): void
+  /** A key's snapshot is complete (after its removals were applied). */
+  snap(sKey: string, msg: SnapMessage): void
+}
+
+/** Client-side problems the mirror reports. */
+export interface MirrorError {
+  /** "bad_shape": a malformed object message (dropped);
+   *  "callback_error": a class or listener threw (the mirror carried on). */
+  code: "bad_shape" | "callback_error"
+  reason: string
+  msg?: unknown
+  error?: unknown
+}
+
+export interface MirrorOptions {
+  /** How long a version gap may stay open before a resync, in ms. Default 500. */
+  gapTimeout?: number
+  /** Timer functions, injectable for tests. Default: the global ones. */
+  setTimeout?: (fn: () => void, ms: number) => unknown
+  clearTimeout?: (handle: any) => void
+  /** Asked to send `{"method":"resync","keys":[sKey]}`. */
+  onResync?: (sKey: string) => void
+  onError?: (error: MirrorError) => void
+}
+
+/** True if `key` is a well-formed subscription key (1-200 allowed chars). */
+export function isValidKey(key: unknown): key is string
+
+export class Mirror {
+  constructor(options?: MirrorOptions)
+  /** Mirror objects of type `t` as instances of `Class` (from now on). */
+  register<T extends object>(t: string, Class: SyncedClass<T>): void
+  on<E extends keyof MirrorEvents>(event: E, fn: MirrorEvents[E]): Unsubscribe
+  /** The registered instance or the PlainObject, or undefined. */
+  get<O = any>(id: string): O | undefined
+  has(id: string): boolean
+  /** The objects mirrored in `sKey` (a new array). */
+  byKey<O = any>(sKey: string): O[]
+  /** A copy of the bookkeeping record, or undefined. */
+  entry<O = any>(id: string): Entry<O> | undefined
+  /** Number of mirrored objects. */
+  readonly size: number
+  /** Subscribed keys. */
+  keys(): string[]
+  isSubscribed(sKey: string): boolean
+  /**
+   * Replace the subscribed set; removes the objects of dropped keys.
+   * Throws TypeError on an invalid key. Returns the difference.
+   */
+  setKeys(keys: Iterable<string>): { add: string[]; remove: string[] }
+  /**
+   * Apply a gateway message. Returns false if it is not add/mod/rem/snap.
+   * Never throws.
+   */
+  handle(msg: unknown): boolean
+  /** Drop held mods and stop gap timers (the connection went away). */
+  resetPending(): void
+}

@@ -1,0 +1,441 @@
+/**
+ * The mirror: the client's copy of the server objects in the subscribed keys.
+ *
+ * It is pure bookkeeping, with no socket: the connection layer feeds it the
+ * gateway's `add` / `mod` / `rem` / `snap` messages through `handle()` and
+ * sends a `resync` when the mirror asks for one through `onResync`. Timers
+ * are injectable so tests can drive the gap timeout without sleeping.
+ */
+import { createEmitter } from "../emitter/index.js"
+
+/** Subscription keys, as PROTOCOL.md defines them. */
+const KEY = /^[A-Za-z0-9_.:|/@#+=,~-]{1,200}$/
+
+/** True if `key` is a well-formed subscription key. */
+export function isValidKey(key) {
+  return typeof key === "string" && KEY.test(key)
+}
+
+const isString = x => typeof x === "string"
+const isId = x => typeof x === "string" && x.length > 0
+const isVersion = x => Number.isSafeInteger(x) && x >= 0
+const isRecord = x => x !== null && typeof x === "object" && !Array.isArray(x)
+
+/**
+ * Returns why `msg` is not a well-formed object message, or "" if it is.
+ * The checks cover what the mirror relies on; `t` of `rem` is not used, so
+ * it is only checked when present.
+ */
+function shapeProblem(msg) {
+  const { method } = msg
+  if (method === "snap") {
+    if (!isString(msg.sKey)) return "snap without a string sKey"
+    if (!Array.isArray(msg.ids) || !msg.ids.every(isId)) {
+      return "snap ids must be an array of strings"
+    }
+    return ""
+  }
+  if (!isId(msg.id)) return `${method} without a string id`
+  if (!isString(msg.sKey)) return `${method} without a string sKey`
+  if (method === "rem") {
+    return msg.t === undefined || isString(msg.t) ? "" : "rem with a non-string t"
+  }
+  if (!isString(msg.t)) return `${method} without a string t`
+  if (!isVersion(msg.v)) return `${method} v must be a non-negative integer`
+  if (method === "add") {
+    if (!isRecord(msg.state)) return "add state must be an object"
+    if (msg.psKey !== undefined && !isString(msg.psKey)) return "add psKey must be a string"
+  } else {
+    if (!isRecord(msg.diff)) return "mod diff must be an object"
+    if (msg.nsKey !== undefined && !isString(msg.nsKey)) return "mod nsKey must be a string"
+  }
+  return ""
+}
+
+const OBJECT_METHODS = new Set(["add", "mod", "rem", "snap"])
+const MIRROR_EVENTS = new Set(["add", "mod", "rem", "snap"])
+
+export class Mirror {
+  /** id → { id, t, sKey, v, obj, plain } */
+  #entries = new Map()
+  /** sKey → Set of ids mirrored in it (the index behind byKey) */
+  #index = new Map()
+  /** Subscribed keys, in the order they were asked for. */
+  #keys = new Set()
+  /** type `t` → class registered for it */
+  #types = new Map()
+  /** id → Map(v → mod) of mods that arrived ahead of their version */
+  #held = new Map()
+  /** sKey → gap timer, running while that key has held mods */
+  #gapTimers = new Map()
+  #events
+  #gapTimeout
+  #setTimeout
+  #clearTimeout
+  #onResync
+  #onError
+
+  constructor(options = {}) {
+    const st = options.setTimeout || globalThis.setTimeout
+    const ct = options.clearTimeout || globalThis.clearTimeout
+    // Called unbound: browsers throw "Illegal invocation" when the native
+    // timer functions get another `this`.
+    this.#setTimeout = (fn, ms) => st(fn, ms)
+    this.#clearTimeout = handle => ct(handle)
+    this.#gapTimeout = options.gapTimeout ?? 500
+    this.#onResync = options.onResync || (() => {})
+    this.#onError = options.onError || (() => {})
+    this.#events = createEmitter((error, event) =>
+      this.#report("callback_error", `a "${event}" listener threw: ${error}`, { error })
+    )
+  }
+
+  // ---- public API --------------------------------------------------------
+
+  /**
+   * Mirror objects of type `t` as instances of `Class`:
+   * `new Class(id, state, t, msg)`, then `instance.update(diff, msg)` and
+   * `instance.teardown()` (both optional). Only affects objects added later.
+   */
+  register(t, Class) {
+    if (!isString(t)) throw new TypeError("type must be a string")
+    if (typeof Class !== "function") throw new TypeError("class must be a constructor")
+    this.#types.set(t, Class)
+  }
+
+  /** "add" | "mod" | "rem" | "snap"; returns the unsubscribe function. */
+  on(event, fn) {
+    // Catch typos such as objects.on("open"): they would never fire.
+    if (!MIRROR_EVENTS.has(event)) throw new TypeError(`unknown mirror event: ${event}`)
+    return this.#events.on(event, fn)
+  }
+
+  /** The instance (registered type) or plain mirror object, or undefined. */
+  get(id) {
+    return this.#entries.get(id)?.obj
+  }
+
+  has(id) {
+    return this.#entries.has(id)
+  }
+
+  /** Objects currently mirrored in `sKey` (a new array each call). */
+  byKey(sKey) {
+    return [...(this.#index.get(sKey) || [])].map(id => this.#entries.get(id).obj)
+  }
+
+  /** A snapshot of the bookkeeping record: { id, t, sKey, v, obj }. */
+  entry(id) {
+    const e = this.#entries.get(id)
+    return e && { id: e.id, t: e.t, sKey: e.sKey, v: e.v, obj: e.obj }
+  }
+
+  /** Number of mirrored objects. */
+  get size() {
+    return this.#entries.size
+  }
+
+  /** The subscribed keys. */
+  keys() {
+    return [...this.#keys]
+  }
+
+  isSubscribed(sKey) {
+    return this.#keys.has(sKey)
+  }
+
+  /**
+   * Replace the subscribed set. Objects (and held mods) of dropped keys are
+   * removed at once: the gateway sends nothing more for them. Returns the
+   * difference, for the `updateSubscription` request.
+   */
+  setKeys(keys) {
+    if (keys == null || typeof keys[Symbol.iterator] !== "function" || isString(keys)) {
+      throw new TypeError("keys must be an iterable of strings")
+    }
+    const next = new Set()
+    for (const key of keys) {
+      if (!isValidKey(key)) throw new TypeError(`invalid subscription key: ${JSON.stringify(key)}`)
+      next.add(key)
+    }
+    const add = [...next].filter(k => !this.#keys.has(k))
+    const remove = [...this.#keys].filter(k => !next.has(k))
+    this.#keys = next
+    for (const key of remove) {
+      this.#dropHeld(key, () => true)
+      for (const id of [...(this.#index.get(key) || [])]) {
+        // Only the key's own objects; another key's removal may have taken
+        // some already when listeners re-enter.
+        const e = this.#entries.get(id)
+        if (e) this.#remove(e, { method: "unsubscribe", sKey: key })
+      }
+    }
+    return { add, remove }
+  }
+
+  /**
+   * Apply one gateway message. Returns false if it is not an object message
+   * (add/mod/rem/snap), so the caller can treat it as something else.
+   * Never throws: bad shapes and callback failures go to `onError`.
+   */
+  handle(msg) {
+    if (!isRecord(msg) || !OBJECT_METHODS.has(msg.method)) return false
+    const problem = shapeProblem(msg)
+    if (problem) {
+      this.#report("bad_shape", problem, { msg })
+      return true
+    }
+    // Keys we do not follow: leftovers of a removed subscription.
+    if (!this.#keys.has(msg.sKey)) return true
+    if (msg.method === "add") this.#add(msg)
+    else if (msg.method === "mod") this.#mod(msg)
+    else if (msg.method === "rem") this.#rem(msg)
+    else this.#snap(msg)
+    return true
+  }
+
+  /**
+   * Forget held mods and stop gap timers. Called when the connection drops:
+   * the next connection snapshots every key again, which makes them moot.
+   */
+  resetPending() {
+    this.#held.clear()
+    for (const handle of this.#gapTimers.values()) this.#clearTimeout(handle)
+    this.#gapTimers.clear()
+  }
+
+  // ---- message handlers --------------------------------------------------
+
+  #add(msg) {
+    const e = this.#entries.get(msg.id)
+    if (!e) {
+      this.#create(msg)
+    } else if (msg.v > e.v) {
+      // Same object at a newer version (a resync, a reconnect, or a move in
+      // with psKey): update in place, never tear down and re-create.
+      this.#setKey(e, msg.sKey)
+      e.v = msg.v
+      if (e.plain) {
+        syncPlain(e)
+        replaceContents(e.obj.state, msg.state)
+      } else {
+        // Registered classes get the full new state as their "diff": it
+        // holds every field, so applying it like a diff gives the new state.
+        this.#call(e.obj, "update", msg.state, msg)
+      }
+      this.#events.emit("mod", e.obj, msg)
+    } else {
+      return // stale
+    }
+    this.#flush(msg.id)
+  }
+
+  #mod(msg) {
+    const e = this.#entries.get(msg.id)
+    if (e && msg.v <= e.v) return // stale
+    if (!e || msg.v > e.v + 1) {
+      this.#hold(msg)
+      return
+    }
+    this.#applyMod(e, msg)
+    this.#flush(msg.id)
+  }
+
+  #rem(msg) {
+    this.#dropHeldId(msg.id)
+    const e = this.#entries.get(msg.id)
+    if (e) this.#remove(e, msg)
+  }
+
+  #snap(msg) {
+    const ids = new Set(msg.ids)
+    for (const id of [...(this.#index.get(msg.sKey) || [])]) {
+      const e = this.#entries.get(id)
+      if (e && !ids.has(id)) this.#remove(e, msg)
+    }
+    // The snapshot's adds are all in: a held mod of this key whose object is
+    // still unknown has nothing to wait for.
+    this.#dropHeld(msg.sKey, id => !this.#entries.has(id))
+    this.#events.emit("snap", msg.sKey, msg)
+  }
+
+  // ---- bookkeeping -------------------------------------------------------
+
+  #create(msg) {
+    const Class = this.#types.get(msg.t)
+    let obj
+    if (Class) {
+      try {
+        obj = new Class(msg.id, msg.state, msg.t, msg)
+      } catch (error) {
+        this.#report("callback_error", `new ${msg.t}(${msg.id}) threw: ${error}`, { error, msg })
+        return
+      }
+    } else {
+      // A copy, so later diffs never write into the caller's message.
+      obj = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, state: { ...msg.state } }
+    }
+    const e = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, obj, plain: !Class }
+    this.#entries.set(e.id, e)
+    this.#indexAdd(e.sKey, e.id)
+    this.#events.emit("add", obj, msg)
+  }
+
+  #applyMod(e, msg) {
+    e.v = msg.v
+    const to = msg.nsKey ?? msg.sKey
+    if (!this.#keys.has(to)) {
+      // Moved out to a key we do not follow.
+      this.#dropHeldId(e.id)
+      this.#remove(e, msg)
+      return
+    }
+    this.#setKey(e, to)
+    if (e.plain) {
+      syncPlain(e)
+      Object.assign(e.obj.state, msg.diff)
+    } else {
+      this.#call(e.obj, "update", msg.diff, msg)
+    }
+    this.#events.emit("mod", e.obj, msg)
+  }
+
+  #remove(e, cause) {
+    this.#entries.delete(e.id)
+    this.#indexDelete(e.sKey, e.id)
+    this.#events.emit("rem", e.obj, cause)
+    if (!e.plain) this.#call(e.obj, "teardown")
+  }
+
+  #setKey(e, sKey) {
+    if (e.sKey === sKey) return
+    this.#indexDelete(e.sKey, e.id)
+    e.sKey = sKey
+    this.#indexAdd(sKey, e.id)
+  }
+
+  #indexAdd(sKey, id) {
+    let ids = this.#index.get(sKey)
+    if (!ids) this.#index.set(sKey, (ids = new Set()))
+    ids.add(id)
+  }
+
+  #indexDelete(sKey, id) {
+    const ids = this.#index.get(sKey)
+    if (!ids) return
+    ids.delete(id)
+    if (!ids.size) this.#index.delete(sKey)
+  }
+
+  // ---- held mods and gap timers -----------------------------------------
+
+  #hold(msg) {
+    let byV = this.#held.get(msg.id)
+    if (!byV) this.#held.set(msg.id, (byV = new Map()))
+    if (!byV.has(msg.v)) byV.set(msg.v, msg)
+    this.#startGapTimer(msg.sKey)
+  }
+
+  /** Replay held mods of `id` that now follow on; drop those now stale. */
+  #flush(id) {
+    const byV = this.#held.get(id)
+    if (!byV) return
+    const keys = new Set([...byV.values()].map(m => m.sKey))
+    for (;;) {
+      const e = this.#entries.get(id)
+      if (!e) break
+      for (const v of byV.keys()) if (v <= e.v) byV.delete(v)
+      const next = byV.get(e.v + 1)
+      if (!next) break
+      byV.delete(next.v)
+      this.#applyMod(e, next)
+    }
+    if (!byV.size && this.#held.get(id) === byV) this.#held.delete(id)
+    for (const key of keys) this.#stopGapTimerIfDone(key)
+  }
+
+  /** Drop held mods of `sKey` for which `pred(id)` holds. */
+  #dropHeld(sKey, pred) {
+    for (const [id, byV] of this.#held) {
+      if (!pred(id)) continue
+      for (const [v, m] of byV) if (m.sKey === sKey) byV.delete(v)
+      if (!byV.size) this.#held.delete(id)
+    }
+    this.#stopGapTimerIfDone(sKey)
+  }
+
+  #dropHeldId(id) {
+    const byV = this.#held.get(id)
+    if (!byV) return
+    this.#held.delete(id)
+    for (const m of byV.values()) this.#stopGapTimerIfDone(m.sKey)
+  }
+
+  #keyHasHeld(sKey) {
+    for (const byV of this.#held.values()) {
+      for (const m of byV.values()) if (m.sKey === sKey) return true
+    }
+    return false
+  }
+
+  #startGapTimer(sKey) {
+    if (this.#gapTimers.has(sKey)) return
+    const handle = this.#setTimeout(() => {
+      this.#gapTimers.delete(sKey)
+      if (!this.#keyHasHeld(sKey)) return
+      // Keep the timer going: if the resync does not close the gap either
+      // (lost, refused, rate limited), ask again one window later.
+      this.#startGapTimer(sKey)
+      this.#callSafely(() => this.#onResync(sKey))
+    }, this.#gapTimeout)
+    this.#gapTimers.set(sKey, handle)
+  }
+
+  #stopGapTimerIfDone(sKey) {
+    const handle = this.#gapTimers.get(sKey)
+    if (handle === undefined || this.#keyHasHeld(sKey)) return
+    this.#clearTimeout(handle)
+    this.#gapTimers.delete(sKey)
+  }
+
+  // ---- errors ------------------------------------------------------------
+
+  /** Call an optional method of a registered instance, reporting throws. */
+  #call(obj, method, ...args) {
+    if (typeof obj[method] !== "function") return
+    try {
+      obj[method](...args)
+    } catch (error) {
+      this.#report("callback_error", `${method}() of ${obj.constructor?.name} threw: ${error}`, { error })
+    }
+  }
+
+  #callSafely(fn) {
+    try {
+      fn()
+    } catch (error) {
+      this.#report("callback_error", `onResync threw: ${error}`, { error })
+    }
+  }
+
+  #report(code, reason, extra) {
+    try {
+      this.#onError({ code, reason, ...extra })
+    } catch (error) {
+      // The error sink itself failed; the console is all that is left.
+      console.error("synk-client: error handler threw", error)
+    }
+  }
+}
+
+/** Keep the plain object's public fields in step with its record. */
+function syncPlain(e) {
+  e.obj.sKey = e.sKey
+  e.obj.v = e.v
+}
+
+/** Make `target` hold exactly `source`'s fields, keeping its identity. */
+function replaceContents(target, source) {
+  for (const k of Object.keys(target)) if (!(k in source)) delete target[k]
+  Object.assign(target, source)
+}

@@ -1,0 +1,361 @@
+// Unit tests of the mirror: fed messages directly, no socket, no sleeps.
+import { test } from "node:test"
+import assert from "node:assert"
+
+import { Mirror, isValidKey } from "../index.js"
+
+/** Timers that only move when the test says so. */
+function fakeClock() {
+  let now = 0
+  let seq = 0
+  const timers = new Map()
+  return {
+    setTimeout(fn, ms) {
+      timers.set(++seq, { at: now + ms, fn })
+      return seq
+    },
+    clearTimeout(id) {
+      timers.delete(id)
+    },
+    get pending() {
+      return timers.size
+    },
+    advance(ms) {
+      const until = now + ms
+      for (;;) {
+        let next
+        for (const [id, t] of timers) {
+          if (t.at <= until && (!next || t.at < next[1].at)) next = [id, t]
+        }
+        if (!next) break
+        timers.delete(next[0])
+        now = next[1].at
+        next[1].fn()
+      }
+      now = until
+    }
+  }
+}
+
+/**
+ * A mirror subscribed to `keys` that records everything it does in
+ * `events`: its events, resync requests, errors, and the calls it makes on
+ * instances of the registered "agent" class.
+ */
+function setup(keys = ["k"]) {
+  const events = []
+  const clock = fakeClock()
+  const mirror = new Mirror({
+    gapTimeout: 500,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    onResync: key => events.push(["resync", key]),
+    onError: e => events.push(["error", e.code])
+  })
+  mirror.register("agent", class Agent {
+    constructor(id, state, t) {
+      this.id = id
+      this.state = { ...state }
+      events.push(["new", id, t, state])
+    }
+    update(diff) {
+      Object.assign(this.state, diff)
+      events.push(["update", this.id, diff])
+    }
+    teardown() {
+      events.push(["teardown", this.id])
+    }
+  })
+  mirror.on("add", (obj, msg) => events.push(["add", msg.id, msg.v]))
+  mirror.on("mod", (obj, msg) => events.push(["mod", msg.id, msg.v, msg.method]))
+  mirror.on("rem", (obj, cause) => events.push(["rem", obj.id, cause.method]))
+  mirror.on("snap", sKey => events.push(["snap", sKey]))
+  mirror.setKeys(keys)
+  return { mirror, events, clock }
+}
+
+const add = (id, v, state = {}, extra = {}) =>
+  ({ method: "add", t: "agent", id, sKey: "k", v, state, ...extra })
+const mod = (id, v, diff = {}, extra = {}) =>
+  ({ method: "mod", t: "agent", id, sKey: "k", v, diff, ...extra })
+const plainAdd = (id, v, state = {}, extra = {}) => add(id, v, state, { t: "rock", ...extra })
+const plainMod = (id, v, diff = {}, extra = {}) => mod(id, v, diff, { t: "rock", ...extra })
+
+test("versions: next mod applies, stale add/mod are dropped", () => {
+  const { mirror, events } = setup()
+  mirror.handle(add("a", 1, { x: 0 }))
+  mirror.handle(mod("a", 2, { x: 1 }))
+  mirror.handle(mod("a", 2, { x: 99 })) // duplicate
+  mirror.handle(mod("a", 1, { x: 98 })) // older
+  mirror.handle(add("a", 2, { x: 97 })) // not above
+  mirror.handle(mod("a", 3, { x: 2 }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 0 }], ["add", "a", 1],
+    ["update", "a", { x: 1 }], ["mod", "a", 2, "mod"],
+    ["update", "a", { x: 2 }], ["mod", "a", 3, "mod"]
+  ])
+  assert.deepStrictEqual(mirror.entry("a"), {
+    id: "a", t: "agent", sKey: "k", v: 3, obj: mirror.get("a")
+  })
+  assert.deepStrictEqual(mirror.get("a").state, { x: 2 })
+})
+
+test("plain objects: {id, t, sKey, v, state} kept up to date", () => {
+  const { mirror, events } = setup()
+  const msg = plainAdd("r", 1, { x: 0, y: 0 })
+  mirror.handle(msg)
+  mirror.handle(plainMod("r", 2, { x: 5 }))
+  assert.deepStrictEqual(events, [["add", "r", 1], ["mod", "r", 2, "mod"]])
+  assert.deepStrictEqual(mirror.get("r"), { id: "r", t: "rock", sKey: "k", v: 2, state: { x: 5, y: 0 } })
+  assert.deepStrictEqual(msg.state, { x: 0, y: 0 }, "the message is not written into")
+  assert.deepStrictEqual(mirror.byKey("k"), [mirror.get("r")])
+  assert.strictEqual(mirror.size, 1)
+})
+
+test("mods ahead of their add or version are held and replayed in order", () => {
+  const { mirror, events, clock } = setup()
+  mirror.handle(mod("a", 3, { x: 3 }))
+  mirror.handle(mod("a", 2, { x: 2 }))
+  assert.deepStrictEqual(events, [])
+  mirror.handle(add("a", 1, { x: 1 }))
+  mirror.handle(mod("a", 5, { x: 5 }))
+  mirror.handle(mod("a", 4, { x: 4 }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1],
+    ["update", "a", { x: 2 }], ["mod", "a", 2, "mod"],
+    ["update", "a", { x: 3 }], ["mod", "a", 3, "mod"],
+    ["update", "a", { x: 4 }], ["mod", "a", 4, "mod"],
+    ["update", "a", { x: 5 }], ["mod", "a", 5, "mod"]
+  ])
+  assert.strictEqual(clock.pending, 0, "no gap timer left once the gaps closed")
+  clock.advance(10_000)
+  assert.strictEqual(events.length, 10, "and no resync")
+})
+
+test("an unfilled gap asks for a resync of the key, then converges", () => {
+  const { mirror, events, clock } = setup()
+  mirror.handle(add("a", 1, { x: 1 }))
+  mirror.handle(mod("a", 3, { x: 3 })) // v2 was lost
+  clock.advance(499)
+  events.push("--- 499 ms")
+  clock.advance(1)
+  events.push("--- 500 ms")
+  clock.advance(500) // still open: asks again
+  events.push("--- resync answer")
+  mirror.handle(add("a", 4, { x: 4 })) // the snapshot, newer than the held mod
+  mirror.handle({ method: "snap", sKey: "k", ids: ["a"] })
+  mirror.handle(mod("a", 3, { x: 3 })) // late duplicate: stale
+  mirror.handle(mod("a", 5, { x: 5 }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1],
+    "--- 499 ms",
+    ["resync", "k"],
+    "--- 500 ms",
+    ["resync", "k"],
+    "--- resync answer",
+    ["update", "a", { x: 4 }], ["mod", "a", 4, "add"],
+    ["snap", "k"],
+    ["update", "a", { x: 5 }], ["mod", "a", 5, "mod"]
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("held mods of an object the snapshot does not have are dropped at snap", () => {
+  const { mirror, events, clock } = setup()
+  mirror.handle(mod("ghost", 7))
+  clock.advance(500)
+  mirror.handle({ method: "snap", sKey: "k", ids: [] })
+  clock.advance(10_000)
+  mirror.handle(add("ghost", 1)) // a new object reusing the id starts afresh
+  assert.deepStrictEqual(events, [
+    ["resync", "k"],
+    ["snap", "k"],
+    ["new", "ghost", "agent", {}], ["add", "ghost", 1]
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("moves: to a subscribed key in place, to another key removes", () => {
+  const { mirror, events } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  mirror.handle(mod("a", 2, { x: 1 }, { nsKey: "k2" }))
+  mirror.handle(mod("b", 2, { x: 1 }, { nsKey: "far" }))
+  mirror.handle(mod("b", 3, {}, { sKey: "far" })) // not subscribed: dropped
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", {}], ["add", "a", 1],
+    ["new", "b", "agent", {}], ["add", "b", 1],
+    ["update", "a", { x: 1 }], ["mod", "a", 2, "mod"],
+    ["rem", "b", "mod"], ["teardown", "b"]
+  ])
+  assert.strictEqual(mirror.entry("a").sKey, "k2")
+  assert.deepStrictEqual(mirror.byKey("k"), [])
+  assert.deepStrictEqual(mirror.byKey("k2"), [mirror.get("a")])
+  assert.strictEqual(mirror.has("b"), false)
+})
+
+test("moves: add with psKey of a mirrored object is a version update, not a new object", () => {
+  const { mirror, events } = setup(["k", "k2"])
+  mirror.handle(add("a", 1, { x: 0 }))
+  mirror.handle(mod("a", 2, { x: 1 }, { nsKey: "k2" }))
+  // Both keys subscribed: the add with psKey is redundant.
+  mirror.handle(add("a", 2, { x: 1 }, { sKey: "k2", psKey: "k" }))
+  // Newer (e.g. the mod was filtered): updates in place.
+  mirror.handle(add("a", 3, { x: 2 }, { sKey: "k2", psKey: "k" }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 0 }], ["add", "a", 1],
+    ["update", "a", { x: 1 }], ["mod", "a", 2, "mod"],
+    ["update", "a", { x: 2 }], ["mod", "a", 3, "add"]
+  ])
+  assert.strictEqual(mirror.entry("a").sKey, "k2")
+})
+
+test("add at a higher version updates in place with the full state", () => {
+  const { mirror, events } = setup()
+  mirror.handle(add("a", 1, { x: 0, y: 0 }))
+  const agent = mirror.get("a")
+  mirror.handle(add("a", 5, { x: 9, y: 0 }))
+  mirror.handle(plainAdd("r", 1, { x: 0, gone: true }))
+  const rock = mirror.get("r")
+  const rockState = rock.state
+  mirror.handle(plainAdd("r", 4, { x: 3 }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 0, y: 0 }], ["add", "a", 1],
+    ["update", "a", { x: 9, y: 0 }], ["mod", "a", 5, "add"],
+    ["add", "r", 1],
+    ["mod", "r", 4, "add"]
+  ])
+  assert.strictEqual(mirror.get("a"), agent, "same instance")
+  assert.strictEqual(mirror.get("r"), rock, "same plain object")
+  assert.strictEqual(rock.state, rockState, "same state object")
+  assert.deepStrictEqual(rock, { id: "r", t: "rock", sKey: "k", v: 4, state: { x: 3 } })
+})
+
+test("snap removes the key's objects it does not list, and only those", () => {
+  const { mirror, events } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  mirror.handle(add("c", 1, {}, { sKey: "k2" }))
+  mirror.handle({ method: "snap", sKey: "k", ids: ["a", "new"] })
+  mirror.handle({ method: "snap", sKey: "k", ids: ["a"] })
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", {}], ["add", "a", 1],
+    ["new", "b", "agent", {}], ["add", "b", 1],
+    ["new", "c", "agent", {}], ["add", "c", 1],
+    ["rem", "b", "snap"], ["teardown", "b"], ["snap", "k"],
+    ["snap", "k"]
+  ])
+  assert.deepStrictEqual(mirror.byKey("k").map(o => o.id), ["a"])
+  assert.deepStrictEqual(mirror.byKey("k2").map(o => o.id), ["c"])
+})
+
+test("unsubscribing removes the key's objects once; its messages are dropped", () => {
+  const { mirror, events, clock } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  mirror.handle(add("c", 1, {}, { sKey: "k2" }))
+  mirror.handle(mod("d", 4)) // held, with a gap timer on "k"
+  assert.deepStrictEqual(mirror.setKeys(["k2", "k3"]), { add: ["k3"], remove: ["k"] })
+  events.push("--- unsubscribed")
+  assert.deepStrictEqual(mirror.setKeys(["k2", "k3"]), { add: [], remove: [] })
+  mirror.handle(add("e", 1))
+  mirror.handle(mod("a", 2))
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k" })
+  mirror.handle({ method: "snap", sKey: "k", ids: [] })
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", {}], ["add", "a", 1],
+    ["new", "b", "agent", {}], ["add", "b", 1],
+    ["new", "c", "agent", {}], ["add", "c", 1],
+    ["rem", "a", "unsubscribe"], ["teardown", "a"],
+    ["rem", "b", "unsubscribe"], ["teardown", "b"],
+    "--- unsubscribed"
+  ])
+  assert.deepStrictEqual(mirror.keys(), ["k2", "k3"])
+  assert.strictEqual(mirror.size, 1)
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("rem removes and tears down once", () => {
+  const { mirror, events } = setup()
+  mirror.handle(add("a", 1))
+  mirror.handle(mod("a", 3)) // held
+  const rem = { method: "rem", t: "agent", id: "a", sKey: "k" }
+  mirror.handle(rem)
+  mirror.handle(rem)
+  mirror.handle({ method: "rem", t: "agent", id: "nobody", sKey: "k" })
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", {}], ["add", "a", 1],
+    ["rem", "a", "rem"], ["teardown", "a"]
+  ])
+  assert.strictEqual(mirror.get("a"), undefined)
+})
+
+test("malformed messages are reported and dropped, never thrown", () => {
+  const { mirror, events } = setup()
+  const bad = [
+    { method: "add", t: "agent", sKey: "k", v: 1, state: {} }, // no id
+    { method: "add", t: "agent", id: "a", sKey: "k", v: 1.5, state: {} },
+    { method: "add", t: "agent", id: "a", sKey: "k", v: "1", state: {} },
+    { method: "add", t: "agent", id: "a", sKey: "k", v: 1, state: [] },
+    { method: "add", id: "a", sKey: "k", v: 1, state: {} }, // no t
+    { method: "mod", t: "agent", id: "a", sKey: "k", v: 2 }, // no diff
+    { method: "mod", t: "agent", id: "a", sKey: "k", v: 2, diff: {}, nsKey: 3 },
+    { method: "rem", t: "agent", id: 5, sKey: "k" },
+    { method: "snap", sKey: "k", ids: "a" },
+    { method: "snap", ids: [] }
+  ]
+  for (const msg of bad) assert.strictEqual(mirror.handle(msg), true)
+  assert.strictEqual(mirror.handle({ method: "chat" }), false, "not an object message")
+  assert.strictEqual(mirror.handle(null), false)
+  assert.deepStrictEqual(events, bad.map(() => ["error", "bad_shape"]))
+  assert.strictEqual(mirror.size, 0)
+})
+
+test("throwing classes and listeners are reported; bookkeeping carries on", () => {
+  const { mirror, events } = setup()
+  mirror.register("bomb", class {
+    constructor() { throw new Error("no") }
+  })
+  mirror.register("fragile", class {
+    constructor(id) { this.id = id }
+    update() { throw new Error("no") }
+    teardown() { throw new Error("no") }
+  })
+  const off = mirror.on("add", () => { throw new Error("listener") })
+  mirror.handle(add("x", 1, {}, { t: "bomb" }))
+  mirror.handle(add("f", 1, {}, { t: "fragile" }))
+  off()
+  mirror.handle(mod("f", 2, {}, { t: "fragile" }))
+  mirror.handle({ method: "rem", t: "fragile", id: "f", sKey: "k" })
+  assert.deepStrictEqual(events, [
+    ["error", "callback_error"], // constructor: not mirrored
+    ["add", "f", 1], ["error", "callback_error"], // listener
+    ["error", "callback_error"], ["mod", "f", 2, "mod"], // update
+    ["rem", "f", "rem"], ["error", "callback_error"] // teardown
+  ])
+  assert.strictEqual(mirror.size, 0)
+})
+
+test("keys are validated; on() rejects unknown events; off() unsubscribes", () => {
+  const { mirror, events } = setup()
+  assert.throws(() => mirror.setKeys(["ok", "bad key"]), TypeError)
+  assert.throws(() => mirror.setKeys("k"), TypeError)
+  assert.throws(() => mirror.setKeys(["x".repeat(201)]), TypeError)
+  assert.deepStrictEqual(mirror.keys(), ["k"], "unchanged after a refused set")
+  assert.throws(() => mirror.on("open", () => {}), TypeError)
+  assert.strictEqual(isValidKey("world:0|0"), true)
+  assert.strictEqual(isValidKey("A-z_.:|/@#+=,~-09"), true)
+  assert.strictEqual(isValidKey(""), false)
+
+  const seen = []
+  const off = mirror.on("add", obj => seen.push(obj.id))
+  mirror.handle(add("a", 1))
+  off()
+  mirror.handle(add("b", 1))
+  assert.deepStrictEqual(seen, ["a"])
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", {}], ["add", "a", 1],
+    ["new", "b", "agent", {}], ["add", "b", 1]
+  ])
+})
