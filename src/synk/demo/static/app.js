@@ -109,7 +109,7 @@ setInterval(() => {
   messages = 0
   if (latencies.length) {
     latencies.sort((a, b) => a - b)
-    $("latency").textContent = `${latencies[latencies.length >> 1]} ms (p50)`
+    $("latency").textContent = `${Math.round(latencies[latencies.length >> 1])} ms (p50)`
     latencies = []
   }
 }, 1000)
