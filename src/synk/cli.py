@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--redis", default=None, help="run on Redis instead of the embedded memory:// store")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8765)
-    demo.add_argument("--agents", type=int, default=3000)
+    demo.add_argument("--agents", type=int, default=3000, help="agents on the map (default 3000)")
     demo.add_argument("--no-sim", action="store_true", help="serve only (another process simulates); needs --redis")
 
     args = parser.parse_args(argv)

@@ -155,17 +155,7 @@ class World:
             errors = list(self._unreported.values())
             self._unreported.clear()
             raise errors[0] if len(errors) == 1 else WriteError([f for e in errors for f in e.failures])
-        created = list(self._created.values())
-        changed = [o for o in self._dirty.values() if o._synk_base]
-        deleted = list(self._deleted.values())
-        # Check every new key before touching anything, so that a bad sub_key
-        # leaves the whole batch pending instead of half-planned.
-        for obj in created + changed:
-            try:
-                obj._synk_current_key()
-            except SynkError as exc:
-                raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
-        writes = plan(created, changed, deleted)
+        writes = plan(self._created.values(), self._dirty.values(), self._deleted.values())
         self._created.clear()
         self._dirty.clear()
         self._deleted.clear()

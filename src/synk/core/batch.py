@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from synk.core.messages import encode_add, encode_mod, encode_rem
 from synk.core.names import new_token
+from synk.errors import SynkError, ValidationError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -76,10 +77,20 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
     ``changed`` may hold objects without a pending change (they are skipped)
     or objects also in ``created`` / ``deleted`` (those win).
     """
+    created = list(created)
+    changed = [o for o in changed if o._synk_base]
+    # Every new key is checked before anything is touched, so that a bad
+    # sub_key leaves the whole batch pending instead of half-planned.
+    keys: dict[int, str] = {}
+    for obj in (*created, *changed):
+        try:
+            keys[id(obj)] = obj._synk_current_key()
+        except SynkError as exc:
+            raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
     writes: list[Write] = []
     done: set[str] = set()
     for obj in created:
-        key = obj._synk_current_key()
+        key = keys[id(obj)]
         obj._synk_commit()
         obj._synk_token = new_token()
         obj._synk_version = 1
@@ -95,12 +106,12 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         )
         done.add(obj.id)
     for obj in changed:
-        if obj.id in done or not obj._synk_base:
+        if obj.id in done:
             continue
         done.add(obj.id)
         old = obj._synk_skey
         assert old is not None
-        new = obj._synk_current_key()
+        new = keys[id(obj)]
         diff = obj._synk_commit()
         version = obj._synk_version + 1
         obj._synk_version = version

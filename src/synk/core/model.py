@@ -21,10 +21,11 @@ removes it (the design note's rule: a:0, set 1, set 0 leaves no diff).
 from __future__ import annotations
 
 import re
+import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from synk.core.names import check_id, check_key, new_id
-from synk.core.values import freeze, thaw
+from synk.core.values import MAX_SAFE_INT, freeze, thaw
 from synk.errors import ConfigError, ValidationError
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Object", "field_names"]
 
+_FINITE_MAX = sys.float_info.max
+_FINITE_MIN = -_FINITE_MAX
 _RESERVED = frozenset({"id", "version", "diff", "changed", "state", "type_key"})
 _TYPE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
@@ -163,7 +166,17 @@ class Object:
     # -- internals used by the world ----------------------------------------
 
     def _synk_set(self, name: str, value: Any) -> None:
-        value = freeze(value, f"{self.type_key or type(self).__name__} {self._synk_id!r} field {name!r}")
+        kind = type(value)
+        # The hot path of a simulation: plain scalars need no freezing, and
+        # the error location is only built when something is wrong.
+        if not (
+            kind is str
+            or (kind is float and _FINITE_MIN <= value <= _FINITE_MAX)
+            or (kind is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT)
+            or kind is bool
+            or value is None
+        ):
+            value = freeze(value, f"{self.type_key or type(self).__name__} {self._synk_id!r} field {name!r}")
         base = self._synk_base
         values = self._synk_values
         if name in base:

@@ -47,6 +47,22 @@ def check_id(value: object) -> str:
 
 def check_key(value: object) -> str:
     """Return ``value`` if it is a valid subscription key, else raise ValidationError."""
+    if type(value) is str and value in _GOOD_KEYS:
+        return value
+    _check_key(value)
+    if len(_GOOD_KEYS) >= _GOOD_KEYS_MAX:
+        # A bounded cache: keys repeat tick after tick, and a world has far
+        # fewer distinct keys than writes.
+        _GOOD_KEYS.clear()
+    _GOOD_KEYS.add(value)  # type: ignore[arg-type]
+    return value  # type: ignore[return-value]
+
+
+_GOOD_KEYS: set[str] = set()
+_GOOD_KEYS_MAX = 100_000
+
+
+def _check_key(value: object) -> None:
     if not isinstance(value, str):
         raise ValidationError(f"subscription key must be a string, not {type(value).__name__}")
     if not value:
@@ -56,4 +72,3 @@ def check_key(value: object) -> str:
     if _KEY_RE.fullmatch(value) is None:
         bad = next(ch for ch in value if _KEY_RE.fullmatch(ch) is None)
         raise ValidationError(f"subscription key {value[:50]!r} contains {bad!r}; allowed are letters, digits and _ . : | / @ # + = , ~ -")
-    return value

@@ -60,7 +60,7 @@ def freeze(value: Any, where: str) -> Any:
         raise ValidationError(f"{where}: integer {value} is outside JavaScript's safe range of ±{MAX_SAFE_INT}")
     if isinstance(value, float):
         if math.isfinite(value):
-            return value
+            return float(value)
         raise ValidationError(f"{where}: float {value} is not finite and has no JSON form")
     if isinstance(value, (list, tuple)):
         if isinstance(value, FrozenList):
