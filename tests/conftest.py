@@ -25,7 +25,7 @@ def redis_url() -> Iterator[str]:
     try:
         yield server.url
     finally:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def redis_process() -> Iterator[RedisProcess]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

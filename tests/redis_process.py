@@ -76,6 +76,11 @@ class RedisProcess:
             self.proc.wait(10)
             self.proc = None
 
+    def close(self) -> None:
+        """Stop for good and remove its working folder."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def restart(self) -> None:
         """Stop, then start on the same port (with no data: nothing is saved)."""
         self.stop()

@@ -44,6 +44,15 @@ class _AsgiOutlet(Outlet):
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
+def _local_path(scope: Scope) -> str:
+    """The request path below the app's mount point (``root_path``, as Starlette's ``Mount`` sets it)."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
 class AsgiApp:
     """``gateway.asgi_app()``: an ASGI 3 application."""
 
@@ -71,7 +80,7 @@ class AsgiApp:
                 return
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        path = scope.get("path", "/")
+        path = _local_path(scope)
         if path == "/metrics":
             status, ctype, body = 200, "text/plain; version=0.0.4; charset=utf-8", self.gateway.metrics.render().encode()
         else:

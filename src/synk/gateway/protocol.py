@@ -80,6 +80,8 @@ def _keys(msg: dict[str, Any], field: str, max_keys: int) -> tuple[str, ...]:
         raise ProtocolError(TOO_MANY_KEYS, f"{msg['method']}.{field} has {len(value)} keys, over the limit of {max_keys}")
     out = []
     for i, key in enumerate(value):
+        if not isinstance(key, str):
+            raise ProtocolError(BAD_MESSAGE, f"{msg['method']}.{field}[{i}] must be a string, not {type(key).__name__}")
         try:
             out.append(check_key(key))
         except ValidationError as exc:

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["WebsocketOutlet", "serve"]
 
 _TEXT_FIN = 0x81
+#: Seconds a close handshake may take before the connection is dropped.
+CLOSE_WAIT = 1.0
 
 
 def frame_header(size: int) -> bytes:
@@ -66,7 +68,14 @@ class WebsocketOutlet(Outlet):
         await conn.drain()
 
     async def close(self, code: int, reason: str) -> None:
-        await self.connection.close(code, reason)
+        # websockets' close() drains the socket before its close_timeout
+        # starts: a client that stopped reading never takes the close frame,
+        # and the connection would stay open for good. Drop it instead.
+        try:
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.connection.close(code, reason)
+        except TimeoutError:
+            self.connection.transport.abort()
 
 
 def _response(status: HTTPStatus, body: bytes, ctype: str = "text/plain; charset=utf-8") -> Response:
@@ -121,7 +130,7 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
             ping_interval=cfg.ping_interval,
             ping_timeout=cfg.ping_timeout,
             write_limit=cfg.write_high_water,
-            close_timeout=5,
+            close_timeout=2,
         ),
     )
 

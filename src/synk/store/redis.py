@@ -118,6 +118,17 @@ class RedisStore(Store):
     async def close(self) -> None:
         await self.redis.aclose()
 
+    async def _read(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Read-only script calls: retried once when the connection broke.
+
+        A pooled connection to a Redis that restarted fails on its first use;
+        a read is safe to send again (a write is not: its outcome is unknown).
+        """
+        try:
+            return await self._calls(calls)
+        except SynkConnectionError:
+            return await self._calls(calls)
+
     async def _calls(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
         """Run script calls in one pipeline; reload scripts once if Redis lost them."""
         if not calls:
@@ -195,7 +206,7 @@ class RedisStore(Store):
     # -- reads --------------------------------------------------------------------
 
     async def snapshot(self, key: str) -> list[Stored]:
-        [(records, guards)] = await self._calls([("snapshot", [self.records_key(key), self.guards_key(key)], [])])
+        [(records, guards)] = await self._read([("snapshot", [self.records_key(key), self.guards_key(key)], [])])
         rec = dict(zip(records[::2], records[1::2], strict=True))
         meta = dict(zip(guards[::2], guards[1::2], strict=True))
         return [Stored.parse(oid.decode(), meta[oid].decode(), r) for oid, r in rec.items() if oid in meta]
@@ -203,7 +214,7 @@ class RedisStore(Store):
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         keys = [self.records_key(key), self.guards_key(key)]
         chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
-        results = await self._calls([("fetch", keys, chunk) for chunk in chunks])
+        results = await self._read([("fetch", keys, chunk) for chunk in chunks])
         out: dict[str, Stored] = {}
         for chunk, (records, guards) in zip(chunks, results, strict=True):
             for oid, r, m in zip(chunk, records, guards, strict=True):

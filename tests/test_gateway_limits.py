@@ -1,0 +1,473 @@
+"""Shared work, slow clients and bad input, against a real gateway, real websockets and both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from synk.gateway.ws import WebsocketOutlet
+from synk.store.redis import RedisStore
+from tests.gateway_env import Env, running
+from tests.models import Agent
+from tests.wsclient import WsClient
+
+KEY = "world:0|0"
+
+
+def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds, failing after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def until_async(predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def store_view(env: Env, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        for s in await env.world.store.snapshot(key):
+            out[s.id] = {"sKey": key, "v": s.version, "state": orjson.loads(s.record)["state"]}
+    return out
+
+
+def client_id(client: WsClient) -> str:
+    return str(client.of("hello")[0]["client"])
+
+
+async def errors_after(client: WsClient, frame: dict[str, Any] | str | bytes) -> dict[str, Any]:
+    """Send ``frame`` and return the error it gets."""
+    start = len(client.of("error"))
+    await client.send(frame)
+    await client.wait(lambda: len(client.of("error")) > start)
+    return client.of("error")[start]
+
+
+# -- 1. shared work ------------------------------------------------------------------------
+
+
+async def test_one_redis_subscription_per_key(redis_url: str) -> None:
+    """Clients share one SSUBSCRIBE per key, dropped when the key's last client leaves."""
+    other = "world:1|0"
+    async with running(redis_url) as env:
+        store = env.gateway.store
+        assert isinstance(store, RedisStore)
+        r = aioredis.Redis.from_url(redis_url)
+
+        async def numsub(key: str) -> int:
+            reply: Any = await r.execute_command("PUBSUB", "SHARDNUMSUB", store.channel(key))  # type: ignore[no-untyped-call]
+            return int(reply[1])
+
+        try:
+            assert await numsub(KEY) == 0
+            clients = [await WsClient.open(env.url) for _ in range(3)]
+            await asyncio.gather(*(c.subscribe([KEY, other]) for c in clients))
+            assert await numsub(KEY) == 1
+            assert await numsub(other) == 1
+            assert env.gateway.metrics.keys == 2
+
+            # One leaves by disconnecting, one removes KEY: both keys still have a client.
+            await clients[0].close()
+            await clients[1].subscribe([], [KEY], wait=False)
+            router = env.gateway.router
+            await until(lambda: len(router.clients(KEY)) == 1 and len(router.clients(other)) == 2, "the gateway to see both leave")
+            assert await numsub(KEY) == 1
+            assert await numsub(other) == 1
+
+            # The last client of KEY removes it: the Redis subscription goes.
+            await clients[2].subscribe([], [KEY], wait=False)
+            await until_async(lambda: _is(numsub(KEY), 0), "SHARDNUMSUB of KEY to drop to 0")
+            assert await numsub(other) == 1
+            assert env.gateway.metrics.keys == 1
+
+            # The last clients of the other key disconnect: it goes too.
+            await clients[1].close()
+            assert await numsub(other) == 1
+            await clients[2].close()
+            await until_async(lambda: _is(numsub(other), 0), "SHARDNUMSUB of the other key to drop to 0")
+            await until(lambda: env.gateway.metrics.keys == 0 and not env.gateway.sessions, "the gateway to forget both keys")
+
+            # A key subscribed again after its subscription was dropped is live again.
+            env.world.create(Agent(id="back"))
+            await env.world.flush()
+            again = await WsClient.open(env.url)
+            await again.subscribe([KEY])
+            assert await numsub(KEY) == 1
+            assert again.of("snap")[-1]["ids"] == ["back"]
+            for obj in await env.world.load([KEY]):
+                assert isinstance(obj, Agent)
+                obj.name = "live"
+            await env.world.flush()
+            await again.wait(lambda: bool(again.of("mod")))
+            await again.close()
+        finally:
+            await r.aclose()
+
+
+async def _is(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+async def test_frames_are_coalesced(backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 changes of one flush reach a client in far fewer socket writes than messages."""
+    async with running(store_url(backend, request)) as env:
+        agents = [env.world.create(Agent(id=f"c{i}")) for i in range(200)]
+        await env.world.flush()
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY])
+        [session] = env.gateway.sessions.values()
+        outlet = session.outlet
+        assert isinstance(outlet, WebsocketOutlet)
+        transport = outlet.connection.transport
+        writes: list[int] = []
+        write = transport.write
+
+        def counting(data: bytes | bytearray | memoryview) -> None:
+            writes.append(len(data))
+            write(data)
+
+        monkeypatch.setattr(transport, "write", counting)
+        for a in agents:
+            a.name = "changed"
+        await env.world.flush()
+        await client.wait(lambda: len(client.of("mod")) == 200)
+        assert sorted(m["id"] for m in client.of("mod")) == sorted(a.id for a in agents)
+        assert all(m["v"] == 2 and m["diff"] == {"name": "changed"} for m in client.of("mod"))
+        assert 1 <= len(writes) < 200 / 4, f"{len(writes)} socket writes for 200 messages"
+        await client.close()
+
+
+# -- 2. slow clients -----------------------------------------------------------------------
+
+
+async def open_stalled(env: Env) -> ClientConnection:
+    """A websocket whose reader stops after one queued message, over a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", env.port))
+    return await connect(env.url, sock=sock, max_queue=1)
+
+
+SLOW = {"max_backlog_messages": 50, "write_high_water": 16 * 1024}
+
+
+async def big_rounds(env: Env, agents: list[Agent], normal: WsClient, done: Callable[[], bool], start: int = 0) -> int:
+    """Change every agent with a 20 KB field, a flush a round, until ``done()``.
+
+    Every round, the normal client must get every change before the next
+    round: a stalled client on the same key never holds it up.
+    """
+    rounds = start
+    while not done():
+        rounds += 1
+        assert rounds - start <= 300, "the slow client never fell behind"
+        for a in agents:
+            a.name = f"{rounds}:" + "x" * 20_000
+        await env.world.flush()
+        await normal.wait(lambda: len(normal.of("mod")) == len(agents) * rounds, timeout=5)  # noqa: B023 - awaited at once
+    return rounds
+
+
+async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, request: pytest.FixtureRequest) -> None:
+    async with running(store_url(backend, request), **SLOW, stuck_timeout=30.0) as env:
+        agents = [env.world.create(Agent(id=f"s{i}")) for i in range(10)]
+        await env.world.flush()
+        normal = await WsClient.open(env.url)
+        await normal.subscribe([KEY])
+        raw = await open_stalled(env)
+        try:
+            await raw.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
+            metrics = env.gateway.metrics
+            rounds = await big_rounds(env, agents, normal, lambda: metrics.slow_resyncs >= 1)
+            # It stays behind for a few more rounds; the normal client still gets everything.
+            for _ in range(3):
+                rounds = await big_rounds(env, agents, normal, _once(), start=rounds)
+            [slow_session] = [s for s in env.gateway.sessions.values() if s.id != client_id(normal)]
+            assert not slow_session.closed
+            assert metrics.slow_closes == 0
+
+            # It reads again: its mirror converges through a fresh snapshot.
+            slow = WsClient(raw)
+            slow.keys.add(KEY)
+            expected = await store_view(env, [KEY])
+            await slow.wait(lambda: slow.mirror == expected)
+            assert len(slow.of("snap")) >= 2, "no fresh snapshot after falling behind"
+            assert sorted(slow.of("snap")[-1]["ids"]) == sorted(a.id for a in agents)
+            assert len(slow.of("mod")) < len(normal.of("mod")), "the slow client's backlog was not discarded"
+            # ... and it is live again afterwards.
+            agents[0].name = "after"
+            await env.world.flush()
+            expected = await store_view(env, [KEY])
+            await slow.wait(lambda: slow.mirror == expected)
+            await normal.wait(lambda: normal.mirror == expected)
+            # The normal client saw every version of every object, in order.
+            seen: dict[str, int] = {}
+            for m in normal.messages:
+                if m["method"] == "add":
+                    seen[m["id"]] = m["v"]
+                elif m["method"] == "mod":
+                    assert m["v"] == seen[m["id"]] + 1, m
+                    seen[m["id"]] = m["v"]
+            await slow.close()
+        finally:
+            raw.transport.abort()
+            await normal.close()
+
+
+def _once() -> Callable[[], bool]:
+    """A done() that lets exactly one round run."""
+    calls = [0]
+
+    def done() -> bool:
+        calls[0] += 1
+        return calls[0] > 1
+
+    return done
+
+
+async def test_a_stuck_client_is_closed(backend: str, request: pytest.FixtureRequest) -> None:
+    async with running(store_url(backend, request), **SLOW, stuck_timeout=1.0) as env:
+        agents = [env.world.create(Agent(id=f"k{i}")) for i in range(10)]
+        await env.world.flush()
+        normal = await WsClient.open(env.url)
+        await normal.subscribe([KEY])
+        raw = await open_stalled(env)
+        try:
+            await raw.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
+            await until(lambda: len(env.gateway.sessions) == 2, "the stalled client's session")
+            [stuck] = [cid for cid in env.gateway.sessions if cid != client_id(normal)]
+            metrics = env.gateway.metrics
+            rounds = await big_rounds(env, agents, normal, lambda: metrics.slow_resyncs >= 1)
+            await until(lambda: metrics.slow_closes >= 1, "the stuck client to be given up on")
+            await until(lambda: stuck not in env.gateway.sessions, "the stuck client's session to go", timeout=10)
+            assert metrics.clients == 1
+            # The others go on.
+            await big_rounds(env, agents, normal, _once(), start=rounds)
+        finally:
+            raw.transport.abort()
+            await normal.close()
+
+
+# -- 4. bad input ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def env(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    async with running(store_url(backend, request), max_keys=5) as e:
+        e.world.create(Agent(id="b1"))
+        await e.world.flush()
+        yield e
+
+
+async def test_oversized_frame_closes_1009(env: Env) -> None:
+    client = await WsClient.open(env.url)
+    # Exactly the limit is still read (and refused as JSON) ...
+    assert (await errors_after(client, "x" * 64 * 1024))["code"] == "bad_json"
+    # ... one byte more closes the connection.
+    await client.send("x" * (64 * 1024 + 1))
+    await client.wait(lambda: client.close_code is not None)
+    assert client.close_code == 1009
+    await until(lambda: not env.gateway.sessions, "the closed client's session to go")
+    other = await WsClient.open(env.url)
+    await other.subscribe([KEY])
+    assert other.of("snap")[0]["ids"] == ["b1"]
+    await other.close()
+
+
+async def test_bad_json_keeps_the_connection(env: Env) -> None:
+    client = await WsClient.open(env.url)
+    for frame in ("not json", "{", "[1, 2]", "null", '"updateSubscription"', b"\xff\x00binary", b""):
+        assert (await errors_after(client, frame))["code"] == "bad_json", frame
+    await client.subscribe([KEY])
+    assert client.of("snap")[0]["ids"] == ["b1"]
+    assert client.close_code is None
+    assert env.gateway.metrics.errors["bad_json"] == 7
+    await client.close()
+
+
+async def test_wrong_shapes_are_bad_messages(env: Env) -> None:
+    client = await WsClient.open(env.url)
+    for frame in (
+        {"method": "updateSubscription", "add": KEY},
+        {"method": "updateSubscription", "add": [KEY], "remove": {"k": 1}},
+        {"method": "updateSubscription", "add": [KEY], "extra": True},
+        {"method": "resync", "keys": KEY},
+        {"method": "resync", "keys": [KEY], "sKey": KEY},
+        {"method": 7},
+        {"method": ""},
+        {"text": "no method"},
+        {"method": "add", "id": "x", "sKey": KEY, "v": 1, "state": {}},
+        {"method": "snap", "sKey": KEY, "ids": []},
+    ):
+        error = await errors_after(client, frame)
+        assert error["code"] == "bad_message", frame
+        assert isinstance(error["reason"], str) and error["reason"]
+    assert not client.of("snap"), "a refused updateSubscription subscribed something"
+    assert env.gateway.metrics.keys == 0
+    await client.subscribe([KEY])
+    await client.close()
+
+
+async def test_a_key_that_is_not_a_string_is_a_bad_message(env: Env) -> None:
+    client = await WsClient.open(env.url)
+    for key in (1, None, [KEY], {"k": KEY}):
+        error = await errors_after(client, {"method": "updateSubscription", "add": [key]})
+        assert error["code"] == "bad_message", key
+    await client.close()
+
+
+async def test_too_many_keys(env: Env) -> None:
+    keys = [f"world:{i}|0" for i in range(5)]
+    client = await WsClient.open(env.url)
+    await client.subscribe(keys)
+    assert (await errors_after(client, {"method": "updateSubscription", "add": ["world:9|9"]}))["code"] == "too_many_keys"
+    # Swapping one key for another stays within the limit.
+    await client.subscribe(["world:8|8"], [keys[0]])
+    fresh = await WsClient.open(env.url)
+    too_many = [f"k{i}" for i in range(6)]
+    assert (await errors_after(fresh, {"method": "updateSubscription", "add": too_many}))["code"] == "too_many_keys"
+    # Nothing of a refused key arrives.
+    await env.world.publish("world:9|9", {"method": "marker", "n": 0})
+    await env.world.publish("k0", {"method": "marker", "n": 0})
+    await env.world.publish("world:8|8", {"method": "marker", "n": 1})
+    await client.wait(lambda: bool(client.of("marker")))
+    assert [m["n"] for m in client.of("marker")] == [1]
+    assert not fresh.of("snap")
+    assert set(env.gateway.router.keys()) == {*keys[1:], "world:8|8"}
+    assert env.gateway.metrics.errors["too_many_keys"] == 2
+    await client.close()
+    await fresh.close()
+
+
+@pytest.mark.parametrize("key", ["a b", "{x}", "k" * 201, "", "a\nb", "x*", "a;b", "é"])
+async def test_bad_keys(env: Env, key: str) -> None:
+    client = await WsClient.open(env.url)
+    error = await errors_after(client, {"method": "updateSubscription", "add": [KEY, key]})
+    assert error["code"] == "bad_key"
+    assert env.gateway.metrics.keys == 0, "a message with a bad key subscribed the good one"
+    await client.subscribe(["k" * 200])
+    assert (await errors_after(client, {"method": "resync", "keys": [key]}))["code"] == "bad_key"
+    await client.close()
+
+
+async def test_rate_limit(backend: str, request: pytest.FixtureRequest) -> None:
+    async with running(store_url(backend, request), rate=5, burst=5) as env:
+        client = await WsClient.open(env.url)
+        for _ in range(30):
+            await client.send({"method": "resync", "keys": []})
+        await client.wait(lambda: len(client.of("error")) >= 20)
+        assert {e["code"] for e in client.of("error")} == {"rate_limited"}
+        assert env.gateway.metrics.errors["rate_limited"] >= 20
+        # Later, the connection works again: retry until the bucket has a token.
+        client.keys.add(KEY)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not client.of("snap"):
+            assert loop.time() < deadline, "still rate limited after 5 s"
+            start = len(client.messages)
+            await client.send({"method": "updateSubscription", "add": [KEY]})
+            await client.wait(lambda: any(m["method"] in ("snap", "error") for m in client.messages[start:]))  # noqa: B023
+            await asyncio.sleep(0.05)
+        assert client.close_code is None
+        await client.close()
+
+
+def _fuzz_value(rng: random.Random, depth: int = 0) -> Any:
+    pick = rng.randrange(10 if depth < 3 else 6)
+    if pick == 0:
+        return None
+    if pick == 1:
+        return rng.random() < 0.5
+    if pick == 2:
+        return rng.choice([0, -1, 2**63 - 1, 2**53 + 1, rng.randint(-1000, 1000)])
+    if pick == 3:
+        return rng.random() * 10 ** rng.randint(-5, 300)
+    if pick in (4, 5):
+        return _fuzz_string(rng)
+    if pick in (6, 7):
+        return [_fuzz_value(rng, depth + 1) for _ in range(rng.randrange(6))]
+    return {_fuzz_string(rng): _fuzz_value(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def _fuzz_string(rng: random.Random) -> str:
+    alphabet = "ab:|{} \t\n\\\"'*?é中\x00\x1f\u2028\ud7ff" + "world:0|1"
+    if rng.random() < 0.3:
+        return rng.choice(["updateSubscription", "resync", "add", "remove", "keys", "method", "sKey", "mod", "snap", "chat"])
+    return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30 if rng.random() < 0.9 else 400)))
+
+
+def _fuzz_frame(rng: random.Random) -> str | bytes:
+    kind = rng.randrange(7)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(200))
+    if kind == 1:
+        return rng.randbytes(rng.randrange(200)).decode("latin-1")
+    if kind == 2:
+        return orjson.dumps(_fuzz_value(rng)).decode()
+    if kind == 3:  # a message with a known or custom method and random fields
+        msg = {"method": rng.choice(["updateSubscription", "resync", "add", "hello", "fuzz", "", "x" * 65, 3])}
+        for _ in range(rng.randrange(4)):
+            msg[rng.choice(["add", "remove", "keys", "data", "method"])] = _fuzz_value(rng)
+        return orjson.dumps(msg)
+    if kind == 4:  # a well-formed subscription change on random (mostly valid) keys
+        keys = [rng.choice(["fz:1", "fz:2", "fz|3", "fz 4", "", "fz{5}", "f" * 201]) for _ in range(rng.randrange(4))]
+        field = rng.choice(["add", "remove"])
+        return orjson.dumps({"method": "updateSubscription", field: keys})
+    if kind == 5:  # truncated or corrupted JSON
+        text = orjson.dumps(_fuzz_value(rng)).decode()
+        cut = rng.randrange(len(text) + 1)
+        return text[:cut] + rng.choice(["", "}", "]", ",", '"', "\\", "{"])
+    return orjson.dumps({"method": "resync", "keys": [rng.choice(["fz:1", "fz:2", "fz:9", 1])]}).decode()
+
+
+async def test_fuzz(backend: str, request: pytest.FixtureRequest) -> None:
+    """Thousands of random frames: errors only, no internal failure, and the client still works."""
+    async with running(store_url(backend, request), rate=1e9, burst=1e9, max_keys=50) as env:
+        env.world.create(Agent(id="fz"))
+        await env.world.flush()
+        rng = random.Random(1234)
+        client = await WsClient.open(env.url)
+        for _ in range(3000):
+            await client.send(_fuzz_frame(rng))
+        await client.subscribe([KEY], wait=True)
+        assert client.close_code is None
+        assert client.of("snap")[-1] == {"method": "snap", "sKey": KEY, "ids": ["fz"]}
+        codes = {e["code"] for e in client.of("error")}
+        assert codes <= {"bad_json", "bad_message", "bad_key", "too_many_keys", "not_subscribed"}, codes
+        assert {"bad_json", "bad_message", "bad_key"} <= codes
+        assert env.gateway.metrics.errors["internal"] == 0
+        # The gateway still serves new clients, and changes still flow.
+        other = await WsClient.open(env.url)
+        await other.subscribe([KEY])
+        for obj in await env.world.load([KEY]):
+            assert isinstance(obj, Agent)
+            obj.name = "after fuzz"
+        await env.world.flush()
+        for c in (client, other):
+            await c.wait(lambda: any(m["method"] == "mod" and m["id"] == "fz" for m in c.messages))  # noqa: B023
+        await client.close()
+        await other.close()

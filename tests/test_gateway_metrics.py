@@ -1,0 +1,91 @@
+"""metrics.Metrics.render(): the Prometheus text exposition format."""
+
+from __future__ import annotations
+
+import re
+
+from synk.gateway.metrics import Metrics
+
+_SAMPLE = re.compile(r'^(synk_[a-z_]+)(\{code="[a-z_]+"\})? (\d+)$')
+
+NAMES = {
+    "synk_clients": "gauge",
+    "synk_subscribed_keys": "gauge",
+    "synk_messages_in_total": "counter",
+    "synk_bytes_in_total": "counter",
+    "synk_messages_out_total": "counter",
+    "synk_bytes_out_total": "counter",
+    "synk_store_messages_total": "counter",
+    "synk_slow_client_resyncs_total": "counter",
+    "synk_slow_client_closes_total": "counter",
+    "synk_store_reconnects_total": "counter",
+    "synk_errors_total": "counter",
+}
+
+
+def parse(text: str) -> tuple[dict[str, str], dict[str, int]]:
+    """(type of each metric, value of each sample), checking every line's shape."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    helps: set[str] = set()
+    samples: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_ = line[7:].partition(" ")
+            assert help_, line
+            helps.add(name)
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert kind in ("gauge", "counter"), line
+            assert name not in types, f"{name} typed twice"
+            types[name] = kind
+        else:
+            m = _SAMPLE.match(line)
+            assert m is not None, f"not a sample line: {line!r}"
+            assert m.group(1) in types, f"sample before its TYPE: {line!r}"
+            samples[m.group(1) + (m.group(2) or "")] = int(m.group(3))
+    assert helps == set(types)
+    return types, samples
+
+
+def test_every_metric_starts_at_zero() -> None:
+    types, samples = parse(Metrics().render())
+    assert types == NAMES
+    assert samples == {name: 0 for name in NAMES if name != "synk_errors_total"}
+
+
+def test_values_and_error_codes() -> None:
+    m = Metrics(clients=3, keys=2, messages_in=10, bytes_in=400, messages_out=7, bytes_out=900)
+    m.store_messages, m.slow_resyncs, m.slow_closes, m.store_reconnects = 11, 1, 2, 4
+    m.errors["rate_limited"] += 2
+    m.errors["bad_json"] += 1
+    lines = m.render().splitlines()
+    _, samples = parse(m.render())
+    assert samples == {
+        "synk_clients": 3,
+        "synk_subscribed_keys": 2,
+        "synk_messages_in_total": 10,
+        "synk_bytes_in_total": 400,
+        "synk_messages_out_total": 7,
+        "synk_bytes_out_total": 900,
+        "synk_store_messages_total": 11,
+        "synk_slow_client_resyncs_total": 1,
+        "synk_slow_client_closes_total": 2,
+        "synk_store_reconnects_total": 4,
+        'synk_errors_total{code="bad_json"}': 1,
+        'synk_errors_total{code="rate_limited"}': 2,
+    }
+    # error codes in a stable (sorted) order
+    errors = [line for line in lines if line.startswith("synk_errors_total{")]
+    assert errors == ['synk_errors_total{code="bad_json"} 1', 'synk_errors_total{code="rate_limited"} 2']
+
+
+def test_render_reflects_changes() -> None:
+    m = Metrics()
+    m.clients += 1
+    m.errors["internal"] += 1
+    _, samples = parse(m.render())
+    assert samples["synk_clients"] == 1
+    assert samples['synk_errors_total{code="internal"}'] == 1
+    m.clients -= 1
+    assert parse(m.render())[1]["synk_clients"] == 0

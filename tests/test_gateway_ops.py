@@ -1,0 +1,332 @@
+"""Liveness, shutdown, /metrics and the ASGI mount, against real servers and real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from websockets.asyncio.client import ClientConnection, connect
+
+import synk
+from synk.gateway import Gateway
+from synk.store.memory import MemoryStore
+from tests.gateway_env import running
+from tests.models import Agent, Note
+from tests.wsclient import WsClient
+
+if TYPE_CHECKING:
+    import pytest
+
+KEY = "world:0|0"
+
+
+def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP/1.1 GET, the path sent exactly as given."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+        else:
+            body = await asyncio.wait_for(reader.read(), 5)
+        return status, headers, body
+    finally:
+        writer.close()
+
+
+def samples(text: str) -> dict[str, int]:
+    """The sample lines of a Prometheus text exposition."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = int(value)
+    return out
+
+
+# -- 6. liveness and shutdown ------------------------------------------------------------------
+
+
+async def test_a_client_that_never_answers_pings_is_dropped() -> None:
+    async with running(None, ping_interval=0.2, ping_timeout=0.2) as env:
+        healthy = await WsClient.open(env.url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            writer.write(
+                (
+                    f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{env.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                ).encode()
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+            assert b"Sec-WebSocket-Accept: " + accept in head
+            await until(lambda: len(env.gateway.sessions) == 2, "the raw client's session")
+            [mute] = [cid for cid in env.gateway.sessions if cid != healthy.of("hello")[0]["client"]]
+            # From here on it never reads and never answers a ping.
+            await until(lambda: mute not in env.gateway.sessions, "the mute client to be dropped", timeout=15)
+            # The healthy client, which answers pings, stayed through many of them.
+            assert healthy.close_code is None
+            assert list(env.gateway.sessions) == [healthy.of("hello")[0]["client"]]
+            await healthy.subscribe([KEY])
+        finally:
+            writer.close()
+            await healthy.close()
+
+
+@asynccontextmanager
+async def synk_serve(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``synk serve --port 0 ARGS`` as a child process; yields it and its port once it accepts connections."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "synk.cli",
+        "serve",
+        "--port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        port = 0
+        async with asyncio.timeout(20):
+            while not port:
+                line = await proc.stdout.readline()
+                assert line, f"synk serve exited with {await proc.wait()} before listening"
+                found = re.search(rb"ws://127\.0\.0\.1:(\d+)/", line)
+                port = int(found.group(1)) if found else 0
+            while True:  # poll until it accepts connections
+                try:
+                    _, w = await asyncio.open_connection("127.0.0.1", port)
+                    w.close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.02)
+        yield proc, port
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_0(redis_url: str) -> None:
+    async with synk_serve("--redis", redis_url, "--prefix", f"sigterm:{uuid.uuid4().hex[:8]}:") as (proc, port):
+        client = await WsClient.open(f"ws://127.0.0.1:{port}/")
+        await client.subscribe([KEY])
+        proc.send_signal(signal.SIGTERM)
+        await client.wait(lambda: client.close_code is not None, timeout=10)
+        assert client.close_code == 1001
+        try:
+            code = await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            raise AssertionError("synk serve did not exit within 10 s of SIGTERM") from None
+        assert code == 0
+        assert proc.stdout is not None
+        assert b"synk gateway stopped" in await proc.stdout.read()
+
+
+async def test_sigterm_with_a_client_that_stopped_reading(redis_url: str) -> None:
+    """A client that stopped reading does not hold up the shutdown: exit 0 within the deadline."""
+    prefix = f"sigterm:{uuid.uuid4().hex[:8]}:"
+    async with synk_serve("--redis", redis_url, "--prefix", prefix) as (proc, port):
+        async with synk.connect(redis_url, types=[Agent], prefix=prefix) as world:
+            agents = [world.create(Agent(id=f"t{i}")) for i in range(20)]
+            await world.flush()
+            normal = await WsClient.open(f"ws://127.0.0.1:{port}/")
+            await normal.subscribe([KEY])
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+            stalled: ClientConnection = await connect(f"ws://127.0.0.1:{port}/", sock=sock, max_queue=1)
+            try:
+                await stalled.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
+                # Write 20 KB changes until the gateway reports the stalled client fell behind.
+                for rounds in range(1, 200):
+                    for a in agents:
+                        a.name = f"{rounds}:" + "x" * 20_000
+                    await world.flush()
+                    await normal.wait(lambda: len(normal.of("mod")) == len(agents) * rounds, timeout=10)  # noqa: B023
+                    _, _, body = await http_get(port, "/metrics")
+                    if samples(body.decode())["synk_slow_client_resyncs_total"] >= 1:
+                        break
+                else:
+                    raise AssertionError("the stalled client never fell behind")
+                proc.send_signal(signal.SIGTERM)
+                await normal.wait(lambda: normal.close_code is not None, timeout=10)
+                assert normal.close_code == 1001
+                try:
+                    code = await asyncio.wait_for(proc.wait(), 8)
+                except TimeoutError:
+                    raise AssertionError("synk serve did not exit within 8 s of SIGTERM") from None
+                assert code == 0
+            finally:
+                stalled.transport.abort()
+
+
+# -- 7. observability ------------------------------------------------------------------------------
+
+
+async def test_metrics_endpoint(backend: str, request: pytest.FixtureRequest) -> None:
+    async with running(store_url(backend, request)) as env:
+        env.world.create(Agent(id="m1"))
+        await env.world.flush()
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY])
+        await client.send("not json")
+        await client.wait(lambda: bool(client.of("error")))
+        status, headers, body = await http_get(env.port, "/metrics")
+        assert status == 200
+        assert headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = body.decode()
+        for name in (
+            "synk_clients",
+            "synk_subscribed_keys",
+            "synk_messages_in_total",
+            "synk_messages_out_total",
+            "synk_bytes_out_total",
+            "synk_slow_client_resyncs_total",
+        ):
+            assert f"# TYPE {name} " in text, name
+        values = samples(text)
+        assert values["synk_clients"] == 1
+        assert values["synk_subscribed_keys"] == 1
+        assert values["synk_messages_in_total"] == 2
+        assert values["synk_messages_out_total"] >= 4  # hello, add, snap, error
+        assert values["synk_bytes_out_total"] > 0
+        assert values["synk_slow_client_resyncs_total"] == 0
+        assert values['synk_errors_total{code="bad_json"}'] == 1
+        # It follows the gateway: a change goes out, the client leaves.
+        for obj in await env.world.load([KEY]):
+            assert isinstance(obj, Agent)
+            obj.name = "x"
+        await env.world.flush()
+        await client.wait(lambda: bool(client.of("mod")))
+        await client.close()
+        await until(lambda: not env.gateway.sessions, "the client to leave")
+        status, _, body = await http_get(env.port, "/metrics?fresh=1")
+        values = samples(body.decode())
+        assert status == 200
+        assert values["synk_clients"] == 0
+        assert values["synk_subscribed_keys"] == 0
+        assert values["synk_messages_out_total"] >= 5
+        assert values["synk_store_messages_total"] >= 1
+
+
+# -- 8. ASGI ----------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def uvicorn_app(app: Any) -> AsyncIterator[int]:
+    """Serve an ASGI app with uvicorn in this process; yields its port once started."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", ws="websockets-sansio", log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await until(lambda: server.started or task.done(), "uvicorn to start")
+        assert server.started, "uvicorn did not start"
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
+async def world_and_gateway(url: str | None, **config: Any) -> AsyncIterator[tuple[synk.World, Gateway]]:
+    if url is None:
+        world = synk.World(MemoryStore(), [Agent, Note])
+        yield world, Gateway(world, **config)
+        return
+    prefix = f"asgitest:{uuid.uuid4().hex[:10]}:"
+    world = await synk.connect(url, types=[Agent, Note], prefix=prefix)
+    try:
+        yield world, Gateway(url, prefix=prefix, **config)
+    finally:
+        await world.close()
+
+
+async def check_asgi(world: synk.World, gateway: Gateway, base: str, port: int) -> None:
+    """Snapshot, changes, /metrics, client files and the frame limit, under ``base``."""
+    agent = world.create(Agent(id="w1"))
+    await world.flush()
+    client = await WsClient.open(f"ws://127.0.0.1:{port}{base}/")
+    await client.subscribe([KEY])
+    assert client.of("snap")[0]["ids"] == ["w1"]
+    agent.name = "changed"
+    await world.flush()
+    await client.wait(lambda: bool(client.of("mod")))
+    assert client.of("mod")[0]["diff"] == {"name": "changed"}
+
+    status, headers, body = await http_get(port, f"{base}/metrics")
+    assert status == 200, f"GET {base}/metrics: {status}"
+    assert headers["content-type"].startswith("text/plain")
+    assert samples(body.decode())["synk_clients"] == 1
+
+    status, headers, _ = await http_get(port, f"{base}/synk-client/index.js")
+    assert status == 200, f"GET {base}/synk-client/index.js: {status}"
+    assert headers["content-type"].startswith("text/javascript")
+    status, _, _ = await http_get(port, f"{base}/synk-client/../pyproject.toml")
+    assert status == 404
+
+    big = await WsClient.open(f"ws://127.0.0.1:{port}{base}/")
+    await big.send("x" * (64 * 1024 + 1))
+    await big.wait(lambda: big.close_code is not None)
+    assert big.close_code == 1009
+    await until(lambda: len(gateway.sessions) == 1, "the closed client's session to go")
+    await client.close()
+
+
+async def test_asgi_app_at_the_root(backend: str, request: pytest.FixtureRequest) -> None:
+    async with world_and_gateway(store_url(backend, request)) as (world, gateway):
+        async with uvicorn_app(gateway.asgi_app()) as port:
+            await check_asgi(world, gateway, "", port)
+
+
+async def test_asgi_app_mounted_in_starlette(backend: str, request: pytest.FixtureRequest) -> None:
+    async with world_and_gateway(store_url(backend, request)) as (world, gateway):
+
+        @asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            await gateway.start()
+            yield
+            await gateway.close()
+
+        app = Starlette(routes=[Mount("/sync", app=gateway.asgi_app())], lifespan=lifespan)
+        async with uvicorn_app(app) as port:
+            await check_asgi(world, gateway, "/sync", port)

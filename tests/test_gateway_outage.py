@@ -1,0 +1,106 @@
+"""A Redis outage: the gateway stays up, reconnects, resubscribes, and clients converge to the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+import synk
+from synk.store.redis import RedisStore
+from tests.gateway_env import running
+from tests.models import Agent, Note
+from tests.redis_process import RedisProcess
+from tests.wsclient import WsClient
+
+KEY = "world:0|0"
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def store_view(world: synk.World, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        for s in await world.store.snapshot(key):
+            out[s.id] = {"sKey": key, "v": s.version, "state": orjson.loads(s.record)["state"]}
+    return out
+
+
+async def test_redis_restart(redis_process: RedisProcess) -> None:
+    async with running(redis_process.url) as env:
+        store = env.gateway.store
+        assert isinstance(store, RedisStore)
+        old = [env.world.create(Agent(id=f"old{i}", x=i)) for i in range(3)]
+        await env.world.flush()
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY])
+        old[0].name = "before"
+        await env.world.flush()
+        await client.wait(lambda: client.mirror.get("old0", {}).get("v") == 2)
+        assert len(client.mirror) == 3
+
+        await asyncio.to_thread(redis_process.restart)  # every key is gone, the scripts too
+        await until(lambda: env.gateway.metrics.store_reconnects >= 1, "the gateway to reconnect")
+        # The fresh snapshot of the now empty key removes what is gone.
+        await client.wait(lambda: client.mirror == {})
+        assert client.close_code is None
+
+        # A fresh world fills the key again; the same client follows it live.
+        async with synk.connect(redis_process.url, types=[Agent, Note], prefix=store.prefix) as fresh:
+            new = [fresh.create(Agent(id=f"new{i}", x=i)) for i in range(4)]
+            await fresh.flush()
+            new[1].name = "after"
+            fresh.delete(new[3])
+            await fresh.flush()
+            expected = await store_view(fresh, [KEY])
+            assert sorted(expected) == ["new0", "new1", "new2"]
+            await client.wait(lambda: client.mirror == expected)
+
+            # The gateway still serves newcomers.
+            other = await WsClient.open(env.url)
+            await other.subscribe([KEY])
+            assert other.mirror == expected
+            await other.close()
+        await client.close()
+
+
+async def test_subscribing_during_an_outage(redis_process: RedisProcess) -> None:
+    """A client that subscribes while Redis is down gets its snapshot once Redis is back."""
+    async with running(redis_process.url) as env:
+        env.world.create(Agent(id="a1"))
+        await env.world.flush()
+        live = await WsClient.open(env.url)
+        await live.subscribe([KEY])
+
+        await asyncio.to_thread(redis_process.stop)
+        # The gateway accepts connections and requests while the store is down.
+        late = await WsClient.open(env.url)
+        await late.subscribe([KEY], wait=False)
+        await late.send({"method": "updateSubscription", "add": ["bad key"]})
+        await late.wait(lambda: bool(late.of("error")))
+        assert not late.of("snap")
+
+        await asyncio.to_thread(redis_process.start)
+        await until(lambda: env.gateway.metrics.store_reconnects >= 1, "the gateway to reconnect")
+        store = env.gateway.store
+        assert isinstance(store, RedisStore)
+        async with synk.connect(redis_process.url, types=[Agent], prefix=store.prefix) as fresh:
+            fresh.create(Agent(id="b1", name="after the outage"))
+            await fresh.flush()
+            expected = await store_view(fresh, [KEY])
+            for c in (live, late):
+                await c.wait(lambda: c.mirror == expected)  # noqa: B023
+                assert c.close_code is None
+        assert {m["sKey"] for m in late.of("snap")} == {KEY}
+        await live.close()
+        await late.close()

@@ -1,0 +1,298 @@
+"""Who may connect and subscribe, what reaches Redis, and which files are served."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
+from synk.gateway import Handshake, static
+from synk.store.redis import RedisStore
+from tests.gateway_env import Env, running
+from tests.models import Agent, Note
+from tests.wsclient import WsClient
+
+KEY = "world:0|0"
+
+
+def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
+
+
+async def refused_status(url: str, **kwargs: Any) -> int:
+    """The HTTP status the handshake is refused with."""
+    with pytest.raises(InvalidStatus) as info:
+        await connect(url, **kwargs)
+    return info.value.response.status_code
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP/1.1 GET with ``path`` sent exactly as given (no client-side normalization)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 5)
+        return status, headers, body
+    finally:
+        writer.close()
+
+
+# -- Origin ---------------------------------------------------------------------------------
+
+
+async def test_default_origin_is_the_gateways_own_host() -> None:
+    async with running(None) as env:
+        same = await WsClient.open(env.url, origin=Origin(f"http://127.0.0.1:{env.port}"))
+        none = await WsClient.open(env.url)  # not a browser: no Origin header
+        for origin in ("http://evil.example", f"http://127.0.0.1:{env.port + 1}", f"http://localhost:{env.port}", "null"):
+            assert await refused_status(env.url, origin=Origin(origin)) == 403, origin
+        assert len(env.gateway.sessions) == 2
+        await same.subscribe([KEY])
+        await none.subscribe([KEY])
+        await same.close()
+        await none.close()
+
+
+async def test_configured_origins_allow_exactly_those() -> None:
+    async with running(None, origins=["http://ok.example"]) as env:
+        ok = await WsClient.open(env.url, origin=Origin("http://ok.example"))
+        for origin in (
+            f"http://127.0.0.1:{env.port}",
+            "http://evil.example",
+            "https://ok.example",
+            "http://ok.example:8080",
+            "http://ok.example.evil.example",
+            "http://sub.ok.example",
+        ):
+            assert await refused_status(env.url, origin=Origin(origin)) == 403, origin
+        await ok.close()
+
+
+async def test_any_origin() -> None:
+    async with running(None, origins="*") as env:
+        client = await WsClient.open(env.url, origin=Origin("http://evil.example"))
+        await client.close()
+
+
+# -- authenticate / authorize ---------------------------------------------------------------
+
+
+async def test_authenticate_none_is_401() -> None:
+    seen: list[Handshake] = []
+
+    def authenticate(handshake: Handshake) -> str | None:
+        seen.append(handshake)
+        return handshake.query.get("token")
+
+    async with running(None, authenticate=authenticate) as env:
+        assert await refused_status(env.url) == 401
+        assert await refused_status(env.url + "?token=") == 401
+        assert not env.gateway.sessions
+        client = await WsClient.open(env.url + "?token=alice&x=1", additional_headers={"X-Test": "yes"})
+        assert seen[-1].path == "/?token=alice&x=1"
+        assert seen[-1].query == {"token": "alice", "x": "1"}
+        assert seen[-1].headers["x-test"] == "yes"
+        assert seen[-1].client_addr == "127.0.0.1"
+        [session] = env.gateway.sessions.values()
+        assert session.identity == "alice"
+        await client.close()
+
+
+async def test_authenticate_that_raises_or_awaits() -> None:
+    async def authenticate(handshake: Handshake) -> str:
+        await asyncio.sleep(0)
+        if "boom" in handshake.path:
+            raise RuntimeError("hook failed")
+        return "async-user"
+
+    async with running(None, authenticate=authenticate) as env:
+        assert await refused_status(env.url + "?boom") == 401
+        client = await WsClient.open(env.url)
+        [session] = env.gateway.sessions.values()
+        assert session.identity == "async-user"
+        await client.close()
+
+
+async def test_authorize_per_key(backend: str, request: pytest.FixtureRequest) -> None:
+    calls: list[tuple[Any, str]] = []
+
+    async def authorize(identity: Any, key: str) -> bool:
+        calls.append((identity, key))
+        if key == "raises":
+            raise RuntimeError("hook failed")
+        return key.startswith(f"user:{identity}") or key == KEY
+
+    async with running(store_url(backend, request), authenticate=lambda h: h.query.get("token"), authorize=authorize) as env:
+        env.world.create(Agent(id="pub"))
+        env.world.create(Note(id="secret", sub_key="user:bob", text="bob's"))
+        env.world.create(Note(id="mine", sub_key="user:alice", text="alice's"))
+        await env.world.flush()
+        client = await WsClient.open(env.url + "?token=alice")
+        client.keys.update([KEY, "user:alice"])
+        await client.send({"method": "updateSubscription", "add": [KEY, "user:bob", "user:alice", "raises"]})
+        await client.wait(lambda: len(client.of("snap")) == 2 and len(client.of("error")) == 2)
+        assert calls == [("alice", KEY), ("alice", "user:bob"), ("alice", "user:alice"), ("alice", "raises")]
+        assert [e["code"] for e in client.of("error")] == ["forbidden", "forbidden"]
+        assert sorted(m["sKey"] for m in client.of("snap")) == sorted([KEY, "user:alice"])
+        assert sorted(m["id"] for m in client.of("add")) == ["mine", "pub"]
+        assert sorted(env.gateway.router.keys()) == sorted([KEY, "user:alice"])
+        # Nothing of a forbidden key arrives later either.
+        await env.world.publish("user:bob", {"method": "marker", "n": 0})
+        await env.world.publish(KEY, {"method": "marker", "n": 1})
+        await client.wait(lambda: bool(client.of("marker")))
+        assert [m["n"] for m in client.of("marker")] == [1]
+        if backend == "redis":
+            store = env.gateway.store
+            assert isinstance(store, RedisStore)
+            r = aioredis.Redis.from_url(str(request.getfixturevalue("redis_url")))
+            try:
+                for key, n in ((KEY, 1), ("user:alice", 1), ("user:bob", 0), ("raises", 0)):
+                    reply: Any = await r.execute_command("PUBSUB", "SHARDNUMSUB", store.channel(key))  # type: ignore[no-untyped-call]
+                    assert int(reply[1]) == n, key
+            finally:
+                await r.aclose()
+        # A resync of a forbidden key is refused too: it was never subscribed.
+        await client.send({"method": "resync", "keys": ["user:bob"]})
+        await client.wait(lambda: len(client.of("error")) == 3)
+        assert client.of("error")[2]["code"] == "not_subscribed"
+        assert env.gateway.metrics.errors["forbidden"] == 2
+        await client.close()
+
+
+# -- keys never reach Redis as anything but arguments ------------------------------------------
+
+
+async def test_refused_keys_never_touch_redis(redis_url: str) -> None:
+    async with running(redis_url) as env:
+        store = env.gateway.store
+        assert isinstance(store, RedisStore)
+        r = aioredis.Redis.from_url(redis_url)
+        try:
+
+            async def state() -> tuple[list[bytes], list[bytes]]:
+                keys: Any = await r.keys("*")
+                channels: Any = await r.execute_command("PUBSUB", "SHARDCHANNELS")  # type: ignore[no-untyped-call]
+                return sorted(keys), sorted(channels)
+
+            client = await WsClient.open(env.url)
+            before = await state()
+            bad = ["x} *", "{a}", "a\r\nFLUSHALL\r\n", "*", "k" * 201, "a b", "a\x00b", "}{", "a'; DEL x"]
+            for key in bad:
+                for msg in ({"method": "updateSubscription", "add": [key]}, {"method": "resync", "keys": [key]}):
+                    start = len(client.of("error"))
+                    await client.send(msg)
+                    await client.wait(lambda: len(client.of("error")) > start)  # noqa: B023
+                    assert client.of("error")[start]["code"] == "bad_key", key
+            assert await state() == before
+            assert not env.gateway.router.keys()
+
+            # A key with every allowed punctuation character is only ever a part of a key name.
+            odd = "a:b|c/d@e#f+g=h,i~j-k.l_M9"
+            env.world.create(Note(id="n1", sub_key=odd, text="t"))
+            await env.world.flush()
+            await client.subscribe([odd])
+            assert client.of("snap")[-1]["ids"] == ["n1"]
+            keys, channels = await state()
+            new = sorted(set(keys) - set(before[0]))
+            assert new == sorted(k.encode() for k in (store.records_key(odd), store.guards_key(odd), store.id_key("n1")))
+            assert store.channel(odd).encode() in channels
+            await client.close()
+        finally:
+            await r.aclose()
+
+
+# -- client files ------------------------------------------------------------------------------
+
+
+async def test_client_files_are_served() -> None:
+    root = static.client_dir()
+    assert root is not None, "the JS client's files are not found"
+    async with running(None) as env:
+        status, headers, body = await http_get(env.port, "/synk-client/index.js")
+        assert status == 200
+        assert headers["content-type"].startswith("text/javascript")
+        assert body == (root / "index.js").read_bytes()
+        status, headers, body = await http_get(env.port, "/synk-client.js")
+        assert (status, body) == (200, (root / "index.js").read_bytes())
+        status, _, _ = await http_get(env.port, "/synk-client/index.js?v=3")
+        assert status == 200
+        status, _, _ = await http_get(env.port, "/synk-client/missing.js")
+        assert status == 404
+
+
+TRAVERSALS = [
+    "/synk-client/../pyproject.toml",
+    "/synk-client/../../pyproject.toml",
+    "/synk-client/../../../../../../etc/passwd",
+    "/synk-client/%2e%2e/pyproject.toml",
+    "/synk-client/%2E%2E/pyproject.toml",
+    "/synk-client/..%2fpyproject.toml",
+    "/synk-client/%2e%2e%2fpyproject.toml",
+    "/synk-client/..%5cpyproject.toml",
+    "/synk-client/..\\pyproject.toml",
+    "/synk-client/.%2e/pyproject.toml",
+    "/synk-client/....//pyproject.toml",
+    "/synk-client//etc/passwd",
+    "/synk-client/../src/synk/cli.py",
+    "/synk-client/%00../pyproject.toml",
+    "/synk-client/node_modules/.package-lock.json",
+    "/synk-client/package.json/../../pyproject.toml",
+    "/../pyproject.toml",
+    "/pyproject.toml",
+    "/etc/passwd",
+]
+
+
+async def test_path_traversal_is_refused() -> None:
+    async with running(None) as env:
+        for path in TRAVERSALS:
+            status, _, body = await http_get(env.port, path)
+            assert status == 404, path
+            assert b"[project]" not in body and b"root:" not in body, path
+
+
+async def test_static_dir(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>demo</h1>")
+    (site / "app.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("secret")
+    async with running(None, static_dir=site) as env:
+        status, headers, body = await http_get(env.port, "/")
+        assert (status, body) == (200, b"<h1>demo</h1>")
+        assert headers["content-type"].startswith("text/html")
+        status, headers, _ = await http_get(env.port, "/app.js")
+        assert status == 200 and headers["content-type"].startswith("text/javascript")
+        for path in (
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/..%2fsecret.txt",
+            "//" + str(tmp_path / "secret.txt"),
+            "/sub/../../secret.txt",
+        ):
+            status, _, body = await http_get(env.port, path)
+            assert status == 404 and b"secret" not in body, path
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    async with running(None) as e:
+        yield e
+
+
+async def test_a_refused_handshake_leaves_no_session(env: Env) -> None:
+    """A refused Origin never reaches attach(): no session, no hello."""
+    assert await refused_status(env.url, origin=Origin("http://evil.example")) == 403
+    assert not env.gateway.sessions
+    assert env.gateway.metrics.clients == 0
