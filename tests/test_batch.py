@@ -6,10 +6,12 @@ import re
 from typing import Any
 
 import orjson
+import pytest
 
+import synk
 from synk.core.batch import Kind, Write, plan
 from synk.core.messages import encode_add, encode_mod, encode_rem
-from tests.models import Agent
+from tests.models import Agent, Note
 
 
 def created(**fields: Any) -> tuple[Agent, Write]:
@@ -28,7 +30,8 @@ def test_create() -> None:
     assert re.fullmatch(r"[0-9a-f]{16}", w.token)
     assert w.new_key is None and w.new_message is None
     state = {"x": 1, "y": 2, "name": "ann", "tags": [], "info": {}}
-    assert w.record == w.message == encode_add("agent", "a1", "world:0|0", 1, state)
+    assert w.record == w.message == encode_add("agent", "a1", "world:0|0", 1, state, inc=w.token)
+    assert orjson.loads(w.message)["i"] == w.token  # the incarnation
     assert w.meta == f"{w.token}:1"
     # the object is now at version 1, with nothing pending
     assert a.version == 1 and not a.changed and a.diff == {}
@@ -53,7 +56,8 @@ def test_update() -> None:
     assert w.meta == f"{c.token}:2"
     assert w.message == encode_mod("agent", "a1", "world:0|0", 2, {"name": "x", "y": 3})
     assert orjson.loads(w.message)["diff"] == {"name": "x", "y": 3}  # only the diff
-    assert w.record == encode_add("agent", "a1", "world:0|0", 2, {"x": 1, "y": 3, "name": "x", "tags": [], "info": {}})
+    assert w.record == encode_add("agent", "a1", "world:0|0", 2, {"x": 1, "y": 3, "name": "x", "tags": [], "info": {}}, inc=c.token)
+    assert b'"i"' not in w.message  # a mod names no incarnation
     assert w.new_key is None and w.new_message is None
     assert a.version == 2 and not a.changed
 
@@ -79,9 +83,9 @@ def test_move() -> None:
     # mod with nsKey, published on the old key
     assert w.message == encode_mod("agent", "a1", "world:0|0", 2, {"x": 17}, next_key="world:1|0")
     # add with psKey, published on the new key
-    assert w.new_message == encode_add("agent", "a1", "world:1|0", 2, state, prev_key="world:0|0")
+    assert w.new_message == encode_add("agent", "a1", "world:1|0", 2, state, prev_key="world:0|0", inc=c.token)
     # the stored record is the add without psKey
-    assert w.record == encode_add("agent", "a1", "world:1|0", 2, state)
+    assert w.record == encode_add("agent", "a1", "world:1|0", 2, state, inc=c.token)
     assert w.record is not None and b"psKey" not in w.record
     assert a._synk_skey == "world:1|0"
     # the next change is an update in the new key
@@ -158,6 +162,21 @@ def test_mixed_plan() -> None:
     assert [(w.kind, w.id) for w in writes] == [(Kind.CREATE, "new"), (Kind.DELETE, "gone"), (Kind.UPDATE, "old"), (Kind.MOVE, "mover")]
 
 
+def test_a_bad_key_leaves_everything_untouched() -> None:
+
+    new = Agent(id="new")
+    good, _ = created(id="good")
+    good.name = "changed"
+    bad_note = Note(id="bad")
+    plan([bad_note], [], [])
+    bad_note.sub_key = "has space"
+    with pytest.raises(synk.ValidationError, match=r"note 'bad': subscription key 'has space' contains ' '"):
+        plan([new], [good, bad_note], [])
+    assert new.version == 0 and new._synk_token == ""
+    assert good.version == 1 and good.diff == {"name": "changed"}
+    assert bad_note.version == 1 and bad_note.diff == {"sub_key": "has space"}
+
+
 def test_plan_fixes_what_is_sent() -> None:
     a, _ = created()
     a.name = "one"
@@ -166,6 +185,17 @@ def test_plan_fixes_what_is_sent() -> None:
     assert orjson.loads(w.message)["diff"] == {"name": "one"}
     assert w.record is not None and orjson.loads(w.record)["state"]["name"] == "one"
     assert a.diff == {"name": "two"}
+
+
+def test_float_subclass_values_are_encoded() -> None:
+    # A value that the field accepted must not break planning (numpy.float64 is a float subclass).
+    class Meters(float):
+        pass
+
+    a, _ = created(id="f1")
+    a.info = {"dist": Meters(2.5)}
+    [w] = plan([], [a], [])
+    assert orjson.loads(w.message)["diff"] == {"info": {"dist": 2.5}}
 
 
 def test_kind_values() -> None:

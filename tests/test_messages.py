@@ -38,6 +38,29 @@ def test_add_with_previous_key() -> None:
     assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state", "psKey"]
 
 
+def test_add_with_incarnation() -> None:
+    data = encode_add("agent", "a1", "world:0|0", 1, {"x": 1}, inc="0123456789abcdef")
+    assert data == b'{"method":"add","t":"agent","id":"a1","sKey":"world:0|0","v":1,"state":{"x":1},"i":"0123456789abcdef"}'
+    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state", "i"]
+
+
+def test_add_with_incarnation_and_previous_key() -> None:
+    data = encode_add("agent", "a1", "world:1|0", 3, {"x": 17}, prev_key="world:0|0", inc="tok")
+    assert data == b'{"method":"add","t":"agent","id":"a1","sKey":"world:1|0","v":3,"state":{"x":17},"i":"tok","psKey":"world:0|0"}'
+    assert orjson.loads(data) == {
+        "method": "add",
+        "t": "agent",
+        "id": "a1",
+        "sKey": "world:1|0",
+        "v": 3,
+        "state": {"x": 17},
+        "i": "tok",
+        "psKey": "world:0|0",
+    }
+    # PROTOCOL.md's order: t, id, sKey, v, state, i, optional psKey
+    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state", "i", "psKey"]
+
+
 def test_mod() -> None:
     data = encode_mod("agent", "a1", "world:0|0", 2, {"name": "x"})
     assert data == b'{"method":"mod","t":"agent","id":"a1","sKey":"world:0|0","v":2,"diff":{"name":"x"}}'
@@ -69,6 +92,7 @@ def test_rem() -> None:
 
 def test_none_keys_are_left_out_not_null() -> None:
     assert b"psKey" not in encode_add("t", "i", "k", 1, {}, prev_key=None)
+    assert b'"i"' not in encode_add("t", "x", "k", 1, {}, inc=None)
     assert b"nsKey" not in encode_mod("t", "i", "k", 2, {}, next_key=None)
 
 
@@ -80,9 +104,8 @@ def test_empty_string_previous_key_is_kept() -> None:
 def test_frozen_values_encode_like_plain_ones() -> None:
     state = freeze({"tags": ["a", "b"], "info": {"k": [1, {"z": None}]}, "f": 1.5, "b": True}, "here")
     data = encode_add("agent", "a1", "k", 1, state)
-    assert (
-        data
-        == b'{"method":"add","t":"agent","id":"a1","sKey":"k","v":1,"state":{"tags":["a","b"],"info":{"k":[1,{"z":null}]},"f":1.5,"b":true}}'
+    assert data == (
+        b'{"method":"add","t":"agent","id":"a1","sKey":"k","v":1,"state":{"tags":["a","b"],"info":{"k":[1,{"z":null}]},"f":1.5,"b":true}}'
     )
 
 

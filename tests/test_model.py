@@ -89,7 +89,8 @@ def test_values_equal_in_python_but_not_in_json_are_a_change(new: Any, kind: typ
 
 def test_type_aware_comparison_against_the_committed_value() -> None:
     c = Counter(a=1)
-    c.a = 1.0
+    one_float: Any = 1.0
+    c.a = one_float
     c.a = True  # still different from the committed int 1
     assert c.diff == {"a": True} and type(c.diff["a"]) is bool
     c.a = 1
@@ -100,7 +101,8 @@ def test_zero_false_and_zero_float_are_distinct() -> None:
     c = Counter()
     c.a = False
     assert c.changed
-    c.a = 0.0
+    zero_float: Any = 0.0
+    c.a = zero_float
     assert c.changed and type(c.a) is float
     c.a = 0
     assert not c.changed
@@ -121,6 +123,50 @@ def test_refused_value_leaves_the_field_alone() -> None:
     with pytest.raises(synk.ValidationError, match=r"agent 'a1' field 'info'"):
         a.info = {"bad": {1, 2}}
     assert a.info == {} and not a.changed
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (float("nan"), "float nan is not finite"),
+        (float("inf"), "float inf is not finite"),
+        (float("-inf"), "float -inf is not finite"),
+        (2**53, "integer 9007199254740992 is outside"),
+        (-(2**53), "integer -9007199254740992 is outside"),
+        (b"x", "a bytes cannot be encoded"),
+    ],
+)
+def test_assigned_scalars_are_checked(value: Any, message: str) -> None:
+    a = Agent(id="a1", x=3)
+    with pytest.raises(synk.ValidationError, match=rf"^agent 'a1' field 'x': {message}"):
+        a.x = value
+    assert a.x == 3 and not a.changed
+
+
+def test_assigned_scalars_at_the_limits() -> None:
+    a = Agent()
+    a.x = 2**53 - 1
+    assert a.x == 2**53 - 1
+    a.x = -(2**53 - 1)
+    assert a.x == -(2**53 - 1)
+    big: Any = 1.7976931348623157e308
+    a.x = big
+    assert a.x == big
+
+
+def test_assigned_subclass_scalars_become_plain() -> None:
+    class Meters(float):
+        pass
+
+    class Count(int):
+        pass
+
+    a = Agent()
+    meters: Any = Meters(2.5)
+    a.x = meters
+    assert type(a.x) is float
+    a.y = Count(4)
+    assert type(a.y) is int and a.diff == {"x": 2.5, "y": 4}
 
 
 # -- state ---------------------------------------------------------------------------
@@ -302,7 +348,7 @@ def test_type_key_used_twice() -> None:
 
 def test_register_refuses_non_object_classes() -> None:
     bad: Any = dict
-    with pytest.raises(synk.ConfigError, match="is not a synk.Object subclass"):
+    with pytest.raises(synk.ConfigError, match=r"is not a synk\.Object subclass"):
         register(bad)
 
 

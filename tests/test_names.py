@@ -144,6 +144,25 @@ def test_check_key_refuses_characters(value: str, bad: str) -> None:
     assert "allowed are letters, digits" in str(info.value)
 
 
+def test_check_key_answers_the_same_every_time() -> None:
+    # Valid keys may be remembered; refused ones must stay refused.
+    for _ in range(3):
+        assert check_key("world:9|9") == "world:9|9"
+        with pytest.raises(synk.ValidationError):
+            check_key("world 9")
+        with pytest.raises(synk.ValidationError):
+            check_key("k" * (MAX_KEY_LENGTH + 1))
+
+
+def test_check_key_of_a_str_subclass() -> None:
+    class Key(str):
+        pass
+
+    assert check_key(Key("room")) == "room"
+    with pytest.raises(synk.ValidationError):
+        check_key(Key("a room"))
+
+
 def test_check_key_error_shortens_a_long_value() -> None:
     value = "a" * 150 + " "
     with pytest.raises(synk.ValidationError) as info:

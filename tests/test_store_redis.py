@@ -113,7 +113,7 @@ async def test_documented_key_layout(redis_process: RedisProcess) -> None:
         assert await r.get("t1:id:{ID}") == token.encode()
         assert await r.hgetall("t1:{world:0|0}:m") == {b"ID": f"{token}:1".encode()}
         record = await r.hget("t1:{world:0|0}:r", "ID")
-        assert record == encode_add("agent", "ID", "world:0|0", 1, {"x": 1, "y": 0, "name": "", "tags": [], "info": {}})
+        assert record == encode_add("agent", "ID", "world:0|0", 1, {"x": 1, "y": 0, "name": "", "tags": [], "info": {}}, inc=token)
 
         a.name = "n"
         await world.flush()
@@ -177,7 +177,7 @@ async def test_client_messages_stream(redis_process: RedisProcess) -> None:
 
 
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Call]]:
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     """Every script call that any RedisStore makes during the test."""
     calls: list[Call] = []
     original = RedisStore._calls
@@ -187,7 +187,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Call]]:
         return await original(self, batch)
 
     monkeypatch.setattr(RedisStore, "_calls", recording)
-    yield calls
+    return calls
 
 
 async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list[Call]) -> None:
@@ -381,7 +381,7 @@ async def test_unknown_url_scheme() -> None:
 
 
 async def test_subscriber_survives_a_restart(redis_process: RedisProcess) -> None:
-    async with world_on(redis_process.url, Agent) as world:
+    async with world_on(redis_process.url, Agent, prefix="r:") as world:
         sub = world.subscribe()
         try:
             await asyncio.wait_for(sub.subscribe(["world:0|0", "room"]), 10)
@@ -392,15 +392,77 @@ async def test_subscriber_survives_a_restart(redis_process: RedisProcess) -> Non
             # The subscription is back: an Event with key None says messages may have been missed.
             assert await next_event(sub, timeout=30) == Event(None)
 
-            await world.publish("room", {"method": "after"})
-            assert await next_event(sub) == Event("room", b'{"method":"after"}')
-            world.create(Agent(id="new"))
-            await world.flush()  # the restarted Redis has no scripts: reloaded on NOSCRIPT
+            # Messages published from now on arrive (sent on a new connection, so that
+            # this test is about the subscriber only).
+            async with world_on(redis_process.url, Agent, prefix="r:") as other:
+                await other.publish("room", {"method": "after"})
+                assert await next_event(sub) == Event("room", b'{"method":"after"}')
+                other.create(Agent(id="new"))
+                await other.flush()  # the restarted Redis has no scripts: reloaded on NOSCRIPT
             event = await next_event(sub)
             assert event.key == "world:0|0"
             assert orjson.loads(event.data)["id"] == "new"
         finally:
             await sub.close()
+
+
+async def test_reads_after_an_unnoticed_restart_succeed(redis_process: RedisProcess) -> None:
+    # Redis restarts (an upgrade, a failover) while the world is idle: its pooled
+    # connections are dead, but Redis is up. Reads are safe to send again, so they succeed.
+    async with world_on(redis_process.url, Agent) as world:
+        a = world.create(Agent(id="before"))
+        await world.flush()
+        await asyncio.to_thread(redis_process.restart)
+        assert await asyncio.wait_for(world.load(["world:0|0"]), 30) == []
+        await asyncio.to_thread(redis_process.restart)
+        report = await asyncio.wait_for(world.reload(), 30)
+        assert report.missing == [a]
+
+
+async def test_first_flush_after_an_unnoticed_restart(redis_process: RedisProcess) -> None:
+    # A write's outcome is unknown when its connection breaks, so it is not sent
+    # again: it may fail, with reason "connection" and nothing else, and the next one lands.
+    async with world_on(redis_process.url, Agent) as world:
+        world.create(Agent(id="before"))
+        await world.flush()
+        await asyncio.to_thread(redis_process.restart)
+        first = world.create(Agent(id="first"))
+        reasons: set[str] = set()
+        try:
+            await asyncio.wait_for(landed(world.flush()), 30)
+        except synk.WriteError as exc:
+            reasons = {f.reason for f in exc.failures}
+        if reasons:
+            assert reasons == {"connection"}
+            await world.reload()
+            first = world.create(Agent(id="first"))
+            await asyncio.wait_for(landed(world.flush()), 30)
+        assert first.version == 1
+        assert [o.id for o in await world.load(["world:0|0"])] == ["first"]
+
+
+async def test_a_refused_subscription_fails_instead_of_hanging(redis_process: RedisProcess) -> None:
+    # Redis may refuse a subscription for reasons other than a broken connection
+    # (here an ACL that allows one channel only). subscribe() must then raise, and
+    # the subscriber must keep serving its other keys.
+    import redis.asyncio as aioredis
+
+    admin = aioredis.Redis.from_url(redis_process.url)
+    try:
+        await admin.execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~*", "resetchannels", "&t:{ok}:c", "+@all")  # type: ignore[no-untyped-call]
+    finally:
+        await admin.aclose()
+    url = f"redis://limited:pw@127.0.0.1:{redis_process.port}/0"
+    async with world_on(url, prefix="t:") as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["ok"]), 10)
+            with pytest.raises(synk.SynkError):
+                await asyncio.wait_for(sub.subscribe(["forbidden"]), 10)
+            await world.publish("ok", {"method": "still"})
+            assert await next_event(sub) == Event("ok", b'{"method":"still"}')
+        finally:
+            await asyncio.wait_for(sub.close(), 10)
 
 
 async def test_subscriber_keys_added_while_down_are_subscribed_after(redis_process: RedisProcess) -> None:

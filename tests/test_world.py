@@ -82,7 +82,19 @@ async def test_messages_published(open_world: WorldFactory) -> None:
         ("world:0|0", {"method": "add", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 1, "state": state, "i": a._synk_token}),
         ("world:0|0", {"method": "mod", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 2, "diff": {"name": "x"}}),
         ("world:0|0", {"method": "mod", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 3, "diff": {"x": 17}, "nsKey": "world:1|0"}),
-        ("world:1|0", {"method": "add", "t": "agent", "id": "a1", "sKey": "world:1|0", "v": 3, "state": moved, "psKey": "world:0|0", "i": a._synk_token}),
+        (
+            "world:1|0",
+            {
+                "method": "add",
+                "t": "agent",
+                "id": "a1",
+                "sKey": "world:1|0",
+                "v": 3,
+                "state": moved,
+                "psKey": "world:0|0",
+                "i": a._synk_token,
+            },
+        ),
         ("world:1|0", {"method": "rem", "t": "agent", "id": "a1", "sKey": "world:1|0"}),
     ]
 

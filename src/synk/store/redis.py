@@ -20,6 +20,7 @@ loaded once and called by SHA; they take user strings only as KEYS and ARGV.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import random
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import Event, KeyOp, Store, Stored, Subscriber
 
@@ -277,6 +279,8 @@ class _RedisSubscriber(Subscriber):
         self._lock = asyncio.Lock()
         #: channels re-subscribed after a reconnect and not yet confirmed
         self._resubscribing: set[bytes] | None = None
+        #: channels whose SSUBSCRIBE was sent and not yet answered, in order
+        self._sent: collections.deque[bytes] = collections.deque()
 
     async def subscribe(self, keys: Iterable[str]) -> None:
         new = [k for k in dict.fromkeys(keys) if k not in self._keys]
@@ -295,7 +299,9 @@ class _RedisSubscriber(Subscriber):
         async with self._lock:
             if self._pubsub is not None:
                 with contextlib.suppress(*_ERRORS):
-                    await self._pubsub.ssubscribe(*(self._store.channel(k) for k in new))
+                    for k in new:  # one channel per SSUBSCRIBE: the channels of one call must share a slot
+                        self._sent.append(self._store.channel(k).encode())
+                        await self._pubsub.ssubscribe(self._store.channel(k))
         await asyncio.gather(*futures)
 
     async def unsubscribe(self, keys: Iterable[str]) -> None:
@@ -310,7 +316,8 @@ class _RedisSubscriber(Subscriber):
         async with self._lock:
             if self._pubsub is not None:
                 with contextlib.suppress(*_ERRORS):
-                    await self._pubsub.sunsubscribe(*(self._store.channel(k) for k in gone))
+                    for k in gone:
+                        await self._pubsub.sunsubscribe(self._store.channel(k))
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
@@ -325,7 +332,7 @@ class _RedisSubscriber(Subscriber):
         self._closed = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._drop()
         for futures in self._waiting.values():
@@ -343,8 +350,10 @@ class _RedisSubscriber(Subscriber):
     async def _connect(self) -> None:
         ps = self._store.redis.pubsub()
         async with self._lock:
-            if self._keys:
-                await ps.ssubscribe(*(self._store.channel(k) for k in self._keys))
+            self._sent.clear()
+            for k in list(self._keys):  # a snapshot: subscribe() may add keys meanwhile
+                self._sent.append(self._store.channel(k).encode())
+                await ps.ssubscribe(self._store.channel(k))
             self._pubsub = ps
 
     async def _run(self) -> None:
@@ -366,6 +375,18 @@ class _RedisSubscriber(Subscriber):
                     continue
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
                 delay = 0.05
+            except rexc.ResponseError as exc:
+                # Redis refused one SSUBSCRIBE (ACL, cluster slot...): fail that call, keep the rest.
+                if self._sent:
+                    channel = self._sent.popleft()
+                    key = self._store.key_of_channel(channel)
+                    self._keys.discard(key)
+                    if self._resubscribing is not None:
+                        self._resubscribing.discard(channel)
+                    for fut in self._waiting.pop(channel, []):
+                        if not fut.done():
+                            fut.set_exception(ConfigError(f"redis refused the subscription to key {key!r}: {exc}"))
+                continue
             except _ERRORS:
                 await self._drop()
                 reconnect = True
@@ -378,6 +399,8 @@ class _RedisSubscriber(Subscriber):
             if kind == "smessage":
                 self._queue.put_nowait(Event(self._store.key_of_channel(msg["channel"]), msg["data"]))
             elif kind == "ssubscribe":
+                with contextlib.suppress(ValueError):
+                    self._sent.remove(msg["channel"])
                 for fut in self._waiting.pop(msg["channel"], []):
                     if not fut.done():
                         fut.set_result(None)
