@@ -284,3 +284,14 @@ def test_thaw_of_scalars_is_identity() -> None:
 def test_freeze_thaw_round_trip() -> None:
     value = {"list": [1, 2.5, None, True, "x"], "nested": {"deep": [[1], [2, [3]]]}}
     assert thaw(freeze(value, "here")) == value
+
+
+def test_str_subclass_becomes_plain_str() -> None:
+    import enum
+
+    class Color(str, enum.Enum):
+        RED = "red"
+
+    out = freeze(Color.RED, "here")
+    assert out == "red"
+    assert type(out) is str

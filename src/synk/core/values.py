@@ -52,8 +52,11 @@ def freeze(value: Any, where: str) -> Any:
 
     ``where`` names the object and field for the error message.
     """
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, str):
+        # A str subclass (a str Enum, say) is stored as the plain string it holds.
+        return value if type(value) is str else str.__str__(value)
     if isinstance(value, int):
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             return int(value)
