@@ -27,7 +27,7 @@ def test_create() -> None:
     [w] = plan([a], [], [])
     assert w.kind is Kind.CREATE
     assert (w.id, w.type, w.key, w.version) == ("a1", "agent", "world:0|0", 1)
-    assert re.fullmatch(r"[0-9a-f]{16}", w.token)
+    assert re.fullmatch(r"[0-9a-f]{12}", w.token)
     assert w.new_key is None and w.new_message is None
     state = {"x": 1, "y": 2, "name": "ann", "tags": [], "info": {}}
     assert w.record == w.message == encode_add("agent", "a1", "world:0|0", 1, state, inc=w.token)
@@ -54,10 +54,10 @@ def test_update() -> None:
     assert (w.id, w.key, w.version, w.token) == ("a1", "world:0|0", 2, c.token)
     assert w.expected == f"{c.token}:1"
     assert w.meta == f"{c.token}:2"
-    assert w.message == encode_mod("agent", "a1", "world:0|0", 2, {"name": "x", "y": 3})
+    assert w.message == encode_mod("agent", "a1", "world:0|0", 2, {"name": "x", "y": 3}, inc=w.token)
     assert orjson.loads(w.message)["diff"] == {"name": "x", "y": 3}  # only the diff
     assert w.record == encode_add("agent", "a1", "world:0|0", 2, {"x": 1, "y": 3, "name": "x", "tags": [], "info": {}}, inc=c.token)
-    assert b'"i"' not in w.message  # a mod names no incarnation
+    assert orjson.loads(w.message)["i"] == w.token  # every message names its incarnation
     assert w.new_key is None and w.new_message is None
     assert a.version == 2 and not a.changed
 
@@ -81,7 +81,7 @@ def test_move() -> None:
     assert w.meta == f"{c.token}:2"
     state = {"x": 17, "y": 0, "name": "n", "tags": [], "info": {}}
     # mod with nsKey, published on the old key
-    assert w.message == encode_mod("agent", "a1", "world:0|0", 2, {"x": 17}, next_key="world:1|0")
+    assert w.message == encode_mod("agent", "a1", "world:0|0", 2, {"x": 17}, next_key="world:1|0", inc=w.token)
     # add with psKey, published on the new key
     assert w.new_message == encode_add("agent", "a1", "world:1|0", 2, state, prev_key="world:0|0", inc=c.token)
     # the stored record is the add without psKey
@@ -108,7 +108,7 @@ def test_delete() -> None:
     assert (w.id, w.type, w.key, w.version, w.token) == ("a1", "agent", "world:1|0", 1, c.token)
     assert w.expected == f"{c.token}:1"  # a delete expects the current version
     assert w.record is None
-    assert w.message == encode_rem("agent", "a1", "world:1|0")
+    assert w.message == encode_rem("agent", "a1", "world:1|0", inc=w.token)
 
 
 def test_delete_after_updates_expects_the_latest_version() -> None:

@@ -42,7 +42,16 @@ async def test_snapshot_then_every_change(env: Env) -> None:
     agents[0].name = "changed"
     await env.world.flush()
     await client.wait(lambda: len(client.of("mod")) == 1)
-    assert client.of("mod")[0] == {"method": "mod", "t": "agent", "id": "a0", "sKey": "world:0|0", "v": 2, "diff": {"name": "changed"}}
+    mod = client.of("mod")[0]
+    assert mod == {
+        "method": "mod",
+        "t": "agent",
+        "id": "a0",
+        "sKey": "world:0|0",
+        "v": 2,
+        "diff": {"name": "changed"},
+        "i": agents[0]._synk_token,
+    }
     await client.close()
 
 

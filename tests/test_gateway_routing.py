@@ -61,7 +61,7 @@ def _add(oid: str, v: int, key: str = "k", prev: str | None = None) -> Routed:
 
 def test_replay_drops_what_the_snapshot_already_has() -> None:
     buffered = [_mod("a", 2), _mod("a", 3), _mod("a", 4), _mod("b", 1)]
-    out = replay(buffered, {"a": 3, "b": 1})
+    out = replay(buffered, {"a": (3, "i1"), "b": (1, "i1")})
     assert out == [buffered[2].data]
 
 
@@ -69,7 +69,7 @@ def test_replay_keeps_custom_messages_and_rem_in_order() -> None:
     custom = route(b'{"method":"chat","text":"hi"}')
     rem = route(encode_rem("agent", "a", "k"))
     buffered = [custom, _mod("a", 2), rem]
-    assert replay(buffered, {"a": 5}) == [custom.data, rem.data]
+    assert replay(buffered, {"a": (5, "i1")}) == [custom.data, rem.data]
 
 
 def test_replay_of_objects_not_in_the_snapshot() -> None:
@@ -85,7 +85,29 @@ def test_replay_of_objects_not_in_the_snapshot() -> None:
 
 
 def test_replay_of_nothing() -> None:
-    assert replay([], {"a": 1}) == []
+    assert replay([], {"a": (1, "i1")}) == []
+
+
+def _inc(method: str, oid: str, v: int, inc: str) -> Routed:
+    if method == "add":
+        return route(encode_add("agent", oid, "k", v, {}, inc=inc))
+    if method == "rem":
+        return route(encode_rem("agent", oid, "k", inc=inc))
+    return route(encode_mod("agent", oid, "k", v, {"v": v}, inc=inc))
+
+
+def test_replay_of_an_id_created_again_after_the_snapshot() -> None:
+    # The snapshot has incarnation "old" at v3; then it is deleted and created again.
+    stale = [_inc("mod", "a", 3, "old")]
+    news = [_inc("mod", "a", 4, "old"), _inc("rem", "a", 0, "old"), _inc("add", "a", 1, "new"), _inc("mod", "a", 2, "new")]
+    assert replay(stale + news, {"a": (3, "old")}) == [m.data for m in news]
+
+
+def test_replay_of_an_id_created_again_before_the_snapshot() -> None:
+    # Incarnation "old" was deleted and "new" created before the snapshot took "new" at v2.
+    stale = [_inc("mod", "a", 9, "old"), _inc("rem", "a", 0, "old"), _inc("add", "a", 1, "new"), _inc("mod", "a", 2, "new")]
+    news = [_inc("mod", "a", 3, "new")]
+    assert replay(stale + news, {"a": (2, "new")}) == [m.data for m in news]
 
 
 def test_router_reference_counts() -> None:

@@ -39,7 +39,7 @@ def test_new_token_is_random_hex() -> None:
     tokens = {new_token() for _ in range(1000)}
     assert len(tokens) == 1000
     for token in tokens:
-        assert re.fullmatch(r"[0-9a-f]{16}", token), token
+        assert re.fullmatch(r"[0-9a-f]{12}", token), token
 
 
 # -- check_id -----------------------------------------------------------------------

@@ -80,8 +80,20 @@ async def test_messages_published(open_world: WorldFactory) -> None:
     moved = {"x": 17, "y": 0, "name": "x", "tags": [], "info": {}}
     assert events == [
         ("world:0|0", {"method": "add", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 1, "state": state, "i": a._synk_token}),
-        ("world:0|0", {"method": "mod", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 2, "diff": {"name": "x"}}),
-        ("world:0|0", {"method": "mod", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 3, "diff": {"x": 17}, "nsKey": "world:1|0"}),
+        ("world:0|0", {"method": "mod", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 2, "diff": {"name": "x"}, "i": a._synk_token}),
+        (
+            "world:0|0",
+            {
+                "method": "mod",
+                "t": "agent",
+                "id": "a1",
+                "sKey": "world:0|0",
+                "v": 3,
+                "diff": {"x": 17},
+                "i": a._synk_token,
+                "nsKey": "world:1|0",
+            },
+        ),
         (
             "world:1|0",
             {
@@ -95,7 +107,7 @@ async def test_messages_published(open_world: WorldFactory) -> None:
                 "i": a._synk_token,
             },
         ),
-        ("world:1|0", {"method": "rem", "t": "agent", "id": "a1", "sKey": "world:1|0"}),
+        ("world:1|0", {"method": "rem", "t": "agent", "id": "a1", "sKey": "world:1|0", "i": a._synk_token}),
     ]
 
 

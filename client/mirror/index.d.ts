@@ -10,6 +10,12 @@ export interface AddMessage {
   sKey: string
   v: number
   state: State
+  /**
+   * The object's incarnation. Versions count within one incarnation; an add
+   * of another incarnation than the mirrored one replaces the object's state
+   * whatever its version. Absent from servers that predate it.
+   */
+  i?: string
   /** The key the object just moved in from. */
   psKey?: string
 }
@@ -70,9 +76,10 @@ export interface SyncedClass<T extends object = object> {
 export interface Synced {
   /**
    * Called with the changed fields of a `mod` (`msg.method === "mod"`), or
-   * with the whole new state when an `add` at a newer version updates an
-   * object already mirrored (`msg.method === "add"`, e.g. after a reconnect
-   * or resync).
+   * with the whole new state when an `add` updates an object already
+   * mirrored (`msg.method === "add"`): at a newer version (after a reconnect
+   * or resync), or of another incarnation (the id was re-created, or the
+   * store reset), whatever its version.
    */
   update?(diff: State, msg: AddMessage | ModMessage): void
   /** Called once, after the "rem" event, when the object leaves the mirror. */
@@ -85,6 +92,8 @@ export interface Entry<O = any> {
   t: string
   sKey: string
   v: number
+  /** The incarnation `v` counts in: the `i` of the latest add, once one had it. */
+  i?: string
   /** The registered class's instance, or a PlainObject. */
   obj: O
 }
@@ -94,8 +103,8 @@ export interface MirrorEvents {
   add(obj: any, msg: AddMessage): void
   /**
    * A mirrored object changed: a `mod` applied (possibly a move to another
-   * subscribed key, see `msg.nsKey`), or an `add` at a newer version updated
-   * it in place.
+   * subscribed key, see `msg.nsKey`), or an `add` at a newer version or of
+   * another incarnation updated it in place.
    */
   mod(obj: any, msg: ModMessage | AddMessage): void
   /**

@@ -45,6 +45,7 @@ function shapeProblem(msg) {
   if (method === "add") {
     if (!isRecord(msg.state)) return "add state must be an object"
     if (msg.psKey !== undefined && !isString(msg.psKey)) return "add psKey must be a string"
+    if (msg.i !== undefined && !isString(msg.i)) return "add i must be a string"
   } else {
     if (!isRecord(msg.diff)) return "mod diff must be an object"
     if (msg.nsKey !== undefined && !isString(msg.nsKey)) return "mod nsKey must be a string"
@@ -56,7 +57,7 @@ const OBJECT_METHODS = new Set(["add", "mod", "rem", "snap"])
 const MIRROR_EVENTS = new Set(["add", "mod", "rem", "snap"])
 
 export class Mirror {
-  /** id → { id, t, sKey, v, obj, plain } */
+  /** id → { id, t, sKey, v, i, obj, plain }; `i` is undefined until an add names it */
   #entries = new Map()
   /** sKey → Set of ids mirrored in it (the index behind byKey) */
   #index = new Map()
@@ -124,10 +125,16 @@ export class Mirror {
     return [...(this.#index.get(sKey) || [])].map(id => this.#entries.get(id).obj)
   }
 
-  /** A snapshot of the bookkeeping record: { id, t, sKey, v, obj }. */
+  /**
+   * A snapshot of the bookkeeping record: { id, t, sKey, v, obj }, plus `i`
+   * (the incarnation) once an add named one.
+   */
   entry(id) {
     const e = this.#entries.get(id)
-    return e && { id: e.id, t: e.t, sKey: e.sKey, v: e.v, obj: e.obj }
+    if (!e) return undefined
+    const out = { id: e.id, t: e.t, sKey: e.sKey, v: e.v, obj: e.obj }
+    if (e.i !== undefined) out.i = e.i
+    return out
   }
 
   /** Number of mirrored objects. */
@@ -210,23 +217,32 @@ export class Mirror {
     const e = this.#entries.get(msg.id)
     if (!e) {
       this.#create(msg)
-    } else if (msg.v > e.v) {
-      // Same object at a newer version (a resync, a reconnect, or a move in
-      // with psKey): update in place, never tear down and re-create.
-      this.#setKey(e, msg.sKey)
-      e.v = msg.v
-      if (e.plain) {
-        syncPlain(e)
-        replaceContents(e.obj.state, msg.state)
-      } else {
-        // Registered classes get the full new state as their "diff": it
-        // holds every field, so applying it like a diff gives the new state.
-        this.#call(e.obj, "update", msg.state, msg)
-      }
-      this.#events.emit("mod", e.obj, msg)
-    } else {
-      return // stale
+      this.#flush(msg.id)
+      return
     }
+    // Versions count within one incarnation: an add of another one is news
+    // whatever its version (the id was deleted and created again, or the
+    // store was reset and the simulation started over).
+    const reborn = isOtherIncarnation(e, msg)
+    if (!reborn && msg.v <= e.v) return // stale
+    // Held mods are of the old incarnation's versions: applied on top of the
+    // new one they would be wrong.
+    if (reborn) this.#dropHeldId(msg.id)
+    // The same object at a newer version (a resync, a reconnect, or a move in
+    // with psKey), or its new incarnation: update in place, never tear down
+    // and re-create.
+    this.#setKey(e, msg.sKey)
+    e.v = msg.v
+    if (msg.i !== undefined) e.i = msg.i
+    if (e.plain) {
+      syncPlain(e)
+      replaceContents(e.obj.state, msg.state)
+    } else {
+      // Registered classes get the full new state as their "diff": it holds
+      // every field, so applying it like a diff gives the new state.
+      this.#call(e.obj, "update", msg.state, msg)
+    }
+    this.#events.emit("mod", e.obj, msg)
     this.#flush(msg.id)
   }
 
@@ -275,7 +291,7 @@ export class Mirror {
       // A copy, so later diffs never write into the caller's message.
       obj = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, state: { ...msg.state } }
     }
-    const e = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, obj, plain: !Class }
+    const e = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, i: msg.i, obj, plain: !Class }
     this.#entries.set(e.id, e)
     this.#indexAdd(e.sKey, e.id)
     this.#events.emit("add", obj, msg)
@@ -426,6 +442,15 @@ export class Mirror {
       console.error("synk-client: error handler threw", error)
     }
   }
+}
+
+/**
+ * Whether `msg` (an add) is of another incarnation than the mirrored entry.
+ * Only when both name one: adds of servers that predate incarnations have
+ * no `i`, and then versions alone decide, as before.
+ */
+function isOtherIncarnation(e, msg) {
+  return msg.i !== undefined && e.i !== undefined && msg.i !== e.i
 }
 
 /** Keep the plain object's public fields in step with its record. */

@@ -199,6 +199,42 @@ test("reconnects with backoff, re-sends the whole subscription, reconciles in pl
   assert.strictEqual(synk.clientId, null)
 })
 
+test("after a store reset, the reconnect snapshot's new incarnations update in place", () => {
+  const { synk, events, socket, clock } = setup()
+  synk.setSubscription(["k1"])
+  socket().open()
+  socket().receive({ method: "hello", client: "c1" })
+  socket().receive({ ...add("x", 1), i: "old" })
+  socket().receive({ method: "mod", t: "agent", id: "x", sKey: "k1", v: 2, diff: { n: 1 } })
+  socket().receive({ method: "mod", t: "agent", id: "x", sKey: "k1", v: 4, diff: { n: 3 } }) // held
+  socket().receive({ ...add("y", 5), i: "old" })
+  socket().receive(snap("k1", ["x", "y"]))
+  const x = synk.objects.get("x")
+  events.length = 0
+
+  // The gateway restarts over a store that was reset: versions start again.
+  socket().drop()
+  clock.advance(50)
+  socket().open()
+  socket().receive({ method: "hello", client: "c2" })
+  socket().receive({ ...add("x", 1), i: "new", state: { n: 0 } }) // below the mirror's 2: news all the same
+  socket().receive({ ...add("y", 5), i: "old" }) // same incarnation and version: stale
+  socket().receive(snap("k1", ["x", "y"]))
+  socket().receive({ method: "mod", t: "agent", id: "x", sKey: "k1", v: 2, diff: { n: 7 } })
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    socketError, ["close", closeInfo(50)],
+    ["connect", "ws://gateway/"],
+    ["send", { method: "updateSubscription", add: ["k1"] }],
+    ["open"],
+    ["hello", "c2"],
+    ["mod", "x", 1, "add"],
+    ["mod", "x", 2, "mod"]
+  ])
+  assert.strictEqual(synk.objects.get("x"), x, "no teardown, no re-create")
+  assert.deepStrictEqual(synk.objects.entry("x"), { id: "x", t: "agent", sKey: "k1", v: 2, i: "new", obj: x })
+})
+
 test("backoff grows exponentially with full jitter, capped at max", () => {
   const half = () => 0.5
   const delays = [0, 1, 2, 3, 4, 5, 6].map(n => backoffDelay(n, { min: 100, max: 1000 }, half))

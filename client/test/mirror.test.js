@@ -231,6 +231,127 @@ test("add at a higher version updates in place with the full state", () => {
   assert.deepStrictEqual(rock, { id: "r", t: "rock", sKey: "k", v: 4, state: { x: 3 } })
 })
 
+test("incarnations: an add of another incarnation replaces in place whatever its version", () => {
+  const { mirror, events } = setup()
+  mirror.handle(add("a", 1, { x: 0, y: 0 }, { i: "A" }))
+  mirror.handle(mod("a", 2, { x: 1 }))
+  mirror.handle(mod("a", 3, { x: 2 }))
+  const agent = mirror.get("a")
+  events.push("--- re-created (or store reset): versions start again")
+  mirror.handle(add("a", 1, { x: 7, y: 7 }, { i: "B" }))
+  mirror.handle(mod("a", 2, { x: 8 })) // the new incarnation's next version
+  mirror.handle(add("a", 2, { x: 8, y: 7 }, { i: "B" })) // not above: stale
+  mirror.handle(mod("a", 2, { x: 99 })) // duplicate: stale
+  events.push("--- same version, other incarnation")
+  mirror.handle(add("a", 2, { x: 5, y: 5 }, { i: "C" }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 0, y: 0 }], ["add", "a", 1],
+    ["update", "a", { x: 1 }], ["mod", "a", 2, "mod"],
+    ["update", "a", { x: 2 }], ["mod", "a", 3, "mod"],
+    "--- re-created (or store reset): versions start again",
+    ["update", "a", { x: 7, y: 7 }], ["mod", "a", 1, "add"],
+    ["update", "a", { x: 8 }], ["mod", "a", 2, "mod"],
+    "--- same version, other incarnation",
+    ["update", "a", { x: 5, y: 5 }], ["mod", "a", 2, "add"]
+  ])
+  assert.strictEqual(mirror.get("a"), agent, "same instance: no teardown, no re-create")
+  assert.deepStrictEqual(mirror.entry("a"), { id: "a", t: "agent", sKey: "k", v: 2, i: "C", obj: agent })
+  assert.deepStrictEqual(agent.state, { x: 5, y: 5 })
+})
+
+test("incarnations: plain objects get the new state in place, and its key", () => {
+  const { mirror, events } = setup(["k", "k2"])
+  mirror.handle(plainAdd("r", 1, { x: 0, gone: true }, { i: "A" }))
+  mirror.handle(plainMod("r", 2, { x: 1 }))
+  const rock = mirror.get("r")
+  const state = rock.state
+  mirror.handle(plainAdd("r", 1, { x: 3 }, { i: "B", sKey: "k2" }))
+  assert.deepStrictEqual(events, [
+    ["add", "r", 1],
+    ["mod", "r", 2, "mod"],
+    ["mod", "r", 1, "add"]
+  ])
+  assert.strictEqual(mirror.get("r"), rock, "same plain object")
+  assert.strictEqual(rock.state, state, "same state object")
+  assert.deepStrictEqual(rock, { id: "r", t: "rock", sKey: "k2", v: 1, state: { x: 3 } })
+  assert.strictEqual(mirror.entry("r").i, "B")
+  assert.deepStrictEqual(mirror.byKey("k"), [])
+  assert.deepStrictEqual(mirror.byKey("k2"), [rock])
+})
+
+test("incarnations: held mods of the old incarnation are dropped, never applied", () => {
+  const { mirror, events, clock } = setup()
+  mirror.handle(add("a", 1, { x: 1 }, { i: "A" }))
+  mirror.handle(mod("a", 3, { x: 3 })) // held: v2 of A is missing
+  mirror.handle(mod("a", 4, { x: 4 })) // held
+  events.push("--- reset; B arrives at v2")
+  mirror.handle(add("a", 2, { x: 20 }, { i: "B" }))
+  assert.strictEqual(clock.pending, 0, "nothing held any more: no gap timer")
+  mirror.handle(mod("a", 3, { x: 30 })) // B's v3, applied (not A's)
+  clock.advance(10_000)
+  mirror.handle(mod("a", 4, { x: 40 })) // B's v4: only now, not A's held one
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1],
+    "--- reset; B arrives at v2",
+    ["update", "a", { x: 20 }], ["mod", "a", 2, "add"],
+    ["update", "a", { x: 30 }], ["mod", "a", 3, "mod"],
+    ["update", "a", { x: 40 }], ["mod", "a", 4, "mod"]
+  ])
+  assert.deepStrictEqual(mirror.get("a").state, { x: 40 })
+})
+
+test("incarnations: held mods of other objects and keys are kept", () => {
+  const { mirror, events, clock } = setup()
+  mirror.handle(add("a", 1, {}, { i: "A" }))
+  mirror.handle(add("b", 1, {}, { i: "A" }))
+  mirror.handle(mod("b", 3, { x: 3 })) // held for b
+  mirror.handle(add("a", 1, { x: 0 }, { i: "B" })) // a re-created: b's held mod stays
+  mirror.handle(mod("b", 2, { x: 2 })) // fills b's gap
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", {}], ["add", "a", 1],
+    ["new", "b", "agent", {}], ["add", "b", 1],
+    ["update", "a", { x: 0 }], ["mod", "a", 1, "add"],
+    ["update", "b", { x: 2 }], ["mod", "b", 2, "mod"],
+    ["update", "b", { x: 3 }], ["mod", "b", 3, "mod"]
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("incarnations: adds without i (older servers) are ordered by version alone", () => {
+  const { mirror, events } = setup()
+  mirror.handle(add("a", 1, { x: 1 })) // no i: none known
+  mirror.handle(add("a", 1, { x: 9 }, { i: "B" })) // i, but none to compare with: stale
+  mirror.handle(add("a", 2, { x: 2 }, { i: "B" })) // newer: taken, and its i with it
+  mirror.handle(add("a", 2, { x: 9 })) // no i: versions decide, stale
+  mirror.handle(add("a", 3, { x: 3 })) // no i, newer: taken, i stays "B"
+  mirror.handle(add("a", 3, { x: 4 }, { i: "C" })) // another incarnation than "B"
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1],
+    ["update", "a", { x: 2 }], ["mod", "a", 2, "add"],
+    ["update", "a", { x: 3 }], ["mod", "a", 3, "add"],
+    ["update", "a", { x: 4 }], ["mod", "a", 3, "add"]
+  ])
+  assert.deepStrictEqual(mirror.entry("a"), { id: "a", t: "agent", sKey: "k", v: 3, i: "C", obj: mirror.get("a") })
+  mirror.handle(add("n", 1))
+  assert.strictEqual("i" in mirror.entry("n"), false, "no i when no add named one")
+})
+
+test("incarnations: a rem then an add of the same id is a new object, as before", () => {
+  const { mirror, events } = setup()
+  mirror.handle(add("a", 4, { x: 4 }, { i: "A" }))
+  const first = mirror.get("a")
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k" })
+  mirror.handle(add("a", 1, { x: 1 }, { i: "B" }))
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 4 }], ["add", "a", 4],
+    ["rem", "a", "rem"], ["teardown", "a"],
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1]
+  ])
+  assert.notStrictEqual(mirror.get("a"), first)
+  assert.strictEqual(mirror.entry("a").i, "B")
+})
+
 test("snap removes the key's objects it does not list, and only those", () => {
   const { mirror, events } = setup(["k", "k2"])
   mirror.handle(add("a", 1))
@@ -299,6 +420,7 @@ test("malformed messages are reported and dropped, never thrown", () => {
     { method: "add", t: "agent", id: "a", sKey: "k", v: "1", state: {} },
     { method: "add", t: "agent", id: "a", sKey: "k", v: 1, state: [] },
     { method: "add", id: "a", sKey: "k", v: 1, state: {} }, // no t
+    { method: "add", t: "agent", id: "a", sKey: "k", v: 1, state: {}, i: 7 },
     { method: "mod", t: "agent", id: "a", sKey: "k", v: 2 }, // no diff
     { method: "mod", t: "agent", id: "a", sKey: "k", v: 2, diff: {}, nsKey: 3 },
     { method: "rem", t: "agent", id: 5, sKey: "k" },

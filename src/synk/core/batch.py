@@ -102,7 +102,16 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         gone = obj._synk_skey
         assert gone is not None
         writes.append(
-            Write(Kind.DELETE, obj.id, obj.type_key, obj._synk_token, gone, obj._synk_version, None, encode_rem(obj.type_key, obj.id, gone))
+            Write(
+                Kind.DELETE,
+                obj.id,
+                obj.type_key,
+                obj._synk_token,
+                gone,
+                obj._synk_version,
+                None,
+                encode_rem(obj.type_key, obj.id, gone, inc=obj._synk_token),
+            )
         )
         done.add(obj.id)
     for obj in changed:
@@ -126,7 +135,7 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
                     old,
                     version,
                     record,
-                    encode_mod(obj.type_key, obj.id, old, version, diff),
+                    encode_mod(obj.type_key, obj.id, old, version, diff, inc=obj._synk_token),
                 )
             )
             continue
@@ -140,7 +149,7 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
                 old,
                 version,
                 record,
-                encode_mod(obj.type_key, obj.id, old, version, diff, next_key=new),
+                encode_mod(obj.type_key, obj.id, old, version, diff, next_key=new, inc=obj._synk_token),
                 new_key=new,
                 new_message=encode_add(obj.type_key, obj.id, new, version, obj._synk_values, prev_key=old, inc=obj._synk_token),
             )

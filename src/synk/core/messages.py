@@ -33,14 +33,19 @@ def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_k
     return orjson.dumps(msg)
 
 
-def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_key: str | None = None) -> bytes:
+def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_key: str | None = None, inc: str | None = None) -> bytes:
     """A ``mod`` message: changed fields; ``next_key`` when it moves out of ``key``."""
     msg: dict[str, Any] = {"method": "mod", "t": t, "id": oid, "sKey": key, "v": v, "diff": diff}
+    if inc is not None:
+        msg["i"] = inc
     if next_key is not None:
         msg["nsKey"] = next_key
     return orjson.dumps(msg)
 
 
-def encode_rem(t: str, oid: str, key: str) -> bytes:
+def encode_rem(t: str, oid: str, key: str, inc: str | None = None) -> bytes:
     """A ``rem`` message: the object was deleted."""
-    return orjson.dumps({"method": "rem", "t": t, "id": oid, "sKey": key})
+    msg: dict[str, Any] = {"method": "rem", "t": t, "id": oid, "sKey": key}
+    if inc is not None:
+        msg["i"] = inc
+    return orjson.dumps(msg)

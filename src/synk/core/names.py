@@ -27,8 +27,13 @@ def new_id() -> str:
 
 
 def new_token() -> str:
-    """A random incarnation token, written with an object when it is created."""
-    return secrets.token_hex(8)
+    """A random incarnation token (48 bits), written with an object when it is created.
+
+    It tells incarnations of one id apart (the id deleted and created again,
+    or created by two processes), and rides in every message as ``"i"``, so
+    it is kept short.
+    """
+    return secrets.token_hex(6)
 
 
 def check_id(value: object) -> str:

@@ -360,7 +360,7 @@ class Gateway:
             return  # unsubscribed, or a newer snapshot took over
         session.push_many([s.record for s in stored])
         session.push(p.encode_snap(key, [s.id for s in stored]))
-        session.push_many(replay(buffer, {s.id: s.version for s in stored}))
+        session.push_many(replay(buffer, {s.id: (s.version, s.token) for s in stored}))
         session.keys[key] = None
 
     # -- fan-out ----------------------------------------------------------------------------
@@ -394,8 +394,8 @@ class Gateway:
                     continue
                 buffer = target.keys.get(key)
                 if buffer is None:
-                    if prev_key is not None and prev_key in target.keys:
-                        continue  # it got the mod with nsKey from the old key
+                    if prev_key is not None and prev_key in target.keys and target.keys[prev_key] is None:
+                        continue  # it got the mod with nsKey from the old key, which is live
                     target.push(data)
                 else:
                     if routed is None:

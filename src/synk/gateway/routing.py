@@ -9,7 +9,7 @@ of a snapshot window are decided here.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ class Routed:
     version: int | None
     prev_key: str | None
     leaves: bool
+    inc: str | None = None
 
     @property
     def is_object(self) -> bool:
@@ -47,6 +48,7 @@ def route(data: bytes) -> Routed:
     if method not in ("add", "mod", "rem"):
         return Routed(data, str(method), None, None, None, False)
     v = msg.get("v")
+    inc = msg.get("i")
     return Routed(
         data,
         method,
@@ -54,30 +56,44 @@ def route(data: bytes) -> Routed:
         v if isinstance(v, int) else None,
         msg.get("psKey") if method == "add" else None,
         method == "rem" or (method == "mod" and "nsKey" in msg),
+        inc if isinstance(inc, str) else None,
     )
 
 
-def replay(buffered: list[Routed], versions: dict[str, int]) -> list[bytes]:
+def replay(buffered: list[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[bytes]:
     """What to send of messages that raced with a snapshot.
 
-    ``versions`` are the snapshot's objects and versions. For an object in
-    the snapshot, only messages with a higher version (and ``rem``) are
-    news. For one not in it, its messages before its last departure (``rem``
-    or ``mod`` with ``nsKey``) came before the snapshot and are dropped;
-    what follows (starting with an ``add``) came after it.
+    ``snapshot`` maps the snapshot's objects to their (version, incarnation).
+    Each object's messages are in publish order, and the snapshot was taken
+    at one point of that order, so:
+
+    - for an object in the snapshot, messages of its incarnation are news
+      when their version is above the snapshot's (a ``rem`` always is); once
+      that incarnation has left the key, everything after is news, and
+      messages of other incarnations before that are from before it;
+    - for an object not in the snapshot, its messages up to its last
+      departure (``rem`` or ``mod`` with ``nsKey``) came before the snapshot;
+      what follows (starting with an ``add``) came after it.
     """
     last_leave: dict[str, int] = {}
     for i, m in enumerate(buffered):
-        if m.id is not None and m.id not in versions and m.leaves:
+        if m.id is not None and m.id not in snapshot and m.leaves:
             last_leave[m.id] = i
+    ended: set[str] = set()
     out = []
     for i, m in enumerate(buffered):
-        if m.id is None:
+        oid = m.id
+        if oid is None:
             out.append(m.data)
-        elif m.id in versions:
-            if m.version is None or m.version > versions[m.id]:
+        elif oid in snapshot:
+            version, inc = snapshot[oid]
+            if oid in ended:
                 out.append(m.data)
-        elif i > last_leave.get(m.id, -1):
+            elif (m.inc is None or m.inc == inc) and (m.version is None or m.version > version):
+                out.append(m.data)
+                if m.leaves:
+                    ended.add(oid)
+        elif i > last_leave.get(oid, -1):
             out.append(m.data)
     return out
 

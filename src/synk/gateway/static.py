@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import os
 from pathlib import Path
@@ -25,6 +26,20 @@ def client_dir() -> Path | None:
     return None
 
 
+def _published(root: Path, rel: str) -> bool:
+    """Whether ``rel`` is one of the files the npm package publishes ("files" in package.json)."""
+    try:
+        files = json.loads((root / "package.json").read_text("utf-8")).get("files")
+    except (OSError, ValueError):
+        files = None
+    if not isinstance(files, list):
+        return rel in ("index.js", "index.d.ts")
+    for entry in files:
+        if isinstance(entry, str) and (rel == entry.rstrip("/") or (entry.endswith("/") and rel.startswith(entry))):
+            return True
+    return False
+
+
 def _inside(root: Path, rel: str) -> Path | None:
     if "\\" in rel or "\x00" in rel:
         return None
@@ -42,7 +57,7 @@ def resolve(path: str, static_dir: str | os.PathLike[str] | None) -> tuple[str, 
     if path.startswith(CLIENT_PREFIX) or path == "/synk-client.js":
         root = client_dir()
         rel = "index.js" if path == "/synk-client.js" else path[len(CLIENT_PREFIX) :]
-        if root is not None and "node_modules" not in rel and not rel.startswith("test"):
+        if root is not None and _published(root, rel):
             target = _inside(root, rel)
     elif static_dir is not None:
         rel = "index.html" if path.endswith("/") else path
