@@ -34,10 +34,7 @@ def _published(root: Path, rel: str) -> bool:
         files = None
     if not isinstance(files, list):
         return rel in ("index.js", "index.d.ts")
-    for entry in files:
-        if isinstance(entry, str) and (rel == entry.rstrip("/") or (entry.endswith("/") and rel.startswith(entry))):
-            return True
-    return False
+    return any(isinstance(entry, str) and (rel == entry.rstrip("/") or (entry.endswith("/") and rel.startswith(entry))) for entry in files)
 
 
 def _inside(root: Path, rel: str) -> Path | None:
