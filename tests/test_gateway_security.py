@@ -223,8 +223,15 @@ async def test_client_files_are_served() -> None:
         assert status == 200
         assert headers["content-type"].startswith("text/javascript")
         assert body == (root / "index.js").read_bytes()
+        # One URL for the whole client: it re-exports the folder's entry, so
+        # the modules' relative imports resolve under /synk-client/.
         status, headers, body = await http_get(env.port, "/synk-client.js")
-        assert (status, body) == (200, (root / "index.js").read_bytes())
+        assert (status, body) == (200, b'export * from "./synk-client/index.js"\n')
+        assert headers["content-type"].startswith("text/javascript")
+        status, _, _ = await http_get(env.port, "/synk-client/package-lock.json")
+        assert status == 404, "only the files the npm package publishes are served"
+        status, _, _ = await http_get(env.port, "/synk-client/e2e/harness.py")
+        assert status == 404
         status, _, _ = await http_get(env.port, "/synk-client/index.js?v=3")
         assert status == 200
         status, _, _ = await http_get(env.port, "/synk-client/missing.js")

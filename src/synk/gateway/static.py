@@ -51,9 +51,12 @@ def resolve(path: str, static_dir: str | os.PathLike[str] | None) -> tuple[str, 
     """(content type, body) for an HTTP GET of ``path``, or None for 404."""
     path = path.split("?", 1)[0]
     target: Path | None = None
-    if path.startswith(CLIENT_PREFIX) or path == "/synk-client.js":
+    if path == "/synk-client.js":
+        # One URL for the whole client; its modules import each other relatively.
+        return _TYPES[".js"], b'export * from "./synk-client/index.js"\n'
+    if path.startswith(CLIENT_PREFIX):
         root = client_dir()
-        rel = "index.js" if path == "/synk-client.js" else path[len(CLIENT_PREFIX) :]
+        rel = path[len(CLIENT_PREFIX) :]
         if root is not None and _published(root, rel):
             target = _inside(root, rel)
     elif static_dir is not None:
