@@ -26,6 +26,13 @@ export interface SynkOptions {
   /** How long a version gap may stay open before a resync, in ms. Default 500. */
   gapTimeout?: number
   /**
+   * After a (re)connect, a subscription change that adds keys, or a resync,
+   * how long objects missing from one key's `snap` may wait for the other
+   * requested keys' snapshots (they may have moved there) before they are
+   * removed, in ms. Default 5000.
+   */
+  snapTimeout?: number
+  /**
    * Reconnect delay bounds in ms, default {min: 100, max: 5000}. The delay
    * is uniform in [0, min(max, min * 2^attempt)).
    */

@@ -73,6 +73,7 @@ export class Synk {
     this.#events = createEmitter((error, event) => this.#listenerThrew(error, event))
     this.objects = new Mirror({
       gapTimeout: options.gapTimeout ?? 500,
+      snapTimeout: options.snapTimeout ?? 5000,
       setTimeout: this.#setTimeout,
       clearTimeout: this.#clearTimeout,
       onResync: sKey => this.#resync(sKey),
@@ -104,6 +105,9 @@ export class Synk {
   setSubscription(keys) {
     const { add, remove } = this.objects.setKeys(keys)
     if ((add.length || remove.length) && this.#isOpen()) {
+      // The added keys are snapshotted together: an object that moved
+      // between two of them is moved, not removed and added anew.
+      this.objects.expectSnaps(add)
       this.#sendNow({ method: "updateSubscription", add, remove })
     }
   }
@@ -207,9 +211,13 @@ export class Synk {
 
   #onOpen() {
     this.#opened = true
-    // The gateway starts every connection with no keys: send them all.
+    // The gateway starts every connection with no keys: send them all. Their
+    // snapshots reconcile the mirror together (see Mirror.expectSnaps).
     const keys = this.objects.keys()
-    if (keys.length) this.#sendNow({ method: "updateSubscription", add: keys })
+    if (keys.length) {
+      this.objects.expectSnaps(keys)
+      this.#sendNow({ method: "updateSubscription", add: keys })
+    }
     while (this.#queue.length && this.#isOpen() && this.#trySend(this.#queue[0])) {
       this.#queue.shift()
     }
@@ -294,6 +302,7 @@ export class Synk {
   #resync(sKey) {
     // When not open, the reconnect will snapshot every key anyway.
     if (this.#isOpen() && this.objects.isSubscribed(sKey)) {
+      this.objects.expectSnaps([sKey])
       this.#sendNow({ method: "resync", keys: [sKey] })
     }
   }

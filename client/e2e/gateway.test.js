@@ -276,11 +276,15 @@ test("a gateway restart: the client reconnects with backoff and reconciles in pl
   for (const id of ["g-gone", "g-out"]) assert.equal(c.count("teardown", id), 1, `${id} torn down once`)
   assert.equal(c.count("new", "g-new"), 1)
   // g-mover went from A to B while the client was away. The gateway
-  // snapshots each key on its own: if A's snap comes before B's add, the
-  // client drops it from A and B's add makes it anew; either way it is
-  // mirrored once, in B, and torn down at most once.
-  assert.ok(c.count("teardown", "g-mover") <= 1)
+  // snapshots each key on its own, in any order; A's snap may come before
+  // B's add, but the client waits for every key's snap before removing, so
+  // it is moved in place: the same instance, never torn down or re-created,
+  // one update by B's snapshot add.
+  assert.equal(c.synk.objects.get("g-mover"), instances["g-mover"], "g-mover moved in place")
+  assert.equal(c.count("teardown", "g-mover"), 0, "g-mover never torn down")
+  assert.equal(c.count("new", "g-mover"), 1, "g-mover never re-created")
   assert.equal(c.synk.objects.entry("g-mover").sKey, B)
+  assert.deepEqual(c.events.filter(([, id]) => id === "g-mover"), [["add", "g-mover", null]], "one update, by the snapshot's add")
   // Reconnect delays: full jitter under the growing cap (50, 100, 200, ... ms).
   c.closes.forEach((close, n) => assert.ok(close.delay >= 0 && close.delay < Math.min(400, 50 * 2 ** n), `delay ${close.delay} of attempt ${n}`))
   assert.ok(c.closes.slice(1).every((close) => close.code === 1006), "the refused attempts")

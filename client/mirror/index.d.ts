@@ -110,10 +110,15 @@ export interface MirrorEvents {
   /**
    * An object left the mirror; teardown() follows. `cause` is the message
    * that removed it: `rem`, a `mod` moving it to an unsubscribed key, the
-   * `snap` that no longer lists it, or the client's own unsubscription.
+   * `snap` that no longer lists it (applied once the other snapshots
+   * requested with it are in, see `Mirror.expectSnaps`), or the client's own
+   * unsubscription.
    */
   rem(obj: any, cause: RemMessage | ModMessage | SnapMessage | UnsubscribeCause): void
-  /** A key's snapshot is complete (after its removals were applied). */
+  /**
+   * A key's snapshot is complete. Its removals were applied, or, while
+   * other snapshots requested with it are awaited, are waiting for them.
+   */
   snap(sKey: string, msg: SnapMessage): void
 }
 
@@ -130,6 +135,12 @@ export interface MirrorError {
 export interface MirrorOptions {
   /** How long a version gap may stay open before a resync, in ms. Default 500. */
   gapTimeout?: number
+  /**
+   * How long removals decided by a `snap` may wait for the other snapshots
+   * awaited with it (see `expectSnaps`), in ms, counted from the first
+   * request of the batch. Default 5000.
+   */
+  snapTimeout?: number
   /** Timer functions, injectable for tests. Default: the global ones. */
   setTimeout?: (fn: () => void, ms: number) => unknown
   clearTimeout?: (handle: any) => void
@@ -164,10 +175,26 @@ export class Mirror {
    */
   setKeys(keys: Iterable<string>): { add: string[]; remove: string[] }
   /**
+   * Say that the gateway was just asked to snapshot `keys` together (the
+   * whole subscription on a (re)connect, the keys a subscription change
+   * added, a resync); `Synk` calls it. Until each of them has sent its
+   * `snap`, or `snapTimeout` ms pass, objects that a snap no longer lists
+   * stay mirrored; then those that no `add` brought back meanwhile, and that
+   * no `mod` moved to another followed key, are removed. An object that
+   * moved between two of these keys is thus updated in place ("mod"), never
+   * removed and added anew. Keys not subscribed are ignored; throws
+   * TypeError if `keys` is not an iterable (or is a string).
+   */
+  expectSnaps(keys: Iterable<string>): void
+  /**
    * Apply a gateway message. Returns false if it is not add/mod/rem/snap.
    * Never throws.
    */
   handle(msg: unknown): boolean
-  /** Drop held mods and stop gap timers (the connection went away). */
+  /**
+   * Drop held mods, stop gap timers and stop awaiting snapshots (the
+   * connection went away). Objects whose removal waited on a snapshot stay;
+   * the next connection's snapshots decide again.
+   */
   resetPending(): void
 }

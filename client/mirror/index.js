@@ -2,9 +2,11 @@
  * The mirror: the client's copy of the server objects in the subscribed keys.
  *
  * It is pure bookkeeping, with no socket: the connection layer feeds it the
- * gateway's `add` / `mod` / `rem` / `snap` messages through `handle()` and
- * sends a `resync` when the mirror asks for one through `onResync`. Timers
- * are injectable so tests can drive the gap timeout without sleeping.
+ * gateway's `add` / `mod` / `rem` / `snap` messages through `handle()`,
+ * sends a `resync` when the mirror asks for one through `onResync`, and
+ * tells it through `expectSnaps()` which keys it just asked the gateway to
+ * snapshot. Timers are injectable so tests can drive the gap and snapshot
+ * timeouts without sleeping.
  */
 import { createEmitter } from "../emitter/index.js"
 
@@ -69,8 +71,18 @@ export class Mirror {
   #held = new Map()
   /** sKey → gap timer, running while that key has held mods */
   #gapTimers = new Map()
+  /**
+   * Keys whose snapshot was asked for (expectSnaps) and has not come yet.
+   * While any is awaited, removals decided by a snap wait in #deferred.
+   */
+  #awaiting = new Set()
+  /** id → { e, sKey, cause }: objects a snap of `sKey` no longer listed */
+  #deferred = new Map()
+  /** Bounds how long #deferred may wait for the awaited snaps; null when idle. */
+  #snapTimer = null
   #events
   #gapTimeout
+  #snapTimeout
   #setTimeout
   #clearTimeout
   #onResync
@@ -84,6 +96,7 @@ export class Mirror {
     this.#setTimeout = (fn, ms) => st(fn, ms)
     this.#clearTimeout = handle => ct(handle)
     this.#gapTimeout = options.gapTimeout ?? 500
+    this.#snapTimeout = options.snapTimeout ?? 5000
     this.#onResync = options.onResync || (() => {})
     this.#onError = options.onError || (() => {})
     this.#events = createEmitter((error, event) =>
@@ -168,7 +181,10 @@ export class Mirror {
     const add = [...next].filter(k => !this.#keys.has(k))
     const remove = [...this.#keys].filter(k => !next.has(k))
     this.#keys = next
+    const awaited = this.#awaiting.size > 0
     for (const key of remove) {
+      // No snapshot of it will come: nothing to wait for.
+      this.#awaiting.delete(key)
       this.#dropHeld(key, () => true)
       for (const id of [...(this.#index.get(key) || [])]) {
         // Only the key's own objects; another key's removal may have taken
@@ -177,7 +193,34 @@ export class Mirror {
         if (e) this.#remove(e, { method: "unsubscribe", sKey: key })
       }
     }
+    // The dropped keys were the last awaited: the removals waiting on them
+    // are decided (an object that left for a dropped key is gone for us).
+    if (awaited && !this.#awaiting.size) this.#settle()
     return { add, remove }
+  }
+
+  /**
+   * The gateway was just asked to snapshot `keys` together (the whole
+   * subscription on a (re)connect, the keys a subscription change added, a
+   * resync). Until each of them has sent its `snap` (or `snapTimeout` ms
+   * pass), objects that a snap no longer lists stay mirrored; then those
+   * that no `add` of any key brought back meanwhile are removed. An object
+   * that moved between two of these keys is thus moved in place, whatever
+   * order the keys' snapshots come in. Keys not subscribed are ignored.
+   */
+  expectSnaps(keys) {
+    if (keys == null || typeof keys[Symbol.iterator] !== "function" || isString(keys)) {
+      throw new TypeError("keys must be an iterable of strings")
+    }
+    for (const key of keys) if (this.#keys.has(key)) this.#awaiting.add(key)
+    if (this.#awaiting.size && this.#snapTimer === null) {
+      // Not restarted by later requests: no removal waits longer than
+      // snapTimeout past the first of them, even under a stream of resyncs.
+      this.#snapTimer = this.#setTimeout(() => {
+        this.#snapTimer = null
+        this.#settle()
+      }, this.#snapTimeout)
+    }
   }
 
   /**
@@ -209,11 +252,19 @@ export class Mirror {
     this.#held.clear()
     for (const handle of this.#gapTimers.values()) this.#clearTimeout(handle)
     this.#gapTimers.clear()
+    // The awaited snaps will not come on this connection. Objects whose
+    // removal waited on them stay: the next snapshots decide again.
+    this.#awaiting.clear()
+    this.#deferred.clear()
+    this.#stopSnapTimer()
   }
 
   // ---- message handlers --------------------------------------------------
 
   #add(msg) {
+    // The object is in a followed key after all (it moved between keys
+    // snapshotted together): whatever a snap decided, it stays.
+    this.#deferred.delete(msg.id)
     const e = this.#entries.get(msg.id)
     if (!e) {
       this.#create(msg)
@@ -265,14 +316,45 @@ export class Mirror {
 
   #snap(msg) {
     const ids = new Set(msg.ids)
+    // Other keys' snapshots still to come may bring back an object this one
+    // no longer lists (it moved there): its removal waits for them.
+    const wait = this.#awaiting.size > 0
+    this.#awaiting.delete(msg.sKey)
     for (const id of [...(this.#index.get(msg.sKey) || [])]) {
       const e = this.#entries.get(id)
-      if (e && !ids.has(id)) this.#remove(e, msg)
+      if (!e || ids.has(id)) continue
+      if (wait) this.#deferred.set(id, { e, sKey: msg.sKey, cause: msg })
+      else this.#remove(e, msg)
     }
+    if (wait && !this.#awaiting.size) this.#settle()
     // The snapshot's adds are all in: a held mod of this key whose object is
-    // still unknown has nothing to wait for.
-    this.#dropHeld(msg.sKey, id => !this.#entries.has(id))
+    // still unknown, or not in the key any more, has nothing to wait for.
+    this.#dropHeld(msg.sKey, id => !ids.has(id) || !this.#entries.has(id))
     this.#events.emit("snap", msg.sKey, msg)
+  }
+
+  /**
+   * Every awaited snap came, or snapTimeout passed: remove the objects that
+   * a snap no longer listed and that are still where it left them (no add
+   * brought them back, no mod moved them to another followed key).
+   */
+  #settle() {
+    this.#stopSnapTimer()
+    this.#awaiting.clear()
+    const deferred = [...this.#deferred.values()]
+    this.#deferred.clear()
+    for (const { e, sKey, cause } of deferred) {
+      // Not the same record: removed (and perhaps created anew) meanwhile.
+      if (this.#entries.get(e.id) !== e || e.sKey !== sKey) continue
+      this.#dropHeldId(e.id)
+      this.#remove(e, cause)
+    }
+  }
+
+  #stopSnapTimer() {
+    if (this.#snapTimer === null) return
+    this.#clearTimeout(this.#snapTimer)
+    this.#snapTimer = null
   }
 
   // ---- bookkeeping -------------------------------------------------------

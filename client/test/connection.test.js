@@ -199,6 +199,71 @@ test("reconnects with backoff, re-sends the whole subscription, reconciles in pl
   assert.strictEqual(synk.clientId, null)
 })
 
+test("reconnect: an object that moved between followed keys while away is moved in place", () => {
+  const { synk, events, socket, clock } = setup()
+  synk.setSubscription(["k1", "k2"])
+  socket().open()
+  socket().receive({ method: "hello", client: "c1" })
+  socket().receive(add("a", 1, "k1"))
+  socket().receive(add("b", 1, "k1"))
+  socket().receive(snap("k1", ["a", "b"]))
+  socket().receive(snap("k2", []))
+  const a = synk.objects.get("a")
+  events.length = 0
+
+  // While away: "a" moved from k1 to k2, "b" was deleted. The gateway
+  // snapshots k1 first: its snap no longer lists "a", which k2's add brings.
+  socket().drop()
+  clock.advance(50)
+  socket().open()
+  socket().receive({ method: "hello", client: "c2" })
+  socket().receive(snap("k1", []))
+  events.push("--- k1's snap")
+  socket().receive(add("a", 2, "k2"))
+  socket().receive(snap("k2", ["a"]))
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    socketError, ["close", closeInfo(50)],
+    ["connect", "ws://gateway/"],
+    ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
+    ["open"],
+    ["hello", "c2"],
+    "--- k1's snap",
+    ["mod", "a", 2, "add"],
+    ["rem", "b", "snap"], ["teardown", "b"]
+  ])
+  assert.strictEqual(synk.objects.get("a"), a, "no teardown, no re-create")
+  assert.strictEqual(synk.objects.entry("a").sKey, "k2")
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("keys added by setSubscription are snapshotted as one batch", () => {
+  const { synk, events, socket, clock } = setup({ snapTimeout: 1000 })
+  synk.setSubscription(["k1"])
+  socket().open()
+  socket().receive(add("a", 1, "k1"))
+  socket().receive(snap("k1", ["a"]))
+  const a = synk.objects.get("a")
+  events.length = 0
+
+  synk.setSubscription(["k1", "k2", "k3"])
+  // "a" moves from k1 (live) to k2 while k2's snapshot is on its way: the
+  // mod with nsKey comes first, k2's snapshot (taken before) lacks "a", and
+  // the move's add follows the snap.
+  socket().receive({ method: "mod", t: "agent", id: "a", sKey: "k1", v: 2, diff: {}, nsKey: "k2" })
+  socket().receive(snap("k2", []))
+  socket().receive({ ...add("a", 2, "k2"), psKey: "k1" }) // stale, but it says "a" is in k2
+  socket().receive(snap("k3", []))
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["send", { method: "updateSubscription", add: ["k2", "k3"], remove: [] }],
+    ["mod", "a", 2, "mod"]
+  ])
+  assert.strictEqual(synk.objects.get("a"), a)
+  assert.strictEqual(synk.objects.entry("a").sKey, "k2")
+  assert.strictEqual(clock.pending, 0)
+})
+
 test("after a store reset, the reconnect snapshot's new incarnations update in place", () => {
   const { synk, events, socket, clock } = setup()
   synk.setSubscription(["k1"])

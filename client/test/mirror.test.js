@@ -397,6 +397,151 @@ test("unsubscribing removes the key's objects once; its messages are dropped", (
   assert.strictEqual(clock.pending, 0)
 })
 
+test("reconnect: an object that moved between two followed keys is moved in place, whatever the snap order", () => {
+  const { mirror, events, clock } = setup(["k", "k2"])
+  const moves = []
+  mirror.on("mod", (obj, msg) => moves.push([msg.id, msg.sKey, mirror.entry(msg.id).sKey]))
+  mirror.handle(add("a", 1, { x: 0 }))
+  mirror.handle(add("b", 1))
+  mirror.handle(add("c", 1, {}, { sKey: "k2" }))
+  const a = mirror.get("a")
+  events.length = 0
+
+  // Disconnected; "a" moved from k to k2 meanwhile. On the reconnect both
+  // keys are snapshotted again, k's first.
+  mirror.resetPending()
+  mirror.expectSnaps(["k", "k2"])
+  mirror.handle(add("b", 1)) // unchanged: stale
+  mirror.handle({ method: "snap", sKey: "k", ids: ["b"] })
+  events.push("--- k's snap: a waits for k2's")
+  mirror.handle(add("a", 2, { x: 5 }, { sKey: "k2" }))
+  mirror.handle(add("c", 1, {}, { sKey: "k2" })) // stale
+  mirror.handle({ method: "snap", sKey: "k2", ids: ["a", "c"] })
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    "--- k's snap: a waits for k2's",
+    ["update", "a", { x: 5 }], ["mod", "a", 2, "add"],
+    ["snap", "k2"]
+  ])
+  assert.deepStrictEqual(moves, [["a", "k2", "k2"]], "one mod, with the new sKey")
+  assert.strictEqual(mirror.get("a"), a, "same instance: no teardown, no re-create")
+  assert.deepStrictEqual(mirror.entry("a"), { id: "a", t: "agent", sKey: "k2", v: 2, obj: a })
+  assert.deepStrictEqual(mirror.byKey("k").map(o => o.id), ["b"])
+  assert.deepStrictEqual(mirror.byKey("k2").map(o => o.id), ["c", "a"])
+  assert.strictEqual(clock.pending, 0, "no snap timer left")
+})
+
+test("reconnect: an object gone from every key is removed once all the snaps are in", () => {
+  const { mirror, events, clock } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  mirror.handle(add("c", 1, {}, { sKey: "k2" }))
+  mirror.handle(plainAdd("r", 1, {}, { sKey: "k2" }))
+  events.length = 0
+
+  // Deleted meanwhile: "b" (in k) and "r" (in k2).
+  mirror.resetPending()
+  mirror.expectSnaps(["k", "k2"])
+  mirror.handle({ method: "snap", sKey: "k", ids: ["a"] })
+  events.push("--- k's snap")
+  assert.strictEqual(mirror.has("b"), true, "still mirrored: k2 might have it")
+  mirror.handle({ method: "snap", sKey: "k2", ids: ["c"] })
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    "--- k's snap",
+    ["rem", "b", "snap"], ["teardown", "b"],
+    ["rem", "r", "snap"],
+    ["snap", "k2"]
+  ])
+  assert.deepStrictEqual([...mirror.keys()].map(k => mirror.byKey(k).map(o => o.id)), [["a"], ["c"]])
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("a key whose snap never comes: the waiting removals happen after snapTimeout", () => {
+  const { mirror, events, clock } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  events.length = 0
+
+  mirror.expectSnaps(["k", "k2"]) // k2's snapshot never comes (refused, say)
+  clock.advance(1000)
+  mirror.handle({ method: "snap", sKey: "k", ids: ["a"] })
+  clock.advance(3999)
+  events.push("--- 4999 ms")
+  clock.advance(1)
+  events.push("--- 5000 ms: given up on k2")
+  mirror.handle(add("c", 1))
+  mirror.handle({ method: "snap", sKey: "k", ids: ["a"] }) // unrequested: decides at once
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    "--- 4999 ms",
+    ["rem", "b", "snap"], ["teardown", "b"],
+    "--- 5000 ms: given up on k2",
+    ["new", "c", "agent", {}], ["add", "c", 1],
+    ["rem", "c", "snap"], ["teardown", "c"],
+    ["snap", "k"]
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("waiting removals: a live move keeps the object; rem and unsubscribe stay immediate", () => {
+  const { mirror, events, clock } = setup(["k", "k2", "k3"])
+  for (const id of ["a", "b", "d"]) mirror.handle(add(id, 1))
+  mirror.handle(add("e", 1, {}, { sKey: "k3" }))
+  events.length = 0
+
+  mirror.expectSnaps(["k", "k2", "k3", "not-followed"])
+  mirror.handle({ method: "snap", sKey: "k", ids: [] }) // a, b and d wait
+  mirror.handle(mod("a", 2, {}, { nsKey: "k2" })) // a live move to a followed key: kept
+  mirror.handle({ method: "rem", t: "agent", id: "b", sKey: "k" }) // explicit delete: at once
+  events.push("--- k3 unsubscribed")
+  mirror.setKeys(["k", "k2"]) // at once; k2's snap is still awaited
+  events.push("--- k2's snap")
+  mirror.handle({ method: "snap", sKey: "k2", ids: ["a"] })
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    ["update", "a", {}], ["mod", "a", 2, "mod"],
+    ["rem", "b", "rem"], ["teardown", "b"],
+    "--- k3 unsubscribed",
+    ["rem", "e", "unsubscribe"], ["teardown", "e"],
+    "--- k2's snap",
+    ["rem", "d", "snap"], ["teardown", "d"],
+    ["snap", "k2"]
+  ])
+  assert.strictEqual(mirror.entry("a").sKey, "k2")
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("waiting removals: unsubscribing the last awaited key settles them; resetPending keeps them", () => {
+  const { mirror, events, clock } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  events.length = 0
+
+  mirror.expectSnaps(["k", "k2"])
+  mirror.handle({ method: "snap", sKey: "k", ids: ["b"] }) // a waits for k2's
+  events.push("--- connection lost")
+  mirror.resetPending() // the snap of k2 will not come: a stays, as last seen
+  clock.advance(10_000)
+  events.push("--- reconnected")
+  mirror.expectSnaps(["k", "k2"])
+  mirror.handle({ method: "snap", sKey: "k", ids: ["b"] }) // a waits again
+  events.push("--- k2 unsubscribed")
+  mirror.setKeys(["k"]) // nothing left to wait for: a could only have moved to k2
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    "--- connection lost",
+    "--- reconnected",
+    ["snap", "k"],
+    "--- k2 unsubscribed",
+    ["rem", "a", "snap"], ["teardown", "a"]
+  ])
+  assert.strictEqual(clock.pending, 0)
+  assert.throws(() => mirror.expectSnaps("k"), TypeError)
+})
+
 test("rem removes and tears down once", () => {
   const { mirror, events } = setup()
   mirror.handle(add("a", 1))
