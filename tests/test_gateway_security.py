@@ -205,7 +205,7 @@ async def test_refused_keys_never_touch_redis(redis_url: str) -> None:
             assert client.of("snap")[-1]["ids"] == ["n1"]
             keys, channels = await state()
             new = sorted(set(keys) - set(before[0]))
-            assert new == sorted(k.encode() for k in (store.records_key(odd), store.guards_key(odd), store.id_key("n1")))
+            assert new == sorted(k.encode() for k in (store.objects_key(odd), store.id_key("n1")))
             assert store.channel(odd).encode() in channels
             await client.close()
         finally:

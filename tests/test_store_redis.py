@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -105,23 +105,23 @@ async def test_documented_key_layout(redis_process: RedisProcess) -> None:
         r = client(world)
         a = world.create(Agent(id="ID", x=1))
         await world.flush()
-        assert set(await r.keys("*")) == {b"t1:{world:0|0}:r", b"t1:{world:0|0}:m", b"t1:id:{ID}"}
-        assert await r.type("t1:{world:0|0}:r") == b"hash"
-        assert await r.type("t1:{world:0|0}:m") == b"hash"
+        assert set(await r.keys("*")) == {b"t1:{world:0|0}:o", b"t1:id:{ID}"}
+        assert await r.type("t1:{world:0|0}:o") == b"hash"
         assert await r.type("t1:id:{ID}") == b"string"
         token = a._synk_token
         assert await r.get("t1:id:{ID}") == token.encode()
-        assert await r.hgetall("t1:{world:0|0}:m") == {b"ID": f"{token}:1".encode()}
-        record = await r.hget("t1:{world:0|0}:r", "ID")
-        assert record == encode_add("agent", "ID", "world:0|0", 1, {"x": 1, "y": 0, "name": "", "tags": [], "info": {}}, inc=token)
+        record = encode_add("agent", "ID", "world:0|0", 1, {"x": 1, "y": 0, "name": "", "tags": [], "info": {}}, inc=token)
+        assert await r.hgetall("t1:{world:0|0}:o") == {b"ID": f"{token}:1\n".encode() + record}
 
         a.name = "n"
         await world.flush()
-        assert await r.hget("t1:{world:0|0}:m", "ID") == f"{token}:2".encode()
+        stored: bytes | None = await r.hget("t1:{world:0|0}:o", "ID")  # type: ignore[assignment]
+        assert stored is not None
+        assert stored.startswith(f"{token}:2\n".encode())
 
-        a.x = 40  # moves to world:2|0: the old key's hashes go away
+        a.x = 40  # moves to world:2|0: the old key's hash goes away
         await world.flush()
-        assert set(await r.keys("*")) == {b"t1:{world:2|0}:r", b"t1:{world:2|0}:m", b"t1:id:{ID}"}
+        assert set(await r.keys("*")) == {b"t1:{world:2|0}:o", b"t1:id:{ID}"}
 
         world.delete(a)
         await world.flush()
@@ -131,8 +131,7 @@ async def test_documented_key_layout(redis_process: RedisProcess) -> None:
 async def test_names_of_a_store() -> None:
     store = RedisStore("redis://127.0.0.1:1/0", prefix="t1:")
     try:
-        assert store.records_key("world:0|0") == "t1:{world:0|0}:r"
-        assert store.guards_key("world:0|0") == "t1:{world:0|0}:m"
+        assert store.objects_key("world:0|0") == "t1:{world:0|0}:o"
         assert store.channel("world:0|0") == "t1:{world:0|0}:c"
         assert store.id_key("ID") == "t1:id:{ID}"
         for key in ("world:0|0", "a", "x:y:z", "a/b@c#d+e=f,g~h-i.j_k"):
@@ -149,7 +148,7 @@ async def test_default_prefix(redis_url: str) -> None:
         await world.flush()
         r = client(world)
         try:
-            assert await r.exists(f"synk:{{{note_key}}}:r", f"synk:{{{note_key}}}:m", f"synk:id:{{{n.id}}}") == 3
+            assert await r.exists(f"synk:{{{note_key}}}:o", f"synk:id:{{{n.id}}}") == 2
         finally:
             world.delete(n)
             await world.flush()
@@ -180,14 +179,36 @@ async def test_client_messages_stream(redis_process: RedisProcess) -> None:
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     """Every script call that any RedisStore makes during the test."""
     calls: list[Call] = []
-    original = RedisStore._calls
+    original = RedisStore._run
 
-    async def recording(self: RedisStore, batch: list[Call]) -> list[Any]:
-        calls.extend(batch)
-        return await original(self, batch)
+    async def recording(self: RedisStore, batch: Iterable[Any]) -> list[Any]:
+        sent = list(batch)
+        for call in sent:
+            args = parse_resp(call.data)
+            if args[0] == "EVALSHA":
+                n = int(args[2])
+                calls.append((call.script, args[3 : 3 + n], args[3 + n :]))
+            else:
+                calls.append((args[0].lower(), args[1:2], args[2:]))
+        return await original(self, sent)
 
-    monkeypatch.setattr(RedisStore, "_calls", recording)
+    monkeypatch.setattr(RedisStore, "_run", recording)
     return calls
+
+
+def parse_resp(data: bytes) -> list[str]:
+    """The arguments of one RESP command (an array of bulk strings)."""
+    head, _, rest = data.partition(b"\r\n")
+    assert head.startswith(b"*")
+    args = []
+    for _ in range(int(head[1:])):
+        size, _, rest = rest.partition(b"\r\n")
+        assert size.startswith(b"$")
+        n = int(size[1:])
+        args.append(rest[:n].decode())
+        rest = rest[n + 2 :]
+    assert rest == b""
+    return args
 
 
 async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list[Call]) -> None:
@@ -204,19 +225,20 @@ async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list
         await world.flush()
         agents[0].name = "pending"
         await world.reload()  # fetch
-    assert {name for name, _keys, _args in recorded} == {"claim", "apply", "release", "snapshot", "fetch"}
+    assert {name for name, _keys, _args in recorded} == {"claim", "apply", "release", "hgetall", "hmget"}
     for name, keys, _args in recorded:
         assert keys, name
         assert len({hash_slot(k) for k in keys}) == 1, (name, keys)
         assert all(k.startswith(prefix) for k in keys), (name, keys)
         if name == "apply":
-            # records, guards and channel of one subscription key
-            [records, guards, channel] = keys
-            assert records.endswith("}:r") and guards.endswith("}:m") and channel.endswith("}:c")
-            assert records[:-2] == guards[:-2] == channel[:-2]
-        elif name in ("snapshot", "fetch"):
-            [records, guards] = keys
-            assert records[:-2] == guards[:-2]
+            # the objects and the channel of one subscription key
+            [objects, channel] = keys
+            assert objects.endswith("}:o")
+            assert channel.endswith("}:c")
+            assert objects[:-2] == channel[:-2]
+        elif name in ("hgetall", "hmget"):
+            [objects] = keys
+            assert objects.endswith("}:o")
         else:
             [id_key] = keys
             assert id_key.startswith(f"{prefix}id:{{")
@@ -235,8 +257,9 @@ async def test_large_batches_stay_in_one_slot_per_call(redis_url: str, recorded:
         assert {n.version for n in notes} == {2}
         assert len(await world.load(["crowd"])) == 2500
     applies = [keys for name, keys, _ in recorded if name == "apply"]
-    fetches = [keys for name, keys, _ in recorded if name == "fetch"]
-    assert len(applies) >= 4 and len(fetches) >= 3
+    fetches = [keys for name, keys, _ in recorded if name == "hmget"]
+    assert len(applies) >= 4
+    assert len(fetches) >= 2
     assert len({hash_slot(k) for keys in applies + fetches for k in keys}) == 1
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from synk.core.messages import encode_add, encode_mod, encode_rem
 from synk.core.names import new_token
@@ -43,9 +43,11 @@ class Write:
     """One object's write in a flush.
 
     ``key`` is where the object is before the write (its new key for a
-    create); ``new_key`` is where a move takes it. ``record`` is what the
-    store keeps (the object's ``add`` message without ``psKey``);
-    ``message`` is published on ``key`` and ``new_message`` on ``new_key``.
+    create); ``new_key`` is where a move takes it. ``state`` (every field)
+    and ``diff`` are copies taken when the flush was called, so encoding can
+    wait until the store is ready to send: ``record`` is what the store
+    keeps (the object's ``add`` message without ``psKey``), ``message`` is
+    published on ``key`` and ``new_message`` on ``new_key``.
     """
 
     kind: Kind
@@ -54,10 +56,36 @@ class Write:
     token: str
     key: str
     version: int
-    record: bytes | None
-    message: bytes
+    state: dict[str, Any] | None = None
+    diff: dict[str, Any] | None = None
     new_key: str | None = None
-    new_message: bytes | None = None
+
+    @property
+    def record(self) -> bytes | None:
+        """The stored form: an ``add`` message of this version (None for a delete)."""
+        if self.state is None:
+            return None
+        return encode_add(self.type, self.id, self.new_key or self.key, self.version, self.state, None, self.token)
+
+    @property
+    def message(self) -> bytes:
+        """Published on ``key``: ``add`` (create), ``mod`` (update, move) or ``rem``."""
+        kind = self.kind
+        if kind is Kind.CREATE:
+            assert self.state is not None
+            return encode_add(self.type, self.id, self.key, 1, self.state, None, self.token)
+        if kind is Kind.DELETE:
+            return encode_rem(self.type, self.id, self.key, self.token)
+        assert self.diff is not None
+        return encode_mod(self.type, self.id, self.key, self.version, self.diff, self.new_key, self.token)
+
+    @property
+    def new_message(self) -> bytes | None:
+        """Published on ``new_key`` by a move: an ``add`` with ``psKey``."""
+        if self.new_key is None:
+            return None
+        assert self.state is not None
+        return encode_add(self.type, self.id, self.new_key, self.version, self.state, self.key, self.token)
 
     @property
     def meta(self) -> str:
@@ -75,7 +103,8 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
     """The writes of one flush; commits diffs and advances versions of the objects.
 
     ``changed`` may hold objects without a pending change (they are skipped)
-    or objects also in ``created`` / ``deleted`` (those win).
+    or objects also in ``created`` / ``deleted`` (those win). Nothing is
+    encoded here: a flush call stays cheap, and the store encodes as it sends.
     """
     created = list(created)
     changed = [o for o in changed if o._synk_base]
@@ -89,69 +118,36 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
             raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
     writes: list[Write] = []
     done: set[str] = set()
+    create, update, move, delete = Kind.CREATE, Kind.UPDATE, Kind.MOVE, Kind.DELETE
     for obj in created:
         key = keys[id(obj)]
         obj._synk_commit()
         obj._synk_token = new_token()
         obj._synk_version = 1
         obj._synk_skey = key
-        record = encode_add(obj.type_key, obj.id, key, 1, obj._synk_values, inc=obj._synk_token)
-        writes.append(Write(Kind.CREATE, obj.id, obj.type_key, obj._synk_token, key, 1, record, record))
-        done.add(obj.id)
+        writes.append(Write(create, obj._synk_id, obj.type_key, obj._synk_token, key, 1, dict(obj._synk_values)))
+        done.add(obj._synk_id)
     for obj in deleted:
         gone = obj._synk_skey
         assert gone is not None
-        writes.append(
-            Write(
-                Kind.DELETE,
-                obj.id,
-                obj.type_key,
-                obj._synk_token,
-                gone,
-                obj._synk_version,
-                None,
-                encode_rem(obj.type_key, obj.id, gone, inc=obj._synk_token),
-            )
-        )
-        done.add(obj.id)
+        writes.append(Write(delete, obj._synk_id, obj.type_key, obj._synk_token, gone, obj._synk_version))
+        done.add(obj._synk_id)
     for obj in changed:
-        if obj.id in done:
+        oid = obj._synk_id
+        if oid in done:
             continue
-        done.add(obj.id)
+        done.add(oid)
         old = obj._synk_skey
         assert old is not None
         new = keys[id(obj)]
         diff = obj._synk_commit()
         version = obj._synk_version + 1
         obj._synk_version = version
-        record = encode_add(obj.type_key, obj.id, new, version, obj._synk_values, inc=obj._synk_token)
+        # Values are immutable (frozen), so a shallow copy fixes the state.
+        state = dict(obj._synk_values)
         if new == old:
-            writes.append(
-                Write(
-                    Kind.UPDATE,
-                    obj.id,
-                    obj.type_key,
-                    obj._synk_token,
-                    old,
-                    version,
-                    record,
-                    encode_mod(obj.type_key, obj.id, old, version, diff, inc=obj._synk_token),
-                )
-            )
-            continue
-        obj._synk_skey = new
-        writes.append(
-            Write(
-                Kind.MOVE,
-                obj.id,
-                obj.type_key,
-                obj._synk_token,
-                old,
-                version,
-                record,
-                encode_mod(obj.type_key, obj.id, old, version, diff, next_key=new, inc=obj._synk_token),
-                new_key=new,
-                new_message=encode_add(obj.type_key, obj.id, new, version, obj._synk_values, prev_key=old, inc=obj._synk_token),
-            )
-        )
+            writes.append(Write(update, oid, obj.type_key, obj._synk_token, old, version, state, diff))
+        else:
+            obj._synk_skey = new
+            writes.append(Write(move, oid, obj.type_key, obj._synk_token, old, version, state, diff, new))
     return writes

@@ -18,6 +18,12 @@ RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "hello", "error", "up
 encode = orjson.dumps
 
 
+# The names in a message (type, id, key, incarnation) are validated to be
+# plain printable ASCII without quotes or backslashes (synk.core.names), so
+# they go into JSON as they are; only state and diff go through orjson. This
+# is the hot path of every flush.
+
+
 def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_key: str | None = None, inc: str | None = None) -> bytes:
     """An ``add`` message: the whole object; ``prev_key`` when it moved in.
 
@@ -25,27 +31,39 @@ def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_k
     client seeing an ``add`` of another incarnation takes it whatever its
     version (the id was deleted and created again, or the store was reset).
     """
-    msg: dict[str, Any] = {"method": "add", "t": t, "id": oid, "sKey": key, "v": v, "state": state}
+    out = b'{"method":"add","t":"%b","id":"%b","sKey":"%b","v":%d,"state":%b' % (
+        t.encode(),
+        oid.encode(),
+        key.encode(),
+        v,
+        orjson.dumps(state),
+    )
     if inc is not None:
-        msg["i"] = inc
+        out += b',"i":"%b"' % inc.encode()
     if prev_key is not None:
-        msg["psKey"] = prev_key
-    return orjson.dumps(msg)
+        out += b',"psKey":"%b"' % prev_key.encode()
+    return out + b"}"
 
 
 def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_key: str | None = None, inc: str | None = None) -> bytes:
     """A ``mod`` message: changed fields; ``next_key`` when it moves out of ``key``."""
-    msg: dict[str, Any] = {"method": "mod", "t": t, "id": oid, "sKey": key, "v": v, "diff": diff}
+    out = b'{"method":"mod","t":"%b","id":"%b","sKey":"%b","v":%d,"diff":%b' % (
+        t.encode(),
+        oid.encode(),
+        key.encode(),
+        v,
+        orjson.dumps(diff),
+    )
     if inc is not None:
-        msg["i"] = inc
+        out += b',"i":"%b"' % inc.encode()
     if next_key is not None:
-        msg["nsKey"] = next_key
-    return orjson.dumps(msg)
+        out += b',"nsKey":"%b"' % next_key.encode()
+    return out + b"}"
 
 
 def encode_rem(t: str, oid: str, key: str, inc: str | None = None) -> bytes:
     """A ``rem`` message: the object was deleted."""
-    msg: dict[str, Any] = {"method": "rem", "t": t, "id": oid, "sKey": key}
+    out = b'{"method":"rem","t":"%b","id":"%b","sKey":"%b"' % (t.encode(), oid.encode(), key.encode())
     if inc is not None:
-        msg["i"] = inc
-    return orjson.dumps(msg)
+        out += b',"i":"%b"' % inc.encode()
+    return out + b"}"

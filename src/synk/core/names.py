@@ -1,8 +1,9 @@
 """Object ids and subscription keys: how they are made and what is allowed.
 
-Both end up inside Redis key names (``synk:{KEY}:r``, ``synk:id:{ID}``) and
-JSON messages, so braces (Redis hash tags), whitespace and control characters
-are refused everywhere, and ``:`` in ids (the original synk's separator).
+Both end up inside Redis key names (``synk:{KEY}:o``, ``synk:id:{ID}``) and,
+unescaped, inside JSON messages, so braces (Redis hash tags), double quotes,
+backslashes, whitespace and control characters are refused everywhere, and
+``:`` in ids (the original synk's separator).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ __all__ = ["MAX_ID_LENGTH", "MAX_KEY_LENGTH", "check_id", "check_key", "new_id",
 MAX_ID_LENGTH = 128
 MAX_KEY_LENGTH = 200
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.\-~+=@#|/,!$%&*;<>?^`'\"()\[\]]+")
+_ID_RE = re.compile(r"[A-Za-z0-9_.\-~+=@#|/,!$%&*;<>?^`'()\[\]]+")
 _KEY_RE = re.compile(r"[A-Za-z0-9_.:|/@#+=,~\-]+")
 
 
@@ -46,7 +47,9 @@ def check_id(value: object) -> str:
         raise ValidationError(f"object id is {len(value)} characters long, over the limit of {MAX_ID_LENGTH}")
     if _ID_RE.fullmatch(value) is None:
         bad = next(ch for ch in value if _ID_RE.fullmatch(ch) is None)
-        raise ValidationError(f"object id {value!r} contains {bad!r}; ids may not contain ':', braces, whitespace or control characters")
+        raise ValidationError(
+            f"object id {value!r} contains {bad!r}; ids may not contain ':', braces, quotes, backslashes, whitespace or control characters"
+        )
     return value
 
 

@@ -26,7 +26,7 @@ from synk.errors import Failure
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["CONFLICT", "MISSING", "OK", "Event", "KeyOp", "Store", "Stored", "Subscriber"]
+__all__ = ["CONFLICT", "MISSING", "OK", "Event", "KeyOp", "Store", "Stored", "Subscriber", "op_message"]
 
 #: Result codes of guarded operations, shared with the Lua scripts.
 OK, MISSING, CONFLICT = 0, 1, 2
@@ -61,16 +61,19 @@ class Event:
     data: bytes = b""
 
 
-@dataclass(slots=True)
-class KeyOp:
-    """One guarded operation on a subscription key: ``op`` is u, t, d or p."""
+#: One guarded operation on a subscription key: (op, write), op being
+#: u (update), t (take out: a move's first half), d (delete) or p (put: a
+#: create, or a move's second half). Tuples, since a flush makes thousands.
+KeyOp = tuple[str, Write]
 
-    op: str
-    write: Write
-    expected: str
-    meta: str
-    record: bytes
-    message: bytes
+
+def op_message(op: str, w: Write) -> bytes:
+    """What an operation publishes on its key."""
+    if op == "p" and w.kind is Kind.MOVE:
+        message = w.new_message
+        assert message is not None
+        return message
+    return w.message
 
 
 class Subscriber(abc.ABC):
@@ -130,35 +133,34 @@ class Store(abc.ABC):
     async def apply(self, writes: list[Write]) -> list[Failure]:
         """Apply one flush's writes; returns the ones that did not land."""
         failures: list[Failure] = []
-        claims = [w for w in writes if w.kind is Kind.CREATE]
+        claims: list[Write] = []
         groups: dict[str, list[KeyOp]] = defaultdict(list)
         for w in writes:
-            if w.kind is Kind.UPDATE:
-                assert w.record is not None
-                groups[w.key].append(KeyOp("u", w, w.expected, w.meta, w.record, w.message))
-            elif w.kind is Kind.MOVE:
-                groups[w.key].append(KeyOp("t", w, w.expected, "", b"", w.message))
-            elif w.kind is Kind.DELETE:
-                groups[w.key].append(KeyOp("d", w, w.expected, "", b"", w.message))
+            kind = w.kind
+            if kind is Kind.CREATE:
+                claims.append(w)
+            else:
+                groups[w.key].append(("u" if kind is Kind.UPDATE else "t" if kind is Kind.MOVE else "d", w))
         claimed, results = await self._phase1(claims, groups)
         puts: dict[str, list[KeyOp]] = defaultdict(list)
         releases: list[Write] = []
         for w, code in zip(claims, claimed, strict=True):
             if code == OK:
-                assert w.record is not None
-                puts[w.key].append(KeyOp("p", w, "", w.meta, w.record, w.message))
+                puts[w.key].append(("p", w))
             else:
                 failures.append(Failure(w.id, w.type, w.kind.value, "exists", "another object has this id"))
         for key, ops in groups.items():
-            for op, code in zip(ops, results[key], strict=True):
-                w = op.write
+            codes = results[key]
+            if not any(codes) and not any(op != "u" for op, _ in ops):
+                continue  # the common case: every update landed
+            for (op, w), code in zip(ops, codes, strict=True):
                 if code != OK:
                     reason = "missing" if code == MISSING else "conflict"
-                    failures.append(Failure(w.id, w.type, w.kind.value, reason, f"in key {key!r}, expected {op.expected}"))
-                elif w.kind is Kind.MOVE:
-                    assert w.new_key is not None and w.new_message is not None and w.record is not None
-                    puts[w.new_key].append(KeyOp("p", w, "", w.meta, w.record, w.new_message))
-                elif w.kind is Kind.DELETE:
+                    failures.append(Failure(w.id, w.type, w.kind.value, reason, f"in key {key!r}, expected {w.expected}"))
+                elif op == "t":
+                    assert w.new_key is not None
+                    puts[w.new_key].append(("p", w))
+                elif op == "d":
                     releases.append(w)
         if puts or releases:
             await self._phase2(releases, puts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from synk.store.base import CONFLICT, MISSING, OK, Event, KeyOp, Store, Stored, Subscriber
+from synk.store.base import CONFLICT, MISSING, OK, Event, KeyOp, Store, Stored, Subscriber, op_message
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -92,20 +92,22 @@ class MemoryStore(Store):
             records = self._records.setdefault(key, {})
             metas = self._metas.setdefault(key, {})
             codes = []
-            for op in ops:
-                oid = op.write.id
+            for op, w in ops:
+                oid = w.id
                 code = OK
-                if op.op != "p":
+                if op != "p":
                     cur = metas.get(oid)
-                    code = MISSING if cur is None else CONFLICT if cur != op.expected else OK
+                    code = MISSING if cur is None else CONFLICT if cur != w.expected else OK
                 if code == OK:
-                    if op.op in ("u", "p"):
-                        metas[oid] = op.meta
-                        records[oid] = op.record
+                    if op in ("u", "p"):
+                        record = w.record
+                        assert record is not None
+                        metas[oid] = w.meta
+                        records[oid] = record
                     else:
                         del metas[oid]
                         del records[oid]
-                    self._deliver(key, op.message)
+                    self._deliver(key, op_message(op, w))
                 codes.append(code)
             if not records:
                 del self._records[key], self._metas[key]

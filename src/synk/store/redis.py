@@ -3,18 +3,22 @@
 Key layout, under a configurable prefix ``P`` (default ``synk:``), for a
 subscription key ``K`` and an object id ``I``:
 
-==================  ======  ===============================================
-``P{K}:r``          hash    object id -> record (the object's ``add`` message)
-``P{K}:m``          hash    object id -> guard ``token:version``
+==================  ======  =====================================================
+``P{K}:o``          hash    object id -> ``token:version`` guard, a newline, then
+                            the record (the object's ``add`` message)
 ``P{K}:c``          channel the key's messages (SPUBLISH / SSUBSCRIBE)
 ``P id:{I}``        string  the incarnation token holding id ``I``
 ``P msgs``          stream  client messages for the simulation
-==================  ======  ===============================================
+==================  ======  =====================================================
 
 (``P id:{I}`` and ``P msgs`` are written without the space.) A key's data
 and its channel share the hash tag ``{K}``, so they live in one slot and
 every script touches one slot. Scripts live in ``lua/``, one per file, are
 loaded once and called by SHA; they take user strings only as KEYS and ARGV.
+
+Writes bypass redis-py's command packing: a flush is encoded straight into
+one RESP buffer per connection write, and sent in slices as it is encoded,
+so Redis runs the first scripts while Python encodes the rest.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
+from synk.core.batch import Kind
 from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
-from synk.store.base import Event, KeyOp, Store, Stored, Subscriber
+from synk.store.base import Event, KeyOp, Store, Stored, Subscriber, op_message
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -41,14 +46,17 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-_SCRIPTS = ("apply", "claim", "release", "snapshot", "fetch")
-#: Operations per apply.lua call: bounds how long one call blocks Redis.
+_SCRIPTS = ("apply", "claim", "release")
+#: Operations per apply.lua call: bounds how long one call blocks Redis, and
+#: stays within Lua's unpack() limit of about 8,000 values.
 _CHUNK = 2000
-#: Ids per fetch.lua call: Lua's unpack() has a stack limit of about 8,000.
-_FETCH_CHUNK = 1000
+_FETCH_CHUNK = 2000
+#: Bytes encoded before they are handed to the socket.
+_SLICE = 256 * 1024
 _STREAM_MAXLEN = 100_000
 
 _ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
+_OPS = {op: b"$1\r\n%b\r\n" % op.encode() for op in "utdp"}
 
 
 class _Script:
@@ -63,12 +71,43 @@ class _Script:
 _LOADED = {name: _Script(name) for name in _SCRIPTS}
 
 
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def _command(*args: bytes) -> bytes:
+    """One command in RESP (https://redis.io/docs/latest/develop/reference/protocol-spec/)."""
+    return b"*%d\r\n%b" % (len(args), b"".join(map(_bulk, args)))
+
+
+def _evalsha_head(script: str, keys: list[bytes], nargs: int) -> bytes:
+    """The start of an EVALSHA command whose ``nargs`` arguments follow."""
+    sha = _LOADED[script].sha.encode()
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n%b" % (3 + len(keys) + nargs, sha, _bulk(b"%d" % len(keys)))
+    return head + b"".join(map(_bulk, keys))
+
+
 def _down(url: str, exc: BaseException) -> SynkConnectionError:
     return SynkConnectionError(f"redis at {url} is unreachable: {exc or type(exc).__name__}")
 
 
+def _split(oid: str, value: bytes) -> Stored:
+    guard, _, record = value.partition(b"\n")
+    return Stored.parse(oid, guard.decode(), record)
+
+
+class _Call:
+    """One script call, packed, and which script it needs (for a NOSCRIPT retry)."""
+
+    __slots__ = ("data", "script")
+
+    def __init__(self, script: str, data: bytes) -> None:
+        self.script = script
+        self.data = data
+
+
 class RedisStore(Store):
-    """A store for ``redis://`` URLs (redis-py asyncio, hiredis parser)."""
+    """A store for ``redis://`` URLs (redis-py asyncio for connections, hiredis parser)."""
 
     def __init__(self, url: str, *, prefix: str = "synk:", connect_timeout: float = 5.0) -> None:
         self.url = url
@@ -81,13 +120,9 @@ class RedisStore(Store):
 
     # -- names ----------------------------------------------------------------
 
-    def records_key(self, key: str) -> str:
-        """The hash holding the records of subscription key ``key``."""
-        return f"{self.prefix}{{{key}}}:r"
-
-    def guards_key(self, key: str) -> str:
-        """The hash holding the guards of subscription key ``key``."""
-        return f"{self.prefix}{{{key}}}:m"
+    def objects_key(self, key: str) -> str:
+        """The hash holding the objects of subscription key ``key``."""
+        return f"{self.prefix}{{{key}}}:o"
 
     def channel(self, key: str) -> str:
         """The sharded pub/sub channel of subscription key ``key``."""
@@ -120,108 +155,172 @@ class RedisStore(Store):
     async def close(self) -> None:
         await self.redis.aclose()
 
-    async def _read(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Read-only script calls: retried once when the connection broke.
+    async def _run(self, calls: Iterable[_Call]) -> list[Any]:
+        """Send calls on one connection, in slices as they come; a reply each.
+
+        ``calls`` may be a generator that encodes as it goes: each slice is
+        handed to the socket before the next is encoded. Error replies come
+        back as exception objects; NOSCRIPT ones (a restarted Redis lost its
+        script cache, and none of those calls ran) are retried once.
+        """
+        pool = self.redis.connection_pool
+        try:
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        except _ERRORS as exc:
+            raise _down(self.url, exc) from exc
+        sent: list[_Call] = []
+        try:
+            try:
+                buffer: list[bytes] = []
+                size = 0
+                for call in calls:
+                    sent.append(call)
+                    buffer.append(call.data)
+                    size += len(call.data)
+                    if size >= _SLICE:
+                        await conn.send_packed_command(b"".join(buffer), check_health=False)
+                        buffer, size = [], 0
+                if buffer:
+                    await conn.send_packed_command(b"".join(buffer), check_health=False)
+                results = [await self._reply(conn) for _ in sent]
+                missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+                if missing:
+                    await self._load_scripts()
+                    await conn.send_packed_command(b"".join(sent[i].data for i in missing), check_health=False)
+                    for i in missing:
+                        results[i] = await self._reply(conn)
+            except _ERRORS as exc:
+                await conn.disconnect()
+                raise _down(self.url, exc) from exc
+        finally:
+            await pool.release(conn)
+        for r in results:
+            if isinstance(r, Exception) and not isinstance(r, rexc.NoScriptError):
+                raise r
+        return results
+
+    @staticmethod
+    async def _reply(conn: Any) -> Any:
+        try:
+            return await conn.read_response()
+        except rexc.ResponseError as exc:
+            return exc
+
+    async def _read(self, calls: list[_Call]) -> list[Any]:
+        """Read-only calls: retried once when the connection broke.
 
         A pooled connection to a Redis that restarted fails on its first use;
         a read is safe to send again (a write is not: its outcome is unknown).
         """
         try:
-            return await self._calls(calls)
+            return await self._run(calls)
         except SynkConnectionError:
-            return await self._calls(calls)
-
-    async def _calls(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
-        """Run script calls in one pipeline; reload scripts once if Redis lost them."""
-        if not calls:
-            return []
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for name, keys, args in calls:
-                pipe.evalsha(_LOADED[name].sha, len(keys), *keys, *args)
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-            missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
-            if missing:
-                # A restarted Redis has an empty script cache; none of these calls ran.
-                await self._load_scripts()
-                pipe = self.redis.pipeline(transaction=False)
-                for i in missing:
-                    name, keys, args = calls[i]
-                    pipe.evalsha(_LOADED[name].sha, len(keys), *keys, *args)
-                for i, r in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                    results[i] = r
-        except _ERRORS as exc:
-            raise _down(self.url, exc) from exc
-        for r in results:
-            if isinstance(r, _ERRORS):
-                raise _down(self.url, r)
-            if isinstance(r, Exception):
-                raise r
-        return results
+            return await self._run(calls)
 
     # -- writes ------------------------------------------------------------------
 
-    def _claim_calls(self, writes: list[Write]) -> list[tuple[str, list[str], list[Any]]]:
-        return [("claim", [self.id_key(w.id)], [w.token]) for w in writes]
+    def _claim_calls(self, writes: list[Write]) -> list[_Call]:
+        return [_Call("claim", _evalsha_head("claim", [self.id_key(w.id).encode()], 1) + _bulk(w.token.encode())) for w in writes]
 
-    def _key_calls(self, groups: dict[str, list[KeyOp]]) -> tuple[list[tuple[str, list[str], list[Any]]], list[tuple[str, int]]]:
-        calls: list[tuple[str, list[str], list[Any]]] = []
-        index: list[tuple[str, int]] = []
+    def _release_calls(self, writes: list[Write]) -> list[_Call]:
+        return [_Call("release", _evalsha_head("release", [self.id_key(w.id).encode()], 1) + _bulk(w.token.encode())) for w in writes]
+
+    def _key_calls(self, groups: dict[str, list[KeyOp]], index: list[tuple[str, int]]) -> Iterable[_Call]:
+        """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
+        create, delete = Kind.CREATE, Kind.DELETE
+        ops_bytes = _OPS
         for key, ops in groups.items():
-            keys = [self.records_key(key), self.guards_key(key), self.channel(key)]
+            keys = [self.objects_key(key).encode(), self.channel(key).encode()]
             for start in range(0, len(ops), _CHUNK):
-                args: list[Any] = []
-                for op in ops[start : start + _CHUNK]:
-                    args += (op.op, op.write.id, op.expected, op.meta, op.record, op.message)
-                calls.append(("apply", keys, args))
-                index.append((key, start))
-        return calls, index
+                chunk = ops[start : start + _CHUNK]
+                parts = [_evalsha_head("apply", keys, 5 * len(chunk))]
+                for op, w in chunk:
+                    token = w.token.encode()
+                    kind = w.kind
+                    oid = w.id.encode()
+                    if op in {"u", "p"}:
+                        record = w.record
+                        assert record is not None
+                        guard = b"%b:%d\n" % (token, w.version)
+                        message = record if kind is create else op_message(op, w)
+                    else:
+                        guard = record = b""
+                        message = op_message(op, w)
+                    expected = b"" if op == "p" else b"%b:%d\n" % (token, w.version if kind is delete else w.version - 1)
+                    # One format per operation: op, id, expected, guard + record, message.
+                    parts.append(
+                        b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b%b\r\n$%d\r\n%b\r\n"
+                        % (
+                            ops_bytes[op],
+                            len(oid),
+                            oid,
+                            len(expected),
+                            expected,
+                            len(guard) + len(record),
+                            guard,
+                            record,
+                            len(message),
+                            message,
+                        )
+                    )
+                index.append((key, len(chunk)))
+                yield _Call("apply", b"".join(parts))
 
     @staticmethod
     def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
-        for (key, _start), codes in zip(index, results, strict=True):
-            out.setdefault(key, []).extend(int(c) for c in codes)
+        for (key, _count), codes in zip(index, results, strict=True):
+            out.setdefault(key, []).extend(codes)
         return out
 
     async def _claim(self, writes: list[Write]) -> list[int]:
-        return [int(r) for r in await self._calls(self._claim_calls(writes))]
+        return [int(r) for r in await self._run(self._claim_calls(writes))]
 
     async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
-        calls, index = self._key_calls(groups)
-        return self._gather(index, await self._calls(calls))
+        index: list[tuple[str, int]] = []
+        return self._gather(index, await self._run(self._key_calls(groups, index)))
 
     async def _release(self, writes: list[Write]) -> None:
-        await self._calls([("release", [self.id_key(w.id)], [w.token]) for w in writes])
+        await self._run(self._release_calls(writes))
 
     async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
         claim_calls = self._claim_calls(claims)
-        key_calls, index = self._key_calls(groups)
-        results = await self._calls(claim_calls + key_calls)
+        index: list[tuple[str, int]] = []
+
+        def calls() -> Iterable[_Call]:
+            yield from claim_calls
+            yield from self._key_calls(groups, index)
+
+        results = await self._run(calls())
         n = len(claim_calls)
         return [int(r) for r in results[:n]], self._gather(index, results[n:])
 
     async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> None:
-        key_calls, _index = self._key_calls(groups)
-        await self._calls(key_calls + [("release", [self.id_key(w.id)], [w.token]) for w in releases])
+        index: list[tuple[str, int]] = []
+
+        def calls() -> Iterable[_Call]:
+            yield from self._key_calls(groups, index)
+            yield from self._release_calls(releases)
+
+        await self._run(calls())
 
     # -- reads --------------------------------------------------------------------
 
     async def snapshot(self, key: str) -> list[Stored]:
-        [(records, guards)] = await self._read([("snapshot", [self.records_key(key), self.guards_key(key)], [])])
-        rec = dict(zip(records[::2], records[1::2], strict=True))
-        meta = dict(zip(guards[::2], guards[1::2], strict=True))
-        return [Stored.parse(oid.decode(), meta[oid].decode(), r) for oid, r in rec.items() if oid in meta]
+        [flat] = await self._read([_Call("", _command(b"HGETALL", self.objects_key(key).encode()))])
+        # RESP3 answers HGETALL with a map, RESP2 with a flat list.
+        pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
+        return [_split(oid.decode(), value) for oid, value in pairs]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
-        keys = [self.records_key(key), self.guards_key(key)]
+        name = self.objects_key(key).encode()
         chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
-        results = await self._read([("fetch", keys, chunk) for chunk in chunks])
+        results = await self._read([_Call("", _command(b"HMGET", name, *(i.encode() for i in chunk))) for chunk in chunks])
         out: dict[str, Stored] = {}
-        for chunk, (records, guards) in zip(chunks, results, strict=True):
-            for oid, r, m in zip(chunk, records, guards, strict=True):
-                if r is not None and m is not None:
-                    out[oid] = Stored.parse(oid, m.decode(), r)
+        for chunk, values in zip(chunks, results, strict=True):
+            for oid, value in zip(chunk, values, strict=True):
+                if value is not None:
+                    out[oid] = _split(oid, value)
         return out
 
     # -- messages -----------------------------------------------------------------
