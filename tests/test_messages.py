@@ -132,3 +132,13 @@ def test_encode_is_compact_json() -> None:
 
 def test_reserved_methods() -> None:
     assert {"add", "mod", "rem", "snap", "hello", "error", "updateSubscription", "resync"} == RESERVED_METHODS
+
+
+def test_encode_update_is_add_and_mod() -> None:
+    from synk.core.messages import encode_update
+
+    state = {"x": 1, "name": 'é"\\'}
+    diff = {"name": 'é"\\'}
+    record, message = encode_update("agent", "a1", "world:0|0", 7, state, diff, "abc123")
+    assert record == encode_add("agent", "a1", "world:0|0", 7, state, inc="abc123")
+    assert message == encode_mod("agent", "a1", "world:0|0", 7, diff, inc="abc123")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from synk.core.messages import encode_add, encode_mod, encode_rem
+from synk.core.messages import encode_add, encode_mod, encode_rem, encode_update
 from synk.core.names import new_token
 from synk.errors import SynkError, ValidationError
 
@@ -86,6 +86,11 @@ class Write:
             return None
         assert self.state is not None
         return encode_add(self.type, self.id, self.new_key, self.version, self.state, self.key, self.token)
+
+    def encode_update(self) -> tuple[bytes, bytes]:
+        """``(record, message)`` of an update, encoded together (the hot path)."""
+        assert self.state is not None and self.diff is not None
+        return encode_update(self.type, self.id, self.key, self.version, self.state, self.diff, self.token)
 
     @property
     def meta(self) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["RESERVED_METHODS", "encode", "encode_add", "encode_mod", "encode_rem"]
+__all__ = ["RESERVED_METHODS", "encode", "encode_add", "encode_mod", "encode_rem", "encode_update"]
 
 #: Methods a custom message may not use: the gateway gives them meaning.
 RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "hello", "error", "updateSubscription", "resync"})
@@ -59,6 +59,19 @@ def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_ke
     if next_key is not None:
         out += b',"nsKey":"%b"' % next_key.encode()
     return out + b"}"
+
+
+def encode_update(t: str, oid: str, key: str, v: int, state: dict[str, Any], diff: dict[str, Any], inc: str) -> tuple[bytes, bytes]:
+    """An update's record and message at once: ``encode_add(...)`` and ``encode_mod(...)``.
+
+    The two share their names, encoded once: this is what most writes are.
+    """
+    names = b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (t.encode(), oid.encode(), key.encode(), v)
+    tail = b',"i":"%b"}' % inc.encode()
+    return (
+        b'{"method":"add",%b"state":%b%b' % (names, orjson.dumps(state), tail),
+        b'{"method":"mod",%b"diff":%b%b' % (names, orjson.dumps(diff), tail),
+    )
 
 
 def encode_rem(t: str, oid: str, key: str, inc: str | None = None) -> bytes:

@@ -238,8 +238,11 @@ class RedisStore(Store):
                     token = w.token.encode()
                     kind = w.kind
                     oid = w.id.encode()
-                    if op in {"u", "p"}:
-                        record = w.record
+                    if op == "u":
+                        record, message = w.encode_update()
+                        guard = b"%b:%d\n" % (token, w.version)
+                    elif op == "p":
+                        record = w.record  # type: ignore[assignment]
                         assert record is not None
                         guard = b"%b:%d\n" % (token, w.version)
                         message = record if kind is create else op_message(op, w)
