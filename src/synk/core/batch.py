@@ -112,47 +112,49 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
     encoded here: a flush call stays cheap, and the store encodes as it sends.
     """
     created = list(created)
-    changed = [o for o in changed if o._synk_base]
+    changed = list({o._synk_id: o for o in changed if o._synk_base}.values())
     # Every new key is checked before anything is touched, so that a bad
     # sub_key leaves the whole batch pending instead of half-planned.
-    keys: dict[int, str] = {}
-    for obj in (*created, *changed):
-        try:
-            keys[id(obj)] = obj._synk_current_key()
-        except SynkError as exc:
-            raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
+    try:
+        keys = [o._synk_current_key() for o in created] + [o._synk_current_key() for o in changed]
+    except SynkError:
+        for obj in (*created, *changed):
+            try:
+                obj._synk_current_key()
+            except SynkError as exc:
+                raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
+        raise
     writes: list[Write] = []
+    append = writes.append
     done: set[str] = set()
     create, update, move, delete = Kind.CREATE, Kind.UPDATE, Kind.MOVE, Kind.DELETE
-    for obj in created:
-        key = keys[id(obj)]
-        obj._synk_commit()
+    for obj, key in zip(created, keys, strict=False):
+        obj._synk_base = {}
         obj._synk_token = new_token()
         obj._synk_version = 1
         obj._synk_skey = key
-        writes.append(Write(create, obj._synk_id, obj.type_key, obj._synk_token, key, 1, dict(obj._synk_values)))
+        append(Write(create, obj._synk_id, obj.type_key, obj._synk_token, key, 1, dict(obj._synk_values)))
         done.add(obj._synk_id)
     for obj in deleted:
         gone = obj._synk_skey
         assert gone is not None
-        writes.append(Write(delete, obj._synk_id, obj.type_key, obj._synk_token, gone, obj._synk_version))
+        append(Write(delete, obj._synk_id, obj.type_key, obj._synk_token, gone, obj._synk_version))
         done.add(obj._synk_id)
-    for obj in changed:
+    for obj, new in zip(changed, keys[len(created) :], strict=True):
         oid = obj._synk_id
-        if oid in done:
+        if done and oid in done:
             continue
-        done.add(oid)
-        old = obj._synk_skey
-        assert old is not None
-        new = keys[id(obj)]
-        diff = obj._synk_commit()
+        values = obj._synk_values
+        diff = {name: values[name] for name in obj._synk_base}
+        obj._synk_base = {}
         version = obj._synk_version + 1
         obj._synk_version = version
+        old = obj._synk_skey
         # Values are immutable (frozen), so a shallow copy fixes the state.
-        state = dict(obj._synk_values)
         if new == old:
-            writes.append(Write(update, oid, obj.type_key, obj._synk_token, old, version, state, diff))
+            append(Write(update, oid, obj.type_key, obj._synk_token, old, version, dict(values), diff))
         else:
+            assert old is not None
             obj._synk_skey = new
-            writes.append(Write(move, oid, obj.type_key, obj._synk_token, old, version, state, diff, new))
+            append(Write(move, oid, obj.type_key, obj._synk_token, old, version, dict(values), diff, new))
     return writes

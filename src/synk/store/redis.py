@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from synk.core.batch import Kind
 from synk.errors import ConfigError
@@ -113,8 +115,17 @@ class RedisStore(Store):
         self.url = url
         self.prefix = prefix
         self.connect_timeout = connect_timeout
+        # A connection idle for a second is checked (PING) before use, so that
+        # the first write after a Redis restart does not fail on a stale
+        # socket; a busy simulation never pays for it.
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=connect_timeout, socket_keepalive=True, health_check_interval=0
+            url, socket_connect_timeout=connect_timeout, socket_keepalive=True, health_check_interval=1
+        )
+        # Pub/sub gets a client that never retries: redis-py would otherwise
+        # reconnect and re-subscribe silently, and the gateway would never
+        # learn that messages may have been missed (and re-snapshot).
+        self.pubsub_client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
         )
         self._stream = f"{prefix}msgs"
 
@@ -143,7 +154,7 @@ class RedisStore(Store):
         try:
             await asyncio.wait_for(self._load_scripts(), self.connect_timeout)
         except _ERRORS as exc:
-            await self.redis.aclose()
+            await self.close()
             raise _down(self.url, exc) from exc
 
     async def _load_scripts(self) -> None:
@@ -154,6 +165,7 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.pubsub_client.aclose()
 
     async def _run(self, calls: Iterable[_Call]) -> list[Any]:
         """Send calls on one connection, in slices as they come; a reply each.
@@ -173,15 +185,16 @@ class RedisStore(Store):
             try:
                 buffer: list[bytes] = []
                 size = 0
+                first = True
                 for call in calls:
                     sent.append(call)
                     buffer.append(call.data)
                     size += len(call.data)
                     if size >= _SLICE:
-                        await conn.send_packed_command(b"".join(buffer), check_health=False)
-                        buffer, size = [], 0
+                        await conn.send_packed_command(b"".join(buffer), check_health=first)
+                        buffer, size, first = [], 0, False
                 if buffer:
-                    await conn.send_packed_command(b"".join(buffer), check_health=False)
+                    await conn.send_packed_command(b"".join(buffer), check_health=first)
                 results = [await self._reply(conn) for _ in sent]
                 missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                 if missing:
@@ -329,10 +342,9 @@ class RedisStore(Store):
     # -- messages -----------------------------------------------------------------
 
     async def publish(self, key: str, data: bytes) -> None:
-        try:
-            await self.redis.execute_command("SPUBLISH", self.channel(key), data)  # type: ignore[no-untyped-call]
-        except _ERRORS as exc:
-            raise _down(self.url, exc) from exc
+        # Sent again once if the connection broke: a pooled connection to a
+        # restarted Redis fails on first use, before anything was published.
+        await self._read([_Call("", _command(b"SPUBLISH", self.channel(key).encode(), data))])
 
     def subscriber(self) -> Subscriber:
         return _RedisSubscriber(self)
@@ -450,7 +462,7 @@ class _RedisSubscriber(Subscriber):
                 await ps.aclose()
 
     async def _connect(self) -> None:
-        ps = self._store.redis.pubsub()
+        ps = self._store.pubsub_client.pubsub()
         async with self._lock:
             self._sent.clear()
             for k in list(self._keys):  # a snapshot: subscribe() may add keys meanwhile
