@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 import synk
 from synk.gateway import Gateway
 from synk.store.memory import MemoryStore
 from tests.models import Agent, Note
+
+if TYPE_CHECKING:
+    import pytest
 
 
 @dataclass
@@ -42,3 +48,58 @@ async def running(store_url: str | None, **config: Any) -> AsyncIterator[Env]:
             yield Env(world, gateway, f"ws://127.0.0.1:{server.port}/", server.port)
     finally:
         await world.close()
+
+
+KEY = "world:0|0"
+
+
+def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
+    """None (the memory store) or the session's Redis URL, for a backend name."""
+    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds, failing after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def until_async(predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    """``until`` for a predicate that must be awaited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def store_view(world: synk.World, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        for s in await world.store.snapshot(key):
+            out[s.id] = {"sKey": key, "v": s.version, "state": orjson.loads(s.record)["state"]}
+    return out
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP/1.1 GET, the path sent exactly as given (no normalization)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
+        else:
+            body = await asyncio.wait_for(reader.read(), 5)
+        return status, headers, body
+    finally:
+        writer.close()

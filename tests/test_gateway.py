@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_env import Env, running
+from tests.gateway_env import Env, running, store_view
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -18,18 +18,6 @@ async def env(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Env
     url = None if backend == "memory" else request.getfixturevalue("redis_url")
     async with running(url) as e:
         yield e
-
-
-async def store_view(env: Env, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
-    import orjson
-
-    out: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        for s in await env.world.store.snapshot(key):
-            msg = orjson.loads(s.record)
-            out[s.id] = {"sKey": key, "v": s.version, "state": msg["state"]}
-    return out
 
 
 async def test_snapshot_then_every_change(env: Env) -> None:
@@ -79,7 +67,7 @@ async def test_no_gap_while_the_simulation_runs(env: Env) -> None:
         await c.wait(lambda: len(c.of("mod")) >= 5 * len(agents), timeout=20)  # noqa: B023 - awaited at once
     stop.set()
     await sim
-    expected = await store_view(env, ["world:0|0"])
+    expected = await store_view(env.world, ["world:0|0"])
     for c in clients:
         await c.wait(lambda: c.mirror == expected)  # noqa: B023
         # After the snapshot's add, versions of each object are consecutive.

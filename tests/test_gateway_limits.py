@@ -15,43 +15,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
-from tests.gateway_env import Env, running
+from tests.gateway_env import KEY, Env, running, store_url, store_view, until, until_async
 from tests.models import Agent
 from tests.wsclient import WsClient
-
-KEY = "world:0|0"
-
-
-def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
-    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it holds, failing after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def until_async(predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def store_view(env: Env, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
-    out: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        for s in await env.world.store.snapshot(key):
-            out[s.id] = {"sKey": key, "v": s.version, "state": orjson.loads(s.record)["state"]}
-    return out
 
 
 def client_id(client: WsClient) -> str:
@@ -213,7 +179,7 @@ async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, r
             # It reads again: its mirror converges through a fresh snapshot.
             slow = WsClient(raw)
             slow.keys.add(KEY)
-            expected = await store_view(env, [KEY])
+            expected = await store_view(env.world, [KEY])
             await slow.wait(lambda: slow.mirror == expected)
             assert len(slow.of("snap")) >= 2, "no fresh snapshot after falling behind"
             assert sorted(slow.of("snap")[-1]["ids"]) == sorted(a.id for a in agents)
@@ -221,7 +187,7 @@ async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, r
             # ... and it is live again afterwards.
             agents[0].name = "after"
             await env.world.flush()
-            expected = await store_view(env, [KEY])
+            expected = await store_view(env.world, [KEY])
             await slow.wait(lambda: slow.mirror == expected)
             await normal.wait(lambda: normal.mirror == expected)
             # The normal client saw every version of every object, in order.

@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,45 +25,12 @@ from websockets.asyncio.client import ClientConnection, connect
 import synk
 from synk.gateway import Gateway
 from synk.store.memory import MemoryStore
-from tests.gateway_env import running
+from tests.gateway_env import KEY, http_get, running, store_url, until
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
 
 if TYPE_CHECKING:
     import pytest
-
-KEY = "world:0|0"
-
-
-def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
-    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    """A plain HTTP/1.1 GET, the path sent exactly as given."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        if "content-length" in headers:
-            body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 5)
-        else:
-            body = await asyncio.wait_for(reader.read(), 5)
-        return status, headers, body
-    finally:
-        writer.close()
 
 
 def samples(text: str) -> dict[str, int]:

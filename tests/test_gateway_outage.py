@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
-
-import orjson
 
 import synk
 from synk.store.redis import RedisStore
-from tests.gateway_env import running
+from tests.gateway_env import KEY, running, store_view, until
 from tests.models import Agent, Note
 from tests.redis_process import RedisProcess
 from tests.wsclient import WsClient
-
-KEY = "world:0|0"
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def store_view(world: synk.World, keys: list[str]) -> dict[str, dict[str, Any]]:
-    """What the store holds for ``keys``, in the shape of WsClient.mirror."""
-    out: dict[str, dict[str, Any]] = {}
-    for key in keys:
-        for s in await world.store.snapshot(key):
-            out[s.id] = {"sKey": key, "v": s.version, "state": orjson.loads(s.record)["state"]}
-    return out
 
 
 async def test_redis_restart(redis_process: RedisProcess) -> None:

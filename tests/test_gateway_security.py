@@ -15,15 +15,9 @@ from websockets.typing import Origin
 
 from synk.gateway import Handshake, static
 from synk.store.redis import RedisStore
-from tests.gateway_env import Env, running
+from tests.gateway_env import KEY, Env, http_get, running, store_url
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
-
-KEY = "world:0|0"
-
-
-def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
-    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
 
 
 async def refused_status(url: str, **kwargs: Any) -> int:
@@ -31,21 +25,6 @@ async def refused_status(url: str, **kwargs: Any) -> int:
     with pytest.raises(InvalidStatus) as info:
         await connect(url, **kwargs)
     return info.value.response.status_code
-
-
-async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
-    """A plain HTTP/1.1 GET with ``path`` sent exactly as given (no client-side normalization)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 5)
-        return status, headers, body
-    finally:
-        writer.close()
 
 
 # -- Origin ---------------------------------------------------------------------------------
