@@ -39,6 +39,9 @@ __all__ = ["Gateway", "GatewayConfig", "Handshake"]
 
 log = logging.getLogger("synk.gateway")
 
+#: Snapshots read at once: each holds a pooled Redis connection (redis-py's pool has 100).
+SNAPSHOT_CONCURRENCY = 32
+
 #: The start of a snapshot barrier: ``{"method":"~barrier","id":"TOKEN"}``.
 BARRIER = b'{"method":"~barrier","id":"'
 
@@ -121,6 +124,8 @@ class Gateway:
         self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._barriers: dict[str, tuple[Session, str, list[Routed], list[Stored]]] = {}
+        self._dirty: list[Session] = []
+        self._reads = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -216,6 +221,7 @@ class Gateway:
             rate=self.config.rate,
             burst=self.config.burst,
             on_lag=self._resnapshot_all,
+            on_dirty=self._dirty_session,
         )
         self.sessions[cid] = session
         self.metrics.clients = len(self.sessions)
@@ -334,13 +340,17 @@ class Gateway:
         while not session.closed and session.keys.get(key) is buffer:
             try:
                 await self._ensure_live(key)
-                stored = await self.store.snapshot(key)
-                # Messages published before the snapshot may still be on their
-                # way through the subscriber. A barrier published now arrives
-                # after all of them: until it does, the key stays buffered.
-                token = secrets.token_hex(8)
-                self._barriers[token] = (session, key, buffer, stored)
-                await self.store.publish(key, BARRIER + token.encode() + b'"}')
+                # Thousands of clients subscribing at once (say, after a
+                # gateway restart) would ask for more connections than the
+                # pool has, and fail as if Redis were down.
+                async with self._reads:
+                    stored = await self.store.snapshot(key)
+                    # Messages published before the snapshot may still be on their
+                    # way through the subscriber. A barrier published now arrives
+                    # after all of them: until it does, the key stays buffered.
+                    token = secrets.token_hex(8)
+                    self._barriers[token] = (session, key, buffer, stored)
+                    await self.store.publish(key, BARRIER + token.encode() + b'"}')
                 break
             except Exception as exc:
                 # The store is down: the subscriber reconnects on its own and
@@ -362,6 +372,19 @@ class Gateway:
         session.push(p.encode_snap(key, [s.id for s in stored]))
         session.push_many(replay(buffer, {s.id: (s.version, s.token) for s in stored}))
         session.keys[key] = None
+
+    def _dirty_session(self, session: Session) -> None:
+        # One flush per burst, once what is ready now has run: what a burst
+        # queues for a client leaves in one write, without a task switch per
+        # client (the writer task only waits out a full socket).
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(session)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            session.flush()
 
     # -- fan-out ----------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ class Outlet(abc.ABC):
     async def close(self, code: int, reason: str) -> None:
         """Close the connection with this close code."""
 
+    def write_nowait(self, batch: list[bytes]) -> bool:
+        """Send these messages now if that needs no waiting; False (the default) means use ``write``."""
+        return False
+
 
 class Client:
     """What a custom-message handler sees of a client."""
@@ -84,6 +88,7 @@ class Session:
         rate: float,
         burst: float,
         on_lag: Callable[[Session], None],
+        on_dirty: Callable[[Session], None] | None = None,
     ) -> None:
         self.id = cid
         self.identity = identity
@@ -99,6 +104,9 @@ class Session:
         self._max_messages = max_backlog_messages
         self._stuck = stuck_timeout
         self._on_lag = on_lag
+        #: called on the first push after a flush; the gateway then calls flush() once per burst
+        self._on_dirty = on_dirty
+        self._marked = False
         self._ready = asyncio.Event()
         self.lagging = False
         self.closed = False
@@ -118,7 +126,24 @@ class Session:
             self._pending_bytes = 0
             self.lagging = True
             self.metrics.slow_resyncs += 1
-        self._ready.set()
+        if self._on_dirty is None:
+            self._ready.set()
+        elif not self._marked:
+            self._marked = True
+            self._on_dirty(self)
+
+    def flush(self) -> None:
+        """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
+        self._marked = False
+        batch = self._pending
+        if not batch or self.closed:
+            return
+        if not self.lagging and self.outlet.write_nowait(batch):
+            self._pending, self._pending_bytes = [], 0
+            self.metrics.messages_out += len(batch)
+            self.metrics.bytes_out += sum(map(len, batch))
+        else:
+            self._ready.set()
 
     def push_many(self, batch: list[bytes]) -> None:
         """Queue several messages."""
@@ -133,11 +158,14 @@ class Session:
                 batch, self._pending, self._pending_bytes = self._pending, [], 0
                 try:
                     if batch:
-                        await asyncio.wait_for(self.outlet.write(batch), self._stuck)
+                        # Not wait_for: it wraps every write in a new Task.
+                        async with asyncio.timeout(self._stuck):
+                            await self.outlet.write(batch)
                         self.metrics.messages_out += len(batch)
                         self.metrics.bytes_out += sum(map(len, batch))
                     elif self.lagging:
-                        await asyncio.wait_for(self.outlet.write([]), self._stuck)
+                        async with asyncio.timeout(self._stuck):
+                            await self.outlet.write([])
                 except TimeoutError:
                     self.metrics.slow_closes += 1
                     await self.close(4408, "client too slow to drain its backlog")

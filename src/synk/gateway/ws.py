@@ -40,13 +40,28 @@ _TEXT_FIN = 0x81
 CLOSE_WAIT = 1.0
 
 
+_SMALL_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
+
+
 def frame_header(size: int) -> bytes:
     """The header of an unmasked, final text frame of ``size`` bytes (RFC 6455 §5.2)."""
     if size < 126:
-        return bytes((_TEXT_FIN, size))
+        return _SMALL_HEADERS[size]
     if size < 65536:
         return struct.pack("!BBH", _TEXT_FIN, 126, size)
     return struct.pack("!BBQ", _TEXT_FIN, 127, size)
+
+
+def framed(batch: list[bytes]) -> bytes:
+    """The frames of these messages, back to back."""
+    parts: list[bytes] = []
+    append = parts.append
+    small = _SMALL_HEADERS
+    for data in batch:
+        n = len(data)
+        append(small[n] if n < 126 else frame_header(n))
+        append(data)
+    return b"".join(parts)
 
 
 class WebsocketOutlet(Outlet):
@@ -60,12 +75,15 @@ class WebsocketOutlet(Outlet):
         if conn.protocol.state is not State.OPEN:
             raise ConnectionError("websocket is not open")
         if batch:
-            parts = []
-            for data in batch:
-                parts.append(frame_header(len(data)))
-                parts.append(data)
-            conn.transport.write(b"".join(parts))
+            conn.transport.write(framed(batch))
         await conn.drain()
+
+    def write_nowait(self, batch: list[bytes]) -> bool:
+        conn = self.connection
+        if conn.paused or conn.protocol.state is not State.OPEN:
+            return False  # the writer task waits for the drain, or fails
+        conn.transport.write(framed(batch))
+        return True
 
     async def close(self, code: int, reason: str) -> None:
         # websockets' close() drains the socket before its close_timeout
