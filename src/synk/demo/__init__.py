@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import random
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -134,6 +135,43 @@ async def _simulate(world: synk.World, sim: Simulation, hz: float, stop: asyncio
             await reader
 
 
+LEASE = "synk:demo:simulation"
+LEASE_SECONDS = 5
+
+
+async def _take_lease(world: synk.World, stop: asyncio.Event) -> bool:
+    """On Redis, only one demo process simulates a world: it holds a lease.
+
+    A second ``synk demo`` on the same Redis finds the lease taken and only
+    serves (which shows the multi-process design); the lease lapses a few
+    seconds after its holder stops.
+    """
+    from synk.store.redis import RedisStore
+
+    store = world.store
+    if not isinstance(store, RedisStore):
+        return True
+    token = secrets.token_hex(8)
+    if not await store.redis.set(LEASE, token, nx=True, ex=LEASE_SECONDS):
+        return False
+
+    async def renew() -> None:
+        with contextlib.suppress(Exception):
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), LEASE_SECONDS / 3)
+                if await store.redis.get(LEASE) == token.encode():
+                    await store.redis.expire(LEASE, 1 if stop.is_set() else LEASE_SECONDS)
+
+    task = asyncio.create_task(renew())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return True
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
 async def run(args: argparse.Namespace) -> None:
     """Run the demo until SIGINT or SIGTERM."""
     url = args.redis or "memory://"
@@ -145,7 +183,11 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with synk.connect(url, types=[Agent]) as world:
         sim_task: asyncio.Task[Any] | None = None
-        if not args.no_sim:
+        simulate = not args.no_sim
+        if simulate and not await _take_lease(world, stop):
+            print("synk demo: another synk demo simulates this world; serving it only", flush=True)
+            simulate = False
+        if simulate:
             sim = Simulation(world, args.agents)
             await sim.populate()
             await world.flush()
