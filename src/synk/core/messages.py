@@ -61,16 +61,34 @@ def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_ke
     return out + b"}"
 
 
+#: An update's record is ``ADD_HEAD + names + b'"state":' + state + tail``
+#: and its message ``MOD_HEAD + names + b'"diff":' + diff + tail``.
+ADD_HEAD = b'{"method":"add",'
+MOD_HEAD = b'{"method":"mod",'
+
+
+def update_names(t: bytes, oid: bytes, key: bytes, v: int) -> bytes:
+    """The names shared by an update's record and message."""
+    return b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (t, oid, key, v)
+
+
+def update_tail(inc: bytes) -> bytes:
+    """The end shared by an update's record and message."""
+    return b',"i":"%b"}' % inc
+
+
 def encode_update(t: str, oid: str, key: str, v: int, state: dict[str, Any], diff: dict[str, Any], inc: str) -> tuple[bytes, bytes]:
     """An update's record and message at once: ``encode_add(...)`` and ``encode_mod(...)``.
 
     The two share their names, encoded once: this is what most writes are.
+    A store may assemble the same bytes from ``update_names`` and
+    ``update_tail`` straight into its wire format.
     """
-    names = b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (t.encode(), oid.encode(), key.encode(), v)
-    tail = b',"i":"%b"}' % inc.encode()
+    names = update_names(t.encode(), oid.encode(), key.encode(), v)
+    tail = update_tail(inc.encode())
     return (
-        b'{"method":"add",%b"state":%b%b' % (names, orjson.dumps(state), tail),
-        b'{"method":"mod",%b"diff":%b%b' % (names, orjson.dumps(diff), tail),
+        b'%b%b"state":%b%b' % (ADD_HEAD, names, orjson.dumps(state), tail),
+        b'%b%b"diff":%b%b' % (MOD_HEAD, names, orjson.dumps(diff), tail),
     )
 
 

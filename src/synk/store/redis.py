@@ -31,12 +31,14 @@ import random
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from synk.core.batch import Kind
+from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
 from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import Event, KeyOp, Store, Stored, Subscriber, op_message
@@ -54,7 +56,7 @@ _SCRIPTS = ("apply", "claim", "release")
 _CHUNK = 2000
 _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.
-_SLICE = 256 * 1024
+_SLICE = 64 * 1024
 _STREAM_MAXLEN = 100_000
 
 _ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
@@ -242,29 +244,65 @@ class RedisStore(Store):
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
         create, delete = Kind.CREATE, Kind.DELETE
         ops_bytes = _OPS
+        dumps = orjson.dumps
+        types: dict[str, bytes] = {}
         for key, ops in groups.items():
             keys = [self.objects_key(key).encode(), self.channel(key).encode()]
+            key_bytes = key.encode()
             for start in range(0, len(ops), _CHUNK):
                 chunk = ops[start : start + _CHUNK]
                 parts = [_evalsha_head("apply", keys, 5 * len(chunk))]
+                append = parts.append
                 for op, w in chunk:
                     token = w.token.encode()
-                    kind = w.kind
                     oid = w.id.encode()
+                    version = w.version
                     if op == "u":
-                        record, message = w.encode_update()
-                        guard = b"%b:%d\n" % (token, w.version)
-                    elif op == "p":
-                        record = w.record  # type: ignore[assignment]
+                        # The hot path: record and message assembled straight
+                        # into the command (see synk.core.messages.encode_update).
+                        t = types.get(w.type)
+                        if t is None:
+                            t = types[w.type] = w.type.encode()
+                        names = update_names(t, oid, key_bytes, version)
+                        tail = update_tail(token)
+                        state = dumps(w.state)
+                        diff = dumps(w.diff)
+                        guard = b"%b:%d\n" % (token, version)
+                        expected = b"%b:%d\n" % (token, version - 1)
+                        append(
+                            b'$1\r\nu\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b%b%b"state":%b%b\r\n$%d\r\n%b%b"diff":%b%b\r\n'
+                            % (
+                                len(oid),
+                                oid,
+                                len(expected),
+                                expected,
+                                len(guard) + len(ADD_HEAD) + len(names) + 8 + len(state) + len(tail),
+                                guard,
+                                ADD_HEAD,
+                                names,
+                                state,
+                                tail,
+                                len(MOD_HEAD) + len(names) + 7 + len(diff) + len(tail),
+                                MOD_HEAD,
+                                names,
+                                diff,
+                                tail,
+                            )
+                        )
+                        continue
+                    kind = w.kind
+                    if op == "p":
+                        record = w.record
                         assert record is not None
-                        guard = b"%b:%d\n" % (token, w.version)
+                        guard = b"%b:%d\n" % (token, version)
                         message = record if kind is create else op_message(op, w)
+                        expected = b""
                     else:
                         guard = record = b""
                         message = op_message(op, w)
-                    expected = b"" if op == "p" else b"%b:%d\n" % (token, w.version if kind is delete else w.version - 1)
+                        expected = b"%b:%d\n" % (token, version if kind is delete else version - 1)
                     # One format per operation: op, id, expected, guard + record, message.
-                    parts.append(
+                    append(
                         b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b%b\r\n$%d\r\n%b\r\n"
                         % (
                             ops_bytes[op],
