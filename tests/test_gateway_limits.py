@@ -437,3 +437,20 @@ async def test_fuzz(backend: str, request: pytest.FixtureRequest) -> None:
             await c.wait(lambda: any(m["method"] == "mod" and m["id"] == "fz" for m in c.messages))  # noqa: B023
         await client.close()
         await other.close()
+
+
+async def test_a_snapshot_larger_than_the_backlog_bound_arrives_whole(backend: str, request: pytest.FixtureRequest) -> None:
+    # The bound is for live messages that pile up; a snapshot is sent whole,
+    # or a key with more objects than the bound could never be followed.
+    async with running(store_url(backend, request), max_backlog_messages=5) as env:
+        for i in range(20):
+            env.world.create(Agent(id=f"big{i}", x=i % 16))
+        await env.world.flush()
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY])
+        assert len(client.of("add")) == 20
+        assert env.gateway.metrics.slow_resyncs == 0
+        # Live messages still count: the client goes on receiving changes.
+        await env.world.publish(KEY, {"method": "marker"})
+        await client.wait(lambda: bool(client.of("marker")))
+        await client.close()

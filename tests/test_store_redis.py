@@ -572,3 +572,52 @@ async def test_reads_while_down_raise_connection_error(redis_process: RedisProce
             await asyncio.wait_for(world.store.post(b"{}"), 60)
         await asyncio.to_thread(redis_process.start)
         assert await world.load(["world:0|0"]) == []
+
+
+# -- refused writes --------------------------------------------------------------------------
+
+
+async def test_out_of_memory_refuses_the_flush_whole(redis_process: RedisProcess) -> None:
+    """A write Redis refuses is a WriteError, and no subscriber hears of it."""
+    async with world_on(redis_process.url, Agent) as world:
+        a = world.create(Agent(id="a1"))
+        b = world.create(Agent(id="b1"))
+        await world.flush()
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["world:0|0", "world:1|0"]), 10)
+            r = client(world)
+            await r.config_set("maxmemory", 1)
+            a.name = "refused"
+            b.x = 20  # a move: its take-out must not land alone
+            with pytest.raises(synk.WriteError) as info:
+                await world.flush()
+            assert {f.reason for f in info.value.failures} == {"refused"}
+            await r.config_set("maxmemory", 0)
+            await world.publish("world:0|0", {"method": "marker"})
+            event = await next_event(sub)
+            assert event == Event("world:0|0", b'{"method":"marker"}'), "the refused writes were published"
+            report = await world.reload()
+            assert report.missing == []
+            assert (a.name, a.version, b.x, b.sub_key) == ("", 1, 0, "world:0|0")
+        finally:
+            await sub.close()
+
+
+async def test_reload_finds_an_object_whose_move_did_not_land(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent) as world:
+        a = world.create(Agent(id="mover"))
+        await world.flush()
+        await client(world).save()  # what the restarted server will load
+        await asyncio.to_thread(redis_process.stop)
+        a.x = 20  # a move from world:0|0 to world:1|0, while Redis is down
+        with pytest.raises(synk.WriteError) as info:
+            await world.flush()
+        assert info.value.failures[0].reason == "connection"
+        await asyncio.to_thread(redis_process.start)
+        report = await asyncio.wait_for(world.reload(), 30)
+        assert report.missing == []
+        assert (a.x, a.version, a.sub_key) == (0, 1, "world:0|0")
+        a.name = "resumed"
+        await world.flush()
+        assert a.version == 2

@@ -337,3 +337,37 @@ async def test_client_messages_reach_the_world(open_world: WorldFactory) -> None
         ready.set()
         await task
         assert received[0] == synk.ClientMessage("c1", "spawn", {"x": 1})
+
+
+async def test_delete_then_create_same_id_needs_a_flush_between(open_world: WorldFactory) -> None:
+    async with open_world(Agent) as world:
+        a = world.create(Agent(id="hero"))
+        await world.flush()
+        world.delete(a)
+        with pytest.raises(synk.ValidationError, match="'hero' is being deleted; flush before creating it again"):
+            world.create(Agent(id="hero"))
+        await world.flush()
+        world.create(Agent(id="hero"))
+        await world.flush()
+
+
+async def test_abandoned_await_still_reports_the_failure(open_world: WorldFactory) -> None:
+    async with open_world(Agent) as w1, open_world(Agent) as w2:
+        w1.create(Agent(id="dup2"))
+        await w1.flush()
+        errors: list[synk.WriteError] = []
+        got = asyncio.Event()
+
+        def on_error(err: synk.WriteError) -> None:
+            errors.append(err)
+            got.set()
+
+        w2.on_error = on_error
+        w2.create(Agent(id="dup2"))
+        handle = w2.flush()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(handle, 0)  # given up on before the store answered
+        await asyncio.wait_for(got.wait(), 5)
+        assert errors[0].failures[0].reason == "exists"
+        with pytest.raises(synk.WriteError, match="dup2"):
+            w2.flush()

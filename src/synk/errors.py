@@ -57,8 +57,9 @@ class Failure:
 
     ``reason`` is one of ``"exists"`` (a create found the id taken),
     ``"missing"`` (the object is no longer in the store), ``"conflict"``
-    (another incarnation or an unexpected version is stored) or
-    ``"connection"`` (the outcome is unknown because the store broke).
+    (another incarnation or an unexpected version is stored), ``"refused"``
+    (the store refused the write, out of memory say; nothing was applied)
+    or ``"connection"`` (the outcome is unknown because the store broke).
     """
 
     id: str

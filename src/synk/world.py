@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from synk.core.batch import Write, plan
+from synk.core.batch import Kind, Write, plan
 from synk.core.messages import RESERVED_METHODS
 from synk.core.model import Object
 from synk.core.names import check_key
@@ -70,11 +70,16 @@ class FlushHandle:
         self._awaited = False
 
     def __await__(self) -> Generator[Any, None, None]:
-        self._awaited = True
         if self._task is None:
             return
         self._world._unreported.pop(id(self), None)
-        yield from asyncio.shield(self._task).__await__()
+        self._awaited = True
+        try:
+            yield from asyncio.shield(self._task).__await__()
+        except asyncio.CancelledError:
+            if not self._task.done():
+                self._awaited = False  # nobody got the outcome: it is reported as unawaited
+            raise
 
     def done(self) -> bool:
         """Whether the store has answered."""
@@ -96,6 +101,7 @@ class World:
         self._dirty: dict[str, Object] = {}
         self._deleted: dict[str, Object] = {}
         self._tail: asyncio.Task[None] | None = None
+        self._moved_from: dict[str, str] = {}
         self._unreported: dict[int, WriteError] = {}
 
     def register(self, cls: type[Object]) -> None:
@@ -124,6 +130,8 @@ class World:
             raise ValidationError(f"{cls.type_key} {obj.id!r} was already created")
         if obj.id in self._owned:
             raise ValidationError(f"this world already owns an object with id {obj.id!r}")
+        if obj.id in self._deleted:
+            raise ValidationError(f"{cls.type_key} {obj.id!r} is being deleted; flush before creating it again")
         try:
             obj._synk_current_key()
         except SynkError as exc:
@@ -175,7 +183,15 @@ class World:
             failures = await self.store.apply(writes)
         except ConnectionError as exc:
             failures = [Failure(w.id, w.type, w.kind.value, "connection", str(exc)) for w in writes]
+        except Exception as exc:  # the store answered something unforeseen: the outcome is unknown
+            log.exception("synk flush failed unexpectedly")
+            failures = [Failure(w.id, w.type, w.kind.value, "error", f"{type(exc).__name__}: {exc}") for w in writes]
         if failures:
+            failed = {f.id for f in failures}
+            # A move that may not have landed: reload() looks in both keys.
+            for w in writes:
+                if w.kind is Kind.MOVE and w.id in failed:
+                    self._moved_from.setdefault(w.id, w.key)
             raise WriteError(failures)
 
     def _settled(self, handle: FlushHandle, task: asyncio.Task[None]) -> None:
@@ -248,24 +264,42 @@ class World:
             else:
                 by_key.setdefault(obj._synk_skey, []).append(obj)
         count = 0
+        retry: dict[str, list[Object]] = {}
         for key, objs in by_key.items():
             found = await self.store.fetch(key, [o.id for o in objs])
             for obj in objs:
-                stored = found.get(obj.id)
-                if stored is None or stored.token != obj._synk_token:
+                if self._refresh(obj, key, found.get(obj.id)):
+                    count += 1
+                elif obj.id in self._moved_from:
+                    retry.setdefault(self._moved_from[obj.id], []).append(obj)
+                else:
                     missing.append(obj)
-                    continue
-                fresh = self._restore(key, stored)
-                obj._synk_values = fresh._synk_values
-                obj._synk_base = {}
-                obj._synk_version = stored.version
-                count += 1
+        # Objects whose move failed may still be where they came from.
+        for key, objs in retry.items():
+            found = await self.store.fetch(key, [o.id for o in objs])
+            for obj in objs:
+                if self._refresh(obj, key, found.get(obj.id)):
+                    count += 1
+                else:
+                    missing.append(obj)
+        self._moved_from.clear()
         for obj in missing:
             del self._owned[obj.id]
             obj._synk_world = None
         self._created.clear()
         self._dirty.clear()
         return ReloadReport(missing, count)
+
+    def _refresh(self, obj: Object, key: str, stored: Stored | None) -> bool:
+        """Take the stored state of ``obj`` if ``stored`` is its incarnation."""
+        if stored is None or stored.token != obj._synk_token:
+            return False
+        fresh = self._restore(key, stored)
+        obj._synk_values = fresh._synk_values
+        obj._synk_base = {}
+        obj._synk_version = stored.version
+        obj._synk_skey = key
+        return True
 
     # -- messages --------------------------------------------------------------------
 

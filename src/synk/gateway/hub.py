@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from synk.errors import ProtocolError
+from synk.errors import ConfigError, ProtocolError
 from synk.gateway import protocol as p
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Routed, Router, replay, route
@@ -309,6 +309,9 @@ class Gateway:
                 gone.append(key)
                 self._live.pop(key, None)
         self.metrics.keys = len(self.router)
+        if gone:
+            dead = set(gone)
+            self._barriers = {t: b for t, b in self._barriers.items() if b[1] not in dead}
         if gone and self._subscriber is not None:
             await self._subscriber.unsubscribe(gone)
 
@@ -351,7 +354,15 @@ class Gateway:
                     token = secrets.token_hex(8)
                     self._barriers[token] = (session, key, buffer, stored)
                     await self.store.publish(key, BARRIER + token.encode() + b'"}')
+                    if session.closed or session.keys.get(key) is not buffer:
+                        self._barriers.pop(token, None)  # it may never come back
                 break
+            except ConfigError as exc:
+                # Redis refused the subscription itself (an ACL, say): retrying will not help.
+                log.warning("synk subscription to %r refused: %s", key, exc)
+                self._error(session, p.INTERNAL, f"the store refused the subscription to {key!r}")
+                await self._unsubscribe(session, [key])
+                return
             except Exception as exc:
                 # The store is down: the subscriber reconnects on its own and
                 # re-snapshots everything; until then keep trying this one.
@@ -368,8 +379,7 @@ class Gateway:
         session, key, buffer, stored = found
         if session.closed or session.keys.get(key) is not buffer:
             return  # unsubscribed, or a newer snapshot took over
-        session.push_many([s.record for s in stored])
-        session.push(p.encode_snap(key, [s.id for s in stored]))
+        session.push_snapshot([*(s.record for s in stored), p.encode_snap(key, [s.id for s in stored])])
         session.push_many(replay(buffer, {s.id: (s.version, s.token) for s in stored}))
         session.keys[key] = None
 

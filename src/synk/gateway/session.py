@@ -107,6 +107,9 @@ class Session:
         #: called on the first push after a flush; the gateway then calls flush() once per burst
         self._on_dirty = on_dirty
         self._marked = False
+        #: how much of the backlog is snapshots, which the bound lets through
+        self._slack_messages = 0
+        self._slack_bytes = 0
         self._ready = asyncio.Event()
         self.lagging = False
         self.closed = False
@@ -118,28 +121,54 @@ class Session:
             return
         self._pending.append(data)
         self._pending_bytes += len(data)
-        if len(self._pending) > self._max_messages or self._pending_bytes > self._max_bytes:
+        if len(self._pending) - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
             # Falling behind: drop what is queued and stop queueing until the
             # socket drains, then re-snapshot. Memory stays bounded and the
             # other clients never wait for this one.
-            self._pending = []
-            self._pending_bytes = 0
+            self._take()
             self.lagging = True
             self.metrics.slow_resyncs += 1
+        self._dirty()
+
+    def push_snapshot(self, batch: list[bytes]) -> None:
+        """Queue a snapshot whole: it does not count against the backlog bound.
+
+        A key may hold more objects than the bound allows messages; counting
+        them would drop every snapshot of it, and the client would never
+        converge. The snapshot is in memory already, so this bounds nothing.
+        """
+        if self.lagging or self.closed or not batch:
+            return
+        size = sum(map(len, batch))
+        self._pending.extend(batch)
+        self._pending_bytes += size
+        self._slack_messages += len(batch)
+        self._slack_bytes += size
+        self._dirty()
+
+    def _dirty(self) -> None:
         if self._on_dirty is None:
             self._ready.set()
         elif not self._marked:
             self._marked = True
             self._on_dirty(self)
 
+    def _take(self) -> list[bytes]:
+        batch = self._pending
+        self._pending, self._pending_bytes, self._slack_messages, self._slack_bytes = [], 0, 0, 0
+        return batch
+
     def flush(self) -> None:
         """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
         self._marked = False
+        if self.lagging and not self.closed:
+            self._ready.set()  # the writer waits out the drain, then re-snapshots
+            return
         batch = self._pending
         if not batch or self.closed:
             return
         if not self.lagging and self.outlet.write_nowait(batch):
-            self._pending, self._pending_bytes = [], 0
+            self._take()
             self.metrics.messages_out += len(batch)
             self.metrics.bytes_out += sum(map(len, batch))
         else:
@@ -155,7 +184,7 @@ class Session:
             while not self.closed:
                 await self._ready.wait()
                 self._ready.clear()
-                batch, self._pending, self._pending_bytes = self._pending, [], 0
+                batch = self._take()
                 try:
                     if batch:
                         # Not wait_for: it wraps every write in a new Task.

@@ -104,7 +104,6 @@ def _response(status: HTTPStatus, body: bytes, ctype: str = "text/plain; charset
 def serve(gateway: Gateway, host: str, port: int) -> Any:
     """A websockets server for ``gateway``; use as ``async with``."""
     cfg = gateway.config
-    identities: dict[int, Any] = {}
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         path = request.path
@@ -123,11 +122,11 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
         ok, identity = await gateway.authenticate(handshake)
         if not ok:
             return _response(HTTPStatus.UNAUTHORIZED, b"unauthorized\n")
-        identities[id(connection)] = identity
+        connection.synk_identity = identity  # type: ignore[attr-defined]
         return None
 
     async def handler(connection: ServerConnection) -> None:
-        identity = identities.pop(id(connection), None)
+        identity = getattr(connection, "synk_identity", None)
 
         async def frames() -> AsyncIterator[str | bytes]:
             with contextlib.suppress(ConnectionClosed):

@@ -26,10 +26,11 @@ from synk.errors import Failure
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["CONFLICT", "MISSING", "OK", "Event", "KeyOp", "Store", "Stored", "Subscriber", "op_message"]
+__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Event", "KeyOp", "Store", "Stored", "Subscriber", "op_message"]
 
-#: Result codes of guarded operations, shared with the Lua scripts.
-OK, MISSING, CONFLICT = 0, 1, 2
+#: Result codes of guarded operations, shared with the Lua scripts; REFUSED
+#: is the store refusing the whole call (out of memory, say): nothing applied.
+OK, MISSING, CONFLICT, REFUSED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +126,11 @@ class Store(abc.ABC):
         """Phase 1 in one go; backends may pipeline both parts together."""
         return await self._claim(claims), await self._key_ops(groups)
 
-    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> None:
-        """Phase 2 in one go; backends may pipeline both parts together."""
-        await self._key_ops(groups)
+    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+        """Phase 2 in one go (backends may pipeline both parts together); codes of the puts."""
+        results = await self._key_ops(groups)
         await self._release(releases)
+        return results
 
     async def apply(self, writes: list[Write]) -> list[Failure]:
         """Apply one flush's writes; returns the ones that did not land."""
@@ -147,6 +149,8 @@ class Store(abc.ABC):
         for w, code in zip(claims, claimed, strict=True):
             if code == OK:
                 puts[w.key].append(("p", w))
+            elif code == REFUSED:
+                failures.append(Failure(w.id, w.type, w.kind.value, "refused", "the store refused the write"))
             else:
                 failures.append(Failure(w.id, w.type, w.kind.value, "exists", "another object has this id"))
         for key, ops in groups.items():
@@ -155,7 +159,7 @@ class Store(abc.ABC):
                 continue  # the common case: every update landed
             for (op, w), code in zip(ops, codes, strict=True):
                 if code != OK:
-                    reason = "missing" if code == MISSING else "conflict"
+                    reason = {MISSING: "missing", CONFLICT: "conflict"}.get(code, "refused")
                     failures.append(Failure(w.id, w.type, w.kind.value, reason, f"in key {key!r}, expected {w.expected}"))
                 elif op == "t":
                     assert w.new_key is not None
@@ -163,7 +167,11 @@ class Store(abc.ABC):
                 elif op == "d":
                     releases.append(w)
         if puts or releases:
-            await self._phase2(releases, puts)
+            put = await self._phase2(releases, puts)
+            for key, ops in puts.items():
+                for (_op, w), code in zip(ops, put[key], strict=True):
+                    if code != OK:
+                        failures.append(Failure(w.id, w.type, w.kind.value, "refused", f"the store refused the write into key {key!r}"))
         return failures
 
     @abc.abstractmethod

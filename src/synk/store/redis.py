@@ -41,7 +41,7 @@ from synk.core.batch import Kind
 from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
 from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
-from synk.store.base import Event, KeyOp, Store, Stored, Subscriber, op_message
+from synk.store.base import REFUSED, Event, KeyOp, Store, Stored, Subscriber, op_message
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -207,11 +207,12 @@ class RedisStore(Store):
             except _ERRORS as exc:
                 await conn.disconnect()
                 raise _down(self.url, exc) from exc
+            except BaseException:
+                # Replies may still be in flight: this connection must not be reused.
+                await conn.disconnect()
+                raise
         finally:
             await pool.release(conn)
-        for r in results:
-            if isinstance(r, Exception) and not isinstance(r, rexc.NoScriptError):
-                raise r
         return results
 
     @staticmethod
@@ -221,6 +222,13 @@ class RedisStore(Store):
         except rexc.ResponseError as exc:
             return exc
 
+    @staticmethod
+    def _raise_errors(results: list[Any]) -> list[Any]:
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
     async def _read(self, calls: list[_Call]) -> list[Any]:
         """Read-only calls: retried once when the connection broke.
 
@@ -228,9 +236,9 @@ class RedisStore(Store):
         a read is safe to send again (a write is not: its outcome is unknown).
         """
         try:
-            return await self._run(calls)
+            return self._raise_errors(await self._run(calls))
         except SynkConnectionError:
-            return await self._run(calls)
+            return self._raise_errors(await self._run(calls))
 
     # -- writes ------------------------------------------------------------------
 
@@ -323,12 +331,13 @@ class RedisStore(Store):
     @staticmethod
     def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
-        for (key, _count), codes in zip(index, results, strict=True):
-            out.setdefault(key, []).extend(codes)
+        for (key, count), codes in zip(index, results, strict=True):
+            # A call Redis refused (out of memory, say) applied nothing.
+            out.setdefault(key, []).extend([REFUSED] * count if isinstance(codes, Exception) else codes)
         return out
 
     async def _claim(self, writes: list[Write]) -> list[int]:
-        return [int(r) for r in await self._run(self._claim_calls(writes))]
+        return [REFUSED if isinstance(r, Exception) else int(r) for r in await self._run(self._claim_calls(writes))]
 
     async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
         index: list[tuple[str, int]] = []
@@ -347,16 +356,17 @@ class RedisStore(Store):
 
         results = await self._run(calls())
         n = len(claim_calls)
-        return [int(r) for r in results[:n]], self._gather(index, results[n:])
+        return [REFUSED if isinstance(r, Exception) else int(r) for r in results[:n]], self._gather(index, results[n:])
 
-    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> None:
+    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[_Call]:
             yield from self._key_calls(groups, index)
             yield from self._release_calls(releases)
 
-        await self._run(calls())
+        results = await self._run(calls())
+        return self._gather(index, results[: len(index)])
 
     # -- reads --------------------------------------------------------------------
 

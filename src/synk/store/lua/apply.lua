@@ -1,3 +1,4 @@
+#!lua
 -- apply.lua: guarded writes to the objects of one subscription key.
 --
 -- KEYS[1]  the key's objects hash (PREFIX{KEY}:o): object id -> "token:version\n" .. add message
@@ -11,7 +12,9 @@
 -- Returns  one code per operation, in order:
 --            0 applied, 1 missing (no such object in this key), 2 conflict (another guard)
 --
--- Both keys share the hash tag {KEY}, so the script stays in one slot.
+-- Both keys share the hash tag {KEY}, so the script stays in one slot. The
+-- "#!lua" line (Redis 7 script flags, none given) makes Redis refuse the
+-- whole call while it is out of memory, instead of failing halfway.
 local objects, channel = KEYS[1], KEYS[2]
 local n = #ARGV / 5
 local ids = {}
@@ -19,7 +22,7 @@ for j = 1, n do
   ids[j] = ARGV[(j - 1) * 5 + 2]
 end
 local current = redis.call('HMGET', objects, unpack(ids))
-local out, sets, dels = {}, {}, {}
+local out, sets, dels, messages = {}, {}, {}, {}
 for j = 1, n do
   local i = (j - 1) * 5
   local op = ARGV[i + 1]
@@ -42,7 +45,7 @@ for j = 1, n do
     else
       dels[#dels + 1] = ids[j]
     end
-    redis.call('SPUBLISH', channel, ARGV[i + 5])
+    messages[#messages + 1] = ARGV[i + 5]
   end
   out[j] = code
 end
@@ -51,5 +54,10 @@ if #sets > 0 then
 end
 if #dels > 0 then
   redis.call('HDEL', objects, unpack(dels))
+end
+-- Published only once stored: a write Redis refuses (out of memory, say)
+-- stops the script before any subscriber hears of it.
+for k = 1, #messages do
+  redis.call('SPUBLISH', channel, messages[k])
 end
 return out

@@ -1,3 +1,4 @@
+#!lua
 -- claim.lua: claim an object id for a new incarnation.
 --
 -- KEYS[1]  the id's registry entry (PREFIX id:{ID})

@@ -1,3 +1,4 @@
+#!lua
 -- release.lua: free the id of a deleted object.
 --
 -- KEYS[1]  the id's registry entry (PREFIX id:{ID})
