@@ -27,8 +27,10 @@ async def test_redis_restart(redis_process: RedisProcess) -> None:
 
         await asyncio.to_thread(redis_process.restart)  # every key is gone, the scripts too
         await until(lambda: env.gateway.metrics.store_reconnects >= 1, "the gateway to reconnect")
-        # The fresh snapshot of the now empty key removes what is gone.
+        # The fresh snapshot of the now empty key removes what is gone, and
+        # the client was told that the gateway re-snapshots on its own.
         await client.wait(lambda: client.mirror == {})
+        assert client.of("resnap")[-1] == {"method": "resnap", "keys": [KEY]}
         assert client.close_code is None
 
         # A fresh world fills the key again; the same client follows it live.

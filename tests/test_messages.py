@@ -131,7 +131,7 @@ def test_encode_is_compact_json() -> None:
 
 
 def test_reserved_methods() -> None:
-    assert {"add", "mod", "rem", "snap", "hello", "error", "updateSubscription", "resync"} == RESERVED_METHODS
+    assert {"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"} == RESERVED_METHODS
 
 
 def test_encode_update_is_add_and_mod() -> None:

@@ -9,7 +9,7 @@ import { Mirror } from "../mirror/index.js"
 
 /** Methods the protocol reserves; custom messages may not use them. */
 const RESERVED = new Set([
-  "hello", "add", "mod", "rem", "snap", "error", "updateSubscription", "resync"
+  "hello", "add", "mod", "rem", "snap", "resnap", "error", "updateSubscription", "resync"
 ])
 const SYNK_EVENTS = new Set(["open", "close", "error", "message", "hello"])
 /** WebSocket.OPEN; a constant of the standard, not read from the impl. */
@@ -249,6 +249,14 @@ export class Synk {
       // The gateway accepted us: the next drop starts the backoff afresh.
       this.#attempt = 0
       this.#events.emit("hello", msg.client)
+    } else if (msg.method === "resnap") {
+      // The gateway re-snapshots these keys on its own (its store reconnected,
+      // or our backlog was dropped): reconcile them as one batch.
+      if (!Array.isArray(msg.keys) || !msg.keys.every((k) => typeof k === "string")) {
+        this.#error({ code: "bad_shape", reason: "resnap without a list of keys", msg })
+        return
+      }
+      this.objects.expectSnaps(msg.keys)
     } else if (msg.method === "error") {
       if (typeof msg.code !== "string") {
         this.#error({ code: "bad_shape", reason: "error without a string code", msg })

@@ -206,6 +206,32 @@ test("reconnect: an object that moved between followed keys while away is moved 
   assert.strictEqual(clock.pending, 0)
 })
 
+test("a resnap notice makes the gateway's own re-snapshots one batch", () => {
+  const { synk, events, socket, clock } = setup()
+  synk.setSubscription(["k1", "k2"])
+  socket().open()
+  socket().receive({ method: "hello", client: "c1" })
+  socket().receive(add("a", 1, "k1"))
+  socket().receive(snap("k1", ["a"]))
+  socket().receive(snap("k2", []))
+  const a = synk.objects.get("a")
+  events.length = 0
+
+  // The gateway's store reconnected; meanwhile "a" moved from k1 to k2.
+  socket().receive({ method: "resnap", keys: ["k1", "k2"] })
+  socket().receive(snap("k1", []))
+  socket().receive(add("a", 2, "k2"))
+  socket().receive(snap("k2", ["a"]))
+  socket().receive({ method: "resnap", keys: "k1" })
+  assert.deepStrictEqual(events, [
+    ["mod", "a", 2, "add"],
+    ["error", { code: "bad_shape", reason: "resnap without a list of keys", msg: { method: "resnap", keys: "k1" } }]
+  ])
+  assert.strictEqual(synk.objects.get("a"), a, "no teardown, no re-create")
+  assert.strictEqual(synk.objects.entry("a").sKey, "k2")
+  assert.strictEqual(clock.pending, 0)
+})
+
 test("keys added by setSubscription are snapshotted as one batch", () => {
   const { synk, events, socket, clock } = setup({ snapTimeout: 1000 })
   synk.setSubscription(["k1"])

@@ -13,7 +13,7 @@ import orjson
 __all__ = ["RESERVED_METHODS", "encode", "encode_add", "encode_mod", "encode_rem", "encode_update"]
 
 #: Methods a custom message may not use: the gateway gives them meaning.
-RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "hello", "error", "updateSubscription", "resync"})
+RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"})
 
 encode = orjson.dumps
 

@@ -329,7 +329,12 @@ class Gateway:
             self._spawn(self._snapshot(session, key, buffer))
 
     def _resnapshot_all(self, session: Session) -> None:
-        self._snapshots(session, list(session.keys))
+        # Not asked for by the client: tell it, so it reconciles the keys as
+        # one batch (an object that moved between two of them is not removed).
+        keys = list(session.keys)
+        if keys:
+            session.push(p.encode_resnap(keys))
+        self._snapshots(session, keys)
 
     async def _ensure_live(self, key: str) -> None:
         fut = self._live.get(key)

@@ -133,6 +133,11 @@ def encode_hello(client: str) -> bytes:
     return orjson.dumps({"method": "hello", "client": client})
 
 
+def encode_resnap(keys: list[str]) -> bytes:
+    """Notice that the gateway re-snapshots these keys on its own."""
+    return orjson.dumps({"method": "resnap", "keys": keys})
+
+
 def encode_snap(key: str, ids: list[str]) -> bytes:
     """The end of a key's snapshot, naming every object in it."""
     return orjson.dumps({"method": "snap", "sKey": key, "ids": ids})
