@@ -126,6 +126,7 @@ class Gateway:
         self._barriers: dict[str, tuple[Session, str, list[Routed], list[Stored]]] = {}
         self._dirty: list[Session] = []
         self._reads = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -351,16 +352,16 @@ class Gateway:
                 # Thousands of clients subscribing at once (say, after a
                 # gateway restart) would ask for more connections than the
                 # pool has, and fail as if Redis were down.
+                stored = await self._read(key)
+                # Messages published before the snapshot may still be on their
+                # way through the subscriber. A barrier published now arrives
+                # after all of them: until it does, the key stays buffered.
+                token = secrets.token_hex(8)
+                self._barriers[token] = (session, key, buffer, stored)
                 async with self._reads:
-                    stored = await self.store.snapshot(key)
-                    # Messages published before the snapshot may still be on their
-                    # way through the subscriber. A barrier published now arrives
-                    # after all of them: until it does, the key stays buffered.
-                    token = secrets.token_hex(8)
-                    self._barriers[token] = (session, key, buffer, stored)
                     await self.store.publish(key, BARRIER + token.encode() + b'"}')
-                    if session.closed or session.keys.get(key) is not buffer:
-                        self._barriers.pop(token, None)  # it may never come back
+                if session.closed or session.keys.get(key) is not buffer:
+                    self._barriers.pop(token, None)  # it may never come back
                 break
             except ConfigError as exc:
                 # Redis refused the subscription itself (an ACL, say): retrying will not help.
@@ -375,6 +376,33 @@ class Gateway:
                 log.warning("synk snapshot of %r failed (%s); retrying", key, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _read(self, key: str) -> list[Stored]:
+        """A snapshot of ``key``, shared by the requests queued for it.
+
+        Clients subscribing to a key at the same moment (a gateway restart,
+        a crowd joining a map) share one read. Only a read not yet sent may
+        be shared: every sharer's buffer started before it was sent, so none
+        misses a message published between the read and its buffer.
+        """
+        queued = self._queued.get(key)
+        if queued is not None:
+            return await asyncio.shield(queued)
+        fut: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
+        self._queued[key] = fut
+        try:
+            async with self._reads:
+                if self._queued.get(key) is fut:
+                    del self._queued[key]  # sent from here on: newcomers need their own
+                fut.set_result(await self.store.snapshot(key))
+        except BaseException as exc:
+            if self._queued.get(key) is fut:
+                del self._queued[key]
+            if not fut.done():
+                fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("snapshot read abandoned"))
+                fut.exception()  # retrieved here; the sharers get it too, and retry
+            raise
+        return fut.result()
 
     def _barrier(self, data: bytes) -> None:
         token = data[len(BARRIER) : -2].decode(errors="replace")
