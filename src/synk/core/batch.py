@@ -145,7 +145,9 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         if done and oid in done:
             continue
         values = obj._synk_values
-        diff = {name: values[name] for name in obj._synk_base}
+        diff = {}
+        for name in obj._synk_base:  # a loop: cheaper than a comprehension's frame, per object
+            diff[name] = values[name]
         obj._synk_base = {}
         version = obj._synk_version + 1
         obj._synk_version = version
