@@ -233,18 +233,24 @@ async def test_flush_fixes_what_it_sends(open_world: WorldFactory) -> None:
     assert [e[1]["v"] for e in events] == [1, 2, 3]
 
 
+def record_errors(world: synk.World) -> tuple[list[synk.WriteError], asyncio.Event]:
+    """Collect what ``world.on_error`` receives; the event is set on the first."""
+    errors: list[synk.WriteError] = []
+    got = asyncio.Event()
+
+    def on_error(err: synk.WriteError) -> None:
+        errors.append(err)
+        got.set()
+
+    world.on_error = on_error
+    return errors, got
+
+
 async def test_unawaited_failure_goes_to_on_error_and_next_flush(open_world: WorldFactory) -> None:
     async with open_world(Agent) as w1, open_world(Agent) as w2:
         w1.create(Agent(id="dup"))
         await w1.flush()
-        errors: list[synk.WriteError] = []
-        got = asyncio.Event()
-
-        def on_error(err: synk.WriteError) -> None:
-            errors.append(err)
-            got.set()
-
-        w2.on_error = on_error
+        errors, got = record_errors(w2)
         w2.create(Agent(id="dup"))
         w2.flush()  # fire and forget
         await asyncio.wait_for(got.wait(), 5)
@@ -355,14 +361,7 @@ async def test_abandoned_await_still_reports_the_failure(open_world: WorldFactor
     async with open_world(Agent) as w1, open_world(Agent) as w2:
         w1.create(Agent(id="dup2"))
         await w1.flush()
-        errors: list[synk.WriteError] = []
-        got = asyncio.Event()
-
-        def on_error(err: synk.WriteError) -> None:
-            errors.append(err)
-            got.set()
-
-        w2.on_error = on_error
+        errors, got = record_errors(w2)
         w2.create(Agent(id="dup2"))
         handle = w2.flush()
         with pytest.raises(TimeoutError):
