@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -74,3 +75,16 @@ def open_world(backend: str, request: pytest.FixtureRequest) -> WorldFactory:
             yield world
 
     return factory
+
+
+def record_errors(world: synk.World) -> tuple[list[synk.WriteError], asyncio.Event]:
+    """Collect what ``world.on_error`` receives; the event is set on the first."""
+    errors: list[synk.WriteError] = []
+    got = asyncio.Event()
+
+    def on_error(err: synk.WriteError) -> None:
+        errors.append(err)
+        got.set()
+
+    world.on_error = on_error
+    return errors, got

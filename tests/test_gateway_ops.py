@@ -97,14 +97,8 @@ async def synk_serve(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Proce
                 line = await proc.stdout.readline()
                 assert line, f"synk serve exited with {await proc.wait()} before listening"
                 found = re.search(rb"ws://127\.0\.0\.1:(\d+)/", line)
+                # printed once it listens
                 port = int(found.group(1)) if found else 0
-            while True:  # poll until it accepts connections
-                try:
-                    _, w = await asyncio.open_connection("127.0.0.1", port)
-                    w.close()
-                    break
-                except OSError:
-                    await asyncio.sleep(0.02)
         yield proc, port
     finally:
         if proc.returncode is None:

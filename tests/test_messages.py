@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from synk.core.messages import RESERVED_METHODS, encode, encode_add, encode_mod, encode_rem
+from synk.core.messages import RESERVED_METHODS, encode_add, encode_mod, encode_rem
 from synk.core.values import freeze
 
 
@@ -124,10 +124,6 @@ def test_quotes_and_control_characters_are_escaped() -> None:
     data = encode_mod("t", "i", "k", 2, {"s": 'a"b\n\\'})
     assert b'"s":"a\\"b\\n\\\\"' in data
     assert orjson.loads(data)["diff"] == {"s": 'a"b\n\\'}
-
-
-def test_encode_is_compact_json() -> None:
-    assert encode({"method": "chat", "text": "hi"}) == b'{"method":"chat","text":"hi"}'
 
 
 def test_reserved_methods() -> None:

@@ -16,6 +16,7 @@ import synk
 from synk.core.messages import encode_add
 from synk.store.base import Event
 from synk.store.redis import RedisStore
+from tests.conftest import record_errors
 from tests.models import Agent, Note
 from tests.redis_process import RedisProcess, free_port
 
@@ -542,14 +543,7 @@ async def test_unawaited_flush_while_down_is_reported(redis_process: RedisProces
         a = world.create(Agent())
         await world.flush()
         await asyncio.to_thread(redis_process.stop)
-        errors: list[synk.WriteError] = []
-        got = asyncio.Event()
-
-        def on_error(err: synk.WriteError) -> None:
-            errors.append(err)
-            got.set()
-
-        world.on_error = on_error
+        errors, got = record_errors(world)
         a.x = 1
         world.flush()  # not awaited
         await asyncio.wait_for(got.wait(), 60)

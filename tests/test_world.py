@@ -10,7 +10,7 @@ import pytest
 
 import synk
 from synk.store.base import Event, Subscriber
-from tests.conftest import WorldFactory
+from tests.conftest import WorldFactory, record_errors
 from tests.models import Agent, Note
 
 
@@ -231,19 +231,6 @@ async def test_flush_fixes_what_it_sends(open_world: WorldFactory) -> None:
         await sub.close()
     assert [e[1].get("diff") for e in events] == [None, {"name": "one"}, {"name": "two"}]
     assert [e[1]["v"] for e in events] == [1, 2, 3]
-
-
-def record_errors(world: synk.World) -> tuple[list[synk.WriteError], asyncio.Event]:
-    """Collect what ``world.on_error`` receives; the event is set on the first."""
-    errors: list[synk.WriteError] = []
-    got = asyncio.Event()
-
-    def on_error(err: synk.WriteError) -> None:
-        errors.append(err)
-        got.set()
-
-    world.on_error = on_error
-    return errors, got
 
 
 async def test_unawaited_failure_goes_to_on_error_and_next_flush(open_world: WorldFactory) -> None:

@@ -10,12 +10,10 @@ from typing import Any
 
 import orjson
 
-__all__ = ["RESERVED_METHODS", "encode", "encode_add", "encode_mod", "encode_rem", "encode_update"]
+__all__ = ["RESERVED_METHODS", "encode_add", "encode_mod", "encode_rem", "encode_update"]
 
 #: Methods a custom message may not use: the gateway gives them meaning.
 RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"})
-
-encode = orjson.dumps
 
 
 # The names in a message (type, id, key, incarnation) are validated to be

@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -86,7 +86,6 @@ class GatewayConfig:
     forward_to_world: bool = True
     #: a folder served at "/" (the demo's page, say)
     static_dir: str | os.PathLike[str] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 async def _maybe(value: Any) -> Any:
@@ -455,7 +454,7 @@ class Gateway:
                 routed = route(data)
                 prev_key = routed.prev_key
             for cid in clients_of(key):
-                target = sessions.get(str(cid))
+                target = sessions.get(cid)
                 if target is None:
                     continue
                 buffer = target.keys.get(key)

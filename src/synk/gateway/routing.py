@@ -9,7 +9,7 @@ of a snapshot window are decided here.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +29,6 @@ class Routed:
     prev_key: str | None
     leaves: bool
     inc: str | None = None
-
-    @property
-    def is_object(self) -> bool:
-        """Whether it is an add, mod or rem (not a custom message)."""
-        return self.id is not None
 
 
 def route(data: bytes) -> Routed:
@@ -106,9 +101,9 @@ class Router:
     """
 
     def __init__(self) -> None:
-        self._clients: dict[str, set[Hashable]] = {}
+        self._clients: dict[str, set[str]] = {}
 
-    def add(self, client: Hashable, key: str) -> bool:
+    def add(self, client: str, key: str) -> bool:
         """Client follows key; True if the key had no client before."""
         clients = self._clients.get(key)
         if clients is None:
@@ -117,7 +112,7 @@ class Router:
         clients.add(client)
         return False
 
-    def remove(self, client: Hashable, key: str) -> bool:
+    def remove(self, client: str, key: str) -> bool:
         """Client stops following key; True if it was the key's last client."""
         clients = self._clients.get(key)
         if clients is None or client not in clients:
@@ -128,7 +123,7 @@ class Router:
             return True
         return False
 
-    def clients(self, key: str) -> set[Hashable]:
+    def clients(self, key: str) -> set[str]:
         """The clients following key (do not mutate)."""
         return self._clients.get(key, _EMPTY)
 
@@ -140,4 +135,4 @@ class Router:
         return len(self._clients)
 
 
-_EMPTY: set[Hashable] = set()
+_EMPTY: set[str] = set()

@@ -111,26 +111,15 @@ class Store(abc.ABC):
         """Release connections."""
 
     @abc.abstractmethod
-    async def _claim(self, writes: list[Write]) -> list[int]:
-        """Claim each create's id; OK or CONFLICT (taken by another incarnation)."""
-
-    @abc.abstractmethod
-    async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
-        """Apply each key's operations atomically; a result code per operation."""
-
-    @abc.abstractmethod
-    async def _release(self, writes: list[Write]) -> None:
-        """Release the ids of deleted objects."""
-
     async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
-        """Phase 1 in one go; backends may pipeline both parts together."""
-        return await self._claim(claims), await self._key_ops(groups)
+        """Claim each create's id (OK, or CONFLICT when another incarnation holds
+        it) and apply each key's guarded operations atomically (a code per
+        operation), as one batch of calls."""
 
+    @abc.abstractmethod
     async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
-        """Phase 2 in one go (backends may pipeline both parts together); codes of the puts."""
-        results = await self._key_ops(groups)
-        await self._release(releases)
-        return results
+        """Apply each key's puts (a code per operation) and release the ids of
+        deleted objects, as one batch of calls."""
 
     async def apply(self, writes: list[Write]) -> list[Failure]:
         """Apply one flush's writes; returns the ones that did not land."""

@@ -75,7 +75,15 @@ class MemoryStore(Store):
     async def close(self) -> None:
         """Nothing to release; subscribers end when closed by their owners."""
 
-    async def _claim(self, writes: list[Write]) -> list[int]:
+    async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
+        return self._claim(claims), self._key_ops(groups)
+
+    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+        results = self._key_ops(groups)
+        self._release(releases)
+        return results
+
+    def _claim(self, writes: list[Write]) -> list[int]:
         out = []
         for w in writes:
             cur = self._ids.get(w.id)
@@ -86,7 +94,7 @@ class MemoryStore(Store):
                 out.append(CONFLICT)
         return out
 
-    async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+    def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         for key, ops in groups.items():
             records = self._records.setdefault(key, {})
@@ -114,7 +122,7 @@ class MemoryStore(Store):
             out[key] = codes
         return out
 
-    async def _release(self, writes: list[Write]) -> None:
+    def _release(self, writes: list[Write]) -> None:
         for w in writes:
             if self._ids.get(w.id) == w.token:
                 del self._ids[w.id]

@@ -24,8 +24,6 @@ so Redis runs the first scripts while Python encodes the rest.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import hashlib
 import random
 from importlib import resources
@@ -39,9 +37,8 @@ from redis.retry import Retry
 
 from synk.core.batch import Kind
 from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
-from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
-from synk.store.base import REFUSED, Event, KeyOp, Store, Stored, Subscriber, op_message
+from synk.store.base import REFUSED, KeyOp, Store, Stored, Subscriber, op_message
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -59,7 +56,8 @@ _FETCH_CHUNK = 2000
 _SLICE = 64 * 1024
 _STREAM_MAXLEN = 100_000
 
-_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
+#: What a broken or unreachable connection raises.
+ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
 _OPS = {op: b"$1\r\n%b\r\n" % op.encode() for op in "utdp"}
 
 
@@ -155,7 +153,7 @@ class RedisStore(Store):
     async def open(self) -> None:
         try:
             await asyncio.wait_for(self._load_scripts(), self.connect_timeout)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             await self.close()
             raise _down(self.url, exc) from exc
 
@@ -180,7 +178,7 @@ class RedisStore(Store):
         pool = self.redis.connection_pool
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise _down(self.url, exc) from exc
         sent: list[_Call] = []
         try:
@@ -204,7 +202,7 @@ class RedisStore(Store):
                     await conn.send_packed_command(b"".join(sent[i].data for i in missing), check_health=False)
                     for i in missing:
                         results[i] = await self._reply(conn)
-            except _ERRORS as exc:
+            except ERRORS as exc:
                 await conn.disconnect()
                 raise _down(self.url, exc) from exc
             except BaseException:
@@ -229,11 +227,12 @@ class RedisStore(Store):
                 raise r
         return results
 
-    async def _read(self, calls: list[_Call]) -> list[Any]:
-        """Read-only calls: retried once when the connection broke.
+    async def _retry_once(self, calls: list[_Call]) -> list[Any]:
+        """Calls sent again once if the connection broke; error replies raised.
 
-        A pooled connection to a Redis that restarted fails on its first use;
-        a read is safe to send again (a write is not: its outcome is unknown).
+        A pooled connection to a Redis that restarted fails on its first use.
+        Only for calls safe to repeat (reads, and custom publishes, which are
+        at least once); a flush is never repeated: its outcome is unknown.
         """
         try:
             return self._raise_errors(await self._run(calls))
@@ -336,16 +335,6 @@ class RedisStore(Store):
             out.setdefault(key, []).extend([REFUSED] * count if isinstance(codes, Exception) else codes)
         return out
 
-    async def _claim(self, writes: list[Write]) -> list[int]:
-        return [REFUSED if isinstance(r, Exception) else int(r) for r in await self._run(self._claim_calls(writes))]
-
-    async def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
-        index: list[tuple[str, int]] = []
-        return self._gather(index, await self._run(self._key_calls(groups, index)))
-
-    async def _release(self, writes: list[Write]) -> None:
-        await self._run(self._release_calls(writes))
-
     async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
         claim_calls = self._claim_calls(claims)
         index: list[tuple[str, int]] = []
@@ -371,7 +360,7 @@ class RedisStore(Store):
     # -- reads --------------------------------------------------------------------
 
     async def snapshot(self, key: str) -> list[Stored]:
-        [flat] = await self._read([_Call("", _command(b"HGETALL", self.objects_key(key).encode()))])
+        [flat] = await self._retry_once([_Call("", _command(b"HGETALL", self.objects_key(key).encode()))])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
         return [_split(oid.decode(), value) for oid, value in pairs]
@@ -379,7 +368,7 @@ class RedisStore(Store):
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
         chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
-        results = await self._read([_Call("", _command(b"HMGET", name, *(i.encode() for i in chunk))) for chunk in chunks])
+        results = await self._retry_once([_Call("", _command(b"HMGET", name, *(i.encode() for i in chunk))) for chunk in chunks])
         out: dict[str, Stored] = {}
         for chunk, values in zip(chunks, results, strict=True):
             for oid, value in zip(chunk, values, strict=True):
@@ -392,15 +381,17 @@ class RedisStore(Store):
     async def publish(self, key: str, data: bytes) -> None:
         # Sent again once if the connection broke: a pooled connection to a
         # restarted Redis fails on first use, before anything was published.
-        await self._read([_Call("", _command(b"SPUBLISH", self.channel(key).encode(), data))])
+        await self._retry_once([_Call("", _command(b"SPUBLISH", self.channel(key).encode(), data))])
 
     def subscriber(self) -> Subscriber:
-        return _RedisSubscriber(self)
+        from synk.store.redis_subscriber import RedisSubscriber
+
+        return RedisSubscriber(self)
 
     async def post(self, data: bytes) -> None:
         try:
             await self.redis.xadd(self._stream, {"m": data}, maxlen=_STREAM_MAXLEN, approximate=True)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise _down(self.url, exc) from exc
 
     async def read_posts(self) -> AsyncIterator[bytes]:
@@ -410,7 +401,7 @@ class RedisStore(Store):
             try:
                 replies: Any = await self.redis.xread({self._stream: last}, block=1000, count=500)
                 delay = 0.05
-            except _ERRORS:
+            except ERRORS:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
                 continue
@@ -419,156 +410,3 @@ class RedisStore(Store):
                     last = entry_id
                     data: bytes = fields[b"m"]
                     yield data
-
-
-class _RedisSubscriber(Subscriber):
-    """One pub/sub connection for a changing set of keys, reconnecting on its own.
-
-    A reader task owns the connection: it resolves ``subscribe()`` calls once
-    Redis confirms them (so a snapshot taken afterwards misses nothing), and
-    after a reconnect re-subscribes every key and emits ``Event(None)``.
-    """
-
-    def __init__(self, store: RedisStore) -> None:
-        self._store = store
-        self._keys: set[str] = set()
-        self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._pubsub: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._lock = asyncio.Lock()
-        #: channels re-subscribed after a reconnect and not yet confirmed
-        self._resubscribing: set[bytes] | None = None
-        #: channels whose SSUBSCRIBE was sent and not yet answered, in order
-        self._sent: collections.deque[bytes] = collections.deque()
-
-    async def subscribe(self, keys: Iterable[str]) -> None:
-        new = [k for k in dict.fromkeys(keys) if k not in self._keys]
-        if not new:
-            return
-        self._keys.update(new)
-        loop = asyncio.get_running_loop()
-        futures = []
-        for key in new:
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiting.setdefault(self._store.channel(key).encode(), []).append(fut)
-            futures.append(fut)
-        if self._task is None:
-            self._task = asyncio.create_task(self._run())
-        self._wake.set()
-        async with self._lock:
-            if self._pubsub is not None:
-                with contextlib.suppress(*_ERRORS):
-                    for k in new:  # one channel per SSUBSCRIBE: the channels of one call must share a slot
-                        self._sent.append(self._store.channel(k).encode())
-                        await self._pubsub.ssubscribe(self._store.channel(k))
-        await asyncio.gather(*futures)
-
-    async def unsubscribe(self, keys: Iterable[str]) -> None:
-        gone = [k for k in dict.fromkeys(keys) if k in self._keys]
-        if not gone:
-            return
-        self._keys.difference_update(gone)
-        for key in gone:
-            for fut in self._waiting.pop(self._store.channel(key).encode(), []):
-                if not fut.done():
-                    fut.set_result(None)
-        async with self._lock:
-            if self._pubsub is not None:
-                with contextlib.suppress(*_ERRORS):
-                    for k in gone:
-                        await self._pubsub.sunsubscribe(self._store.channel(k))
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            yield event
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self._drop()
-        for futures in self._waiting.values():
-            for fut in futures:
-                if not fut.done():
-                    fut.cancel()
-        self._queue.put_nowait(None)
-
-    async def _drop(self) -> None:
-        ps, self._pubsub = self._pubsub, None
-        if ps is not None:
-            with contextlib.suppress(*_ERRORS, RuntimeError):
-                await ps.aclose()
-
-    async def _connect(self) -> None:
-        ps = self._store.pubsub_client.pubsub()
-        async with self._lock:
-            self._sent.clear()
-            for k in list(self._keys):  # a snapshot: subscribe() may add keys meanwhile
-                self._sent.append(self._store.channel(k).encode())
-                await ps.ssubscribe(self._store.channel(k))
-            self._pubsub = ps
-
-    async def _run(self) -> None:
-        delay = 0.05
-        reconnect = False
-        while not self._closed:
-            try:
-                if self._pubsub is None:
-                    if reconnect:
-                        self._resubscribing = {self._store.channel(k).encode() for k in self._keys}
-                    await self._connect()
-                    if reconnect and not self._resubscribing:
-                        self._resubscribing = None
-                        self._queue.put_nowait(Event(None))
-                    reconnect = False
-                if not self._keys:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                msg = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
-                delay = 0.05
-            except rexc.ResponseError as exc:
-                # Redis refused one SSUBSCRIBE (ACL, cluster slot...): fail that call, keep the rest.
-                if self._sent:
-                    channel = self._sent.popleft()
-                    key = self._store.key_of_channel(channel)
-                    self._keys.discard(key)
-                    if self._resubscribing is not None:
-                        self._resubscribing.discard(channel)
-                    for fut in self._waiting.pop(channel, []):
-                        if not fut.done():
-                            fut.set_exception(ConfigError(f"redis refused the subscription to key {key!r}: {exc}"))
-                continue
-            except _ERRORS:
-                await self._drop()
-                reconnect = True
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                delay = min(delay * 2, 2.0)
-                continue
-            if msg is None:
-                continue
-            kind = msg["type"]
-            if kind == "smessage":
-                self._queue.put_nowait(Event(self._store.key_of_channel(msg["channel"]), msg["data"]))
-            elif kind == "ssubscribe":
-                with contextlib.suppress(ValueError):
-                    self._sent.remove(msg["channel"])
-                for fut in self._waiting.pop(msg["channel"], []):
-                    if not fut.done():
-                        fut.set_result(None)
-                if self._resubscribing is not None:
-                    self._resubscribing.discard(msg["channel"])
-                    if not self._resubscribing:
-                        # Only now is every key live again: snapshots taken after this miss nothing.
-                        self._resubscribing = None
-                        self._queue.put_nowait(Event(None))
