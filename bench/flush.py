@@ -17,11 +17,12 @@ naive, lean
     trips without redis-py's per-call cost, closer to a Go client.
     Informational; the target is judged against ``naive``.
 raw
-    The limit of Redis itself: the exact records, guards and messages synk
-    wrote in its ticks, pre-encoded as one RESP buffer of plain commands
-    (HSET, HSET, SPUBLISH per object; HDEL, HDEL, SPUBLISH, HSET, HSET,
-    SPUBLISH per move; no scripts, no guard checks), written to a plain
-    socket with every reply read back. Encoding the buffer is not timed.
+    The limit of Redis itself: the exact values and messages synk wrote in
+    its ticks, pre-encoded as one RESP buffer of plain commands (an HSET of
+    each object's stored value, an HDEL from the old key per move, and per
+    key one SPUBLISH of the messages synk published there together; no
+    scripts, no guard checks), written to a plain socket with every reply
+    read back. Encoding the buffer is not timed.
 
 Besides writes/s, each row gives the CPU time per object write of this
 process (only while timed) and of Redis's main thread (INFO cpu): steadier
@@ -60,7 +61,7 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 
 import synk
-from synk.core.batch import Kind, Write
+from synk.core.batch import Batch, message, put_of, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
 from synk.store.redis import RedisStore
@@ -348,29 +349,29 @@ class RawTick:
 
 
 class Recording(RedisStore):
-    """The Redis store, turning the writes of a few flushes into raw-run buffers.
+    """The Redis store, turning the batches of a few flushes into raw-run buffers.
 
     ``apply`` only keeps a reference (it is timed); ``keep()``, called outside
-    the timing, encodes them at once and drops the Write objects, so that the
-    heap during later ticks looks as it would without the benchmark.
+    the timing, encodes them at once and drops the batch, so that the heap
+    during later ticks looks as it would without the benchmark.
     """
 
     def __init__(self, url: str, *, prefix: str, raw_names: RedisStore) -> None:
         super().__init__(url, prefix=prefix)
         self.raw_names = raw_names
         self.raw_ticks: list[RawTick] = []
-        self._last: list[Write] | None = None
+        self._last: Batch | None = None
 
-    async def apply(self, writes: list[Write]) -> list[synk.Failure]:
-        self._last = writes
-        return await super().apply(writes)
+    async def apply(self, batch: Batch) -> list[synk.Failure]:
+        self._last = batch
+        return await super().apply(batch)
 
     def keep(self) -> None:
         """Encode the last flush for the raw run, up to RAW_CAPTURE of them."""
-        writes, self._last = self._last, None
-        if writes is not None and len(self.raw_ticks) < RAW_CAPTURE:
-            buf, count = raw_buffer(self.raw_names, writes)
-            self.raw_ticks.append(RawTick(buf, count, len(writes)))
+        batch, self._last = self._last, None
+        if batch is not None and len(self.raw_ticks) < RAW_CAPTURE:
+            buf, count = raw_buffer(self.raw_names, batch)
+            self.raw_ticks.append(RawTick(buf, count, len(batch)))
 
 
 class Workload:
@@ -421,23 +422,27 @@ async def run_synk(
     return run
 
 
-def raw_buffer(store: RedisStore, writes: Sequence[Write]) -> tuple[bytes, int]:
-    """The plain commands that store the same bytes synk stored; the buffer and its command count."""
+def raw_buffer(store: RedisStore, batch: Batch) -> tuple[bytes, int]:
+    """The plain commands that store and publish the same bytes synk did; the buffer and its command count.
+
+    Per object an HSET of its stored value (an HDEL from the old key for a
+    move); per key one SPUBLISH of the messages synk published there together.
+    """
     parts: list[bytes] = []
-    for w in writes:
-        assert w.record is not None
-        stored = f"{w.meta}\n".encode() + w.record
-        if w.kind is Kind.UPDATE:
-            parts.append(resp("HSET", store.objects_key(w.key), w.id, stored))
-            parts.append(resp("SPUBLISH", store.channel(w.key), w.message))
-        elif w.kind is Kind.MOVE:
-            assert w.new_key is not None and w.new_message is not None
-            parts.append(resp("HDEL", store.objects_key(w.key), w.id))
-            parts.append(resp("SPUBLISH", store.channel(w.key), w.message))
-            parts.append(resp("HSET", store.objects_key(w.new_key), w.id, stored))
-            parts.append(resp("SPUBLISH", store.channel(w.new_key), w.new_message))
-        else:
-            raise SystemExit(f"unexpected {w.kind} write in a tick")
+    puts: dict[str, list[bytes]] = {}
+    for key, ops in batch.ops.items():
+        for op in ops:
+            if op[0] == "u":
+                parts.append(resp("HSET", store.objects_key(key), op[2], stored(key, op)))
+            elif op[0] == "t":
+                parts.append(resp("HDEL", store.objects_key(key), op[2]))
+                put = put_of(key, op)
+                parts.append(resp("HSET", store.objects_key(op[7]), op[2], stored(op[7], put)))
+                puts.setdefault(op[7], []).append(message(op[7], put))
+            else:
+                raise SystemExit(f"unexpected {op[0]!r} operation in a tick")
+        parts.append(resp("SPUBLISH", store.channel(key), b"\n".join(message(key, op) for op in ops)))
+    parts.extend(resp("SPUBLISH", store.channel(key), b"\n".join(messages)) for key, messages in puts.items())
     return b"".join(parts), len(parts)
 
 

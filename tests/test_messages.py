@@ -130,11 +130,22 @@ def test_reserved_methods() -> None:
     assert {"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"} == RESERVED_METHODS
 
 
-def test_encode_update_is_add_and_mod() -> None:
-    from synk.core.messages import encode_update
+def test_update_parts_assemble_add_and_mod() -> None:
+    from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
 
     state = {"x": 1, "name": 'é"\\'}
     diff = {"name": 'é"\\'}
-    record, message = encode_update("agent", "a1", "world:0|0", 7, state, diff, "abc123")
+    names = update_names(b"agent", b"a1", b"world:0|0", 7)
+    tail = update_tail(b"abc123")
+    record = ADD_HEAD + names + b'"state":' + orjson.dumps(state) + tail
+    message = MOD_HEAD + names + b'"diff":' + orjson.dumps(diff) + tail
     assert record == encode_add("agent", "a1", "world:0|0", 7, state, inc="abc123")
     assert message == encode_mod("agent", "a1", "world:0|0", 7, diff, inc="abc123")
+
+
+def test_json_variants_take_encoded_state() -> None:
+    from synk.core.messages import add_json, mod_json, rem_json
+
+    assert add_json("t", "i", "k", 2, b'{"a":1}', "p", "tok") == encode_add("t", "i", "k", 2, {"a": 1}, prev_key="p", inc="tok")
+    assert mod_json("t", "i", "k", 2, b'{"a":1}', "n", "tok") == encode_mod("t", "i", "k", 2, {"a": 1}, next_key="n", inc="tok")
+    assert rem_json("t", "i", "k", "tok") == encode_rem("t", "i", "k", inc="tok")

@@ -167,6 +167,38 @@ async def test_messages_go_to_the_key_channel(redis_process: RedisProcess) -> No
             await sub.close()
 
 
+async def test_a_flush_publishes_a_keys_messages_together(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent, prefix="t1:") as world:
+        pubsub: Any = client(world).pubsub()
+        await pubsub.execute_command("SSUBSCRIBE", "t1:{world:0|0}:c")
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["world:0|0"]), 10)
+            for i in range(3):
+                world.create(Agent(id=f"a{i}"))
+            await world.flush()
+            # One channel message holding the three adds, one per line...
+            data = await next_channel_message(pubsub)
+            assert [orjson.loads(line)["id"] for line in data.split(b"\n")] == ["a0", "a1", "a2"]
+            # ...which the subscriber hands out one by one.
+            events = [await next_event(sub) for _ in range(3)]
+            assert [(e.key, orjson.loads(e.data)["id"]) for e in events] == [("world:0|0", f"a{i}") for i in range(3)]
+        finally:
+            await sub.close()
+            await pubsub.aclose()
+
+
+async def next_channel_message(pubsub: Any, timeout: float = 10.0) -> bytes:
+    """The data of the next message a plain redis-py pub/sub receives."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+        if msg is not None:
+            data: bytes = msg["data"]
+            return data
+    raise AssertionError("no message within the deadline")
+
+
 async def test_client_messages_stream(redis_process: RedisProcess) -> None:
     async with world_on(redis_process.url, prefix="t1:") as world:
         await world.store.post(b'{"client":"c","method":"m","data":{}}')

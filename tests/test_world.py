@@ -176,6 +176,33 @@ async def test_two_writers_of_one_object_conflict(open_world: WorldFactory) -> N
         assert a.version == 3
 
 
+async def test_a_flush_that_partly_fails_publishes_only_what_landed(open_world: WorldFactory) -> None:
+    async with open_world(Agent) as w1, open_world(Agent) as w2:
+        sub = w1.subscribe()
+        await sub.subscribe(["world:0|0"])
+        a1 = w1.create(Agent(id="a1"))
+        a2 = w1.create(Agent(id="a2"))
+        await w1.flush()
+        theirs = {o.id: o for o in await w2.load(["world:0|0"]) if isinstance(o, Agent)}
+        theirs["a2"].name = "w2"
+        await w2.flush()
+        a1.name = "w1"
+        a2.name = "w1"  # a conflict: w2 wrote a2 since; a1 lands, in the same call
+        with pytest.raises(synk.WriteError) as info:
+            await w1.flush()
+        assert [(f.id, f.reason) for f in info.value.failures] == [("a2", "conflict")]
+        await w1.publish("world:0|0", {"method": "end"})
+        events = await next_events(sub, 5)
+        await sub.close()
+    assert [(e["method"], e.get("id"), e.get("v"), e.get("diff")) for _, e in events] == [
+        ("add", "a1", 1, None),
+        ("add", "a2", 1, None),
+        ("mod", "a2", 2, {"name": "w2"}),
+        ("mod", "a1", 2, {"name": "w1"}),
+        ("end", None, None, None),
+    ]
+
+
 async def test_reload_reports_deleted_objects(open_world: WorldFactory) -> None:
     async with open_world(Agent) as w1, open_world(Agent) as w2:
         keep = w1.create(Agent(name="keep"))

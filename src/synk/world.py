@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from synk.core.batch import Kind, Write, plan
+from synk.core.batch import Batch, Kind, kind, plan
 from synk.core.messages import RESERVED_METHODS
 from synk.core.model import Object
 from synk.core.names import check_key
@@ -163,35 +163,38 @@ class World:
             errors = list(self._unreported.values())
             self._unreported.clear()
             raise errors[0] if len(errors) == 1 else WriteError([f for e in errors for f in e.failures])
-        writes = plan(self._created.values(), self._dirty.values(), self._deleted.values())
+        batch = plan(self._created.values(), self._dirty.values(), self._deleted.values())
         self._created.clear()
         self._dirty.clear()
         self._deleted.clear()
-        if not writes:
+        size = len(batch)
+        if not size:
             return FlushHandle(self, 0, None)
-        task = asyncio.get_running_loop().create_task(self._apply(self._tail, writes))
-        handle = FlushHandle(self, len(writes), task)
+        task = asyncio.get_running_loop().create_task(self._apply(self._tail, batch))
+        handle = FlushHandle(self, size, task)
         task.add_done_callback(lambda t: self._settled(handle, t))
         self._tail = task
         return handle
 
-    async def _apply(self, previous: asyncio.Task[None] | None, writes: list[Write]) -> None:
+    async def _apply(self, previous: asyncio.Task[None] | None, batch: Batch) -> None:
         if previous is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(previous)
         try:
-            failures = await self.store.apply(writes)
+            failures = await self.store.apply(batch)
         except ConnectionError as exc:
-            failures = [Failure(w.id, w.type, w.kind.value, "connection", str(exc)) for w in writes]
+            failures = [Failure(op[2], op[1], kind(op).value, "connection", str(exc)) for _, op in batch.writes()]
         except Exception as exc:  # the store answered something unforeseen: the outcome is unknown
             log.exception("synk flush failed unexpectedly")
-            failures = [Failure(w.id, w.type, w.kind.value, "error", f"{type(exc).__name__}: {exc}") for w in writes]
+            detail = f"{type(exc).__name__}: {exc}"
+            failures = [Failure(op[2], op[1], kind(op).value, "error", detail) for _, op in batch.writes()]
         if failures:
-            failed = {f.id for f in failures}
+            failed = {f.id for f in failures if f.op == Kind.MOVE.value}
             # A move that may not have landed: reload() looks in both keys.
-            for w in writes:
-                if w.kind is Kind.MOVE and w.id in failed:
-                    self._moved_from.setdefault(w.id, w.key)
+            for key, i in batch.moves:
+                oid = batch.ops[key][i][2]
+                if oid in failed:
+                    self._moved_from.setdefault(oid, key)
             raise WriteError(failures)
 
     def _settled(self, handle: FlushHandle, task: asyncio.Task[None]) -> None:

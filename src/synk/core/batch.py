@@ -1,36 +1,59 @@
-"""Turning a world's pending changes into the writes of one flush.
+"""Turning a world's pending changes into the operations of one flush.
 
 A flush is planned here, purely, then handed to a store backend. Planning
 fixes what the flush sends (later changes belong to the next one): it takes
 each object's diff as committed, advances its version by exactly 1 and
-encodes the messages, so the backend only moves bytes.
+encodes its state and diff as JSON, so the backend only assembles bytes.
 
-Every write carries a guard: the incarnation ``token`` written at create
-time and the version it expects to find. A backend applies a write only if
-the stored object matches, which closes the design note's outstanding issue
-(a modification must never land on another object that took the same id).
+The plan is a set of operations on subscription keys. Each one carries a
+guard: the incarnation ``token`` written at create time and a version. A
+backend applies an operation only if the stored object matches, which
+closes the design note's outstanding issue (a modification must never land
+on another object that took the same id).
+
+An operation is a plain tuple, ``Op``: a flush makes thousands, and a tuple
+of strings, bytes and ints is soon left alone by the garbage collector, so
+a large world does not trigger full collections at every flush::
+
+    (code, type, id, token, version, state, diff, other)
+
+``code``
+    ``u`` update, ``t`` take out (a move's first half, on the old key),
+    ``d`` delete, ``p`` put (a create, or a move's second half, on the new key)
+``version``
+    the version the object has once the operation lands (for ``d``: the
+    version it has now)
+``state``, ``diff``
+    every field, and the changed fields, as JSON (``b""`` where unused)
+``other``
+    for ``t`` the key it moves to; for a ``p`` of a move the key it came
+    from; else ``""``
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from synk.core.messages import encode_add, encode_mod, encode_rem, encode_update
+import orjson
+
+from synk.core.messages import add_json, mod_json, rem_json
 from synk.core.names import new_token
 from synk.errors import SynkError, ValidationError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from synk.core.model import Object
 
-__all__ = ["Kind", "Write", "plan"]
+__all__ = ["Batch", "Kind", "Op", "expected", "guard", "kind", "message", "plan", "put_of", "record", "stored"]
+
+Op = tuple[str, str, str, str, int, bytes, bytes, str]
 
 
 class Kind(str, Enum):
-    """What a write does to the stored object."""
+    """What a write does to the stored object (as failures report it)."""
 
     CREATE = "create"
     UPDATE = "update"
@@ -38,78 +61,86 @@ class Kind(str, Enum):
     DELETE = "delete"
 
 
-@dataclass(slots=True)
-class Write:
-    """One object's write in a flush.
+_KINDS = {"u": Kind.UPDATE, "t": Kind.MOVE, "d": Kind.DELETE}
 
-    ``key`` is where the object is before the write (its new key for a
-    create); ``new_key`` is where a move takes it. ``state`` (every field)
-    and ``diff`` are copies taken when the flush was called, so encoding can
-    wait until the store is ready to send: ``record`` is what the store
-    keeps (the object's ``add`` message without ``psKey``), ``message`` is
-    published on ``key`` and ``new_message`` on ``new_key``.
+
+def kind(op: Op) -> Kind:
+    """The kind of write an operation belongs to."""
+    if op[0] == "p":
+        return Kind.MOVE if op[7] else Kind.CREATE
+    return _KINDS[op[0]]
+
+
+def guard(op: Op) -> bytes:
+    """The guard line stored with the object once ``op`` lands: ``token:version\\n``."""
+    return b"%b:%d\n" % (op[3].encode(), op[4])
+
+
+def expected(op: Op) -> bytes:
+    """The guard line the stored object must start with (``b""``: none, for a put)."""
+    code = op[0]
+    if code == "p":
+        return b""
+    return b"%b:%d\n" % (op[3].encode(), op[4] if code == "d" else op[4] - 1)
+
+
+def record(key: str, op: Op) -> bytes:
+    """The object's record in ``key`` once ``op`` lands: its ``add`` message, without ``psKey``."""
+    return add_json(op[1], op[2], key, op[4], op[5], None, op[3])
+
+
+def stored(key: str, op: Op) -> bytes:
+    """What a store keeps for an update or put: the guard line, then the record."""
+    return guard(op) + record(key, op)
+
+
+def message(key: str, op: Op) -> bytes:
+    """What ``op`` publishes on ``key`` when it lands."""
+    code, t, oid, token, version, state, diff, other = op
+    if code == "p":
+        return add_json(t, oid, key, version, state, other or None, token)
+    if code == "d":
+        return rem_json(t, oid, key, token)
+    return mod_json(t, oid, key, version, diff, other or None, token)
+
+
+def put_of(key: str, op: Op) -> Op:
+    """The second half of a move: the put into the new key of take-out ``op`` from ``key``."""
+    return ("p", op[1], op[2], op[3], op[4], op[5], b"", key)
+
+
+@dataclass(slots=True)
+class Batch:
+    """The operations of one flush.
+
+    ``ops`` holds, per key, the guarded operations of the first phase
+    (``u``, ``t``, ``d``); ``creates`` the puts whose id must be claimed
+    first. ``moves`` and ``deletes`` point into ``ops`` (key, index) at the
+    take-outs and deletes, whose second phase (put into the new key, release
+    of the id) waits for them to land.
     """
 
-    kind: Kind
-    id: str
-    type: str
-    token: str
-    key: str
-    version: int
-    state: dict[str, Any] | None = None
-    diff: dict[str, Any] | None = None
-    new_key: str | None = None
+    ops: dict[str, list[Op]] = field(default_factory=dict)
+    creates: list[tuple[str, Op]] = field(default_factory=list)
+    moves: list[tuple[str, int]] = field(default_factory=list)
+    deletes: list[tuple[str, int]] = field(default_factory=list)
 
-    @property
-    def record(self) -> bytes | None:
-        """The stored form: an ``add`` message of this version (None for a delete)."""
-        if self.state is None:
-            return None
-        return encode_add(self.type, self.id, self.new_key or self.key, self.version, self.state, None, self.token)
+    def __len__(self) -> int:
+        return len(self.creates) + sum(map(len, self.ops.values()))
 
-    @property
-    def message(self) -> bytes:
-        """Published on ``key``: ``add`` (create), ``mod`` (update, move) or ``rem``."""
-        kind = self.kind
-        if kind is Kind.CREATE:
-            assert self.state is not None
-            return encode_add(self.type, self.id, self.key, 1, self.state, None, self.token)
-        if kind is Kind.DELETE:
-            return encode_rem(self.type, self.id, self.key, self.token)
-        assert self.diff is not None
-        return encode_mod(self.type, self.id, self.key, self.version, self.diff, self.new_key, self.token)
-
-    @property
-    def new_message(self) -> bytes | None:
-        """Published on ``new_key`` by a move: an ``add`` with ``psKey``."""
-        if self.new_key is None:
-            return None
-        assert self.state is not None
-        return encode_add(self.type, self.id, self.new_key, self.version, self.state, self.key, self.token)
-
-    def encode_update(self) -> tuple[bytes, bytes]:
-        """``(record, message)`` of an update, encoded together (the hot path)."""
-        assert self.state is not None and self.diff is not None
-        return encode_update(self.type, self.id, self.key, self.version, self.state, self.diff, self.token)
-
-    @property
-    def meta(self) -> str:
-        """The guard value stored after this write: ``token:version``."""
-        return f"{self.token}:{self.version}"
-
-    @property
-    def expected(self) -> str:
-        """The guard value this write expects to find (none for a create)."""
-        prev = self.version if self.kind is Kind.DELETE else self.version - 1
-        return f"{self.token}:{prev}"
+    def writes(self) -> Iterator[tuple[str, Op]]:
+        """Every object's write, as (key, operation): creates first."""
+        yield from self.creates
+        for key, ops in self.ops.items():
+            for op in ops:
+                yield key, op
 
 
-def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable[Object]) -> list[Write]:
-    """The writes of one flush; commits diffs and advances versions of the objects.
+def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable[Object]) -> Batch:
+    """The operations of one flush; commits diffs and advances versions of the objects.
 
     ``changed`` may hold objects without a pending change (they are skipped)
-    or objects also in ``created`` / ``deleted`` (those win). Nothing is
-    encoded here: a flush call stays cheap, and the store encodes as it sends.
+    or objects also in ``created`` / ``deleted`` (those win).
     """
     created = list(created)
     changed = list({o._synk_id: o for o in changed if o._synk_base}.values())
@@ -124,21 +155,24 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
             except SynkError as exc:
                 raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
         raise
-    writes: list[Write] = []
-    append = writes.append
+    batch = Batch()
+    groups = batch.ops
+    dumps = orjson.dumps
     done: set[str] = set()
-    create, update, move, delete = Kind.CREATE, Kind.UPDATE, Kind.MOVE, Kind.DELETE
     for obj, key in zip(created, keys, strict=False):
+        token = new_token()
         obj._synk_base = {}
-        obj._synk_token = new_token()
+        obj._synk_token = token
         obj._synk_version = 1
         obj._synk_skey = key
-        append(Write(create, obj._synk_id, obj.type_key, obj._synk_token, key, 1, dict(obj._synk_values)))
+        batch.creates.append((key, ("p", obj.type_key, obj._synk_id, token, 1, dumps(obj._synk_values), b"", "")))
         done.add(obj._synk_id)
     for obj in deleted:
         gone = obj._synk_skey
         assert gone is not None
-        append(Write(delete, obj._synk_id, obj.type_key, obj._synk_token, gone, obj._synk_version))
+        in_key = groups.setdefault(gone, [])
+        batch.deletes.append((gone, len(in_key)))
+        in_key.append(("d", obj.type_key, obj._synk_id, obj._synk_token, obj._synk_version, b"", b"", ""))
         done.add(obj._synk_id)
     for obj, new in zip(changed, keys[len(created) :], strict=True):
         oid = obj._synk_id
@@ -152,11 +186,14 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         version = obj._synk_version + 1
         obj._synk_version = version
         old = obj._synk_skey
-        # Values are immutable (frozen), so a shallow copy fixes the state.
+        assert old is not None
+        ops = groups.get(old)
+        if ops is None:
+            ops = groups[old] = []
         if new == old:
-            append(Write(update, oid, obj.type_key, obj._synk_token, old, version, dict(values), diff))
+            ops.append(("u", obj.type_key, oid, obj._synk_token, version, dumps(values), dumps(diff), ""))
         else:
-            assert old is not None
             obj._synk_skey = new
-            append(Write(move, oid, obj.type_key, obj._synk_token, old, version, dict(values), diff, new))
-    return writes
+            batch.moves.append((old, len(ops)))
+            ops.append(("t", obj.type_key, oid, obj._synk_token, version, dumps(values), dumps(diff), new))
+    return batch

@@ -10,7 +10,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["RESERVED_METHODS", "encode_add", "encode_mod", "encode_rem", "encode_update"]
+__all__ = [
+    "ADD_HEAD",
+    "MOD_HEAD",
+    "RESERVED_METHODS",
+    "add_json",
+    "encode_add",
+    "encode_mod",
+    "encode_rem",
+    "mod_json",
+    "rem_json",
+    "update_names",
+    "update_tail",
+]
 
 #: Methods a custom message may not use: the gateway gives them meaning.
 RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"})
@@ -22,20 +34,14 @@ RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "resnap", "hello", "e
 # is the hot path of every flush.
 
 
-def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_key: str | None = None, inc: str | None = None) -> bytes:
-    """An ``add`` message: the whole object; ``prev_key`` when it moved in.
+def add_json(t: str, oid: str, key: str, v: int, state: bytes, prev_key: str | None = None, inc: str | None = None) -> bytes:
+    """An ``add`` message: the whole object (``state`` already JSON); ``prev_key`` when it moved in.
 
     ``inc`` names the object's incarnation: versions count within one, so a
     client seeing an ``add`` of another incarnation takes it whatever its
     version (the id was deleted and created again, or the store was reset).
     """
-    out = b'{"method":"add","t":"%b","id":"%b","sKey":"%b","v":%d,"state":%b' % (
-        t.encode(),
-        oid.encode(),
-        key.encode(),
-        v,
-        orjson.dumps(state),
-    )
+    out = b'{"method":"add","t":"%b","id":"%b","sKey":"%b","v":%d,"state":%b' % (t.encode(), oid.encode(), key.encode(), v, state)
     if inc is not None:
         out += b',"i":"%b"' % inc.encode()
     if prev_key is not None:
@@ -43,15 +49,9 @@ def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_k
     return out + b"}"
 
 
-def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_key: str | None = None, inc: str | None = None) -> bytes:
-    """A ``mod`` message: changed fields; ``next_key`` when it moves out of ``key``."""
-    out = b'{"method":"mod","t":"%b","id":"%b","sKey":"%b","v":%d,"diff":%b' % (
-        t.encode(),
-        oid.encode(),
-        key.encode(),
-        v,
-        orjson.dumps(diff),
-    )
+def mod_json(t: str, oid: str, key: str, v: int, diff: bytes, next_key: str | None = None, inc: str | None = None) -> bytes:
+    """A ``mod`` message: changed fields (``diff`` already JSON); ``next_key`` when it moves out of ``key``."""
+    out = b'{"method":"mod","t":"%b","id":"%b","sKey":"%b","v":%d,"diff":%b' % (t.encode(), oid.encode(), key.encode(), v, diff)
     if inc is not None:
         out += b',"i":"%b"' % inc.encode()
     if next_key is not None:
@@ -59,8 +59,32 @@ def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_ke
     return out + b"}"
 
 
+def rem_json(t: str, oid: str, key: str, inc: str | None = None) -> bytes:
+    """A ``rem`` message: the object was deleted."""
+    out = b'{"method":"rem","t":"%b","id":"%b","sKey":"%b"' % (t.encode(), oid.encode(), key.encode())
+    if inc is not None:
+        out += b',"i":"%b"' % inc.encode()
+    return out + b"}"
+
+
+def encode_add(t: str, oid: str, key: str, v: int, state: dict[str, Any], prev_key: str | None = None, inc: str | None = None) -> bytes:
+    """``add_json`` of a state given as a dict."""
+    return add_json(t, oid, key, v, orjson.dumps(state), prev_key, inc)
+
+
+def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_key: str | None = None, inc: str | None = None) -> bytes:
+    """``mod_json`` of a diff given as a dict."""
+    return mod_json(t, oid, key, v, orjson.dumps(diff), next_key, inc)
+
+
+def encode_rem(t: str, oid: str, key: str, inc: str | None = None) -> bytes:
+    """A ``rem`` message: the object was deleted (``rem_json``)."""
+    return rem_json(t, oid, key, inc)
+
+
 #: An update's record is ``ADD_HEAD + names + b'"state":' + state + tail``
-#: and its message ``MOD_HEAD + names + b'"diff":' + diff + tail``.
+#: and its message ``MOD_HEAD + names + b'"diff":' + diff + tail``: a store
+#: may assemble both from these parts straight into its wire format.
 ADD_HEAD = b'{"method":"add",'
 MOD_HEAD = b'{"method":"mod",'
 
@@ -73,26 +97,3 @@ def update_names(t: bytes, oid: bytes, key: bytes, v: int) -> bytes:
 def update_tail(inc: bytes) -> bytes:
     """The end shared by an update's record and message."""
     return b',"i":"%b"}' % inc
-
-
-def encode_update(t: str, oid: str, key: str, v: int, state: dict[str, Any], diff: dict[str, Any], inc: str) -> tuple[bytes, bytes]:
-    """An update's record and message at once: ``encode_add(...)`` and ``encode_mod(...)``.
-
-    The two share their names, encoded once: this is what most writes are.
-    A store may assemble the same bytes from ``update_names`` and
-    ``update_tail`` straight into its wire format.
-    """
-    names = update_names(t.encode(), oid.encode(), key.encode(), v)
-    tail = update_tail(inc.encode())
-    return (
-        b'%b%b"state":%b%b' % (ADD_HEAD, names, orjson.dumps(state), tail),
-        b'%b%b"diff":%b%b' % (MOD_HEAD, names, orjson.dumps(diff), tail),
-    )
-
-
-def encode_rem(t: str, oid: str, key: str, inc: str | None = None) -> bytes:
-    """A ``rem`` message: the object was deleted."""
-    out = b'{"method":"rem","t":"%b","id":"%b","sKey":"%b"' % (t.encode(), oid.encode(), key.encode())
-    if inc is not None:
-        out += b',"i":"%b"' % inc.encode()
-    return out + b"}"

@@ -16,21 +16,21 @@ Redis script within one hash slot, as Redis Cluster demands.
 from __future__ import annotations
 
 import abc
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from synk.core.batch import Kind, Write
+from synk.core.batch import Batch, Op, expected, kind, put_of
 from synk.errors import Failure
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Event", "KeyOp", "Store", "Stored", "Subscriber", "op_message"]
+__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Event", "Store", "Stored", "Subscriber"]
 
 #: Result codes of guarded operations, shared with the Lua scripts; REFUSED
 #: is the store refusing the whole call (out of memory, say): nothing applied.
 OK, MISSING, CONFLICT, REFUSED = 0, 1, 2, 3
+_REASONS = {MISSING: "missing", CONFLICT: "conflict", REFUSED: "refused"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +43,10 @@ class Stored:
     record: bytes
 
     @classmethod
-    def parse(cls, oid: str, meta: str, record: bytes) -> Stored:
-        """Build from the stored ``token:version`` guard and record."""
-        token, _, version = meta.rpartition(":")
+    def parse(cls, oid: str, value: bytes) -> Stored:
+        """Build from a stored value: the ``token:version`` guard line, then the record."""
+        line, _, record = value.partition(b"\n")
+        token, _, version = line.decode().rpartition(":")
         return cls(oid, token, int(version), record)
 
 
@@ -62,19 +63,10 @@ class Event:
     data: bytes = b""
 
 
-#: One guarded operation on a subscription key: (op, write), op being
-#: u (update), t (take out: a move's first half), d (delete) or p (put: a
-#: create, or a move's second half). Tuples, since a flush makes thousands.
-KeyOp = tuple[str, Write]
-
-
-def op_message(op: str, w: Write) -> bytes:
-    """What an operation publishes on its key."""
-    if op == "p" and w.kind is Kind.MOVE:
-        message = w.new_message
-        assert message is not None
-        return message
-    return w.message
+def _failure(key: str, op: Op, reason: str, detail: str | None = None) -> Failure:
+    if detail is None:
+        detail = f"in key {key!r}, expected {expected(op)[:-1].decode()}"
+    return Failure(op[2], op[1], kind(op).value, reason, detail)
 
 
 class Subscriber(abc.ABC):
@@ -111,56 +103,46 @@ class Store(abc.ABC):
         """Release connections."""
 
     @abc.abstractmethod
-    async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
-        """Claim each create's id (OK, or CONFLICT when another incarnation holds
-        it) and apply each key's guarded operations atomically (a code per
-        operation), as one batch of calls."""
+    async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
+        """Claim the id of each create (OK, or CONFLICT when another incarnation
+        holds it) and apply each key's guarded operations atomically (a code
+        per operation), as one batch of calls."""
 
     @abc.abstractmethod
-    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
         """Apply each key's puts (a code per operation) and release the ids of
-        deleted objects, as one batch of calls."""
+        the deleted objects, as one batch of calls."""
 
-    async def apply(self, writes: list[Write]) -> list[Failure]:
-        """Apply one flush's writes; returns the ones that did not land."""
+    async def apply(self, batch: Batch) -> list[Failure]:
+        """Apply one flush's operations; returns the writes that did not land."""
         failures: list[Failure] = []
-        claims: list[Write] = []
-        groups: dict[str, list[KeyOp]] = defaultdict(list)
-        for w in writes:
-            kind = w.kind
-            if kind is Kind.CREATE:
-                claims.append(w)
-            else:
-                groups[w.key].append(("u" if kind is Kind.UPDATE else "t" if kind is Kind.MOVE else "d", w))
-        claimed, results = await self._phase1(claims, groups)
-        puts: dict[str, list[KeyOp]] = defaultdict(list)
-        releases: list[Write] = []
-        for w, code in zip(claims, claimed, strict=True):
+        creates = batch.creates
+        groups = batch.ops
+        claimed, results = await self._phase1([op for _, op in creates], groups)
+        puts: dict[str, list[Op]] = {}
+        for (key, op), code in zip(creates, claimed, strict=True):
             if code == OK:
-                puts[w.key].append(("p", w))
+                puts.setdefault(key, []).append(op)
             elif code == REFUSED:
-                failures.append(Failure(w.id, w.type, w.kind.value, "refused", "the store refused the write"))
+                failures.append(_failure(key, op, "refused", "the store refused the write"))
             else:
-                failures.append(Failure(w.id, w.type, w.kind.value, "exists", "another object has this id"))
-        for key, ops in groups.items():
-            codes = results[key]
-            if not any(codes) and not any(op != "u" for op, _ in ops):
-                continue  # the common case: every update landed
-            for (op, w), code in zip(ops, codes, strict=True):
-                if code != OK:
-                    reason = {MISSING: "missing", CONFLICT: "conflict"}.get(code, "refused")
-                    failures.append(Failure(w.id, w.type, w.kind.value, reason, f"in key {key!r}, expected {w.expected}"))
-                elif op == "t":
-                    assert w.new_key is not None
-                    puts[w.new_key].append(("p", w))
-                elif op == "d":
-                    releases.append(w)
+                failures.append(_failure(key, op, "exists", "another object has this id"))
+        for key, codes in results.items():
+            if any(codes):  # the common case is every operation landing
+                for op, code in zip(groups[key], codes, strict=True):
+                    if code != OK:
+                        failures.append(_failure(key, op, _REASONS[code]))
+        for key, i in batch.moves:
+            if results[key][i] == OK:
+                op = groups[key][i]
+                puts.setdefault(op[7], []).append(put_of(key, op))
+        releases = [groups[key][i] for key, i in batch.deletes if results[key][i] == OK]
         if puts or releases:
             put = await self._phase2(releases, puts)
             for key, ops in puts.items():
-                for (_op, w), code in zip(ops, put[key], strict=True):
+                for op, code in zip(ops, put[key], strict=True):
                     if code != OK:
-                        failures.append(Failure(w.id, w.type, w.kind.value, "refused", f"the store refused the write into key {key!r}"))
+                        failures.append(_failure(key, op, "refused", f"the store refused the write into key {key!r}"))
         return failures
 
     @abc.abstractmethod

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from synk.store.base import CONFLICT, MISSING, OK, Event, KeyOp, Store, Stored, Subscriber, op_message
+from synk.core.batch import expected, message, stored
+from synk.store.base import CONFLICT, MISSING, OK, Event, Store, Stored, Subscriber
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-    from synk.core.batch import Write
+    from synk.core.batch import Op
 
 __all__ = ["MemoryStore"]
 
@@ -63,8 +64,8 @@ class MemoryStore(Store):
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
-        self._records: dict[str, dict[str, bytes]] = {}
-        self._metas: dict[str, dict[str, str]] = {}
+        #: per key, object id -> stored value (guard line, then record), as in Redis
+        self._values: dict[str, dict[str, bytes]] = {}
         self._ids: dict[str, str] = {}
         self._subs: dict[str, set[_MemorySubscriber]] = {}
         self._readers: set[asyncio.Queue[bytes]] = set()
@@ -75,66 +76,60 @@ class MemoryStore(Store):
     async def close(self) -> None:
         """Nothing to release; subscribers end when closed by their owners."""
 
-    async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
+    async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
         return self._claim(claims), self._key_ops(groups)
 
-    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
         results = self._key_ops(groups)
         self._release(releases)
         return results
 
-    def _claim(self, writes: list[Write]) -> list[int]:
+    def _claim(self, ops: list[Op]) -> list[int]:
         out = []
-        for w in writes:
-            cur = self._ids.get(w.id)
-            if cur is None or cur == w.token:
-                self._ids[w.id] = w.token
+        for op in ops:
+            oid, token = op[2], op[3]
+            cur = self._ids.get(oid)
+            if cur is None or cur == token:
+                self._ids[oid] = token
                 out.append(OK)
             else:
                 out.append(CONFLICT)
         return out
 
-    def _key_ops(self, groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+    def _key_ops(self, groups: dict[str, list[Op]]) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         for key, ops in groups.items():
-            records = self._records.setdefault(key, {})
-            metas = self._metas.setdefault(key, {})
+            values = self._values.setdefault(key, {})
             codes = []
-            for op, w in ops:
-                oid = w.id
+            for op in ops:
                 code = OK
-                if op != "p":
-                    cur = metas.get(oid)
-                    code = MISSING if cur is None else CONFLICT if cur != w.expected else OK
+                oid = op[2]
+                if op[0] != "p":
+                    cur = values.get(oid)
+                    code = MISSING if cur is None else OK if cur.startswith(expected(op)) else CONFLICT
                 if code == OK:
-                    if op in ("u", "p"):
-                        record = w.record
-                        assert record is not None
-                        metas[oid] = w.meta
-                        records[oid] = record
+                    if op[0] in "up":
+                        values[oid] = stored(key, op)
                     else:
-                        del metas[oid]
-                        del records[oid]
-                    self._deliver(key, op_message(op, w))
+                        del values[oid]
+                    self._deliver(key, message(key, op))
                 codes.append(code)
-            if not records:
-                del self._records[key], self._metas[key]
+            if not values:
+                del self._values[key]
             out[key] = codes
         return out
 
-    def _release(self, writes: list[Write]) -> None:
-        for w in writes:
-            if self._ids.get(w.id) == w.token:
-                del self._ids[w.id]
+    def _release(self, ops: list[Op]) -> None:
+        for op in ops:
+            if self._ids.get(op[2]) == op[3]:
+                del self._ids[op[2]]
 
     async def snapshot(self, key: str) -> list[Stored]:
-        metas = self._metas.get(key, {})
-        return [Stored.parse(oid, metas[oid], rec) for oid, rec in self._records.get(key, {}).items()]
+        return [Stored.parse(oid, value) for oid, value in self._values.get(key, {}).items()]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
-        records = self._records.get(key, {})
-        metas = self._metas.get(key, {})
-        return {oid: Stored.parse(oid, metas[oid], records[oid]) for oid in ids if oid in records}
+        values = self._values.get(key, {})
+        return {oid: Stored.parse(oid, values[oid]) for oid in ids if oid in values}
 
     def _deliver(self, key: str, data: bytes) -> None:
         for sub in self._subs.get(key, ()):

@@ -6,7 +6,9 @@ subscription key ``K`` and an object id ``I``:
 ==================  ======  =====================================================
 ``P{K}:o``          hash    object id -> ``token:version`` guard, a newline, then
                             the record (the object's ``add`` message)
-``P{K}:c``          channel the key's messages (SPUBLISH / SSUBSCRIBE)
+``P{K}:c``          channel the key's messages (SPUBLISH / SSUBSCRIBE); one
+                            channel message carries one or more, joined by
+                            ``\\n`` (a flush publishes one per apply.lua call)
 ``P id:{I}``        string  the incarnation token holding id ``I``
 ``P msgs``          stream  client messages for the simulation
 ==================  ======  =====================================================
@@ -29,27 +31,26 @@ import random
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from synk.core.batch import Kind
+from synk.core.batch import expected, message, stored
 from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
 from synk.errors import ConnectionError as SynkConnectionError
-from synk.store.base import REFUSED, KeyOp, Store, Stored, Subscriber, op_message
+from synk.store.base import REFUSED, Store, Stored, Subscriber
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-    from synk.core.batch import Write
+    from synk.core.batch import Op
 
 __all__ = ["RedisStore"]
 
 _SCRIPTS = ("apply", "claim", "release")
 #: Operations per apply.lua call: bounds how long one call blocks Redis, and
-#: stays within Lua's unpack() limit of about 8,000 values.
+#: keeps HSET's unpack() within Lua's limit of about 8,000 values.
 _CHUNK = 2000
 _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.
@@ -58,7 +59,6 @@ _STREAM_MAXLEN = 100_000
 
 #: What a broken or unreachable connection raises.
 ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
-_OPS = {op: b"$1\r\n%b\r\n" % op.encode() for op in "utdp"}
 
 
 class _Script:
@@ -91,11 +91,6 @@ def _evalsha_head(script: str, keys: list[bytes], nargs: int) -> bytes:
 
 def _down(url: str, exc: BaseException) -> SynkConnectionError:
     return SynkConnectionError(f"redis at {url} is unreachable: {exc or type(exc).__name__}")
-
-
-def _split(oid: str, value: bytes) -> Stored:
-    guard, _, record = value.partition(b"\n")
-    return Stored.parse(oid, guard.decode(), record)
 
 
 class _Call:
@@ -241,89 +236,46 @@ class RedisStore(Store):
 
     # -- writes ------------------------------------------------------------------
 
-    def _claim_calls(self, writes: list[Write]) -> list[_Call]:
-        return [_Call("claim", _evalsha_head("claim", [self.id_key(w.id).encode()], 1) + _bulk(w.token.encode())) for w in writes]
+    def _claim_calls(self, ops: list[Op]) -> list[_Call]:
+        return [_Call("claim", _evalsha_head("claim", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode())) for op in ops]
 
-    def _release_calls(self, writes: list[Write]) -> list[_Call]:
-        return [_Call("release", _evalsha_head("release", [self.id_key(w.id).encode()], 1) + _bulk(w.token.encode())) for w in writes]
+    def _release_calls(self, ops: list[Op]) -> list[_Call]:
+        return [_Call("release", _evalsha_head("release", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode())) for op in ops]
 
-    def _key_calls(self, groups: dict[str, list[KeyOp]], index: list[tuple[str, int]]) -> Iterable[_Call]:
+    def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[_Call]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
-        create, delete = Kind.CREATE, Kind.DELETE
-        ops_bytes = _OPS
-        dumps = orjson.dumps
         types: dict[str, bytes] = {}
         for key, ops in groups.items():
             keys = [self.objects_key(key).encode(), self.channel(key).encode()]
             key_bytes = key.encode()
             for start in range(0, len(ops), _CHUNK):
                 chunk = ops[start : start + _CHUNK]
-                parts = [_evalsha_head("apply", keys, 5 * len(chunk))]
+                parts = [b""]  # the head, once the messages are known
                 append = parts.append
-                for op, w in chunk:
-                    token = w.token.encode()
-                    oid = w.id.encode()
-                    version = w.version
-                    if op == "u":
-                        # The hot path: record and message assembled straight
-                        # into the command (see synk.core.messages.encode_update).
-                        t = types.get(w.type)
-                        if t is None:
-                            t = types[w.type] = w.type.encode()
-                        names = update_names(t, oid, key_bytes, version)
-                        tail = update_tail(token)
-                        state = dumps(w.state)
-                        diff = dumps(w.diff)
-                        guard = b"%b:%d\n" % (token, version)
-                        expected = b"%b:%d\n" % (token, version - 1)
-                        append(
-                            b'$1\r\nu\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b%b%b"state":%b%b\r\n$%d\r\n%b%b"diff":%b%b\r\n'
-                            % (
-                                len(oid),
-                                oid,
-                                len(expected),
-                                expected,
-                                len(guard) + len(ADD_HEAD) + len(names) + 8 + len(state) + len(tail),
-                                guard,
-                                ADD_HEAD,
-                                names,
-                                state,
-                                tail,
-                                len(MOD_HEAD) + len(names) + 7 + len(diff) + len(tail),
-                                MOD_HEAD,
-                                names,
-                                diff,
-                                tail,
-                            )
-                        )
-                        continue
-                    kind = w.kind
-                    if op == "p":
-                        record = w.record
-                        assert record is not None
-                        guard = b"%b:%d\n" % (token, version)
-                        message = record if kind is create else op_message(op, w)
-                        expected = b""
+                messages: list[bytes] = []
+                publish = messages.append
+                for op in chunk:
+                    code, t, oid, token, version, state, diff, _other = op
+                    oid_bytes = oid.encode()
+                    if code == "u":
+                        # The hot path: record and message assembled from
+                        # their shared parts (see synk.core.messages).
+                        t_bytes = types.get(t)
+                        if t_bytes is None:
+                            t_bytes = types[t] = t.encode()
+                        token_bytes = token.encode()
+                        names = update_names(t_bytes, oid_bytes, key_bytes, version)
+                        tail = update_tail(token_bytes)
+                        value = b'%b:%d\n%b%b"state":%b%b' % (token_bytes, version, ADD_HEAD, names, state, tail)
+                        guard = b"%b:%d\n" % (token_bytes, version - 1)
+                        publish(b'%b%b"diff":%b%b' % (MOD_HEAD, names, diff, tail))
                     else:
-                        guard = record = b""
-                        message = op_message(op, w)
-                        expected = b"%b:%d\n" % (token, version if kind is delete else version - 1)
-                    # One format per operation: op, id, expected, guard + record, message.
-                    append(
-                        b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b%b\r\n$%d\r\n%b\r\n"
-                        % (
-                            ops_bytes[op],
-                            len(oid),
-                            oid,
-                            len(expected),
-                            expected,
-                            len(guard) + len(record),
-                            guard,
-                            record,
-                            len(message),
-                            message,
-                        )
-                    )
+                        guard = expected(op)
+                        value = stored(key, op) if code == "p" else b""
+                        publish(message(key, op))
+                    append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid_bytes), oid_bytes, len(guard), guard, len(value), value))
+                codes = "".join([op[0] for op in chunk]).encode()
+                parts[0] = _evalsha_head("apply", keys, 2 + 3 * len(chunk)) + _bulk(codes) + _bulk(b"\n".join(messages))
                 index.append((key, len(chunk)))
                 yield _Call("apply", b"".join(parts))
 
@@ -335,7 +287,7 @@ class RedisStore(Store):
             out.setdefault(key, []).extend([REFUSED] * count if isinstance(codes, Exception) else codes)
         return out
 
-    async def _phase1(self, claims: list[Write], groups: dict[str, list[KeyOp]]) -> tuple[list[int], dict[str, list[int]]]:
+    async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
         claim_calls = self._claim_calls(claims)
         index: list[tuple[str, int]] = []
 
@@ -347,7 +299,7 @@ class RedisStore(Store):
         n = len(claim_calls)
         return [REFUSED if isinstance(r, Exception) else int(r) for r in results[:n]], self._gather(index, results[n:])
 
-    async def _phase2(self, releases: list[Write], groups: dict[str, list[KeyOp]]) -> dict[str, list[int]]:
+    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[_Call]:
@@ -363,7 +315,7 @@ class RedisStore(Store):
         [flat] = await self._retry_once([_Call("", _command(b"HGETALL", self.objects_key(key).encode()))])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-        return [_split(oid.decode(), value) for oid, value in pairs]
+        return [Stored.parse(oid.decode(), value) for oid, value in pairs]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
@@ -373,7 +325,7 @@ class RedisStore(Store):
         for chunk, values in zip(chunks, results, strict=True):
             for oid, value in zip(chunk, values, strict=True):
                 if value is not None:
-                    out[oid] = _split(oid, value)
+                    out[oid] = Stored.parse(oid, value)
         return out
 
     # -- messages -----------------------------------------------------------------

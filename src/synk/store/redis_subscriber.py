@@ -160,7 +160,10 @@ class RedisSubscriber(Subscriber):
                 continue
             kind = msg["type"]
             if kind == "smessage":
-                self._queue.put_nowait(Event(self._store.key_of_channel(msg["channel"]), msg["data"]))
+                key = self._store.key_of_channel(msg["channel"])
+                put = self._queue.put_nowait
+                for data in msg["data"].split(b"\n"):  # a flush publishes a key's messages together
+                    put(Event(key, data))
             elif kind == "ssubscribe":
                 with contextlib.suppress(ValueError):
                     self._sent.remove(msg["channel"])
