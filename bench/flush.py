@@ -590,6 +590,17 @@ class Results:
     def fraction_of_raw(self) -> float:
         return self.synk.writes_per_s / self.raw.writes_per_s if self.raw.writes_per_s else 0.0
 
+    @property
+    def redis_ceiling_fraction_of_raw(self) -> float:
+        """The most synk could reach, as a fraction of raw, if its own process took no time.
+
+        Redis runs commands one at a time, so it cannot write faster than one
+        write per ``redis_us`` of its CPU: the guarded scripts alone bound synk.
+        """
+        if not self.synk.redis_us or not self.raw.writes_per_s:
+            return 0.0
+        return 1e6 / self.synk.redis_us / self.raw.writes_per_s
+
     def targets(self) -> dict[str, bool]:
         return {
             f"synk_ge_{TARGET_VS_NAIVE:g}x_naive": self.ratio_vs_naive >= TARGET_VS_NAIVE,
@@ -620,6 +631,12 @@ def print_table(res: Results) -> None:
         print(
             f"synk wall time per write: {per * s.plan_time:.2f} µs in world.flush() itself (planning), "
             f"{per * (s.wall - s.plan_time):.2f} µs awaiting the store (packing, Redis, replies, phase 2)"
+        )
+    if res.raw.redis_us:
+        print(
+            f"redis CPU per write: {s.redis_us:.2f} µs for synk's guarded scripts, {res.raw.redis_us:.2f} µs for raw's plain "
+            f"commands; Redis alone caps synk at {1e6 / s.redis_us if s.redis_us else 0:,.0f} writes/s, "
+            f"{res.redis_ceiling_fraction_of_raw:.0%} of raw, however fast this process were"
         )
     print(f"initial create flush: {res.create_writes_per_s:,.0f} writes/s")
     busy = " (busy machine: wall-clock figures are skewed, the CPU columns less so)" if res.load > 0.5 * res.cpus else ""
@@ -665,6 +682,7 @@ def json_line(res: Results) -> str:
         "naive_lean_writes_per_s": round(res.naive_lean.writes_per_s),
         "ratio_vs_naive": round(res.ratio_vs_naive, 2),
         "fraction_of_raw": round(res.fraction_of_raw, 3),
+        "redis_ceiling_fraction_of_raw": round(res.redis_ceiling_fraction_of_raw, 3),
         "synk_plan_fraction": round(res.synk.plan_time / res.synk.wall, 3) if res.synk.wall else None,
         "cpu_us_per_write": {
             r: {"client": round(run.client_us, 2), "redis": round(run.redis_us, 2)}
