@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import synk
-from synk.core.values import MAX_SAFE_INT, FrozenDict, FrozenList, freeze, thaw
+from synk.core.values import MAX_DEPTH, MAX_SAFE_INT, FrozenDict, FrozenList, freeze, thaw
 
 # -- what passes, and how -----------------------------------------------------------
 
@@ -295,3 +295,30 @@ def test_str_subclass_becomes_plain_str() -> None:
     out = freeze(Color.RED, "here")
     assert out == "red"
     assert type(out) is str
+
+
+def nested(levels: int) -> Any:
+    """A list nested ``levels`` deep: ``nested(2) == [[0]]``."""
+    value: Any = 0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_nesting_is_bounded_so_every_accepted_value_encodes() -> None:
+    deepest = freeze(nested(MAX_DEPTH), "agent 'a1' field 'tags'")
+    orjson.dumps({"method": "add", "state": {"tags": deepest}})  # a message wraps it in two more levels
+    with pytest.raises(
+        synk.ValidationError, match=rf"agent 'a1' field 'tags'(\[0\])+: lists and dicts are nested more than {MAX_DEPTH} levels deep"
+    ):
+        freeze(nested(MAX_DEPTH + 1), "agent 'a1' field 'tags'")
+    with pytest.raises(synk.ValidationError, match="nested more than"):
+        freeze({"k": nested(MAX_DEPTH)}, "f")
+
+
+def test_a_frozen_value_nested_again_counts_its_levels() -> None:
+    deepest = freeze(nested(MAX_DEPTH), "f")
+    assert freeze(deepest, "g") is deepest
+    with pytest.raises(synk.ValidationError, match=r"g\[0\]: lists and dicts are nested more than"):
+        freeze([deepest], "g")
+    assert freeze([freeze(nested(MAX_DEPTH - 1), "f")], "g") == nested(MAX_DEPTH)

@@ -16,9 +16,13 @@ from typing import Any, NoReturn
 
 from synk.errors import FrozenValueError, ValidationError
 
-__all__ = ["MAX_SAFE_INT", "FrozenDict", "FrozenList", "freeze", "thaw"]
+__all__ = ["MAX_DEPTH", "MAX_SAFE_INT", "FrozenDict", "FrozenList", "freeze", "thaw"]
 
 MAX_SAFE_INT = 2**53 - 1
+#: Lists and dicts nested in a field value, at most: well within the 254
+#: levels orjson encodes (a message wraps the value in two more), so that a
+#: value accepted on assignment can always be encoded when it is flushed.
+MAX_DEPTH = 128
 
 
 def _refuse(*_args: object, **_kwargs: object) -> NoReturn:
@@ -52,6 +56,10 @@ def freeze(value: Any, where: str) -> Any:
 
     ``where`` names the object and field for the error message.
     """
+    return _freeze(value, where, 0)
+
+
+def _freeze(value: Any, where: str, depth: int) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -65,20 +73,32 @@ def freeze(value: Any, where: str) -> Any:
         if math.isfinite(value):
             return float(value)
         raise ValidationError(f"{where}: float {value} is not finite and has no JSON form")
+    if isinstance(value, (list, tuple, dict)) and depth >= MAX_DEPTH:
+        raise ValidationError(f"{where}: lists and dicts are nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, (FrozenList, FrozenDict)):
+        # Checked when it was frozen; nested into a new value, it adds its levels.
+        if depth and depth + _levels(value) > MAX_DEPTH:
+            raise ValidationError(f"{where}: lists and dicts are nested more than {MAX_DEPTH} levels deep")
+        return value
     if isinstance(value, (list, tuple)):
-        if isinstance(value, FrozenList):
-            return value
-        return FrozenList(freeze(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return FrozenList(_freeze(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
     if isinstance(value, dict):
-        if isinstance(value, FrozenDict):
-            return value
         out = {}
         for k, item in value.items():
             if not isinstance(k, str):
                 raise ValidationError(f"{where}: dict key {k!r} is a {type(k).__name__}; JSON keys must be strings")
-            out[k] = freeze(item, f"{where}[{k!r}]")
+            out[k] = _freeze(item, f"{where}[{k!r}]", depth + 1)
         return FrozenDict(out)
     raise ValidationError(f"{where}: a {type(value).__name__} cannot be encoded as JSON")
+
+
+def _levels(value: Any) -> int:
+    """How many lists and dicts deep ``value`` is (0 for a scalar)."""
+    if isinstance(value, list):
+        return 1 + max(map(_levels, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_levels, value.values()), default=0)
+    return 0
 
 
 def thaw(value: Any) -> Any:

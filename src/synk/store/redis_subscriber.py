@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisSubscriber"]
 
+#: What sending on the pub/sub connection may raise while it breaks or is
+#: closed under us (redis-py then finds its writer gone: AttributeError).
+#: Either way the reader task reconnects and subscribes ``_keys`` afresh.
+_SEND_ERRORS = (*ERRORS, AttributeError)
+
 
 class RedisSubscriber(Subscriber):
     """One pub/sub connection for a changing set of keys, reconnecting on its own.
@@ -61,7 +66,7 @@ class RedisSubscriber(Subscriber):
         self._wake.set()
         async with self._lock:
             if self._pubsub is not None:
-                with contextlib.suppress(*ERRORS):
+                with contextlib.suppress(*_SEND_ERRORS):
                     for k in new:  # one channel per SSUBSCRIBE: the channels of one call must share a slot
                         self._sent.append(self._store.channel(k).encode())
                         await self._pubsub.ssubscribe(self._store.channel(k))
@@ -78,7 +83,7 @@ class RedisSubscriber(Subscriber):
                     fut.set_result(None)
         async with self._lock:
             if self._pubsub is not None:
-                with contextlib.suppress(*ERRORS):
+                with contextlib.suppress(*_SEND_ERRORS):
                     for k in gone:
                         await self._pubsub.sunsubscribe(self._store.channel(k))
 
