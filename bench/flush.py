@@ -64,6 +64,7 @@ import synk
 from synk.core.batch import Batch, message, put_of, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
+from synk.store.redis import _CHUNK as CALL_OPS  # operations per apply.lua call
 from synk.store.redis import RedisStore
 from synk.world import World
 
@@ -441,9 +442,15 @@ def raw_buffer(store: RedisStore, batch: Batch) -> tuple[bytes, int]:
                 puts.setdefault(op[7], []).append(message(op[7], put))
             else:
                 raise SystemExit(f"unexpected {op[0]!r} operation in a tick")
-        parts.append(resp("SPUBLISH", store.channel(key), b"\n".join(message(key, op) for op in ops)))
-    parts.extend(resp("SPUBLISH", store.channel(key), b"\n".join(messages)) for key, messages in puts.items())
+        parts.extend(publishes(store, key, [message(key, op) for op in ops]))
+    for key, messages in puts.items():
+        parts.extend(publishes(store, key, messages))
     return b"".join(parts), len(parts)
+
+
+def publishes(store: RedisStore, key: str, messages: list[bytes]) -> list[bytes]:
+    """SPUBLISHes of ``messages`` on ``key``, joined as synk joins them: one per apply.lua call."""
+    return [resp("SPUBLISH", store.channel(key), b"\n".join(messages[i : i + CALL_OPS])) for i in range(0, len(messages), CALL_OPS)]
 
 
 async def run_raw(target: Target, captured: list[RawTick], ticks: int, cpu: RedisCpu, name: str) -> Run:

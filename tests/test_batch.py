@@ -201,6 +201,21 @@ def test_a_bad_key_leaves_everything_untouched() -> None:
     assert bad_note.version == 1 and bad_note.diff == {"sub_key": "has space"}
 
 
+def test_a_value_that_fails_to_encode_leaves_everything_untouched() -> None:
+    # Values are checked on assignment; this one bypasses that, as a bug might.
+    new = Agent(id="new")
+    good, _ = created(id="good")
+    good.name = "changed"
+    bad, _ = created(id="bad")
+    bad._synk_values["name"] = "\ud800"
+    bad._synk_base["name"] = ""
+    with pytest.raises(synk.ValidationError, match=r"agent 'bad' field 'name' cannot be encoded as JSON"):
+        plan([new], [good, bad], [])
+    assert new.version == 0 and new._synk_token == ""
+    assert good.version == 1 and good.diff == {"name": "changed"}
+    assert bad.version == 1 and bad.diff == {"name": "\ud800"}
+
+
 def test_plan_fixes_what_is_sent() -> None:
     a, _ = created()
     a.name = "one"

@@ -125,6 +125,18 @@ def test_refused_value_leaves_the_field_alone() -> None:
     assert a.info == {} and not a.changed
 
 
+def test_a_string_utf8_cannot_encode_is_refused_on_assignment() -> None:
+    # A lone surrogate (from a bad decode, say) would otherwise only fail when flushed.
+    a = Agent(id="a1")
+    with pytest.raises(synk.ValidationError, match=r"agent 'a1' field 'name': string holds the lone surrogate '\\ud800' at 3"):
+        a.name = "bad\ud800"
+    with pytest.raises(synk.ValidationError, match=r"agent 'a1' field 'info' key: string holds the lone surrogate"):
+        a.info = {"\udfff": 1}
+    assert not a.changed
+    a.name = "fine é 🐝"
+    assert a.diff == {"name": "fine é 🐝"}
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

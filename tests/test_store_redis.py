@@ -174,8 +174,7 @@ async def test_a_flush_publishes_a_keys_messages_together(redis_process: RedisPr
         sub = world.subscribe()
         try:
             await asyncio.wait_for(sub.subscribe(["world:0|0"]), 10)
-            for i in range(3):
-                world.create(Agent(id=f"a{i}"))
+            agents = [world.create(Agent(id=f"a{i}")) for i in range(3)]
             await world.flush()
             # One channel message holding the three adds, one per line...
             data = await next_channel_message(pubsub)
@@ -183,6 +182,13 @@ async def test_a_flush_publishes_a_keys_messages_together(redis_process: RedisPr
             # ...which the subscriber hands out one by one.
             events = [await next_event(sub) for _ in range(3)]
             assert [(e.key, orjson.loads(e.data)["id"]) for e in events] == [("world:0|0", f"a{i}") for i in range(3)]
+            # A call none of whose writes lands publishes nothing, not even an empty message.
+            await client(world).hdel("t1:{world:0|0}:o", "a0")
+            agents[0].name = "gone"
+            with pytest.raises(synk.WriteError):
+                await world.flush()
+            await world.publish("world:0|0", {"method": "marker"})
+            assert await next_channel_message(pubsub) == b'{"method":"marker"}'
         finally:
             await sub.close()
             await pubsub.aclose()
@@ -294,6 +300,39 @@ async def test_large_batches_stay_in_one_slot_per_call(redis_url: str, recorded:
     assert len(applies) >= 4
     assert len(fetches) >= 2
     assert len({hash_slot(k) for keys in applies + fetches for k in keys}) == 1
+
+
+async def test_chunked_calls_follow_up_and_report_each_write(redis_url: str) -> None:
+    # 4,500 writes in one key take three apply.lua calls: moves, deletes and
+    # conflicts in the later ones are matched to the right objects.
+    prefix = f"synktest:{uuid.uuid4().hex[:12]}:"
+    async with world_on(redis_url, Note, prefix=prefix) as world, world_on(redis_url, Note, prefix=prefix) as other:
+        notes = [world.create(Note(id=f"n{i}", sub_key="crowd")) for i in range(4500)]
+        await world.flush()
+        theirs = {o.id: o for o in await other.load(["crowd"]) if isinstance(o, Note)}
+        for oid in ("n2100", "n4400"):
+            theirs[oid].text = "other"
+        await other.flush()
+        for n in notes:
+            n.text = "mine"
+        for i in (2050, 4300):
+            notes[i].sub_key = "elsewhere"
+        for i in (2200, 4450):
+            world.delete(notes[i])
+        with pytest.raises(synk.WriteError) as info:
+            await world.flush()
+        failed = sorted((f.id, f.op, f.reason) for f in info.value.failures)
+        assert failed == [("n2100", "update", "conflict"), ("n4400", "update", "conflict")]
+        async with world_on(redis_url, Note, prefix=prefix) as reader:
+            moved = await reader.load(["elsewhere"])
+            assert sorted((o.id, o.version) for o in moved) == [("n2050", 2), ("n4300", 2)]
+            crowd = {o.id: o for o in await reader.load(["crowd"])}
+        assert len(crowd) == 4496 and not {"n2050", "n4300", "n2200", "n4450"} & set(crowd)
+        assert {o.version for o in crowd.values()} == {2}
+        # the deleted ids were released: they can be created again
+        world.create(Note(id="n2200", sub_key="crowd"))
+        world.create(Note(id="n4450", sub_key="crowd"))
+        await world.flush()
 
 
 @pytest.fixture
@@ -619,6 +658,7 @@ async def test_out_of_memory_refuses_the_flush_whole(redis_process: RedisProcess
             with pytest.raises(synk.WriteError) as info:
                 await world.flush()
             assert {f.reason for f in info.value.failures} == {"refused"}
+            assert all("none of it was applied" in f.detail for f in info.value.failures)
             await r.config_set("maxmemory", 0)
             await world.publish("world:0|0", {"method": "marker"})
             event = await next_event(sub)

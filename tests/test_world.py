@@ -180,25 +180,36 @@ async def test_a_flush_that_partly_fails_publishes_only_what_landed(open_world: 
     async with open_world(Agent) as w1, open_world(Agent) as w2:
         sub = w1.subscribe()
         await sub.subscribe(["world:0|0"])
-        a1 = w1.create(Agent(id="a1"))
-        a2 = w1.create(Agent(id="a2"))
+        mine = [w1.create(Agent(id=f"a{i}")) for i in range(4)]
         await w1.flush()
         theirs = {o.id: o for o in await w2.load(["world:0|0"]) if isinstance(o, Agent)}
-        theirs["a2"].name = "w2"
+        for oid in ("a0", "a2", "a3"):
+            theirs[oid].name = "w2"
         await w2.flush()
-        a1.name = "w1"
-        a2.name = "w1"  # a conflict: w2 wrote a2 since; a1 lands, in the same call
+        for a in mine:
+            a.name = "w1"  # first, third and last conflict: w2 wrote them since; a1 lands
         with pytest.raises(synk.WriteError) as info:
             await w1.flush()
-        assert [(f.id, f.reason) for f in info.value.failures] == [("a2", "conflict")]
+        assert sorted((f.id, f.reason) for f in info.value.failures) == [("a0", "conflict"), ("a2", "conflict"), ("a3", "conflict")]
+        w2.delete(theirs["a3"])
+        await w2.flush()
+        mine[3].x = 1  # every write of this flush fails: nothing is published
+        with pytest.raises(synk.WriteError) as info:
+            await w1.flush()
+        assert [(f.id, f.reason) for f in info.value.failures] == [("a3", "missing")]
         await w1.publish("world:0|0", {"method": "end"})
-        events = await next_events(sub, 5)
+        events = await next_events(sub, 10)
         await sub.close()
     assert [(e["method"], e.get("id"), e.get("v"), e.get("diff")) for _, e in events] == [
+        ("add", "a0", 1, None),
         ("add", "a1", 1, None),
         ("add", "a2", 1, None),
+        ("add", "a3", 1, None),
+        ("mod", "a0", 2, {"name": "w2"}),
         ("mod", "a2", 2, {"name": "w2"}),
+        ("mod", "a3", 2, {"name": "w2"}),
         ("mod", "a1", 2, {"name": "w1"}),
+        ("rem", "a3", None, None),
         ("end", None, None, None),
     ]
 

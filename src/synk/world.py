@@ -157,7 +157,9 @@ class World:
 
         Returns at once; what is sent is fixed now, and batches land in the
         order of the calls. Raises the WriteError of an earlier flush that was
-        not awaited, before sending anything.
+        not awaited, before sending anything; raises ValidationError, sending
+        nothing and leaving every change pending, when an object's new
+        ``sub_key`` is invalid.
         """
         if self._unreported:
             errors = list(self._unreported.values())

@@ -140,7 +140,9 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
     """The operations of one flush; commits diffs and advances versions of the objects.
 
     ``changed`` may hold objects without a pending change (they are skipped)
-    or objects also in ``created`` / ``deleted`` (those win).
+    or objects also in ``created`` / ``deleted`` (those win). Raises
+    ValidationError, leaving every object as it was, when a new key is
+    invalid or a value cannot be encoded.
     """
     created = list(created)
     changed = list({o._synk_id: o for o in changed if o._synk_base}.values())
@@ -155,17 +157,24 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
             except SynkError as exc:
                 raise ValidationError(f"{obj.type_key} {obj.id!r}: {exc}") from None
         raise
+    try:
+        batch = _encode(created, changed, deleted, keys)
+    except TypeError:  # orjson's error; values are checked on assignment, so only a bypass gets here
+        for obj in (*created, *changed):
+            _check_encodes(obj)
+        raise
+    _commit(created, changed, keys, batch)
+    return batch
+
+
+def _encode(created: list[Object], changed: list[Object], deleted: Iterable[Object], keys: list[str]) -> Batch:
+    """The operations, touching no object (a failure leaves the flush pending)."""
     batch = Batch()
     groups = batch.ops
     dumps = orjson.dumps
     done: set[str] = set()
     for obj, key in zip(created, keys, strict=False):
-        token = new_token()
-        obj._synk_base = {}
-        obj._synk_token = token
-        obj._synk_version = 1
-        obj._synk_skey = key
-        batch.creates.append((key, ("p", obj.type_key, obj._synk_id, token, 1, dumps(obj._synk_values), b"", "")))
+        batch.creates.append((key, ("p", obj.type_key, obj._synk_id, new_token(), 1, dumps(obj._synk_values), b"", "")))
         done.add(obj._synk_id)
     for obj in deleted:
         gone = obj._synk_skey
@@ -182,18 +191,39 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         diff = {}
         for name in obj._synk_base:  # a loop: cheaper than a comprehension's frame, per object
             diff[name] = values[name]
-        obj._synk_base = {}
-        version = obj._synk_version + 1
-        obj._synk_version = version
         old = obj._synk_skey
         assert old is not None
         ops = groups.get(old)
         if ops is None:
             ops = groups[old] = []
         if new == old:
-            ops.append(("u", obj.type_key, oid, obj._synk_token, version, dumps(values), dumps(diff), ""))
+            ops.append(("u", obj.type_key, oid, obj._synk_token, obj._synk_version + 1, dumps(values), dumps(diff), ""))
         else:
-            obj._synk_skey = new
             batch.moves.append((old, len(ops)))
-            ops.append(("t", obj.type_key, oid, obj._synk_token, version, dumps(values), dumps(diff), new))
+            ops.append(("t", obj.type_key, oid, obj._synk_token, obj._synk_version + 1, dumps(values), dumps(diff), new))
     return batch
+
+
+def _commit(created: list[Object], changed: list[Object], keys: list[str], batch: Batch) -> None:
+    """Take the planned changes as committed: new versions and keys, nothing pending."""
+    for obj, (key, op) in zip(created, batch.creates, strict=True):
+        obj._synk_base = {}
+        obj._synk_token = op[3]
+        obj._synk_version = 1
+        obj._synk_skey = key
+    done = {op[2] for _, op in batch.creates}
+    done.update(op[2] for key, i in batch.deletes for op in (batch.ops[key][i],))
+    for obj, new in zip(changed, keys[len(created) :], strict=True):
+        if done and obj._synk_id in done:
+            continue
+        obj._synk_base = {}
+        obj._synk_version += 1
+        obj._synk_skey = new
+
+
+def _check_encodes(obj: Object) -> None:
+    for name, value in obj._synk_values.items():
+        try:
+            orjson.dumps(value)
+        except TypeError as exc:
+            raise ValidationError(f"{obj.type_key} {obj.id!r} field {name!r} cannot be encoded as JSON: {exc}") from None

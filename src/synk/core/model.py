@@ -170,7 +170,7 @@ class Object:
         # The hot path of a simulation: plain scalars need no freezing, and
         # the error location is only built when something is wrong.
         if not (
-            kind is str
+            (kind is str and value.isascii())
             or (kind is float and _FINITE_MIN <= value <= _FINITE_MAX)
             or (kind is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT)
             or kind is bool

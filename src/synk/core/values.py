@@ -64,7 +64,7 @@ def _freeze(value: Any, where: str, depth: int) -> Any:
         return value
     if isinstance(value, str):
         # A str subclass (a str Enum, say) is stored as the plain string it holds.
-        return value if type(value) is str else str.__str__(value)
+        return _text(value if type(value) is str else str.__str__(value), where)
     if isinstance(value, int):
         if -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             return int(value)
@@ -87,9 +87,21 @@ def _freeze(value: Any, where: str, depth: int) -> Any:
         for k, item in value.items():
             if not isinstance(k, str):
                 raise ValidationError(f"{where}: dict key {k!r} is a {type(k).__name__}; JSON keys must be strings")
-            out[k] = _freeze(item, f"{where}[{k!r}]", depth + 1)
+            name = _text(k if type(k) is str else str.__str__(k), f"{where} key")
+            out[name] = _freeze(item, f"{where}[{name!r}]", depth + 1)
         return FrozenDict(out)
     raise ValidationError(f"{where}: a {type(value).__name__} cannot be encoded as JSON")
+
+
+def _text(value: str, where: str) -> str:
+    # JSON is UTF-8: a lone surrogate (from a bad decode, say) has no encoding.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = value[exc.start]
+            raise ValidationError(f"{where}: string holds the lone surrogate {bad!r} at {exc.start}, which UTF-8 cannot encode") from None
+    return value
 
 
 def _levels(value: Any) -> int:

@@ -30,7 +30,7 @@ __all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Event", "Store", "Stored", "
 #: Result codes of guarded operations, shared with the Lua scripts; REFUSED
 #: is the store refusing the whole call (out of memory, say): nothing applied.
 OK, MISSING, CONFLICT, REFUSED = 0, 1, 2, 3
-_REASONS = {MISSING: "missing", CONFLICT: "conflict", REFUSED: "refused"}
+_REASONS = {MISSING: "missing", CONFLICT: "conflict"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +130,9 @@ class Store(abc.ABC):
         for key, codes in results.items():
             if any(codes):  # the common case is every operation landing
                 for op, code in zip(groups[key], codes, strict=True):
-                    if code != OK:
+                    if code == REFUSED:
+                        failures.append(_failure(key, op, "refused", f"the store refused the write in key {key!r}; none of it was applied"))
+                    elif code != OK:
                         failures.append(_failure(key, op, _REASONS[code]))
         for key, i in batch.moves:
             if results[key][i] == OK:
@@ -155,7 +157,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, key: str, data: bytes) -> None:
-        """Send ``data`` to the subscribers of ``key``."""
+        """Send ``data``, one message, to the subscribers of ``key``.
+
+        A message holds no newline (JSON from orjson never does): a store may
+        join several into one, and its subscribers split them again.
+        """
 
     @abc.abstractmethod
     def subscriber(self) -> Subscriber:

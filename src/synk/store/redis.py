@@ -50,7 +50,7 @@ __all__ = ["RedisStore"]
 
 _SCRIPTS = ("apply", "claim", "release")
 #: Operations per apply.lua call: bounds how long one call blocks Redis, and
-#: keeps HSET's unpack() within Lua's limit of about 8,000 values.
+#: keeps its unpack() calls (HMGET, HSET) within Lua's limit of about 8,000 values.
 _CHUNK = 2000
 _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.

@@ -168,7 +168,8 @@ class RedisSubscriber(Subscriber):
                 key = self._store.key_of_channel(msg["channel"])
                 put = self._queue.put_nowait
                 for data in msg["data"].split(b"\n"):  # a flush publishes a key's messages together
-                    put(Event(key, data))
+                    if data:
+                        put(Event(key, data))
             elif kind == "ssubscribe":
                 with contextlib.suppress(ValueError):
                     self._sent.remove(msg["channel"])

@@ -35,6 +35,8 @@ for j = 1, n do
     local cur = current[j]
     if not cur then
       code = 1
+    -- a plain find, not string.sub: no new string per operation; only a
+    -- mismatch (a conflict, rare) scans past the guard
     elseif string.find(cur, ARGV[j * 3 + 1], 1, true) ~= 1 then
       code = 2
     end
