@@ -728,8 +728,8 @@ async def bench(args: argparse.Namespace, url: str) -> Results:
         work.tick()  # warm-up tick, not measured
         await world.flush()
         if args.gc_freeze:
-            # The README's advice for large worlds: long-lived objects out of
-            # the collector's full scans. Applies to every variant alike.
+            # Long-lived objects out of the collector's scans (README, Large
+            # worlds). Applies to every variant alike.
             gc.freeze()
 
         profile = cProfile.Profile() if args.profile else None
@@ -796,7 +796,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--naive-ticks", type=int, default=2, help="measured naive ticks: about 1-2 s each (default 2)")
     p.add_argument("--no-subscriber", action="store_true", help="skip the variant with a subscriber on every channel")
     p.add_argument("--profile", metavar="FILE", help="cProfile the synk ticks (no subscriber) into FILE")
-    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the objects exist, as the README advises for large worlds")
+    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the objects exist (see the README, Large worlds)")
     args = p.parse_args(argv)
     if args.objects < 1 or args.keys < 2 or args.ticks < 1 or args.naive_ticks < 1:
         p.error("need --objects >= 1, --keys >= 2, --ticks >= 1 and --naive-ticks >= 1")
