@@ -48,7 +48,7 @@ def build(tree: Path, what: str, out: Path) -> Path:
 def test_the_wheel_carries_scripts_client_and_demo_page(tree: Path, tmp_path: Path) -> None:
     wheel = build(tree, "wheel", tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"synk/py.typed", "synk/store/lua/apply.lua", "synk/store/lua/claim.lua", "synk/store/lua/release.lua"} <= names
+    assert {"synk/py.typed", "synk/store/lua/apply.lua", "synk/store/lua/release.lua"} <= names
     assert {f"synk/gateway/static/synk-client/{f}" for f in client_files()} <= names
     assert {f"synk/demo/static/{p.name}" for p in (ROOT / "src/synk/demo/static").iterdir()} <= names
     # only what npm publishes: no tests, no node_modules

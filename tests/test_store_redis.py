@@ -264,7 +264,7 @@ async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list
         await world.flush()
         agents[0].name = "pending"
         await world.reload()  # fetch
-    assert {name for name, _keys, _args in recorded} == {"claim", "apply", "release", "hgetall", "hmget"}
+    assert {name for name, _keys, _args in recorded} == {"set", "apply", "release", "hgetall", "hmget"}
     for name, keys, _args in recorded:
         assert keys, name
         assert len({hash_slot(k) for k in keys}) == 1, (name, keys)
@@ -417,9 +417,11 @@ async def test_scripts_are_called_by_sha(redis_process: RedisProcess) -> None:
         await world.flush()
         a.x = 1
         await world.flush()
+        world.delete(a)
+        await world.flush()
         await world.load(["world:0|0"])
         stats = await commandstats(client(world))
-    assert stats["cmdstat_evalsha"]["calls"] >= 3
+    assert stats["cmdstat_evalsha"]["calls"] == 4  # apply: put, update, delete; release
     assert "cmdstat_eval" not in stats
 
 
@@ -655,16 +657,18 @@ async def test_out_of_memory_refuses_the_flush_whole(redis_process: RedisProcess
             await r.config_set("maxmemory", 1)
             a.name = "refused"
             b.x = 20  # a move: its take-out must not land alone
+            c = world.create(Agent(id="c1"))  # its id is not claimed either
             with pytest.raises(synk.WriteError) as info:
                 await world.flush()
-            assert {f.reason for f in info.value.failures} == {"refused"}
+            assert sorted((f.id, f.reason) for f in info.value.failures) == [("a1", "refused"), ("b1", "refused"), ("c1", "refused")]
+            assert await r.exists(redis_store(world).id_key("c1")) == 0
             assert all("none of it was applied" in f.detail for f in info.value.failures)
             await r.config_set("maxmemory", 0)
             await world.publish("world:0|0", {"method": "marker"})
             event = await next_event(sub)
             assert event == Event("world:0|0", b'{"method":"marker"}'), "the refused writes were published"
             report = await world.reload()
-            assert report.missing == []
+            assert report.missing == [c]  # the create never landed
             assert (a.name, a.version, b.x, b.sub_key) == ("", 1, 0, "world:0|0")
         finally:
             await sub.close()

@@ -124,7 +124,7 @@ class Store(abc.ABC):
             if code == OK:
                 puts.setdefault(key, []).append(op)
             elif code == REFUSED:
-                failures.append(_failure(key, op, "refused", "the store refused the write"))
+                failures.append(_failure(key, op, "refused", "the store refused the claim of its id; none of it was applied"))
             else:
                 failures.append(_failure(key, op, "exists", "another object has this id"))
         for key, codes in results.items():

@@ -9,7 +9,8 @@ subscription key ``K`` and an object id ``I``:
 ``P{K}:c``          channel the key's messages (SPUBLISH / SSUBSCRIBE); one
                             channel message carries one or more, joined by
                             ``\\n`` (a flush publishes one per apply.lua call)
-``P id:{I}``        string  the incarnation token holding id ``I``
+``P id:{I}``        string  the incarnation token holding id ``I`` (claimed with
+                            SET NX GET, freed by release.lua)
 ``P msgs``          stream  client messages for the simulation
 ==================  ======  =====================================================
 
@@ -39,7 +40,7 @@ from redis.retry import Retry
 from synk.core.batch import expected, message, stored
 from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
 from synk.errors import ConnectionError as SynkConnectionError
-from synk.store.base import REFUSED, Store, Stored, Subscriber
+from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-_SCRIPTS = ("apply", "claim", "release")
+_SCRIPTS = ("apply", "release")
 #: Operations per apply.lua call: bounds how long one call blocks Redis, and
 #: keeps its unpack() calls (HMGET, HSET) within Lua's limit of about 8,000 values.
 _CHUNK = 2000
@@ -237,7 +238,15 @@ class RedisStore(Store):
     # -- writes ------------------------------------------------------------------
 
     def _claim_calls(self, ops: list[Op]) -> list[_Call]:
-        return [_Call("claim", _evalsha_head("claim", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode())) for op in ops]
+        # SET NX GET (Redis 7): sets the id's token unless the id is taken, and
+        # answers what was there, so a retry by the same incarnation succeeds.
+        return [_Call("", _command(b"SET", self.id_key(op[2]).encode(), op[3].encode(), b"NX", b"GET")) for op in ops]
+
+    @staticmethod
+    def _claimed(op: Op, reply: Any) -> int:
+        if isinstance(reply, Exception):
+            return REFUSED
+        return OK if reply is None or reply == op[3].encode() else CONFLICT
 
     def _release_calls(self, ops: list[Op]) -> list[_Call]:
         return [_Call("release", _evalsha_head("release", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode())) for op in ops]
@@ -297,7 +306,7 @@ class RedisStore(Store):
 
         results = await self._run(calls())
         n = len(claim_calls)
-        return [REFUSED if isinstance(r, Exception) else int(r) for r in results[:n]], self._gather(index, results[n:])
+        return [self._claimed(op, r) for op, r in zip(claims, results[:n], strict=True)], self._gather(index, results[n:])
 
     async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
         index: list[tuple[str, int]] = []
