@@ -24,6 +24,14 @@ raw
     scripts, no guard checks), written to a plain socket with every reply
     read back. Encoding the buffer is not timed.
 
+raw, guarded
+    synk's own apply.lua calls of the same ticks, encoded by the store's own
+    encoder on the raw run's keys and replayed from a plain socket in synk's
+    two round trips, each tick after seeding the objects at the versions the
+    calls expect (not timed): what the guarded writes cost Redis with no
+    Python at all, so the most of raw that any writer with these guards can
+    reach. Informational.
+
 Besides writes/s, each row gives the CPU time per object write of this
 process (only while timed) and of Redis's main thread (INFO cpu): steadier
 than wall time when other processes load the machine.
@@ -58,10 +66,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis.asyncio as aioredis
 
 import synk
-from synk.core.batch import Batch, message, put_of, stored
+from synk.core.batch import Batch, Op, expected, message, put_of, record, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
 from synk.store.redis import _CHUNK as CALL_OPS  # operations per apply.lua call
@@ -349,6 +358,24 @@ class RawTick:
     objects: int
 
 
+@dataclass
+class GuardedTick:
+    """One synk tick as synk's own apply.lua calls, pre-encoded on the raw run's keys.
+
+    ``seed`` puts every object the tick writes at the version the tick
+    expects to find (not timed); ``phase1`` and ``phase2`` are the calls synk
+    made, in its two round trips.
+    """
+
+    seed: bytes
+    seed_commands: int
+    phase1: bytes
+    phase1_calls: int
+    phase2: bytes
+    phase2_calls: int
+    objects: int
+
+
 class Recording(RedisStore):
     """The Redis store, turning the batches of a few flushes into raw-run buffers.
 
@@ -361,6 +388,7 @@ class Recording(RedisStore):
         super().__init__(url, prefix=prefix)
         self.raw_names = raw_names
         self.raw_ticks: list[RawTick] = []
+        self.guarded_ticks: list[GuardedTick] = []
         self._last: Batch | None = None
 
     async def apply(self, batch: Batch) -> list[synk.Failure]:
@@ -373,6 +401,7 @@ class Recording(RedisStore):
         if batch is not None and len(self.raw_ticks) < RAW_CAPTURE:
             buf, count = raw_buffer(self.raw_names, batch)
             self.raw_ticks.append(RawTick(buf, count, len(batch)))
+            self.guarded_ticks.append(guarded_tick(self.raw_names, batch))
 
 
 class Workload:
@@ -451,6 +480,60 @@ def raw_buffer(store: RedisStore, batch: Batch) -> tuple[bytes, int]:
 def publishes(store: RedisStore, key: str, messages: list[bytes]) -> list[bytes]:
     """SPUBLISHes of ``messages`` on ``key``, joined as synk joins them: one per apply.lua call."""
     return [resp("SPUBLISH", store.channel(key), b"\n".join(messages[i : i + CALL_OPS])) for i in range(0, len(messages), CALL_OPS)]
+
+
+def guarded_tick(store: RedisStore, batch: Batch) -> GuardedTick:
+    """synk's own script calls for ``batch``, on ``store``'s keys, and the state they expect."""
+    seed = [resp("HSET", store.objects_key(key), op[2], expected(op) + record(key, op)) for key, ops in batch.ops.items() for op in ops]
+    puts: dict[str, list[Op]] = {}
+    for key, i in batch.moves:
+        op = batch.ops[key][i]
+        puts.setdefault(op[7], []).append(put_of(key, op))
+    # The store's own encoder (private, but the point is to send exactly what synk sends).
+    phase1 = [call.data for call in store._key_calls(batch.ops, [])]
+    phase2 = [call.data for call in store._key_calls(puts, [])]
+    return GuardedTick(b"".join(seed), len(seed), b"".join(phase1), len(phase1), b"".join(phase2), len(phase2), len(batch))
+
+
+async def round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: hiredis.Reader, buf: bytes, replies: int) -> None:
+    """Write ``buf``, read ``replies`` replies; every script must have applied every operation (code 0)."""
+    writer.write(buf)
+    seen = 0
+    while seen < replies:
+        reply = parser.gets()
+        if reply is False:
+            chunk = await reader.read(1 << 20)
+            if not chunk:
+                raise SystemExit("redis closed the raw connection")
+            parser.feed(chunk)
+            continue
+        seen += 1
+        if isinstance(reply, Exception) or (isinstance(reply, list) and any(reply)):
+            raise SystemExit(f"the guarded replay did not apply cleanly: {reply!r}"[:300])
+    await writer.drain()
+
+
+async def run_guarded(target: Target, captured: list[GuardedTick], ticks: int, cpu: RedisCpu, name: str) -> Run:
+    run = Run(name, captured[0].objects)
+    reader, writer = await open_raw(target)
+    parser = hiredis.Reader()
+    try:
+        for i in range(ticks):
+            tick = captured[i % len(captured)]
+            await round_trip(reader, writer, parser, tick.seed, tick.seed_commands)
+            r0, c0 = await cpu.now(), time.process_time()
+            t0 = time.perf_counter()
+            await round_trip(reader, writer, parser, tick.phase1, tick.phase1_calls)
+            if tick.phase2_calls:
+                await round_trip(reader, writer, parser, tick.phase2, tick.phase2_calls)
+            run.tick_times.append(time.perf_counter() - t0)
+            run.client_cpu += time.process_time() - c0
+            run.redis_cpu += await cpu.now() - r0
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return run
 
 
 async def run_raw(target: Target, captured: list[RawTick], ticks: int, cpu: RedisCpu, name: str) -> Run:
@@ -582,6 +665,7 @@ class Results:
     naive: Run
     raw: Run
     naive_lean: Run
+    raw_guarded: Run | None = None
     synk_sub: Run | None = None
     raw_sub: Run | None = None
     subscriber_bytes: int = 0
@@ -596,6 +680,12 @@ class Results:
     @property
     def fraction_of_raw(self) -> float:
         return self.synk.writes_per_s / self.raw.writes_per_s if self.raw.writes_per_s else 0.0
+
+    @property
+    def fraction_of_raw_guarded(self) -> float:
+        """synk against its own script calls replayed from a plain socket (no Python at all)."""
+        guarded = self.raw_guarded
+        return self.synk.writes_per_s / guarded.writes_per_s if guarded is not None and guarded.writes_per_s else 0.0
 
     @property
     def redis_ceiling_fraction_of_raw(self) -> float:
@@ -617,7 +707,7 @@ class Results:
 
 
 def print_table(res: Results) -> None:
-    rows = [r for r in (res.synk, res.naive, res.naive_lean, res.raw, res.synk_sub, res.raw_sub) if r is not None]
+    rows = [r for r in (res.synk, res.naive, res.naive_lean, res.raw, res.raw_guarded, res.synk_sub, res.raw_sub) if r is not None]
     moves = round(res.objects * res.move_fraction)
     print(
         f"\nflush benchmark: {res.objects:,} objects in {res.keys} keys, all changed every tick, "
@@ -644,6 +734,13 @@ def print_table(res: Results) -> None:
             f"redis CPU per write: {s.redis_us:.2f} µs for synk's guarded scripts, {res.raw.redis_us:.2f} µs for raw's plain "
             f"commands; Redis alone caps synk at {1e6 / s.redis_us if s.redis_us else 0:,.0f} writes/s, "
             f"{res.redis_ceiling_fraction_of_raw:.0%} of raw, however fast this process were"
+        )
+    if res.raw_guarded is not None and res.raw_guarded.ticks:
+        g = res.raw_guarded
+        of_raw = g.writes_per_s / res.raw.writes_per_s if res.raw.writes_per_s else 0.0
+        print(
+            f"synk's own script calls replayed from a plain socket (no Python): {g.writes_per_s:,.0f} writes/s, "
+            f"{of_raw:.0%} of raw; synk reaches {res.fraction_of_raw_guarded:.0%} of that"
         )
     print(f"initial create flush: {res.create_writes_per_s:,.0f} writes/s")
     busy = " (busy machine: wall-clock figures are skewed, the CPU columns less so)" if res.load > 0.5 * res.cpus else ""
@@ -690,10 +787,19 @@ def json_line(res: Results) -> str:
         "ratio_vs_naive": round(res.ratio_vs_naive, 2),
         "fraction_of_raw": round(res.fraction_of_raw, 3),
         "redis_ceiling_fraction_of_raw": round(res.redis_ceiling_fraction_of_raw, 3),
+        "raw_guarded_writes_per_s": round(res.raw_guarded.writes_per_s) if res.raw_guarded is not None else None,
+        "fraction_of_raw_guarded": round(res.fraction_of_raw_guarded, 3),
         "synk_plan_fraction": round(res.synk.plan_time / res.synk.wall, 3) if res.synk.wall else None,
         "cpu_us_per_write": {
             r: {"client": round(run.client_us, 2), "redis": round(run.redis_us, 2)}
-            for r, run in (("synk", res.synk), ("naive", res.naive), ("naive_lean", res.naive_lean), ("raw", res.raw))
+            for r, run in (
+                ("synk", res.synk),
+                ("naive", res.naive),
+                ("naive_lean", res.naive_lean),
+                ("raw", res.raw),
+                ("raw_guarded", res.raw_guarded),
+            )
+            if run is not None
         },
         "create_writes_per_s": round(res.create_writes_per_s),
         "targets_met": res.targets(),
@@ -741,7 +847,19 @@ async def bench(args: argparse.Namespace, url: str) -> Results:
             await run_naive(client, target, args.objects, args.keys, args.move_fraction, args.naive_ticks, cpu, lean=lean)
             for lean in (False, True)
         ]
-        res = Results(args.objects, args.keys, args.move_fraction, create_rate, synk_run, naive[0], raw_run, naive[1], load=load)
+        guarded_run = await run_guarded(target, store.guarded_ticks, args.ticks, cpu, "raw, guarded (synk's scripts)")
+        res = Results(
+            args.objects,
+            args.keys,
+            args.move_fraction,
+            create_rate,
+            synk_run,
+            naive[0],
+            raw_run,
+            naive[1],
+            raw_guarded=guarded_run,
+            load=load,
+        )
 
         if not args.no_subscriber:
             channels = [s.channel(f"k{i}") for s in (store, raw_names) for i in range(args.keys)]
