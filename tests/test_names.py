@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import synk
-from synk.core.names import MAX_ID_LENGTH, MAX_KEY_LENGTH, check_id, check_key, new_id, new_token
+from synk.core.names import MAX_ID_LENGTH, MAX_KEY_LENGTH, check_id, check_key, new_id, new_token, new_tokens
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -40,6 +40,14 @@ def test_new_token_is_random_hex() -> None:
     assert len(tokens) == 1000
     for token in tokens:
         assert re.fullmatch(r"[0-9a-f]{12}", token), token
+
+
+def test_new_tokens_are_like_new_token() -> None:
+    tokens = new_tokens(1000)
+    assert len(tokens) == len(set(tokens)) == 1000
+    for token in tokens:
+        assert re.fullmatch(r"[0-9a-f]{12}", token), token
+    assert new_tokens(0) == []
 
 
 # -- check_id -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -626,6 +627,28 @@ async def test_unawaited_flush_while_down_is_reported(redis_process: RedisProces
         await asyncio.to_thread(redis_process.start)
         report = await world.reload()
         assert report.missing == [a]
+
+
+async def test_a_redis_that_stops_answering_fails_the_flush_in_bounded_time(redis_process: RedisProcess) -> None:
+    # The server keeps the connection open but answers nothing (SIGSTOP): the
+    # flush fails once no reply has come for the socket timeout (here 1 s).
+    async with world_on(redis_process.url + "?socket_timeout=1", Note) as world:
+        notes = [world.create(Note(id=f"n{i}", sub_key=f"k{i % 7}")) for i in range(500)]
+        await world.flush()
+        for n in notes:
+            n.text = "while stopped"
+        assert redis_process.proc is not None
+        redis_process.proc.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(synk.WriteError) as info:
+                await asyncio.wait_for(world.flush(), 30)
+            assert {f.reason for f in info.value.failures} == {"connection"}
+            assert len(info.value.failures) == 500
+        finally:
+            redis_process.proc.send_signal(signal.SIGCONT)
+        # The outcome was unknown; the stored state tells.
+        report = await world.reload()
+        assert report.missing == [] and report.reloaded == 500
 
 
 async def test_reads_while_down_raise_connection_error(redis_process: RedisProcess) -> None:

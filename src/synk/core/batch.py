@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from synk.core.messages import add_json, mod_json, rem_json
-from synk.core.names import new_token
+from synk.core.names import new_tokens
 from synk.errors import SynkError, ValidationError
 
 if TYPE_CHECKING:
@@ -173,8 +173,8 @@ def _encode(created: list[Object], changed: list[Object], deleted: Iterable[Obje
     groups = batch.ops
     dumps = orjson.dumps
     done: set[str] = set()
-    for obj, key in zip(created, keys, strict=False):
-        batch.creates.append((key, ("p", obj.type_key, obj._synk_id, new_token(), 1, dumps(obj._synk_values), b"", "")))
+    for obj, key, token in zip(created, keys, new_tokens(len(created)), strict=False):
+        batch.creates.append((key, ("p", obj.type_key, obj._synk_id, token, 1, dumps(obj._synk_values), b"", "")))
         done.add(obj._synk_id)
     for obj in deleted:
         gone = obj._synk_skey

@@ -13,7 +13,7 @@ import secrets
 
 from synk.errors import ValidationError
 
-__all__ = ["MAX_ID_LENGTH", "MAX_KEY_LENGTH", "check_id", "check_key", "new_id", "new_token"]
+__all__ = ["MAX_ID_LENGTH", "MAX_KEY_LENGTH", "check_id", "check_key", "new_id", "new_token", "new_tokens"]
 
 MAX_ID_LENGTH = 128
 MAX_KEY_LENGTH = 200
@@ -35,6 +35,12 @@ def new_token() -> str:
     it is kept short.
     """
     return secrets.token_hex(6)
+
+
+def new_tokens(count: int) -> list[str]:
+    """``count`` tokens as ``new_token()`` makes them, from one read of the system's randomness."""
+    pool = secrets.token_hex(6 * count)
+    return [pool[i : i + 12] for i in range(0, 12 * count, 12)]
 
 
 def check_id(value: object) -> str:

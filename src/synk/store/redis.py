@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from redis import exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from synk.core.batch import expected, message, stored
+from synk.core.batch import expected, message, record, stored
 from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
@@ -57,6 +58,8 @@ _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.
 _SLICE = 64 * 1024
 _STREAM_MAXLEN = 100_000
+#: Seconds without a reply after which a batch fails, if the connection has no socket timeout.
+_REPLY_TIMEOUT = 10.0
 
 #: What a broken or unreachable connection raises.
 ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
@@ -191,7 +194,7 @@ class RedisStore(Store):
                         buffer, size, first = [], 0, False
                 if buffer:
                     await conn.send_packed_command(b"".join(buffer), check_health=first)
-                results = [await self._reply(conn) for _ in sent]
+                results = await self._replies(conn, len(sent))
                 missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                 if missing:
                     await self._load_scripts()
@@ -215,6 +218,27 @@ class RedisStore(Store):
             return await conn.read_response()
         except rexc.ResponseError as exc:
             return exc
+
+    async def _replies(self, conn: Any, count: int) -> list[Any]:
+        """``count`` replies; fails (TimeoutError) when none comes for the socket timeout.
+
+        One timer for the lot, moved on as replies come, instead of one per
+        reply: a flush of thousands of creates gets thousands of replies.
+        """
+        limit = conn.socket_timeout or _REPLY_TIMEOUT
+        loop = asyncio.get_running_loop()
+        out: list[Any] = []
+        append = out.append
+        read = conn.read_response
+        async with asyncio.timeout(limit) as guard:
+            for i in range(count):
+                try:
+                    append(await read(timeout=math.inf))
+                except rexc.ResponseError as exc:
+                    append(exc)
+                if i % 64 == 63:
+                    guard.reschedule(loop.time() + limit)
+        return out
 
     @staticmethod
     def _raise_errors(results: list[Any]) -> list[Any]:
@@ -240,7 +264,12 @@ class RedisStore(Store):
     def _claim_calls(self, ops: list[Op]) -> list[_Call]:
         # SET NX GET (Redis 7): sets the id's token unless the id is taken, and
         # answers what was there, so a retry by the same incarnation succeeds.
-        return [_Call("", _command(b"SET", self.id_key(op[2]).encode(), op[3].encode(), b"NX", b"GET")) for op in ops]
+        head = f"{self.prefix}id:{{".encode()  # id_key(), a create at a time
+        command = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b%b}\r\n$%d\r\n%b\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
+        return [
+            _Call("", command % (len(head) + len(oid) + 1, head, oid, len(token), token))
+            for oid, token in ((op[2].encode(), op[3].encode()) for op in ops)
+        ]
 
     @staticmethod
     def _claimed(op: Op, reply: Any) -> int:
@@ -278,6 +307,11 @@ class RedisStore(Store):
                         value = b'%b:%d\n%b%b"state":%b%b' % (token_bytes, version, ADD_HEAD, names, state, tail)
                         guard = b"%b:%d\n" % (token_bytes, version - 1)
                         publish(b'%b%b"diff":%b%b' % (MOD_HEAD, names, diff, tail))
+                    elif code == "p" and not op[7]:  # a create: it publishes its record
+                        guard = b""
+                        rec = record(key, op)
+                        value = b"%b:%d\n%b" % (token.encode(), version, rec)
+                        publish(rec)
                     else:
                         guard = expected(op)
                         value = stored(key, op) if code == "p" else b""
