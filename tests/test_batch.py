@@ -216,6 +216,19 @@ def test_a_value_that_fails_to_encode_leaves_everything_untouched() -> None:
     assert bad.version == 1 and bad.diff == {"name": "\ud800"}
 
 
+def test_a_state_too_deep_to_encode_names_the_object() -> None:
+    # Each field encodes alone, but not inside the state (orjson stops at 254 levels).
+    deep: Any = 0
+    for _ in range(253):
+        deep = [deep]
+    bad, _ = created(id="deep")
+    bad._synk_values["tags"] = deep
+    bad._synk_base["tags"] = []
+    with pytest.raises(synk.ValidationError, match=r"agent 'deep' cannot be encoded as JSON"):
+        plan([], [bad], [])
+    assert bad.version == 1 and bad.changed
+
+
 def test_plan_fixes_what_is_sent() -> None:
     a, _ = created()
     a.name = "one"

@@ -159,7 +159,7 @@ class World:
         order of the calls. Raises the WriteError of an earlier flush that was
         not awaited, before sending anything; raises ValidationError, sending
         nothing and leaving every change pending, when an object's new
-        ``sub_key`` is invalid.
+        ``sub_key`` is invalid or a value cannot be encoded.
         """
         if self._unreported:
             errors = list(self._unreported.values())

@@ -159,10 +159,10 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
         raise
     try:
         batch = _encode(created, changed, deleted, keys)
-    except TypeError:  # orjson's error; values are checked on assignment, so only a bypass gets here
+    except TypeError as exc:  # orjson's error; values are checked on assignment, so only a bypass gets here
         for obj in (*created, *changed):
             _check_encodes(obj)
-        raise
+        raise ValidationError(f"the flush cannot be encoded as JSON: {exc}") from exc
     _commit(created, changed, keys, batch)
     return batch
 
@@ -227,3 +227,7 @@ def _check_encodes(obj: Object) -> None:
             orjson.dumps(value)
         except TypeError as exc:
             raise ValidationError(f"{obj.type_key} {obj.id!r} field {name!r} cannot be encoded as JSON: {exc}") from None
+    try:
+        orjson.dumps(obj._synk_values)
+    except TypeError as exc:
+        raise ValidationError(f"{obj.type_key} {obj.id!r} cannot be encoded as JSON: {exc}") from None

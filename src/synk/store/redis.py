@@ -27,6 +27,7 @@ so Redis runs the first scripts while Python encodes the rest.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
@@ -58,8 +59,8 @@ _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.
 _SLICE = 64 * 1024
 _STREAM_MAXLEN = 100_000
-#: Seconds without a reply after which a batch fails, if the connection has no socket timeout.
-_REPLY_TIMEOUT = 10.0
+#: The progress limit of a batch of calls when the connection has no socket timeout.
+_REPLY_TIMEOUT = 5.0
 
 #: What a broken or unreachable connection raises.
 ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
@@ -94,11 +95,47 @@ def _evalsha_head(script: str, keys: list[bytes], nargs: int) -> bytes:
 
 
 def _down(url: str, exc: BaseException) -> SynkConnectionError:
-    return SynkConnectionError(f"redis at {url} is unreachable: {exc or type(exc).__name__}")
+    return SynkConnectionError(f"redis at {url} is unreachable: {str(exc) or type(exc).__name__}")
+
+
+class _Progress:
+    """Bounds a batch of calls by its progress rather than by one timer per reply.
+
+    ``guard()`` fails the batch (TimeoutError) once ``2 * limit`` seconds
+    pass with nothing sent and no reply; it never does while each step comes
+    within ``limit`` of the last. ``made()``, called on each step, moves the
+    deadline on only when it is nearer than ``limit``: at most one timer
+    change per ``limit`` seconds, whatever the number of replies.
+    """
+
+    __slots__ = ("_guard", "_loop", "expired", "limit")
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.expired = False
+        self._guard: asyncio.Timeout | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(2 * self.limit) as self._guard:
+                yield
+        except TimeoutError:
+            self.expired = True
+            raise
+
+    def made(self) -> None:
+        guard = self._guard
+        if guard is not None:
+            now = self._loop.time()
+            when = guard.when()
+            if when is not None and when - now < self.limit:
+                guard.reschedule(now + 2 * self.limit)
 
 
 class _Call:
-    """One script call, packed, and which script it needs (for a NOSCRIPT retry)."""
+    """One call (a script's or a plain command), packed; ``script`` names the script, for a NOSCRIPT retry."""
 
     __slots__ = ("data", "script")
 
@@ -172,37 +209,44 @@ class RedisStore(Store):
         ``calls`` may be a generator that encodes as it goes: each slice is
         handed to the socket before the next is encoded. Error replies come
         back as exception objects; NOSCRIPT ones (a restarted Redis lost its
-        script cache, and none of those calls ran) are retried once.
+        script cache, and none of those calls ran) are retried once. Fails
+        with synk.ConnectionError when Redis neither takes data nor answers
+        for over the connection's socket timeout (see ``_Progress``).
         """
         pool = self.redis.connection_pool
         try:
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         except ERRORS as exc:
             raise _down(self.url, exc) from exc
+        progress = _Progress(conn.socket_timeout or _REPLY_TIMEOUT)
         sent: list[_Call] = []
         try:
             try:
-                buffer: list[bytes] = []
-                size = 0
-                first = True
-                for call in calls:
-                    sent.append(call)
-                    buffer.append(call.data)
-                    size += len(call.data)
-                    if size >= _SLICE:
+                async with progress.guard():
+                    buffer: list[bytes] = []
+                    size = 0
+                    first = True
+                    for call in calls:
+                        sent.append(call)
+                        buffer.append(call.data)
+                        size += len(call.data)
+                        if size >= _SLICE:
+                            await conn.send_packed_command(b"".join(buffer), check_health=first)
+                            progress.made()
+                            buffer, size, first = [], 0, False
+                    if buffer:
                         await conn.send_packed_command(b"".join(buffer), check_health=first)
-                        buffer, size, first = [], 0, False
-                if buffer:
-                    await conn.send_packed_command(b"".join(buffer), check_health=first)
-                results = await self._replies(conn, len(sent))
-                missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
-                if missing:
-                    await self._load_scripts()
-                    await conn.send_packed_command(b"".join(sent[i].data for i in missing), check_health=False)
-                    for i in missing:
-                        results[i] = await self._reply(conn)
+                    results = await self._replies(conn, len(sent), progress)
+                    missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
+                    if missing:
+                        await self._load_scripts()
+                        await conn.send_packed_command(b"".join(sent[i].data for i in missing), check_health=False)
+                        for i, reply in zip(missing, await self._replies(conn, len(missing), progress), strict=True):
+                            results[i] = reply
             except ERRORS as exc:
                 await conn.disconnect()
+                if progress.expired:
+                    raise SynkConnectionError(f"redis at {self.url} neither took data nor answered for over {progress.limit:g} s") from exc
                 raise _down(self.url, exc) from exc
             except BaseException:
                 # Replies may still be in flight: this connection must not be reused.
@@ -213,31 +257,20 @@ class RedisStore(Store):
         return results
 
     @staticmethod
-    async def _reply(conn: Any) -> Any:
-        try:
-            return await conn.read_response()
-        except rexc.ResponseError as exc:
-            return exc
-
-    async def _replies(self, conn: Any, count: int) -> list[Any]:
-        """``count`` replies; fails (TimeoutError) when none comes for the socket timeout.
-
-        One timer for the lot, moved on as replies come, instead of one per
-        reply: a flush of thousands of creates gets thousands of replies.
-        """
-        limit = conn.socket_timeout or _REPLY_TIMEOUT
-        loop = asyncio.get_running_loop()
+    async def _replies(conn: Any, count: int, progress: _Progress) -> list[Any]:
+        """``count`` replies, error replies as exception objects."""
         out: list[Any] = []
         append = out.append
         read = conn.read_response
-        async with asyncio.timeout(limit) as guard:
-            for i in range(count):
-                try:
-                    append(await read(timeout=math.inf))
-                except rexc.ResponseError as exc:
-                    append(exc)
-                if i % 64 == 63:
-                    guard.reschedule(loop.time() + limit)
+        made = progress.made
+        for _ in range(count):
+            try:
+                # No timer per reply (a flush of thousands of creates gets
+                # thousands of replies): the progress guard bounds the wait.
+                append(await read(timeout=math.inf))
+            except rexc.ResponseError as exc:
+                append(exc)
+            made()
         return out
 
     @staticmethod
