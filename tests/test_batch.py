@@ -219,7 +219,7 @@ def test_a_value_that_fails_to_encode_leaves_everything_untouched() -> None:
 def test_a_state_too_deep_to_encode_names_the_object() -> None:
     # Each field encodes alone, but not inside the state (orjson stops at 254 levels).
     deep: Any = 0
-    for _ in range(253):
+    for _ in range(254):
         deep = [deep]
     bad, _ = created(id="deep")
     bad._synk_values["tags"] = deep
