@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -16,7 +17,7 @@ from redis.crc import key_slot
 import synk
 from synk.core.messages import encode_add
 from synk.store.base import Event
-from synk.store.redis import RedisStore
+from synk.store.redis import RedisStore, _Progress
 from tests.conftest import record_errors
 from tests.models import Agent, Note
 from tests.redis_process import RedisProcess, free_port
@@ -654,6 +655,23 @@ async def test_a_redis_that_stops_answering_fails_the_flush_in_bounded_time(redi
         # The outcome was unknown; the stored state tells.
         report = await world.reload()
         assert report.missing == [] and report.reloaded == count
+
+
+async def test_progress_guard_fails_even_when_a_step_swallowed_its_cancellation() -> None:
+    # asyncio.wait_for (inside redis-py's sends) can swallow a cancellation on
+    # Python 3.11 when its own await finishes in the same loop turn.
+    progress = _Progress(0.05)
+
+    async def batch() -> None:
+        async with progress.guard():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(1)  # a stalled step: the guard's deadline passes here
+            progress.made()  # the step "finished" anyway
+            raise AssertionError("the guard let the batch go on")
+
+    with pytest.raises(TimeoutError):
+        await batch()
+    assert progress.expired
 
 
 async def test_reads_while_down_raise_connection_error(redis_process: RedisProcess) -> None:

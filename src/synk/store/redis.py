@@ -122,16 +122,23 @@ class _Progress:
             async with asyncio.timeout(2 * self.limit) as self._guard:
                 yield
         except TimeoutError:
-            self.expired = True
+            self.expired = self._guard is not None and self._guard.expired()
             raise
 
     def made(self) -> None:
+        """One step done: a slice sent, a reply read, scripts loaded."""
         guard = self._guard
-        if guard is not None:
-            now = self._loop.time()
-            when = guard.when()
-            if when is not None and when - now < self.limit:
-                guard.reschedule(now + 2 * self.limit)
+        if guard is None:
+            return
+        if guard.expired():
+            # The deadline passed, but the step finished in the same loop
+            # turn and its asyncio.wait_for (inside redis-py) swallowed the
+            # cancellation, as it can on Python 3.11: fail here instead.
+            raise TimeoutError
+        now = self._loop.time()
+        when = guard.when()
+        if when is not None and when - now < self.limit:
+            guard.reschedule(now + 2 * self.limit)
 
 
 class _Call:
@@ -236,11 +243,14 @@ class RedisStore(Store):
                             buffer, size, first = [], 0, False
                     if buffer:
                         await conn.send_packed_command(b"".join(buffer), check_health=first)
+                        progress.made()
                     results = await self._replies(conn, len(sent), progress)
                     missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                     if missing:
                         await self._load_scripts()
+                        progress.made()
                         await conn.send_packed_command(b"".join(sent[i].data for i in missing), check_health=False)
+                        progress.made()
                         for i, reply in zip(missing, await self._replies(conn, len(missing), progress), strict=True):
                             results[i] = reply
             except ERRORS as exc:
