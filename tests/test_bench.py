@@ -1,4 +1,4 @@
-"""The benchmarks still run: a tiny bench.flush, end to end, against its own redis-server."""
+"""The benchmarks still run: tiny versions of each, end to end, against their own redis-server."""
 
 from __future__ import annotations
 
@@ -24,3 +24,23 @@ def test_bench_flush_runs_and_prints_its_json_line() -> None:
         assert line["cpu_us_per_write"][name]["redis"] > 0, name
     assert line["synk_subscribed_writes_per_s"] > 0 and line["raw_guarded_writes_per_s"] > 0
     assert set(line["targets_met"]) == {"synk_ge_20x_naive", "synk_ge_100000_writes_per_s", "synk_ge_0.5_of_raw"}
+
+
+def test_bench_fanout_runs_both_servers_and_delivers_everything() -> None:
+    args = ["--clients", "20", "--keys", "10", "--keys-per-client", "2", "--objects-per-key", "5", "--rate", "100"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", *args, "--seconds", "1", "--warmup", "0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert (line["bench"], line["clients"]) == ("fanout", 20)
+    for system in ("synk", "socketio"):
+        # (the window's edges make delivered and expected differ by a few)
+        assert line[system]["delivered"] > 0.8 * line[system]["expected"] > 0, system
+        assert line[system]["client_errors"] == [], system
+    assert set(line["targets_met"]) == {"cpu_per_msg_at_most_third_of_socketio", "synk_p99_under_50ms"}
