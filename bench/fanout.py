@@ -71,7 +71,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import struct
 import sys
 import tempfile
@@ -83,6 +82,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 import synk
+from bench.redis_server import RedisServer, free_port
 from synk.core.names import new_id
 
 if TYPE_CHECKING:
@@ -170,13 +170,6 @@ def machine_busy() -> tuple[float, float]:
     return float(total - idle), float(total)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 async def wait_port(port: int, deadline: float, alive: Callable[[], bool], what: str) -> None:
     """Poll until something accepts connections on ``port``; fail at the deadline or if the process died."""
     while True:
@@ -193,48 +186,6 @@ async def wait_port(port: int, deadline: float, alive: Callable[[], bool], what:
         if time.monotonic() > deadline:
             raise BenchError(f"{what} did not listen on port {port} in time")
         await asyncio.sleep(0.02)  # poll interval; the deadline bounds the wait
-
-
-class RedisServer:
-    """A private ``redis-server``: no persistence, a free loopback port."""
-
-    def __init__(self) -> None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not on the PATH; install the redis-server package")
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="synk-fanout-redis-")
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self, timeout: float = 10.0) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir]
-        self.proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.returncode is not None:
-                raise BenchError(f"redis-server exited with code {self.proc.returncode}")
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                try:
-                    writer.write(b"PING\r\n")
-                    if (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG"):
-                        return
-                except (OSError, TimeoutError):
-                    pass
-                finally:
-                    writer.close()
-            if time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not answer PING on port {self.port} within {timeout} s")
-            await asyncio.sleep(0.02)  # poll interval; the deadline bounds the wait
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Child:
@@ -1044,7 +995,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        await redis.start()
+        await asyncio.to_thread(redis.start)
         args.redis = redis.url
         for system in systems:
             print(f"running {system} ...", file=sys.stderr)
@@ -1053,7 +1004,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         print(f"fanout failed: {exc}\n(logs in {logdir})", file=sys.stderr)
         return 1
     finally:
-        await redis.stop()
+        await asyncio.to_thread(redis.stop)
     print(table(results))
     by = {r.name: r for r in results}
     out: dict[str, Any] = {

@@ -55,12 +55,9 @@ import cProfile
 import gc
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,6 +67,7 @@ import hiredis
 import redis.asyncio as aioredis
 
 import synk
+from bench.redis_server import RedisServer
 from synk.core.batch import Batch, Op, expected, message, put_of, record, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
@@ -110,13 +108,6 @@ class Unit(synk.Object):
 # -- redis-server and connections ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Target:
     """Where Redis is: parsed from a ``redis://`` URL."""
@@ -148,43 +139,6 @@ class Target:
         if select and self.db:
             cmds.append(["SELECT", str(self.db)])
         return cmds
-
-
-class RedisServer:
-    """A private ``redis-server``: no persistence, a free loopback port."""
-
-    def __init__(self) -> None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not on the PATH; install it or pass --redis URL")
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="synk-bench-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", self.dir]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"redis-server exited with code {self.proc.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
-                    return
-            time.sleep(0.01)  # poll interval; the deadline bounds the wait
-        self.stop()
-        raise SystemExit(f"redis-server did not answer PING on port {self.port} within {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- RESP, for the raw run and the subscriber ---------------------------------------------
