@@ -2,92 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
+import pytest
 
 from synk.core.messages import RESERVED_METHODS, encode_add, encode_mod, encode_rem
 from synk.core.values import freeze
 
 
-def keys_of(data: bytes) -> list[str]:
-    """The top-level field names of an encoded message, in wire order."""
-    decoded: dict[str, Any] = orjson.loads(data)
-    return list(decoded)
-
-
-def test_add() -> None:
-    data = encode_add("agent", "a1", "world:0|0", 1, {"x": 1, "name": "ann"})
-    assert data == b'{"method":"add","t":"agent","id":"a1","sKey":"world:0|0","v":1,"state":{"x":1,"name":"ann"}}'
-    assert orjson.loads(data) == {"method": "add", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 1, "state": {"x": 1, "name": "ann"}}
-    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state"]
-
-
-def test_add_with_previous_key() -> None:
-    data = encode_add("agent", "a1", "world:1|0", 3, {"x": 17}, prev_key="world:0|0")
-    assert data == b'{"method":"add","t":"agent","id":"a1","sKey":"world:1|0","v":3,"state":{"x":17},"psKey":"world:0|0"}'
-    assert orjson.loads(data) == {
-        "method": "add",
-        "t": "agent",
-        "id": "a1",
-        "sKey": "world:1|0",
-        "v": 3,
-        "state": {"x": 17},
-        "psKey": "world:0|0",
-    }
-    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state", "psKey"]
-
-
-def test_add_with_incarnation() -> None:
-    data = encode_add("agent", "a1", "world:0|0", 1, {"x": 1}, inc="0123456789abcdef")
-    assert data == b'{"method":"add","t":"agent","id":"a1","sKey":"world:0|0","v":1,"state":{"x":1},"i":"0123456789abcdef"}'
-    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state", "i"]
-
-
-def test_add_with_incarnation_and_previous_key() -> None:
-    data = encode_add("agent", "a1", "world:1|0", 3, {"x": 17}, prev_key="world:0|0", inc="tok")
-    assert data == b'{"method":"add","t":"agent","id":"a1","sKey":"world:1|0","v":3,"state":{"x":17},"i":"tok","psKey":"world:0|0"}'
-    assert orjson.loads(data) == {
-        "method": "add",
-        "t": "agent",
-        "id": "a1",
-        "sKey": "world:1|0",
-        "v": 3,
-        "state": {"x": 17},
-        "i": "tok",
-        "psKey": "world:0|0",
-    }
-    # PROTOCOL.md's order: t, id, sKey, v, state, i, optional psKey
-    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "state", "i", "psKey"]
-
-
-def test_mod() -> None:
-    data = encode_mod("agent", "a1", "world:0|0", 2, {"name": "x"})
-    assert data == b'{"method":"mod","t":"agent","id":"a1","sKey":"world:0|0","v":2,"diff":{"name":"x"}}'
-    assert orjson.loads(data) == {"method": "mod", "t": "agent", "id": "a1", "sKey": "world:0|0", "v": 2, "diff": {"name": "x"}}
-    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "diff"]
-
-
-def test_mod_with_next_key() -> None:
-    data = encode_mod("agent", "a1", "world:0|0", 3, {"x": 17}, next_key="world:1|0")
-    assert data == b'{"method":"mod","t":"agent","id":"a1","sKey":"world:0|0","v":3,"diff":{"x":17},"nsKey":"world:1|0"}'
-    assert orjson.loads(data) == {
-        "method": "mod",
-        "t": "agent",
-        "id": "a1",
-        "sKey": "world:0|0",
-        "v": 3,
-        "diff": {"x": 17},
-        "nsKey": "world:1|0",
-    }
-    assert keys_of(data) == ["method", "t", "id", "sKey", "v", "diff", "nsKey"]
-
-
-def test_rem() -> None:
-    data = encode_rem("agent", "a1", "world:1|0")
-    assert data == b'{"method":"rem","t":"agent","id":"a1","sKey":"world:1|0"}'
-    assert orjson.loads(data) == {"method": "rem", "t": "agent", "id": "a1", "sKey": "world:1|0"}
-    assert keys_of(data) == ["method", "t", "id", "sKey"]
+# Exact bytes: field names and order as PROTOCOL.md gives them (t, id, sKey,
+# v, state / diff, i, then psKey / nsKey when the object moves).
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            encode_add("agent", "a1", "world:0|0", 1, {"x": 1, "name": "ann"}),
+            b'{"method":"add","t":"agent","id":"a1","sKey":"world:0|0","v":1,"state":{"x":1,"name":"ann"}}',
+        ),
+        (
+            encode_add("agent", "a1", "world:1|0", 3, {"x": 17}, prev_key="world:0|0"),
+            b'{"method":"add","t":"agent","id":"a1","sKey":"world:1|0","v":3,"state":{"x":17},"psKey":"world:0|0"}',
+        ),
+        (
+            encode_add("agent", "a1", "world:0|0", 1, {"x": 1}, inc="0123456789abcdef"),
+            b'{"method":"add","t":"agent","id":"a1","sKey":"world:0|0","v":1,"state":{"x":1},"i":"0123456789abcdef"}',
+        ),
+        (
+            encode_add("agent", "a1", "world:1|0", 3, {"x": 17}, prev_key="world:0|0", inc="tok"),
+            b'{"method":"add","t":"agent","id":"a1","sKey":"world:1|0","v":3,"state":{"x":17},"i":"tok","psKey":"world:0|0"}',
+        ),
+        (
+            encode_mod("agent", "a1", "world:0|0", 2, {"name": "x"}),
+            b'{"method":"mod","t":"agent","id":"a1","sKey":"world:0|0","v":2,"diff":{"name":"x"}}',
+        ),
+        (
+            encode_mod("agent", "a1", "world:0|0", 3, {"x": 17}, next_key="world:1|0"),
+            b'{"method":"mod","t":"agent","id":"a1","sKey":"world:0|0","v":3,"diff":{"x":17},"nsKey":"world:1|0"}',
+        ),
+        (encode_rem("agent", "a1", "world:1|0"), b'{"method":"rem","t":"agent","id":"a1","sKey":"world:1|0"}'),
+    ],
+    ids=["add", "add-moved", "add-incarnation", "add-incarnation-moved", "mod", "mod-moving", "rem"],
+)
+def test_message_bytes(data: bytes, expected: bytes) -> None:
+    assert data == expected
+    orjson.loads(data)  # and it is JSON
 
 
 def test_none_keys_are_left_out_not_null() -> None:

@@ -19,6 +19,7 @@ from synk.core.messages import encode_add
 from synk.store.base import Event
 from synk.store.redis import RedisStore, _Progress
 from tests.conftest import record_errors
+from tests.gateway_env import until_async
 from tests.models import Agent, Note
 from tests.redis_process import RedisProcess, free_port
 
@@ -355,10 +356,11 @@ async def open_cluster(server: RedisProcess) -> None:
     r = aioredis.Redis.from_url(server.url)
     try:
         await r.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
-        deadline = asyncio.get_running_loop().time() + 10
-        while b"cluster_state:ok" not in await r.execute_command("CLUSTER", "INFO"):  # type: ignore[no-untyped-call]
-            assert asyncio.get_running_loop().time() < deadline, "cluster did not come up"
-            await asyncio.sleep(0.02)
+
+        async def up() -> bool:
+            return b"cluster_state:ok" in await r.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
+
+        await until_async(up, "the cluster to come up")
     finally:
         await r.aclose()
 
