@@ -444,8 +444,8 @@ def guarded_tick(store: RedisStore, batch: Batch) -> GuardedTick:
         op = batch.ops[key][i]
         puts.setdefault(op[7], []).append(put_of(key, op))
     # The store's own encoder (private, but the point is to send exactly what synk sends).
-    phase1 = [call.data for call in store._key_calls(batch.ops, [])]
-    phase2 = [call.data for call in store._key_calls(puts, [])]
+    phase1 = list(store._key_calls(batch.ops, []))
+    phase2 = list(store._key_calls(puts, []))
     return GuardedTick(b"".join(seed), len(seed), b"".join(phase1), len(phase1), b"".join(phase2), len(phase2), len(batch))
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import synk
 from synk.core.batch import Batch, Kind, Op, expected, guard, kind, message, plan, put_of, record, stored
-from synk.core.messages import encode_add, encode_mod, encode_rem
+from synk.core.messages import encode_add, encode_mod, rem_json
 from tests.models import Agent, Note
 
 
@@ -123,7 +123,7 @@ def test_delete() -> None:
     assert (key, op[0], op[1], op[2], op[3], op[4]) == ("world:1|0", "d", "agent", "a1", token, 1)
     assert kind(op) is Kind.DELETE
     assert expected(op) == f"{token}:1\n".encode()  # a delete expects the current version
-    assert message(key, op) == encode_rem("agent", "a1", "world:1|0", inc=token)
+    assert message(key, op) == rem_json("agent", "a1", "world:1|0", token)
 
 
 def test_delete_after_updates_expects_the_latest_version() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from synk.core.messages import encode_add, encode_mod, encode_rem
+from synk.core.messages import encode_add, encode_mod, rem_json
 from synk.gateway.routing import Routed, Router, replay, route
 
 
@@ -28,7 +28,7 @@ def test_route_mod() -> None:
 
 
 def test_route_rem() -> None:
-    r = route(encode_rem("agent", "a1", "k"))
+    r = route(rem_json("agent", "a1", "k"))
     assert (r.method, r.id, r.version, r.leaves) == ("rem", "a1", None, True)
 
 
@@ -67,7 +67,7 @@ def test_replay_drops_what_the_snapshot_already_has() -> None:
 
 def test_replay_keeps_custom_messages_and_rem_in_order() -> None:
     custom = route(b'{"method":"chat","text":"hi"}')
-    rem = route(encode_rem("agent", "a", "k"))
+    rem = route(rem_json("agent", "a", "k"))
     buffered = [custom, _mod("a", 2), rem]
     assert replay(buffered, {"a": (5, "i1")}) == [custom.data, rem.data]
 
@@ -79,7 +79,7 @@ def test_replay_of_objects_not_in_the_snapshot() -> None:
     # "d" is created after the snapshot: everything of it is news.
     new = [route(encode_add("agent", "d", "k", 1, {})), _mod("d", 2)]
     # "e" was deleted before the snapshot.
-    gone = [_mod("e", 9), route(encode_rem("agent", "e", "k"))]
+    gone = [_mod("e", 9), route(rem_json("agent", "e", "k"))]
     buffered = before + new[:1] + gone + after + new[1:]
     assert replay(buffered, {}) == [new[0].data, after[0].data, after[1].data, new[1].data]
 
@@ -92,7 +92,7 @@ def _inc(method: str, oid: str, v: int, inc: str) -> Routed:
     if method == "add":
         return route(encode_add("agent", oid, "k", v, {}, inc=inc))
     if method == "rem":
-        return route(encode_rem("agent", oid, "k", inc=inc))
+        return route(rem_json("agent", oid, "k", inc))
     return route(encode_mod("agent", oid, "k", v, {"v": v}, inc=inc))
 
 

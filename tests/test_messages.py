@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from synk.core.messages import RESERVED_METHODS, encode_add, encode_mod, encode_rem
+from synk.core.messages import RESERVED_METHODS, encode_add, encode_mod, rem_json
 from synk.core.values import freeze
 
 
@@ -38,7 +38,7 @@ from synk.core.values import freeze
             encode_mod("agent", "a1", "world:0|0", 3, {"x": 17}, next_key="world:1|0"),
             b'{"method":"mod","t":"agent","id":"a1","sKey":"world:0|0","v":3,"diff":{"x":17},"nsKey":"world:1|0"}',
         ),
-        (encode_rem("agent", "a1", "world:1|0"), b'{"method":"rem","t":"agent","id":"a1","sKey":"world:1|0"}'),
+        (rem_json("agent", "a1", "world:1|0"), b'{"method":"rem","t":"agent","id":"a1","sKey":"world:1|0"}'),
     ],
     ids=["add", "add-moved", "add-incarnation", "add-incarnation-moved", "mod", "mod-moving", "rem"],
 )
@@ -87,22 +87,18 @@ def test_reserved_methods() -> None:
     assert {"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"} == RESERVED_METHODS
 
 
-def test_update_parts_assemble_add_and_mod() -> None:
-    from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
+def test_update_json_is_add_and_mod() -> None:
+    from synk.core.messages import update_json
 
     state = {"x": 1, "name": 'é"\\'}
     diff = {"name": 'é"\\'}
-    names = update_names(b"agent", b"a1", b"world:0|0", 7)
-    tail = update_tail(b"abc123")
-    record = ADD_HEAD + names + b'"state":' + orjson.dumps(state) + tail
-    message = MOD_HEAD + names + b'"diff":' + orjson.dumps(diff) + tail
+    record, message = update_json("agent", "a1", "world:0|0", 7, orjson.dumps(state), orjson.dumps(diff), "abc123")
     assert record == encode_add("agent", "a1", "world:0|0", 7, state, inc="abc123")
     assert message == encode_mod("agent", "a1", "world:0|0", 7, diff, inc="abc123")
 
 
 def test_json_variants_take_encoded_state() -> None:
-    from synk.core.messages import add_json, mod_json, rem_json
+    from synk.core.messages import add_json, mod_json
 
     assert add_json("t", "i", "k", 2, b'{"a":1}', "p", "tok") == encode_add("t", "i", "k", 2, {"a": 1}, prev_key="p", inc="tok")
     assert mod_json("t", "i", "k", 2, b'{"a":1}', "n", "tok") == encode_mod("t", "i", "k", 2, {"a": 1}, next_key="n", inc="tok")
-    assert rem_json("t", "i", "k", "tok") == encode_rem("t", "i", "k", inc="tok")

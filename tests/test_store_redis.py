@@ -17,7 +17,7 @@ from redis.crc import key_slot
 import synk
 from synk.core.messages import encode_add
 from synk.store.base import Event
-from synk.store.redis import RedisStore, _Progress
+from synk.store.redis import _LOADED, RedisStore, _Progress
 from tests.conftest import record_errors
 from tests.gateway_env import until_async
 from tests.models import Agent, Note
@@ -223,13 +223,15 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     calls: list[Call] = []
     original = RedisStore._run
 
-    async def recording(self: RedisStore, batch: Iterable[Any]) -> list[Any]:
+    names = {script.sha: name for name, script in _LOADED.items()}
+
+    async def recording(self: RedisStore, batch: Iterable[bytes]) -> list[Any]:
         sent = list(batch)
         for call in sent:
-            args = parse_resp(call.data)
+            args = parse_resp(call)
             if args[0] == "EVALSHA":
                 n = int(args[2])
-                calls.append((call.script, args[3 : 3 + n], args[3 + n :]))
+                calls.append((names[args[1]], args[3 : 3 + n], args[3 + n :]))
             else:
                 calls.append((args[0].lower(), args[1:2], args[2:]))
         return await original(self, sent)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from synk.core.messages import add_json, mod_json, rem_json
+from synk.core.messages import add_json, mod_json, rem_json, update_json
 from synk.core.names import new_tokens
 from synk.errors import SynkError, ValidationError
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
     from synk.core.model import Object
 
-__all__ = ["Batch", "Kind", "Op", "expected", "guard", "kind", "message", "plan", "put_of", "record", "stored"]
+__all__ = ["Batch", "Kind", "Op", "expected", "guard", "kind", "message", "plan", "put_of", "record", "stored", "wire"]
 
 Op = tuple[str, str, str, str, int, bytes, bytes, str]
 
@@ -102,6 +102,23 @@ def message(key: str, op: Op) -> bytes:
     if code == "d":
         return rem_json(t, oid, key, token)
     return mod_json(t, oid, key, version, diff, other or None, token)
+
+
+def wire(key: str, op: Op) -> tuple[bytes, bytes, bytes]:
+    """What a store needs of ``op`` in ``key``: ``(expected(op), stored value or b"", message)``.
+
+    The same bytes as those functions give, each encoded once: an update's
+    record and message share their names, a create publishes its record.
+    """
+    code, t, oid, token, version, state, diff, other = op
+    if code == "u":
+        rec, msg = update_json(t, oid, key, version, state, diff, token)
+        inc = token.encode()
+        return b"%b:%d\n" % (inc, version - 1), b"%b:%d\n%b" % (inc, version, rec), msg
+    if code == "p":
+        rec = record(key, op)
+        return b"", guard(op) + rec, message(key, op) if other else rec
+    return expected(op), b"", message(key, op)
 
 
 def put_of(key: str, op: Op) -> Op:

@@ -10,19 +10,7 @@ from typing import Any
 
 import orjson
 
-__all__ = [
-    "ADD_HEAD",
-    "MOD_HEAD",
-    "RESERVED_METHODS",
-    "add_json",
-    "encode_add",
-    "encode_mod",
-    "encode_rem",
-    "mod_json",
-    "rem_json",
-    "update_names",
-    "update_tail",
-]
+__all__ = ["RESERVED_METHODS", "add_json", "encode_add", "encode_mod", "mod_json", "rem_json", "update_json"]
 
 #: Methods a custom message may not use: the gateway gives them meaning.
 RESERVED_METHODS = frozenset({"add", "mod", "rem", "snap", "resnap", "hello", "error", "updateSubscription", "resync"})
@@ -77,23 +65,11 @@ def encode_mod(t: str, oid: str, key: str, v: int, diff: dict[str, Any], next_ke
     return mod_json(t, oid, key, v, orjson.dumps(diff), next_key, inc)
 
 
-def encode_rem(t: str, oid: str, key: str, inc: str | None = None) -> bytes:
-    """A ``rem`` message: the object was deleted (``rem_json``)."""
-    return rem_json(t, oid, key, inc)
+def update_json(t: str, oid: str, key: str, v: int, state: bytes, diff: bytes, inc: str) -> tuple[bytes, bytes]:
+    """An update's record and message at once: ``add_json(...)`` and ``mod_json(...)``.
 
-
-#: An update's record is ``ADD_HEAD + names + b'"state":' + state + tail``
-#: and its message ``MOD_HEAD + names + b'"diff":' + diff + tail``: a store
-#: may assemble both from these parts straight into its wire format.
-ADD_HEAD = b'{"method":"add",'
-MOD_HEAD = b'{"method":"mod",'
-
-
-def update_names(t: bytes, oid: bytes, key: bytes, v: int) -> bytes:
-    """The names shared by an update's record and message."""
-    return b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (t, oid, key, v)
-
-
-def update_tail(inc: bytes) -> bytes:
-    """The end shared by an update's record and message."""
-    return b',"i":"%b"}' % inc
+    The two share their names, encoded once: this is what most writes are.
+    """
+    names = b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (t.encode(), oid.encode(), key.encode(), v)
+    tail = b',"i":"%b"}' % inc.encode()
+    return b'{"method":"add",%b"state":%b%b' % (names, state, tail), b'{"method":"mod",%b"diff":%b%b' % (names, diff, tail)

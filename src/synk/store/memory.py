@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from synk.core.batch import expected, message, stored
+from synk.core.batch import expected, wire
 from synk.store.base import CONFLICT, MISSING, OK, Event, Store, Stored, Subscriber
 
 if TYPE_CHECKING:
@@ -108,11 +108,12 @@ class MemoryStore(Store):
                     cur = values.get(oid)
                     code = MISSING if cur is None else OK if cur.startswith(expected(op)) else CONFLICT
                 if code == OK:
-                    if op[0] in "up":
-                        values[oid] = stored(key, op)
+                    _expected, value, message = wire(key, op)
+                    if value:
+                        values[oid] = value
                     else:
                         del values[oid]
-                    self._deliver(key, message(key, op))
+                    self._deliver(key, message)
                 codes.append(code)
             if not values:
                 del self._values[key]

@@ -39,8 +39,7 @@ from redis import exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from synk.core.batch import expected, message, record, stored
-from synk.core.messages import ADD_HEAD, MOD_HEAD, update_names, update_tail
+from synk.core.batch import wire
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
 
@@ -67,10 +66,9 @@ ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError
 
 
 class _Script:
-    __slots__ = ("body", "name", "sha")
+    __slots__ = ("body", "sha")
 
     def __init__(self, name: str) -> None:
-        self.name = name
         self.body = resources.files("synk.store").joinpath(f"lua/{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.body.encode()).hexdigest()
 
@@ -141,16 +139,6 @@ class _Progress:
             guard.reschedule(now + 2 * self.limit)
 
 
-class _Call:
-    """One call (a script's or a plain command), packed; ``script`` names the script, for a NOSCRIPT retry."""
-
-    __slots__ = ("data", "script")
-
-    def __init__(self, script: str, data: bytes) -> None:
-        self.script = script
-        self.data = data
-
-
 class RedisStore(Store):
     """A store for ``redis://`` URLs (redis-py asyncio for connections, hiredis parser)."""
 
@@ -210,7 +198,7 @@ class RedisStore(Store):
         await self.redis.aclose()
         await self.pubsub_client.aclose()
 
-    async def _run(self, calls: Iterable[_Call]) -> list[Any]:
+    async def _run(self, calls: Iterable[bytes]) -> list[Any]:
         """Send calls on one connection, in slices as they come; a reply each.
 
         ``calls`` may be a generator that encodes as it goes: each slice is
@@ -226,7 +214,7 @@ class RedisStore(Store):
         except ERRORS as exc:
             raise _down(self.url, exc) from exc
         progress = _Progress(conn.socket_timeout or _REPLY_TIMEOUT)
-        sent: list[_Call] = []
+        sent: list[bytes] = []
         try:
             try:
                 async with progress.guard():
@@ -235,8 +223,8 @@ class RedisStore(Store):
                     first = True
                     for call in calls:
                         sent.append(call)
-                        buffer.append(call.data)
-                        size += len(call.data)
+                        buffer.append(call)
+                        size += len(call)
                         if size >= _SLICE:
                             await conn.send_packed_command(b"".join(buffer), check_health=first)
                             progress.made()
@@ -249,7 +237,7 @@ class RedisStore(Store):
                     if missing:
                         await self._load_scripts()
                         progress.made()
-                        await conn.send_packed_command(b"".join(sent[i].data for i in missing), check_health=False)
+                        await conn.send_packed_command(b"".join(sent[i] for i in missing), check_health=False)
                         progress.made()
                         for i, reply in zip(missing, await self._replies(conn, len(missing), progress), strict=True):
                             results[i] = reply
@@ -290,7 +278,7 @@ class RedisStore(Store):
                 raise r
         return results
 
-    async def _retry_once(self, calls: list[_Call]) -> list[Any]:
+    async def _retry_once(self, calls: list[bytes]) -> list[Any]:
         """Calls sent again once if the connection broke; error replies raised.
 
         A pooled connection to a Redis that restarted fails on its first use.
@@ -304,14 +292,12 @@ class RedisStore(Store):
 
     # -- writes ------------------------------------------------------------------
 
-    def _claim_calls(self, ops: list[Op]) -> list[_Call]:
+    def _claim_calls(self, ops: list[Op]) -> list[bytes]:
         # SET NX GET (Redis 7): sets the id's token unless the id is taken, and
         # answers what was there, so a retry by the same incarnation succeeds.
-        head = f"{self.prefix}id:{{".encode()  # id_key(), a create at a time
-        command = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b%b}\r\n$%d\r\n%b\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
+        command = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
         return [
-            _Call("", command % (len(head) + len(oid) + 1, head, oid, len(token), token))
-            for oid, token in ((op[2].encode(), op[3].encode()) for op in ops)
+            command % (len(name), name, len(token), token) for name, token in ((self.id_key(op[2]).encode(), op[3].encode()) for op in ops)
         ]
 
     @staticmethod
@@ -320,15 +306,13 @@ class RedisStore(Store):
             return REFUSED
         return OK if reply is None or reply == op[3].encode() else CONFLICT
 
-    def _release_calls(self, ops: list[Op]) -> list[_Call]:
-        return [_Call("release", _evalsha_head("release", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode())) for op in ops]
+    def _release_calls(self, ops: list[Op]) -> list[bytes]:
+        return [_evalsha_head("release", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode()) for op in ops]
 
-    def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[_Call]:
+    def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[bytes]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
-        types: dict[str, bytes] = {}
         for key, ops in groups.items():
             keys = [self.objects_key(key).encode(), self.channel(key).encode()]
-            key_bytes = key.encode()
             for start in range(0, len(ops), _CHUNK):
                 chunk = ops[start : start + _CHUNK]
                 parts = [b""]  # the head, once the messages are known
@@ -336,34 +320,14 @@ class RedisStore(Store):
                 messages: list[bytes] = []
                 publish = messages.append
                 for op in chunk:
-                    code, t, oid, token, version, state, diff, _other = op
-                    oid_bytes = oid.encode()
-                    if code == "u":
-                        # The hot path: record and message assembled from
-                        # their shared parts (see synk.core.messages).
-                        t_bytes = types.get(t)
-                        if t_bytes is None:
-                            t_bytes = types[t] = t.encode()
-                        token_bytes = token.encode()
-                        names = update_names(t_bytes, oid_bytes, key_bytes, version)
-                        tail = update_tail(token_bytes)
-                        value = b'%b:%d\n%b%b"state":%b%b' % (token_bytes, version, ADD_HEAD, names, state, tail)
-                        guard = b"%b:%d\n" % (token_bytes, version - 1)
-                        publish(b'%b%b"diff":%b%b' % (MOD_HEAD, names, diff, tail))
-                    elif code == "p" and not op[7]:  # a create: it publishes its record
-                        guard = b""
-                        rec = record(key, op)
-                        value = b"%b:%d\n%b" % (token.encode(), version, rec)
-                        publish(rec)
-                    else:
-                        guard = expected(op)
-                        value = stored(key, op) if code == "p" else b""
-                        publish(message(key, op))
-                    append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid_bytes), oid_bytes, len(guard), guard, len(value), value))
+                    oid = op[2].encode()
+                    guard, value, message = wire(key, op)
+                    publish(message)
+                    append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid), oid, len(guard), guard, len(value), value))
                 codes = "".join([op[0] for op in chunk]).encode()
                 parts[0] = _evalsha_head("apply", keys, 2 + 3 * len(chunk)) + _bulk(codes) + _bulk(b"\n".join(messages))
                 index.append((key, len(chunk)))
-                yield _Call("apply", b"".join(parts))
+                yield b"".join(parts)
 
     @staticmethod
     def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
@@ -377,7 +341,7 @@ class RedisStore(Store):
         claim_calls = self._claim_calls(claims)
         index: list[tuple[str, int]] = []
 
-        def calls() -> Iterable[_Call]:
+        def calls() -> Iterable[bytes]:
             yield from claim_calls
             yield from self._key_calls(groups, index)
 
@@ -388,7 +352,7 @@ class RedisStore(Store):
     async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
         index: list[tuple[str, int]] = []
 
-        def calls() -> Iterable[_Call]:
+        def calls() -> Iterable[bytes]:
             yield from self._key_calls(groups, index)
             yield from self._release_calls(releases)
 
@@ -398,7 +362,7 @@ class RedisStore(Store):
     # -- reads --------------------------------------------------------------------
 
     async def snapshot(self, key: str) -> list[Stored]:
-        [flat] = await self._retry_once([_Call("", _command(b"HGETALL", self.objects_key(key).encode()))])
+        [flat] = await self._retry_once([_command(b"HGETALL", self.objects_key(key).encode())])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
         return [Stored.parse(oid.decode(), value) for oid, value in pairs]
@@ -406,7 +370,7 @@ class RedisStore(Store):
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
         chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
-        results = await self._retry_once([_Call("", _command(b"HMGET", name, *(i.encode() for i in chunk))) for chunk in chunks])
+        results = await self._retry_once([_command(b"HMGET", name, *(i.encode() for i in chunk)) for chunk in chunks])
         out: dict[str, Stored] = {}
         for chunk, values in zip(chunks, results, strict=True):
             for oid, value in zip(chunk, values, strict=True):
@@ -419,7 +383,7 @@ class RedisStore(Store):
     async def publish(self, key: str, data: bytes) -> None:
         # Sent again once if the connection broke: a pooled connection to a
         # restarted Redis fails on first use, before anything was published.
-        await self._retry_once([_Call("", _command(b"SPUBLISH", self.channel(key).encode(), data))])
+        await self._retry_once([_command(b"SPUBLISH", self.channel(key).encode(), data)])
 
     def subscriber(self) -> Subscriber:
         from synk.store.redis_subscriber import RedisSubscriber
