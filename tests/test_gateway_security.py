@@ -58,6 +58,20 @@ async def test_configured_origins_allow_exactly_those() -> None:
         await ok.close()
 
 
+async def test_one_origin_as_a_string_is_that_origin_not_its_substrings() -> None:
+    async with running(None, origins="http://ok.example") as env:
+        ok = await WsClient.open(env.url, origin=Origin("http://ok.example"))
+        for origin in ("http://ok.exampl", "http://ok", "ok.example"):
+            assert await refused_status(env.url, origin=Origin(origin)) == 403, origin
+        await ok.close()
+
+
+async def test_a_star_among_origins_allows_any() -> None:
+    async with running(None, origins=["http://ok.example", "*"]) as env:
+        client = await WsClient.open(env.url, origin=Origin("http://elsewhere.example"))
+        await client.close()
+
+
 async def test_any_origin() -> None:
     async with running(None, origins="*") as env:
         client = await WsClient.open(env.url, origin=Origin("http://evil.example"))

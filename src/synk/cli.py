@@ -23,10 +23,7 @@ async def _until_signal() -> None:
 async def _serve(args: argparse.Namespace) -> None:
     from synk.gateway import Gateway
 
-    origins: list[str] | str | None = args.origin or None
-    if origins == ["*"]:
-        origins = "*"
-    gateway = Gateway(args.redis, prefix=args.prefix, origins=origins, max_keys=args.max_keys)
+    gateway = Gateway(args.redis, prefix=args.prefix, origins=args.origin or None, max_keys=args.max_keys)
     async with gateway.serve(args.host, args.port) as server:
         print(f"synk gateway on ws://{args.host}:{server.port}/ serving {args.redis}", flush=True)
         await _until_signal()

@@ -87,6 +87,15 @@ class GatewayConfig:
     #: a folder served at "/" (the demo's page, say)
     static_dir: str | os.PathLike[str] | None = None
 
+    def __post_init__(self) -> None:
+        # One rule for every caller: "*" anywhere allows any origin, and a
+        # single origin given as a string is that origin, not its substrings.
+        origins = self.origins
+        if isinstance(origins, str):
+            self.origins = "*" if origins == "*" else [origins]
+        elif origins is not None:
+            self.origins = "*" if "*" in origins else list(origins)
+
 
 async def _maybe(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
