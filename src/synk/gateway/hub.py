@@ -255,8 +255,13 @@ class Gateway:
         self.metrics.messages_in += 1
         self.metrics.bytes_in += len(frame)
         if not session.bucket.take(asyncio.get_running_loop().time()):
-            self._error(session, p.RATE_LIMITED, f"more than {self.config.rate:g} messages a second; message dropped")
+            self.metrics.errors[p.RATE_LIMITED] += 1  # every dropped message counts...
+            if not session.throttled:  # ...but a flood gets one notice, not one reply per message
+                session.throttled = True
+                reason = f"more than {self.config.rate:g} messages a second; dropping them until fewer come"
+                session.push(p.encode_error(p.RATE_LIMITED, reason))
             return
+        session.throttled = False
         try:
             command = p.parse(frame, self.config.max_keys)
             if isinstance(command, p.UpdateSubscription):

@@ -97,6 +97,8 @@ class Session:
         #: key -> None when live, or the messages buffered during its snapshot
         self.keys: dict[str, list[Routed] | None] = {}
         self.bucket = TokenBucket(rate, burst, asyncio.get_running_loop().time())
+        #: messages are being dropped for the rate limit (the client was told once)
+        self.throttled = False
         self.client = Client(self)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
