@@ -724,6 +724,27 @@ async def test_out_of_memory_refuses_the_flush_whole(redis_process: RedisProcess
             await sub.close()
 
 
+async def test_a_delete_whose_id_release_is_refused_says_so(redis_process: RedisProcess) -> None:
+    # A user allowed the key's objects but not the id registry (an ACL): the
+    # delete lands, the release of its id does not, and the flush says so.
+    async with world_on(redis_process.url, Note, prefix="t9:") as world:
+        note = world.create(Note(id="n1", sub_key="k"))
+        await world.flush()
+        r = client(world)
+        await r.execute_command("ACL", "SETUSER", "limited", "on", ">pw", "~t9:{*", "&*", "+@all")  # type: ignore[no-untyped-call]
+        limited_url = redis_process.url.replace("redis://", "redis://limited:pw@")
+        async with world_on(limited_url, Note, prefix="t9:") as other:
+            [theirs] = await other.load(["k"])
+            other.delete(theirs)
+            with pytest.raises(synk.WriteError) as info:
+                await other.flush()
+        [failure] = info.value.failures
+        assert (failure.id, failure.op, failure.reason) == ("n1", "delete", "refused")
+        assert "refused to free its id" in failure.detail
+        assert await r.hlen("t9:{k}:o") == 0  # the delete itself landed
+        assert await r.get("t9:id:{n1}") == note._synk_token.encode()
+
+
 async def test_reload_finds_an_object_whose_move_did_not_land(redis_process: RedisProcess) -> None:
     async with world_on(redis_process.url, Agent) as world:
         a = world.create(Agent(id="mover"))

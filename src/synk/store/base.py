@@ -109,9 +109,10 @@ class Store(abc.ABC):
         per operation), as one batch of calls."""
 
     @abc.abstractmethod
-    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
+    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> tuple[dict[str, list[int]], list[int]]:
         """Apply each key's puts (a code per operation) and release the ids of
-        the deleted objects, as one batch of calls."""
+        the deleted objects (a code each: OK, MISSING when no longer held by
+        that incarnation, REFUSED), as one batch of calls."""
 
     async def apply(self, batch: Batch) -> list[Failure]:
         """Apply one flush's operations; returns the writes that did not land."""
@@ -138,13 +139,19 @@ class Store(abc.ABC):
             if results[key][i] == OK:
                 op = groups[key][i]
                 puts.setdefault(op[7], []).append(put_of(key, op))
-        releases = [groups[key][i] for key, i in batch.deletes if results[key][i] == OK]
-        if puts or releases:
-            put = await self._phase2(releases, puts)
+        deleted = [(key, groups[key][i]) for key, i in batch.deletes if results[key][i] == OK]
+        if puts or deleted:
+            put, released = await self._phase2([op for _, op in deleted], puts)
             for key, ops in puts.items():
                 for op, code in zip(ops, put[key], strict=True):
                     if code != OK:
                         failures.append(_failure(key, op, "refused", f"the store refused the write into key {key!r}"))
+            for (key, op), code in zip(deleted, released, strict=True):
+                if code == REFUSED:
+                    # The object is gone, but its id stays taken: say so, or a
+                    # later create of this id would fail with no known cause.
+                    detail = f"deleted from key {key!r}, but the store refused to free its id; a new object with this id is refused"
+                    failures.append(_failure(key, op, "refused", detail))
         return failures
 
     @abc.abstractmethod

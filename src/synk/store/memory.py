@@ -79,10 +79,8 @@ class MemoryStore(Store):
     async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
         return self._claim(claims), self._key_ops(groups)
 
-    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
-        results = self._key_ops(groups)
-        self._release(releases)
-        return results
+    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> tuple[dict[str, list[int]], list[int]]:
+        return self._key_ops(groups), self._release(releases)
 
     def _claim(self, ops: list[Op]) -> list[int]:
         out = []
@@ -120,10 +118,15 @@ class MemoryStore(Store):
             out[key] = codes
         return out
 
-    def _release(self, ops: list[Op]) -> None:
+    def _release(self, ops: list[Op]) -> list[int]:
+        out = []
         for op in ops:
             if self._ids.get(op[2]) == op[3]:
                 del self._ids[op[2]]
+                out.append(OK)
+            else:
+                out.append(MISSING)
+        return out
 
     async def snapshot(self, key: str) -> list[Stored]:
         return [Stored.parse(oid, value) for oid, value in self._values.get(key, {}).items()]

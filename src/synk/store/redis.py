@@ -349,7 +349,7 @@ class RedisStore(Store):
         n = len(claim_calls)
         return [self._claimed(op, r) for op, r in zip(claims, results[:n], strict=True)], self._gather(index, results[n:])
 
-    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> dict[str, list[int]]:
+    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> tuple[dict[str, list[int]], list[int]]:
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[bytes]:
@@ -357,7 +357,8 @@ class RedisStore(Store):
             yield from self._release_calls(releases)
 
         results = await self._run(calls())
-        return self._gather(index, results[: len(index)])
+        n = len(index)
+        return self._gather(index, results[:n]), [REFUSED if isinstance(r, Exception) else int(r) for r in results[n:]]
 
     # -- reads --------------------------------------------------------------------
 
