@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -10,11 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from websockets.asyncio.client import ClientConnection, connect
 
 import synk
 from synk.gateway import Gateway
 from synk.store.memory import MemoryStore
 from tests.models import Agent, Note
+from tests.wsclient import WsClient
 
 if TYPE_CHECKING:
     import pytest
@@ -60,12 +63,11 @@ def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Poll ``predicate`` until it holds, failing after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
+
+    async def holds() -> bool:
+        return predicate()
+
+    await until_async(holds, what, timeout)
 
 
 async def until_async(predicate: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
@@ -103,3 +105,42 @@ async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
         return status, headers, body
     finally:
         writer.close()
+
+
+async def open_stalled(url: str, port: int) -> ClientConnection:
+    """A websocket to ``url`` whose reader stops after one queued message, over a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await connect(url, sock=sock, max_queue=1)
+
+
+async def big_rounds(
+    world: synk.World,
+    agents: list[Agent],
+    normal: WsClient,
+    done: Callable[[], bool | Awaitable[bool]],
+    start: int = 0,
+    round_timeout: float = 5.0,
+) -> int:
+    """Change every agent with a 20 KB field, a flush a round, until ``done()`` (which may be awaitable).
+
+    Every round, the normal client must get every change (within
+    ``round_timeout`` seconds) before the next round: a stalled client on the
+    same key never holds it up. Returns the number of the last round.
+    """
+
+    async def finished() -> bool:
+        result = done()
+        return result if isinstance(result, bool) else await result
+
+    rounds = start
+    while not await finished():
+        rounds += 1
+        assert rounds - start <= 300, "the slow client never fell behind"
+        for a in agents:
+            a.name = f"{rounds}:" + "x" * 20_000
+        await world.flush()
+        await normal.wait(lambda: len(normal.of("mod")) == len(agents) * rounds, timeout=round_timeout)  # noqa: B023 - awaited at once
+    return rounds

@@ -70,14 +70,7 @@ async def test_no_gap_while_the_simulation_runs(env: Env) -> None:
     expected = await store_view(env.world, ["world:0|0"])
     for c in clients:
         await c.wait(lambda: c.mirror == expected)  # noqa: B023
-        # After the snapshot's add, versions of each object are consecutive.
-        seen: dict[str, int] = {}
-        for m in c.messages:
-            if m["method"] == "add":
-                seen[m["id"]] = m["v"]
-            elif m["method"] == "mod":
-                assert m["v"] == seen[m["id"]] + 1, m
-                seen[m["id"]] = m["v"]
+        c.assert_consecutive_versions()
         await c.close()
 
 
@@ -163,9 +156,14 @@ async def test_custom_messages(env: Env) -> None:
     client = await WsClient.open(env.url)
     hello = client.of("hello")[0]["client"]
     # The reader listens from its first step; send until it has one.
-    while not reader.done():
-        await client.send({"method": "chat", "text": "hi"})
-        await asyncio.wait({reader}, timeout=0.1)
+    try:
+        async with asyncio.timeout(10):
+            while not reader.done():
+                await client.send({"method": "chat", "text": "hi"})
+                await asyncio.wait({reader}, timeout=0.1)
+    finally:
+        reader.cancel()
+    await reader
     await client.wait(lambda: bool(client.of("chatAck")))
     assert seen[0] == (hello, {"text": "hi"})
     assert (received[0].client, received[0].method, received[0].data) == (hello, "chat", {"text": "hi"})

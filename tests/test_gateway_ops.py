@@ -9,7 +9,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,12 +19,11 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
-from websockets.asyncio.client import ClientConnection, connect
 
 import synk
 from synk.gateway import Gateway
 from synk.store.memory import MemoryStore
-from tests.gateway_env import KEY, http_get, running, store_url, until
+from tests.gateway_env import KEY, big_rounds, http_get, open_stalled, running, store_url, until
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
 
@@ -106,18 +104,23 @@ async def synk_serve(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Proce
             await proc.wait()
 
 
+async def sigterm_exits_cleanly(proc: asyncio.subprocess.Process, client: WsClient, within: float) -> None:
+    """SIGTERM ``proc``: ``client`` is closed with 1001, then the process exits 0 within ``within`` seconds."""
+    proc.send_signal(signal.SIGTERM)
+    await client.wait(lambda: client.close_code is not None, timeout=10)
+    assert client.close_code == 1001
+    try:
+        code = await asyncio.wait_for(proc.wait(), within)
+    except TimeoutError:
+        raise AssertionError(f"synk serve did not exit within {within} s of SIGTERM") from None
+    assert code == 0
+
+
 async def test_sigterm_closes_clients_with_1001_and_exits_0(redis_url: str) -> None:
     async with synk_serve("--redis", redis_url, "--prefix", f"sigterm:{uuid.uuid4().hex[:8]}:") as (proc, port):
         client = await WsClient.open(f"ws://127.0.0.1:{port}/")
         await client.subscribe([KEY])
-        proc.send_signal(signal.SIGTERM)
-        await client.wait(lambda: client.close_code is not None, timeout=10)
-        assert client.close_code == 1001
-        try:
-            code = await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            raise AssertionError("synk serve did not exit within 10 s of SIGTERM") from None
-        assert code == 0
+        await sigterm_exits_cleanly(proc, client, within=10)
         assert proc.stdout is not None
         assert b"synk gateway stopped" in await proc.stdout.read()
 
@@ -129,34 +132,20 @@ async def test_sigterm_with_a_client_that_stopped_reading(redis_url: str) -> Non
         async with synk.connect(redis_url, types=[Agent], prefix=prefix) as world:
             agents = [world.create(Agent(id=f"t{i}")) for i in range(20)]
             await world.flush()
-            normal = await WsClient.open(f"ws://127.0.0.1:{port}/")
+            url = f"ws://127.0.0.1:{port}/"
+            normal = await WsClient.open(url)
             await normal.subscribe([KEY])
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-            stalled: ClientConnection = await connect(f"ws://127.0.0.1:{port}/", sock=sock, max_queue=1)
+            stalled = await open_stalled(url, port)
             try:
                 await stalled.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
-                # Write 20 KB changes until the gateway reports the stalled client fell behind.
-                for rounds in range(1, 200):
-                    for a in agents:
-                        a.name = f"{rounds}:" + "x" * 20_000
-                    await world.flush()
-                    await normal.wait(lambda: len(normal.of("mod")) == len(agents) * rounds, timeout=10)  # noqa: B023
+
+                async def fell_behind() -> bool:
                     _, _, body = await http_get(port, "/metrics")
-                    if samples(body.decode())["synk_slow_client_resyncs_total"] >= 1:
-                        break
-                else:
-                    raise AssertionError("the stalled client never fell behind")
-                proc.send_signal(signal.SIGTERM)
-                await normal.wait(lambda: normal.close_code is not None, timeout=10)
-                assert normal.close_code == 1001
-                try:
-                    code = await asyncio.wait_for(proc.wait(), 8)
-                except TimeoutError:
-                    raise AssertionError("synk serve did not exit within 8 s of SIGTERM") from None
-                assert code == 0
+                    return samples(body.decode())["synk_slow_client_resyncs_total"] >= 1
+
+                # Write 20 KB changes until the gateway reports the stalled client fell behind.
+                await big_rounds(world, agents, normal, fell_behind, round_timeout=10)
+                await sigterm_exits_cleanly(proc, normal, within=8)
             finally:
                 stalled.transport.abort()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -233,7 +234,11 @@ async def test_delete_then_recreate_same_id(open_world: WorldFactory) -> None:
         a = world.create(Agent(id="again"))
         await world.flush()
         world.delete(a)
-        await world.flush()
+        with pytest.raises(synk.ValidationError, match="'again' is being deleted; flush before creating it again"):
+            world.create(Agent(id="again"))
+        handle = world.flush()
+        assert handle.writes == 1  # the delete alone: the refused create left nothing pending
+        await handle
         b = world.create(Agent(id="again", name="new"))
         await world.flush()
         assert b.version == 1
@@ -271,13 +276,26 @@ async def test_flush_fixes_what_it_sends(open_world: WorldFactory) -> None:
     assert [e[1]["v"] for e in events] == [1, 2, 3]
 
 
-async def test_unawaited_failure_goes_to_on_error_and_next_flush(open_world: WorldFactory) -> None:
+async def never_awaited(handle: synk.FlushHandle) -> None:
+    """Fire and forget."""
+
+
+async def given_up_on(handle: synk.FlushHandle) -> None:
+    """Awaited, but abandoned before the store answered."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(handle, 0)
+
+
+@pytest.mark.parametrize("abandon", [never_awaited, given_up_on])
+async def test_an_abandoned_failure_goes_to_on_error_and_next_flush(
+    open_world: WorldFactory, abandon: Callable[[synk.FlushHandle], Awaitable[None]]
+) -> None:
     async with open_world(Agent) as w1, open_world(Agent) as w2:
         w1.create(Agent(id="dup"))
         await w1.flush()
         errors, got = record_errors(w2)
         w2.create(Agent(id="dup"))
-        w2.flush()  # fire and forget
+        await abandon(w2.flush())
         await asyncio.wait_for(got.wait(), 5)
         assert errors[0].failures[0].reason == "exists"
         with pytest.raises(synk.WriteError, match="dup"):
@@ -352,7 +370,6 @@ async def test_load_of_unregistered_type_is_clear(open_world: WorldFactory) -> N
 async def test_client_messages_reach_the_world(open_world: WorldFactory) -> None:
     async with open_world(Agent) as world:
         received: list[synk.ClientMessage] = []
-        ready = asyncio.Event()
 
         async def read() -> None:
             async for msg in world.messages():
@@ -361,37 +378,12 @@ async def test_client_messages_reach_the_world(open_world: WorldFactory) -> None
 
         task = asyncio.create_task(read())
         # The reader listens from its first step on; post until it has one.
-        deadline = asyncio.get_running_loop().time() + 5
-        while not received and asyncio.get_running_loop().time() < deadline:
-            await world.store.post(orjson.dumps({"client": "c1", "method": "spawn", "data": {"x": 1}}))
-            await asyncio.wait({task}, timeout=0.05)
-        ready.set()
+        try:
+            async with asyncio.timeout(5):
+                while not task.done():
+                    await world.store.post(orjson.dumps({"client": "c1", "method": "spawn", "data": {"x": 1}}))
+                    await asyncio.wait({task}, timeout=0.05)
+        finally:
+            task.cancel()
         await task
         assert received[0] == synk.ClientMessage("c1", "spawn", {"x": 1})
-
-
-async def test_delete_then_create_same_id_needs_a_flush_between(open_world: WorldFactory) -> None:
-    async with open_world(Agent) as world:
-        a = world.create(Agent(id="hero"))
-        await world.flush()
-        world.delete(a)
-        with pytest.raises(synk.ValidationError, match="'hero' is being deleted; flush before creating it again"):
-            world.create(Agent(id="hero"))
-        await world.flush()
-        world.create(Agent(id="hero"))
-        await world.flush()
-
-
-async def test_abandoned_await_still_reports_the_failure(open_world: WorldFactory) -> None:
-    async with open_world(Agent) as w1, open_world(Agent) as w2:
-        w1.create(Agent(id="dup2"))
-        await w1.flush()
-        errors, got = record_errors(w2)
-        w2.create(Agent(id="dup2"))
-        handle = w2.flush()
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(handle, 0)  # given up on before the store answered
-        await asyncio.wait_for(got.wait(), 5)
-        assert errors[0].failures[0].reason == "exists"
-        with pytest.raises(synk.WriteError, match="dup2"):
-            w2.flush()

@@ -109,6 +109,16 @@ class WsClient:
         """The messages received with this method, in order."""
         return [m for m in self.messages if m.get("method") == method]
 
+    def assert_consecutive_versions(self) -> None:
+        """After an object's (snapshot) add, each of its mods is exactly one version on."""
+        seen: dict[str, int] = {}
+        for m in self.messages:
+            if m["method"] == "add":
+                seen[m["id"]] = m["v"]
+            elif m["method"] == "mod":
+                assert m["v"] == seen[m["id"]] + 1, m
+                seen[m["id"]] = m["v"]
+
     async def close(self) -> None:
         """Close the connection and stop reading."""
         await self.conn.close()
