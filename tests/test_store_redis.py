@@ -724,6 +724,18 @@ async def test_out_of_memory_refuses_the_flush_whole(redis_process: RedisProcess
             await sub.close()
 
 
+async def test_data_synk_did_not_write_is_a_clear_error(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Note, prefix="t8:") as world:
+        r = client(world)
+        await r.hset("t8:{plain}:o", "x1", "just a string")
+        with pytest.raises(synk.ConfigError, match=r"object 'x1' in key 'plain' is stored as b'just a string', which synk did not write"):
+            await world.load(["plain"])
+        await r.hset("t8:{nostate}:o", "x2", b'abc:3\n{"method":"add","t":"note"}')
+        with pytest.raises(synk.ConfigError, match=r"object 'x2' in key 'nostate' has a record synk cannot read \('state'\)"):
+            await world.load(["nostate"])
+        assert await world.load(["elsewhere"]) == []  # and the world still works
+
+
 async def test_a_delete_whose_id_release_is_refused_says_so(redis_process: RedisProcess) -> None:
     # A user allowed the key's objects but not the id registry (an ACL): the
     # delete lands, the release of its id does not, and the flush says so.

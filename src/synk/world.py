@@ -225,13 +225,19 @@ class World:
     # -- reading -------------------------------------------------------------------
 
     def _restore(self, key: str, stored: Stored) -> Object:
-        msg = orjson.loads(stored.record)
-        cls = self.types.get(msg["t"])
+        try:
+            msg = orjson.loads(stored.record)
+            type_key, state = msg["t"], msg["state"]
+            if not isinstance(state, dict):
+                raise TypeError(f"its state is a {type(state).__name__}")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"object {stored.id!r} in key {key!r} has a record synk cannot read ({exc}); is the prefix shared?") from None
+        cls = self.types.get(type_key)
         if cls is None:
             raise ConfigError(
-                f"object {stored.id!r} in key {key!r} has type {msg['t']!r}, which is not registered; pass its class in types="
+                f"object {stored.id!r} in key {key!r} has type {type_key!r}, which is not registered; pass its class in types="
             )
-        return cls._synk_restore(stored.id, msg["state"], stored.version, stored.token, key)
+        return cls._synk_restore(stored.id, state, stored.version, stored.token, key)
 
     async def load(self, keys: Iterable[str]) -> list[Object]:
         """The objects now stored in ``keys``, owned by this world from now on.

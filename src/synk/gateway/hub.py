@@ -377,9 +377,10 @@ class Gateway:
                     self._barriers.pop(token, None)  # it may never come back
                 break
             except ConfigError as exc:
-                # Redis refused the subscription itself (an ACL, say): retrying will not help.
-                log.warning("synk subscription to %r refused: %s", key, exc)
-                self._error(session, p.INTERNAL, f"the store refused the subscription to {key!r}")
+                # Redis refused the subscription itself (an ACL, say), or the
+                # key holds data synk did not write: retrying will not help.
+                log.warning("synk cannot serve key %r: %s", key, exc)
+                self._error(session, p.INTERNAL, f"the gateway cannot serve key {key!r}")
                 await self._unsubscribe(session, [key])
                 return
             except Exception as exc:

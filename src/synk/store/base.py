@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from synk.core.batch import Batch, Op, expected, kind, put_of
-from synk.errors import Failure
+from synk.errors import ConfigError, Failure
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -43,10 +43,16 @@ class Stored:
     record: bytes
 
     @classmethod
-    def parse(cls, oid: str, value: bytes) -> Stored:
-        """Build from a stored value: the ``token:version`` guard line, then the record."""
+    def parse(cls, key: str, oid: str, value: bytes) -> Stored:
+        """Build from a stored value: the ``token:version`` guard line, then the record.
+
+        Raises ConfigError for a value synk did not write (another program's
+        data under the same prefix, say), naming the key and the id.
+        """
         line, _, record = value.partition(b"\n")
-        token, _, version = line.decode().rpartition(":")
+        token, _, version = line.decode(errors="replace").rpartition(":")
+        if not token or not version.isdigit() or not record.startswith(b"{"):
+            raise ConfigError(f"object {oid!r} in key {key!r} is stored as {value[:40]!r}, which synk did not write; is the prefix shared?")
         return cls(oid, token, int(version), record)
 
 

@@ -129,11 +129,11 @@ class MemoryStore(Store):
         return out
 
     async def snapshot(self, key: str) -> list[Stored]:
-        return [Stored.parse(oid, value) for oid, value in self._values.get(key, {}).items()]
+        return [Stored.parse(key, oid, value) for oid, value in self._values.get(key, {}).items()]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         values = self._values.get(key, {})
-        return {oid: Stored.parse(oid, values[oid]) for oid in ids if oid in values}
+        return {oid: Stored.parse(key, oid, values[oid]) for oid in ids if oid in values}
 
     def _deliver(self, key: str, data: bytes) -> None:
         for sub in self._subs.get(key, ()):

@@ -366,7 +366,7 @@ class RedisStore(Store):
         [flat] = await self._retry_once([_command(b"HGETALL", self.objects_key(key).encode())])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-        return [Stored.parse(oid.decode(), value) for oid, value in pairs]
+        return [Stored.parse(key, oid.decode(), value) for oid, value in pairs]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
@@ -376,7 +376,7 @@ class RedisStore(Store):
         for chunk, values in zip(chunks, results, strict=True):
             for oid, value in zip(chunk, values, strict=True):
                 if value is not None:
-                    out[oid] = Stored.parse(oid, value)
+                    out[oid] = Stored.parse(key, oid, value)
         return out
 
     # -- messages -----------------------------------------------------------------
