@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from websockets.asyncio.client import ClientConnection, connect
 
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
-from tests.gateway_env import KEY, Env, running, store_url, store_view, until, until_async
+from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -129,33 +127,7 @@ async def test_frames_are_coalesced(backend: str, request: pytest.FixtureRequest
 # -- 2. slow clients -----------------------------------------------------------------------
 
 
-async def open_stalled(env: Env) -> ClientConnection:
-    """A websocket whose reader stops after one queued message, over a small receive buffer."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", env.port))
-    return await connect(env.url, sock=sock, max_queue=1)
-
-
 SLOW = {"max_backlog_messages": 50, "write_high_water": 16 * 1024}
-
-
-async def big_rounds(env: Env, agents: list[Agent], normal: WsClient, done: Callable[[], bool], start: int = 0) -> int:
-    """Change every agent with a 20 KB field, a flush a round, until ``done()``.
-
-    Every round, the normal client must get every change before the next
-    round: a stalled client on the same key never holds it up.
-    """
-    rounds = start
-    while not done():
-        rounds += 1
-        assert rounds - start <= 300, "the slow client never fell behind"
-        for a in agents:
-            a.name = f"{rounds}:" + "x" * 20_000
-        await env.world.flush()
-        await normal.wait(lambda: len(normal.of("mod")) == len(agents) * rounds, timeout=5)  # noqa: B023 - awaited at once
-    return rounds
 
 
 async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, request: pytest.FixtureRequest) -> None:
@@ -164,14 +136,14 @@ async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, r
         await env.world.flush()
         normal = await WsClient.open(env.url)
         await normal.subscribe([KEY])
-        raw = await open_stalled(env)
+        raw = await open_stalled(env.url, env.port)
         try:
             await raw.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
             metrics = env.gateway.metrics
-            rounds = await big_rounds(env, agents, normal, lambda: metrics.slow_resyncs >= 1)
+            rounds = await big_rounds(env.world, agents, normal, lambda: metrics.slow_resyncs >= 1)
             # It stays behind for a few more rounds; the normal client still gets everything.
             for _ in range(3):
-                rounds = await big_rounds(env, agents, normal, _once(), start=rounds)
+                rounds = await big_rounds(env.world, agents, normal, _once(), start=rounds)
             [slow_session] = [s for s in env.gateway.sessions.values() if s.id != client_id(normal)]
             assert not slow_session.closed
             assert metrics.slow_closes == 0
@@ -191,13 +163,7 @@ async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, r
             await slow.wait(lambda: slow.mirror == expected)
             await normal.wait(lambda: normal.mirror == expected)
             # The normal client saw every version of every object, in order.
-            seen: dict[str, int] = {}
-            for m in normal.messages:
-                if m["method"] == "add":
-                    seen[m["id"]] = m["v"]
-                elif m["method"] == "mod":
-                    assert m["v"] == seen[m["id"]] + 1, m
-                    seen[m["id"]] = m["v"]
+            normal.assert_consecutive_versions()
             await slow.close()
         finally:
             raw.transport.abort()
@@ -221,18 +187,18 @@ async def test_a_stuck_client_is_closed(backend: str, request: pytest.FixtureReq
         await env.world.flush()
         normal = await WsClient.open(env.url)
         await normal.subscribe([KEY])
-        raw = await open_stalled(env)
+        raw = await open_stalled(env.url, env.port)
         try:
             await raw.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
             await until(lambda: len(env.gateway.sessions) == 2, "the stalled client's session")
             [stuck] = [cid for cid in env.gateway.sessions if cid != client_id(normal)]
             metrics = env.gateway.metrics
-            rounds = await big_rounds(env, agents, normal, lambda: metrics.slow_resyncs >= 1)
+            rounds = await big_rounds(env.world, agents, normal, lambda: metrics.slow_resyncs >= 1)
             await until(lambda: metrics.slow_closes >= 1, "the stuck client to be given up on")
             await until(lambda: stuck not in env.gateway.sessions, "the stuck client's session to go", timeout=10)
             assert metrics.clients == 1
             # The others go on.
-            await big_rounds(env, agents, normal, _once(), start=rounds)
+            await big_rounds(env.world, agents, normal, _once(), start=rounds)
         finally:
             raw.transport.abort()
             await normal.close()
