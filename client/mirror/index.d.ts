@@ -28,15 +28,20 @@ export interface ModMessage {
   v: number
   /** Only the fields that changed. */
   diff: State
+  /** The object's incarnation (see AddMessage.i); the mirror does not use it. */
+  i?: string
   /** The key the object moved to, out of `sKey`. */
   nsKey?: string
 }
 
 export interface RemMessage {
   method: "rem"
-  t: string
+  /** Checked to be a string when present; the mirror does not need it. */
+  t?: string
   id: string
   sKey: string
+  /** The object's incarnation (see AddMessage.i); the mirror does not use it. */
+  i?: string
 }
 
 export interface SnapMessage {

@@ -9,8 +9,9 @@ import { fakeClock } from "./support/fake-clock.js"
 
 /**
  * A Synk on a fake WebSocket class. `events` records, in order, the frames
- * the client sends ("send"), the sockets it creates ("connect"), the Synk's
- * events and the mirror's events, and teardown() calls of "agent" objects.
+ * the client sends ("send"), or sends in vain on a closing or closed socket
+ * ("lost"), the sockets it creates ("connect"), the Synk's events and the
+ * mirror's events, and teardown() calls of "agent" objects.
  */
 function setup(options = {}) {
   const events = []
@@ -24,9 +25,11 @@ function setup(options = {}) {
       sockets.push(this)
       events.push(["connect", url])
     }
+    // As browsers do: a send throws only while CONNECTING, and is silently
+    // discarded while CLOSING or CLOSED.
     send(data) {
-      if (this.readyState !== 1) throw new Error("not open")
-      events.push(["send", JSON.parse(data)])
+      if (this.readyState === 0) throw new DOMException("Still in CONNECTING state.", "InvalidStateError")
+      events.push([this.readyState === 1 ? "send" : "lost", JSON.parse(data)])
     }
     close(code) {
       this.readyState = 3
@@ -442,6 +445,23 @@ test("a throwing listener is reported and does not break the socket handler", ()
     ["error", "callback_error"],
     ["add"]
   ])
+})
+
+test("an \"error\" listener that throws goes to the console, not back to \"error\"", t => {
+  const logged = []
+  t.mock.method(console, "error", (...args) => logged.push(args.map(String)))
+  const { synk, events, socket } = setup()
+  synk.on("error", () => { throw new Error("boom") })
+  socket().open()
+  socket().receive({ method: "error", code: "forbidden", reason: "no access to k9" })
+  socket().receive({ method: "chat" }) // the connection still works
+  assert.deepStrictEqual(events, [
+    ["connect", "ws://gateway/"],
+    ["open"],
+    ["error", { code: "forbidden", reason: "no access to k9" }],
+    ["message", { method: "chat" }]
+  ])
+  assert.deepStrictEqual(logged, [["synk-client: an \"error\" listener threw", "Error: boom"]])
 })
 
 test("close() stops for good: no reconnect, sends refused, queue reported", () => {

@@ -129,6 +129,31 @@ test("an unfilled gap asks for a resync of the key, then converges", () => {
   assert.strictEqual(clock.pending, 0)
 })
 
+test("a key's gap timer runs while any of its objects still has held mods", () => {
+  const { mirror, events, clock } = setup()
+  mirror.handle(add("a", 1))
+  mirror.handle(add("b", 1))
+  events.length = 0
+  mirror.handle(mod("a", 3)) // held
+  mirror.handle(mod("b", 3)) // held
+  mirror.handle(mod("b", 4)) // held
+  mirror.handle(mod("a", 2)) // a's gap closes; b's is still open
+  clock.advance(500)
+  events.push("--- 500 ms")
+  mirror.handle(mod("b", 2)) // b's closes: nothing held in k any more
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["update", "a", {}], ["mod", "a", 2, "mod"],
+    ["update", "a", {}], ["mod", "a", 3, "mod"],
+    ["resync", "k"],
+    "--- 500 ms",
+    ["update", "b", {}], ["mod", "b", 2, "mod"],
+    ["update", "b", {}], ["mod", "b", 3, "mod"],
+    ["update", "b", {}], ["mod", "b", 4, "mod"]
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
 test("held mods of an object the snapshot does not have are dropped at snap", () => {
   const { mirror, events, clock } = setup()
   mirror.handle(mod("ghost", 7))
@@ -455,6 +480,48 @@ test("a key whose snap never comes: the waiting removals happen after snapTimeou
   assert.strictEqual(clock.pending, 0)
 })
 
+test("the snap timer counts from the first request: later requests do not restart it", () => {
+  const { mirror, events, clock } = setup(["k", "k2", "k3"])
+  mirror.handle(add("a", 1))
+  events.length = 0
+
+  mirror.expectSnaps(["k", "k2"]) // k2's snapshot never comes
+  mirror.handle({ method: "snap", sKey: "k", ids: [] }) // a waits
+  clock.advance(3000)
+  mirror.expectSnaps(["k3"]) // a resync of k3, say: its snap never comes either
+  clock.advance(1999)
+  events.push("--- 4999 ms")
+  clock.advance(1)
+  events.push("--- 5000 ms")
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    "--- 4999 ms",
+    ["rem", "a", "snap"], ["teardown", "a"],
+    "--- 5000 ms"
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
+test("a removal that waited for the snaps drops the object's held mods with it", () => {
+  const { mirror, events, clock } = setup(["k", "k2"])
+  mirror.handle(add("a", 1))
+  events.length = 0
+
+  mirror.expectSnaps(["k", "k2"])
+  mirror.handle({ method: "snap", sKey: "k", ids: [] }) // a waits for k2's
+  mirror.handle(mod("a", 3, { x: 3 })) // held: v2 is missing
+  mirror.handle({ method: "snap", sKey: "k2", ids: [] }) // a is gone
+  clock.advance(10_000) // no gap left to resync
+  mirror.handle(add("a", 2, { x: 2 })) // the id anew: the old held v3 is not its v3
+  assert.deepStrictEqual(events, [
+    ["snap", "k"],
+    ["rem", "a", "snap"], ["teardown", "a"],
+    ["snap", "k2"],
+    ["new", "a", "agent", { x: 2 }], ["add", "a", 2]
+  ])
+  assert.strictEqual(clock.pending, 0)
+})
+
 test("waiting removals: a live move keeps the object; rem and unsubscribe stay immediate", () => {
   const { mirror, events, clock } = setup(["k", "k2", "k3"])
   for (const id of ["a", "b", "d"]) mirror.handle(add(id, 1))
@@ -515,7 +582,7 @@ test("rem removes and tears down once", () => {
   const { mirror, events } = setup()
   mirror.handle(add("a", 1))
   mirror.handle(mod("a", 3)) // held
-  const rem = { method: "rem", t: "agent", id: "a", sKey: "k" }
+  const rem = { method: "rem", id: "a", sKey: "k" } // t is optional
   mirror.handle(rem)
   mirror.handle(rem)
   mirror.handle({ method: "rem", t: "agent", id: "nobody", sKey: "k" })
@@ -535,9 +602,11 @@ test("malformed messages are reported and dropped, never thrown", () => {
     { method: "add", t: "agent", id: "a", sKey: "k", v: 1, state: [] },
     { method: "add", id: "a", sKey: "k", v: 1, state: {} }, // no t
     { method: "add", t: "agent", id: "a", sKey: "k", v: 1, state: {}, i: 7 },
+    { method: "add", t: "agent", id: "a", sKey: "k", v: 1, state: {}, psKey: 7 },
     { method: "mod", t: "agent", id: "a", sKey: "k", v: 2 }, // no diff
     { method: "mod", t: "agent", id: "a", sKey: "k", v: 2, diff: {}, nsKey: 3 },
     { method: "rem", t: "agent", id: 5, sKey: "k" },
+    { method: "rem", t: 5, id: "a", sKey: "k" },
     { method: "snap", sKey: "k", ids: "a" },
     { method: "snap", ids: [] }
   ]
