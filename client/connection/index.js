@@ -6,6 +6,7 @@
  */
 import { createEmitter } from "../emitter/index.js"
 import { Mirror } from "../mirror/index.js"
+import { isRecord, timers } from "../shared/index.js"
 
 /** Methods the protocol reserves; custom messages may not use them. */
 const RESERVED = new Set([
@@ -14,8 +15,6 @@ const RESERVED = new Set([
 const SYNK_EVENTS = new Set(["open", "close", "error", "message", "hello"])
 /** WebSocket.OPEN; a constant of the standard, not read from the impl. */
 const OPEN = 1
-
-const isRecord = x => x !== null && typeof x === "object" && !Array.isArray(x)
 
 /**
  * Reconnect delay in ms: exponential backoff with full jitter, i.e. uniform
@@ -64,18 +63,17 @@ export class Synk {
     this.#maxQueue = options.maxQueue ?? 1000
     if (!(this.#maxQueue >= 0)) throw new TypeError("maxQueue must be >= 0")
     this.#random = options.random || Math.random
-    const st = options.setTimeout || globalThis.setTimeout
-    const ct = options.clearTimeout || globalThis.clearTimeout
-    // Called unbound: native timers throw "Illegal invocation" otherwise.
-    this.#setTimeout = (fn, ms) => st(fn, ms)
-    this.#clearTimeout = handle => ct(handle)
+    const { setTimeout, clearTimeout } = timers(options)
+    this.#setTimeout = setTimeout
+    this.#clearTimeout = clearTimeout
 
     this.#events = createEmitter((error, event) => this.#listenerThrew(error, event))
+    // The mirror has the defaults of its own options.
     this.objects = new Mirror({
-      gapTimeout: options.gapTimeout ?? 500,
-      snapTimeout: options.snapTimeout ?? 5000,
-      setTimeout: this.#setTimeout,
-      clearTimeout: this.#clearTimeout,
+      gapTimeout: options.gapTimeout,
+      snapTimeout: options.snapTimeout,
+      setTimeout: options.setTimeout,
+      clearTimeout: options.clearTimeout,
       onResync: sKey => this.#resync(sKey),
       onError: error => this.#error(error)
     })
@@ -308,8 +306,9 @@ export class Synk {
   }
 
   #resync(sKey) {
-    // When not open, the reconnect will snapshot every key anyway.
-    if (this.#isOpen() && this.objects.isSubscribed(sKey)) {
+    // The mirror only asks for keys with held mods, which are subscribed
+    // ones. When not open, the reconnect will snapshot every key anyway.
+    if (this.#isOpen()) {
       this.objects.expectSnaps([sKey])
       this.#sendNow({ method: "resync", keys: [sKey] })
     }

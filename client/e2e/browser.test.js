@@ -4,7 +4,6 @@
 // harness's simulation keeps moving; the test checks it against the store.
 import { test, before, after } from "node:test"
 import assert from "node:assert/strict"
-import { isDeepStrictEqual } from "node:util"
 import { fileURLToPath } from "node:url"
 import path from "node:path"
 import { chromium } from "playwright-core"
@@ -29,22 +28,9 @@ after(async () => {
 
 const KEYS = ["world:0|0", "world:1|0"]
 
-async function stored(keys) {
-  return (await h.call("state", { keys })).objects
-}
-
 /** Wait until the page's mirror equals the store over its keys; on timeout, show the difference. */
-async function converge(page, what) {
-  let last
-  try {
-    await until(async () => {
-      last = [await page.evaluate(() => window.mirrored()), await stored(KEYS)]
-      return isDeepStrictEqual(last[0], last[1])
-    }, `the page to mirror the store (${what})`)
-  } catch (error) {
-    assert.deepEqual(last[0], last[1], `${error.message}\n--- harness log:\n${h.log()}`)
-  }
-  return last[1]
+function converge(page, what) {
+  return h.converge(() => page.evaluate(() => window.mirrored()), KEYS, what)
 }
 
 test("a page loads the client from the gateway and mirrors a running simulation", { skip }, async () => {

@@ -5,9 +5,10 @@
 import { test, before, after } from "node:test"
 import assert from "node:assert/strict"
 import { spawn } from "node:child_process"
-import { createServer } from "node:net"
+import { connect, createServer } from "node:net"
 import { chromium } from "playwright-core"
 import { CHROMIUM, CHROMIUM_ARGS, browserSkip, startSynk, stop, until } from "./python.js"
+import { mirrored } from "./demo.js"
 
 const skip = browserSkip()
 let redis, first, second, browser
@@ -30,10 +31,8 @@ async function startRedis() {
   await until(
     () =>
       new Promise((resolve) => {
-        import("node:net").then(({ connect }) => {
-          const socket = connect(port, "127.0.0.1", () => socket.end(() => resolve(true)))
-          socket.on("error", () => resolve(false))
-        })
+        const socket = connect(port, "127.0.0.1", () => socket.end(() => resolve(true)))
+        socket.on("error", () => resolve(false))
       }),
     "redis-server to listen"
   )
@@ -54,14 +53,6 @@ after(async () => {
   if (first) assert.equal(await stop(first.proc), 0)
   if (redis) redis.proc.kill("SIGKILL")
 })
-
-const mirrored = () => {
-  const out = {}
-  for (const key of window.demoKeys) {
-    for (const obj of window.synk.objects.byKey(key)) out[obj.id] = { x: obj.state.x, y: obj.state.y, hue: obj.state.hue }
-  }
-  return out
-}
 
 async function openPage(url) {
   const page = await browser.newPage({ viewport: { width: 800, height: 600 } })

@@ -6,6 +6,7 @@ import { mkdirSync } from "node:fs"
 import path from "node:path"
 import { chromium } from "playwright-core"
 import { ROOT, CHROMIUM, CHROMIUM_ARGS, browserSkip, startSynk, stop, until } from "./python.js"
+import { mirrored } from "./demo.js"
 
 const skip = browserSkip()
 let demo, browser
@@ -20,15 +21,6 @@ after(async () => {
   if (browser) await browser.close()
   if (demo) assert.equal(await stop(demo.proc), 0, "synk demo exits cleanly on SIGTERM")
 })
-
-// What a page mirrors: {id: {x, y, hue}} over the keys it follows.
-const mirrored = () => {
-  const out = {}
-  for (const key of window.demoKeys) {
-    for (const obj of window.synk.objects.byKey(key)) out[obj.id] = { x: obj.state.x, y: obj.state.y, hue: obj.state.hue }
-  }
-  return out
-}
 
 async function openPage() {
   const page = await browser.newPage({ viewport: { width: 800, height: 600 } })

@@ -94,23 +94,9 @@ function mirrored(synk) {
   return out
 }
 
-async function stored(keys) {
-  return (await h.call("state", { keys })).objects
-}
-
 /** Wait until the client's mirror equals the store over its keys; on timeout, show the difference. */
-async function converge(c, what, timeoutMs = 10000) {
-  const keys = c.synk.objects.keys()
-  let last
-  try {
-    await until(async () => {
-      last = [mirrored(c.synk), await stored(keys)]
-      return isDeepStrictEqual(last[0], last[1])
-    }, `the mirror to equal the store (${what})`, timeoutMs)
-  } catch (error) {
-    assert.deepEqual(last[0], last[1], `${error.message}\n--- harness log:\n${h.log()}`)
-  }
-  return last[1]
+function converge(c, what, timeoutMs) {
+  return h.converge(() => mirrored(c.synk), c.synk.objects.keys(), what, timeoutMs)
 }
 
 /** Wait until the client has the snapshot of every key it follows, since its latest hello. */
@@ -165,7 +151,7 @@ test("changes, moves between subscribed keys and out to an unsubscribed key", as
   const store = await converge(c, "after changes and moves")
   assert.equal(store["m-a2"].sKey, B)
   assert.equal(store["m-f1"].sKey, A)
-  assert.equal((await stored([FAR]))["m-b1"].sKey, FAR, "m-b1 is in FAR now")
+  assert.equal((await h.stored([FAR]))["m-b1"].sKey, FAR, "m-b1 is in FAR now")
   assert.equal(c.synk.objects.has("m-b1"), false)
   assert.equal(c.synk.objects.get("m-a1"), a1, "changed in place")
   assert.equal(c.synk.objects.get("m-a2"), a2, "moved in place")
@@ -266,7 +252,7 @@ test("a gateway restart: the client reconnects with backoff and reconciles in pl
   await snapped(c)
   const store = await converge(c, "after the gateway restart")
   assert.ok(!(store["g-gone"] || store["g-out"]))
-  assert.equal((await stored([FAR]))["g-out"].sKey, FAR, "g-out is in FAR now")
+  assert.equal((await h.stored([FAR]))["g-out"].sKey, FAR, "g-out is in FAR now")
   assert.equal(store["g-mover"].sKey, B)
   for (const id of ["g-s1", "g-s2", "g-s3"]) {
     assert.equal(c.synk.objects.get(id), instances[id], `${id} updated in place`)

@@ -1,9 +1,11 @@
 // Driving e2e/harness.py (Redis + gateway + a small synk world) from Node.
+import assert from "node:assert/strict"
 import { spawn } from "node:child_process"
 import { createInterface } from "node:readline"
+import { isDeepStrictEqual } from "node:util"
 import { fileURLToPath } from "node:url"
 import path from "node:path"
-import { ROOT, python } from "./python.js"
+import { ROOT, python, until } from "./python.js"
 
 const HARNESS = path.join(path.dirname(fileURLToPath(import.meta.url)), "harness.py")
 /** How much of the harness's log (stderr) to keep for error messages. */
@@ -16,7 +18,11 @@ const LOG_TAIL = 20000
  * - `call(cmd, fields)`: send a command, resolve with its answer (rejects
  *   when the harness answers ok: false, exits, or takes over `timeoutMs`),
  * - `quit()`: stop it (and its Redis and gateway), resolve with its exit code,
- * - `log()`: the tail of its stderr, which includes the gateway's log.
+ * - `log()`: the tail of its stderr, which includes the gateway's log,
+ * - `stored(keys)`: the store's objects in `keys`, {id: {sKey, v, i, state}},
+ * - `converge(mirrored, keys, what, timeoutMs)`: wait until `await
+ *   mirrored()` (a client's mirror, in the same shape) equals the store over
+ *   `keys`; on timeout, fail showing the difference. Resolves with the store.
  * Set SYNK_E2E_LOG=1 to see that log live.
  */
 export function startHarness(args = [], { timeoutMs = 30000 } = {}) {
@@ -86,9 +92,28 @@ export function startHarness(args = [], { timeoutMs = 30000 } = {}) {
     })
   }
 
+  async function stored(keys) {
+    return (await call("state", { keys })).objects
+  }
+
+  async function converge(mirrored, keys, what, timeoutMs = 10000) {
+    let last
+    try {
+      await until(async () => {
+        last = [await mirrored(), await stored(keys)]
+        return isDeepStrictEqual(last[0], last[1])
+      }, `the mirror to equal the store (${what})`, timeoutMs)
+    } catch (error) {
+      // Nothing compared yet: it is the harness that failed.
+      if (!last) throw error
+      assert.deepEqual(last[0], last[1], `${error.message}\n--- harness log:\n${log}`)
+    }
+    return last[1]
+  }
+
   // The ready line has no seq.
   return expect("start", undefined).then(
-    (ready) => ({ url: ready.url, redis: ready.redis, call, quit, log: () => log, proc }),
+    (ready) => ({ url: ready.url, redis: ready.redis, call, quit, log: () => log, stored, converge, proc }),
     (error) => {
       proc.kill("SIGKILL")
       throw error

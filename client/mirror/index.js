@@ -9,6 +9,8 @@
  * timeouts without sleeping.
  */
 import { createEmitter } from "../emitter/index.js"
+import { isRecord, timers } from "../shared/index.js"
+import { HeldMods } from "./held.js"
 
 /** Subscription keys, as PROTOCOL.md defines them. */
 const KEY = /^[A-Za-z0-9_.:|/@#+=,~-]{1,200}$/
@@ -21,7 +23,13 @@ export function isValidKey(key) {
 const isString = x => typeof x === "string"
 const isId = x => typeof x === "string" && x.length > 0
 const isVersion = x => Number.isSafeInteger(x) && x >= 0
-const isRecord = x => x !== null && typeof x === "object" && !Array.isArray(x)
+
+/** A string spreads into characters: almost surely a key passed without its array. */
+function assertKeys(keys) {
+  if (keys == null || typeof keys[Symbol.iterator] !== "function" || isString(keys)) {
+    throw new TypeError("keys must be an iterable of strings")
+  }
+}
 
 /**
  * Returns why `msg` is not a well-formed object message, or "" if it is.
@@ -55,8 +63,8 @@ function shapeProblem(msg) {
   return ""
 }
 
-const OBJECT_METHODS = new Set(["add", "mod", "rem", "snap"])
-const MIRROR_EVENTS = new Set(["add", "mod", "rem", "snap"])
+/** The object messages, and the mirror's events, which are named after them. */
+const METHODS = new Set(["add", "mod", "rem", "snap"])
 
 export class Mirror {
   /** id → { id, t, sKey, v, i, obj, plain }; `i` is undefined until an add names it */
@@ -67,8 +75,8 @@ export class Mirror {
   #keys = new Set()
   /** type `t` → class registered for it */
   #types = new Map()
-  /** id → Map(v → mod) of mods that arrived ahead of their version */
-  #held = new Map()
+  /** Mods that arrived ahead of their version. */
+  #held = new HeldMods()
   /** sKey → gap timer, running while that key has held mods */
   #gapTimers = new Map()
   /**
@@ -89,12 +97,9 @@ export class Mirror {
   #onError
 
   constructor(options = {}) {
-    const st = options.setTimeout || globalThis.setTimeout
-    const ct = options.clearTimeout || globalThis.clearTimeout
-    // Called unbound: browsers throw "Illegal invocation" when the native
-    // timer functions get another `this`.
-    this.#setTimeout = (fn, ms) => st(fn, ms)
-    this.#clearTimeout = handle => ct(handle)
+    const { setTimeout, clearTimeout } = timers(options)
+    this.#setTimeout = setTimeout
+    this.#clearTimeout = clearTimeout
     this.#gapTimeout = options.gapTimeout ?? 500
     this.#snapTimeout = options.snapTimeout ?? 5000
     this.#onResync = options.onResync || (() => {})
@@ -120,7 +125,7 @@ export class Mirror {
   /** "add" | "mod" | "rem" | "snap"; returns the unsubscribe function. */
   on(event, fn) {
     // Catch typos such as objects.on("open"): they would never fire.
-    if (!MIRROR_EVENTS.has(event)) throw new TypeError(`unknown mirror event: ${event}`)
+    if (!METHODS.has(event)) throw new TypeError(`unknown mirror event: ${event}`)
     return this.#events.on(event, fn)
   }
 
@@ -170,9 +175,7 @@ export class Mirror {
    * difference, for the `updateSubscription` request.
    */
   setKeys(keys) {
-    if (keys == null || typeof keys[Symbol.iterator] !== "function" || isString(keys)) {
-      throw new TypeError("keys must be an iterable of strings")
-    }
+    assertKeys(keys)
     const next = new Set()
     for (const key of keys) {
       if (!isValidKey(key)) throw new TypeError(`invalid subscription key: ${JSON.stringify(key)}`)
@@ -209,9 +212,7 @@ export class Mirror {
    * order the keys' snapshots come in. Keys not subscribed are ignored.
    */
   expectSnaps(keys) {
-    if (keys == null || typeof keys[Symbol.iterator] !== "function" || isString(keys)) {
-      throw new TypeError("keys must be an iterable of strings")
-    }
+    assertKeys(keys)
     for (const key of keys) if (this.#keys.has(key)) this.#awaiting.add(key)
     if (this.#awaiting.size && this.#snapTimer === null) {
       // Not restarted by later requests: no removal waits longer than
@@ -229,7 +230,7 @@ export class Mirror {
    * Never throws: bad shapes and callback failures go to `onError`.
    */
   handle(msg) {
-    if (!isRecord(msg) || !OBJECT_METHODS.has(msg.method)) return false
+    if (!isRecord(msg) || !METHODS.has(msg.method)) return false
     const problem = shapeProblem(msg)
     if (problem) {
       this.#report("bad_shape", problem, { msg })
@@ -428,70 +429,56 @@ export class Mirror {
   // ---- held mods and gap timers -----------------------------------------
 
   #hold(msg) {
-    let byV = this.#held.get(msg.id)
-    if (!byV) this.#held.set(msg.id, (byV = new Map()))
-    if (!byV.has(msg.v)) byV.set(msg.v, msg)
+    this.#held.hold(msg)
     this.#startGapTimer(msg.sKey)
   }
 
   /** Replay held mods of `id` that now follow on; drop those now stale. */
   #flush(id) {
-    const byV = this.#held.get(id)
-    if (!byV) return
-    const keys = new Set([...byV.values()].map(m => m.sKey))
+    // Most messages find nothing held: they cost one lookup.
+    if (!this.#held.hasId(id)) return
+    const keys = this.#held.keysOf(id)
     for (;;) {
       const e = this.#entries.get(id)
       if (!e) break
-      for (const v of byV.keys()) if (v <= e.v) byV.delete(v)
-      const next = byV.get(e.v + 1)
+      this.#held.dropThrough(id, e.v)
+      const next = this.#held.take(id, e.v + 1)
       if (!next) break
-      byV.delete(next.v)
       this.#applyMod(e, next)
     }
-    if (!byV.size && this.#held.get(id) === byV) this.#held.delete(id)
     for (const key of keys) this.#stopGapTimerIfDone(key)
   }
 
   /** Drop held mods of `sKey` for which `pred(id)` holds. */
   #dropHeld(sKey, pred) {
-    for (const [id, byV] of this.#held) {
-      if (!pred(id)) continue
-      for (const [v, m] of byV) if (m.sKey === sKey) byV.delete(v)
-      if (!byV.size) this.#held.delete(id)
-    }
+    this.#held.dropKey(sKey, pred)
     this.#stopGapTimerIfDone(sKey)
   }
 
   #dropHeldId(id) {
-    const byV = this.#held.get(id)
-    if (!byV) return
-    this.#held.delete(id)
-    for (const m of byV.values()) this.#stopGapTimerIfDone(m.sKey)
-  }
-
-  #keyHasHeld(sKey) {
-    for (const byV of this.#held.values()) {
-      for (const m of byV.values()) if (m.sKey === sKey) return true
-    }
-    return false
+    for (const key of this.#held.dropId(id)) this.#stopGapTimerIfDone(key)
   }
 
   #startGapTimer(sKey) {
     if (this.#gapTimers.has(sKey)) return
     const handle = this.#setTimeout(() => {
       this.#gapTimers.delete(sKey)
-      if (!this.#keyHasHeld(sKey)) return
+      if (!this.#held.hasKey(sKey)) return
       // Keep the timer going: if the resync does not close the gap either
       // (lost, refused, rate limited), ask again one window later.
       this.#startGapTimer(sKey)
-      this.#callSafely(() => this.#onResync(sKey))
+      try {
+        this.#onResync(sKey)
+      } catch (error) {
+        this.#report("callback_error", `onResync threw: ${error}`, { error })
+      }
     }, this.#gapTimeout)
     this.#gapTimers.set(sKey, handle)
   }
 
   #stopGapTimerIfDone(sKey) {
     const handle = this.#gapTimers.get(sKey)
-    if (handle === undefined || this.#keyHasHeld(sKey)) return
+    if (handle === undefined || this.#held.hasKey(sKey)) return
     this.#clearTimeout(handle)
     this.#gapTimers.delete(sKey)
   }
@@ -505,14 +492,6 @@ export class Mirror {
       obj[method](...args)
     } catch (error) {
       this.#report("callback_error", `${method}() of ${obj.constructor?.name} threw: ${error}`, { error })
-    }
-  }
-
-  #callSafely(fn) {
-    try {
-      fn()
-    } catch (error) {
-      this.#report("callback_error", `onResync threw: ${error}`, { error })
     }
   }
 
