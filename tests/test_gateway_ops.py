@@ -254,11 +254,13 @@ async def check_asgi(world: synk.World, gateway: Gateway, base: str, port: int) 
     status, _, _ = await http_get(port, f"{base}/synk-client/../pyproject.toml")
     assert status == 404
 
-    big = await WsClient.open(f"ws://127.0.0.1:{port}{base}/")
-    await big.send("x" * (64 * 1024 + 1))
-    await big.wait(lambda: big.close_code is not None)
-    assert big.close_code == 1009
-    await until(lambda: len(gateway.sessions) == 1, "the closed client's session to go")
+    # The frame limit counts bytes: 40,000 "é" are 80,000 bytes in UTF-8.
+    for frame in ("x" * (64 * 1024 + 1), "é" * 40_000):
+        big = await WsClient.open(f"ws://127.0.0.1:{port}{base}/")
+        await big.send(frame)
+        await big.wait(lambda: big.close_code is not None)  # noqa: B023 - awaited at once
+        assert big.close_code == 1009
+        await until(lambda: len(gateway.sessions) == 1, "the closed client's session to go")
     await client.close()
 
 

@@ -118,9 +118,11 @@ class AsgiApp:
                 frame = msg.get("text")
                 if frame is None:
                     frame = msg.get("bytes") or b""
-                if len(frame) > limit:
+                # The limit is in bytes, as the standalone server counts it.
+                size = len(frame) if isinstance(frame, bytes) or frame.isascii() else len(frame.encode())
+                if size > limit:
                     with contextlib.suppress(Exception):
-                        await outlet.close(p.CLOSE_TOO_BIG, f"frame of {len(frame)} bytes is over the limit of {limit}")
+                        await outlet.close(p.CLOSE_TOO_BIG, f"frame of {size} bytes is over the limit of {limit}")
                     return
                 yield frame
 
