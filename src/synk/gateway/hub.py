@@ -131,7 +131,8 @@ class Gateway:
         self._counter = itertools.count(1)
         self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._barriers: dict[str, tuple[Session, str, list[Routed], list[Stored]]] = {}
+        #: key -> barrier token -> (session, its buffer, the snapshot read) awaiting that barrier
+        self._barriers: dict[str, dict[str, tuple[Session, list[Routed], list[Stored]]]] = {}
         self._dirty: list[Session] = []
         self._reads = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
         self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
@@ -241,7 +242,6 @@ class Gateway:
         finally:
             del self.sessions[cid]
             self.metrics.clients = len(self.sessions)
-            self._barriers = {t: b for t, b in self._barriers.items() if b[0] is not session}
             await session.stop()
             await self._unsubscribe(session, list(session.keys))
 
@@ -301,7 +301,6 @@ class Gateway:
                     self._error(session, p.FORBIDDEN, f"not allowed to subscribe to {key!r}")
             add = allowed
         for key in add:
-            session.keys[key] = []
             if self.router.add(session.id, key):
                 self.metrics.keys = len(self.router)
         self._snapshots(session, add)
@@ -324,8 +323,8 @@ class Gateway:
                 self._live.pop(key, None)
         self.metrics.keys = len(self.router)
         if gone:
-            dead = set(gone)
-            self._barriers = {t: b for t, b in self._barriers.items() if b[1] not in dead}
+            for key in gone:
+                self._barriers.pop(key, None)
         if gone and self._subscriber is not None:
             await self._subscriber.unsubscribe(gone)
 
@@ -370,11 +369,14 @@ class Gateway:
                 # way through the subscriber. A barrier published now arrives
                 # after all of them: until it does, the key stays buffered.
                 token = secrets.token_hex(8)
-                self._barriers[token] = (session, key, buffer, stored)
-                async with self._reads:
-                    await self.store.publish(key, BARRIER + token.encode() + b'"}')
-                if session.closed or session.keys.get(key) is not buffer:
-                    self._barriers.pop(token, None)  # it may never come back
+                waiting = self._barriers.setdefault(key, {})
+                waiting[token] = (session, buffer, stored)
+                try:
+                    async with self._reads:
+                        await self.store.publish(key, BARRIER + token.encode() + b'"}')
+                except BaseException:
+                    waiting.pop(token, None)  # it will never come back
+                    raise
                 break
             except ConfigError as exc:
                 # Redis refused the subscription itself (an ACL, say), or the
@@ -418,12 +420,14 @@ class Gateway:
             raise
         return fut.result()
 
-    def _barrier(self, data: bytes) -> None:
-        token = data[len(BARRIER) : -2].decode(errors="replace")
-        found = self._barriers.pop(token, None)
+    def _barrier(self, key: str, data: bytes) -> None:
+        waiting = self._barriers.get(key)
+        found = waiting.pop(data[len(BARRIER) : -2].decode(errors="replace"), None) if waiting else None
+        if waiting is not None and not waiting:
+            del self._barriers[key]
         if found is None:
-            return  # another gateway's
-        session, key, buffer, stored = found
+            return  # another gateway's, or its key was dropped
+        session, buffer, stored = found
         if session.closed or session.keys.get(key) is not buffer:
             return  # unsubscribed, or a newer snapshot took over
         session.push_snapshot([*(s.record for s in stored), p.encode_snap(key, [s.id for s in stored])])
@@ -459,7 +463,7 @@ class Gateway:
                 continue
             data = event.data
             if data.startswith(BARRIER):
-                self._barrier(data)
+                self._barrier(key, data)
                 continue
             self.metrics.store_messages += 1
             routed = None

@@ -2,9 +2,9 @@
 
 The gateway decodes each message from the store once, into a
 :class:`Routed`, and forwards the very same bytes to every client that
-should get it. Move filtering (a client following both keys of a moving
-object gets only the ``mod`` with ``nsKey``) and the stale-message filter
-of a snapshot window are decided here.
+should get it. What a message means (``prev_key``, ``leaves``) and the
+stale-message filter of a snapshot window (:func:`replay`) are decided
+here; the gateway's fan-out applies them per client.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class Session:
         rate: float,
         burst: float,
         on_lag: Callable[[Session], None],
-        on_dirty: Callable[[Session], None] | None = None,
+        on_dirty: Callable[[Session], None],
     ) -> None:
         self.id = cid
         self.identity = identity
@@ -149,16 +149,15 @@ class Session:
         self._dirty()
 
     def _dirty(self) -> None:
-        if self._on_dirty is None:
-            self._ready.set()
-        elif not self._marked:
+        if not self._marked:
             self._marked = True
             self._on_dirty(self)
 
-    def _take(self) -> list[bytes]:
-        batch = self._pending
+    def _take(self) -> tuple[list[bytes], int]:
+        """The backlog and its size in bytes, leaving it empty."""
+        batch, size = self._pending, self._pending_bytes
         self._pending, self._pending_bytes, self._slack_messages, self._slack_bytes = [], 0, 0, 0
-        return batch
+        return batch, size
 
     def flush(self) -> None:
         """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
@@ -169,10 +168,10 @@ class Session:
         batch = self._pending
         if not batch or self.closed:
             return
-        if not self.lagging and self.outlet.write_nowait(batch):
-            self._take()
+        if self.outlet.write_nowait(batch):
+            _, size = self._take()
             self.metrics.messages_out += len(batch)
-            self.metrics.bytes_out += sum(map(len, batch))
+            self.metrics.bytes_out += size
         else:
             self._ready.set()
 
@@ -186,14 +185,14 @@ class Session:
             while not self.closed:
                 await self._ready.wait()
                 self._ready.clear()
-                batch = self._take()
+                batch, size = self._take()
                 try:
                     if batch:
                         # Not wait_for: it wraps every write in a new Task.
                         async with asyncio.timeout(self._stuck):
                             await self.outlet.write(batch)
                         self.metrics.messages_out += len(batch)
-                        self.metrics.bytes_out += sum(map(len, batch))
+                        self.metrics.bytes_out += size
                     elif self.lagging:
                         async with asyncio.timeout(self._stuck):
                             await self.outlet.write([])
