@@ -89,3 +89,11 @@ def test_render_reflects_changes() -> None:
     assert samples['synk_errors_total{code="internal"}'] == 1
     m.clients -= 1
     assert parse(m.render())[1]["synk_clients"] == 0
+
+
+def test_error_codes_are_escaped_as_label_values() -> None:
+    # A handler's ProtocolError may carry any code; the exposition must stay parseable.
+    m = Metrics()
+    m.errors['a"b\\c\nd'] += 1
+    [line] = [line for line in m.render().splitlines() if line.startswith("synk_errors_total{")]
+    assert line == 'synk_errors_total{code="a\\"b\\\\c\\nd"} 1'

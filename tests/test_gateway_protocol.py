@@ -51,6 +51,11 @@ def test_bad_json(frame: str | bytes) -> None:
     assert code_of(frame) == p.BAD_JSON
 
 
+def test_bad_json_reason_counts_bytes() -> None:
+    with pytest.raises(ProtocolError, match="frame of 6 bytes is not valid JSON"):
+        p.parse("ééé")
+
+
 @pytest.mark.parametrize("frame", ["[]", "[{}]", "1", "1.5", '"method"', "null", "true"])
 def test_json_that_is_not_an_object(frame: str) -> None:
     assert code_of(frame) == p.BAD_JSON

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
-async def _until_signal() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, in the running loop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -26,7 +27,7 @@ async def _serve(args: argparse.Namespace) -> None:
     gateway = Gateway(args.redis, prefix=args.prefix, origins=args.origin or None, max_keys=args.max_keys)
     async with gateway.serve(args.host, args.port) as server:
         print(f"synk gateway on ws://{args.host}:{server.port}/ serving {args.redis}", flush=True)
-        await _until_signal()
+        await _stop_on_signals().wait()
     print("synk gateway stopped", flush=True)
 
 
@@ -60,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from synk.demo import run
 
-            asyncio.run(run(args))
+            async def run_demo() -> None:
+                await run(args, _stop_on_signals())
+
+            asyncio.run(run_demo())
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # the CLI's last word: a clear line, not a traceback

@@ -15,7 +15,6 @@ import logging
 import math
 import random
 import secrets
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -126,6 +125,8 @@ async def _simulate(world: synk.World, sim: Simulation, hz: float, stop: asyncio
                 report = await world.reload()
                 gone = {o.id for o in report.missing}
                 sim.agents = [a for a in sim.agents if a.id not in gone]
+                for oid in gone:
+                    del sim.heading[oid]
             next_tick += period
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, next_tick - loop.time()))
@@ -172,15 +173,11 @@ async def _take_lease(world: synk.World, stop: asyncio.Event) -> bool:
 _background: set[asyncio.Task[None]] = set()
 
 
-async def run(args: argparse.Namespace) -> None:
-    """Run the demo until SIGINT or SIGTERM."""
+async def run(args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Run the demo until ``stop`` is set (the CLI sets it on SIGINT or SIGTERM)."""
     url = args.redis or "memory://"
     if args.no_sim and not args.redis:
         raise synk.ConfigError("--no-sim serves a world simulated by another process: it needs --redis")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with synk.connect(url, types=[Agent]) as world:
         sim_task: asyncio.Task[Any] | None = None
         simulate = not args.no_sim

@@ -308,7 +308,7 @@ class Gateway:
     async def _custom(self, session: Session, command: p.Custom) -> None:
         handler = self._handlers.get(command.method)
         if handler is None and not self.config.forward_to_world:
-            raise ProtocolError(p.UNKNOWN_METHOD, f"no handler for method {command.method[:64]!r}")
+            raise ProtocolError(p.UNKNOWN_METHOD, f"no handler for method {command.method!r}")
         if handler is not None:
             await _maybe(handler(session.client, command.data))
         if self.config.forward_to_world:

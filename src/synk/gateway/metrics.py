@@ -43,5 +43,7 @@ class Metrics:
         one("store_reconnects_total", "counter", "Times the store subscription was re-established.", self.store_reconnects)
         lines.extend(("# HELP synk_errors_total Error messages sent to clients, by code.", "# TYPE synk_errors_total counter"))
         for code, n in sorted(self.errors.items()):
-            lines.append(f'synk_errors_total{{code="{code}"}} {n}')
+            # A handler's ProtocolError may carry any code: escaped as the text format asks.
+            label = code.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+            lines.append(f'synk_errors_total{{code="{label}"}} {n}')
         return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ __all__ = [
     "UpdateSubscription",
     "encode_error",
     "encode_hello",
+    "encode_resnap",
     "encode_snap",
     "parse",
 ]
@@ -105,7 +106,8 @@ def parse(frame: str | bytes, max_keys: int = 1000) -> Command:
     try:
         msg = orjson.loads(frame)
     except orjson.JSONDecodeError:
-        raise ProtocolError(BAD_JSON, f"frame of {len(frame)} bytes is not valid JSON") from None
+        size = len(frame if isinstance(frame, bytes) else frame.encode(errors="replace"))
+        raise ProtocolError(BAD_JSON, f"frame of {size} bytes is not valid JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_JSON, f"frame is a JSON {type(msg).__name__}, not an object")
     method = msg.get("method")
