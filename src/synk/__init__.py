@@ -25,6 +25,7 @@ from synk.errors import (
 )
 
 if TYPE_CHECKING:
+    from synk.gateway import Gateway
     from synk.world import ClientMessage, FlushHandle, ReloadReport, World, connect
 
 # The I/O layers load on first use, so that importing the pure core (synk.core)
@@ -57,6 +58,7 @@ __all__ = [
     "Failure",
     "FlushHandle",
     "FrozenValueError",
+    "Gateway",
     "Object",
     "ProtocolError",
     "ReloadReport",

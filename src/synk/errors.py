@@ -58,8 +58,10 @@ class Failure:
     ``reason`` is one of ``"exists"`` (a create found the id taken),
     ``"missing"`` (the object is no longer in the store), ``"conflict"``
     (another incarnation or an unexpected version is stored), ``"refused"``
-    (the store refused the write, out of memory say; nothing was applied)
-    or ``"connection"`` (the outcome is unknown because the store broke).
+    (the store refused the write, out of memory say; ``detail`` says what
+    was not applied), ``"connection"`` (the outcome is unknown because the
+    store broke) or ``"error"`` (the store answered something unforeseen,
+    which was logged; the outcome is unknown).
     """
 
     id: str

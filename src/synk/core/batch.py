@@ -161,8 +161,9 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
     ValidationError, leaving every object as it was, when a new key is
     invalid or a value cannot be encoded.
     """
-    created = list(created)
-    changed = list({o._synk_id: o for o in changed if o._synk_base}.values())
+    created, deleted = list(created), list(deleted)
+    done = {o._synk_id for o in created} | {o._synk_id for o in deleted}
+    changed = list({o._synk_id: o for o in changed if o._synk_base and o._synk_id not in done}.values())
     # Every new key is checked before anything is touched, so that a bad
     # sub_key leaves the whole batch pending instead of half-planned.
     try:
@@ -184,26 +185,21 @@ def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable
     return batch
 
 
-def _encode(created: list[Object], changed: list[Object], deleted: Iterable[Object], keys: list[str]) -> Batch:
+def _encode(created: list[Object], changed: list[Object], deleted: list[Object], keys: list[str]) -> Batch:
     """The operations, touching no object (a failure leaves the flush pending)."""
     batch = Batch()
     groups = batch.ops
     dumps = orjson.dumps
-    done: set[str] = set()
     for obj, key, token in zip(created, keys, new_tokens(len(created)), strict=False):
         batch.creates.append((key, ("p", obj.type_key, obj._synk_id, token, 1, dumps(obj._synk_values), b"", "")))
-        done.add(obj._synk_id)
     for obj in deleted:
         gone = obj._synk_skey
         assert gone is not None
         in_key = groups.setdefault(gone, [])
         batch.deletes.append((gone, len(in_key)))
         in_key.append(("d", obj.type_key, obj._synk_id, obj._synk_token, obj._synk_version, b"", b"", ""))
-        done.add(obj._synk_id)
     for obj, new in zip(changed, keys[len(created) :], strict=True):
         oid = obj._synk_id
-        if done and oid in done:
-            continue
         values = obj._synk_values
         diff = {}
         for name in obj._synk_base:  # a loop: cheaper than a comprehension's frame, per object
@@ -228,11 +224,7 @@ def _commit(created: list[Object], changed: list[Object], keys: list[str], batch
         obj._synk_token = op[3]
         obj._synk_version = 1
         obj._synk_skey = key
-    done = {op[2] for _, op in batch.creates}
-    done.update(op[2] for key, i in batch.deletes for op in (batch.ops[key][i],))
     for obj, new in zip(changed, keys[len(created) :], strict=True):
-        if done and obj._synk_id in done:
-            continue
         obj._synk_base = {}
         obj._synk_version += 1
         obj._synk_skey = new

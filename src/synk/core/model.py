@@ -191,13 +191,6 @@ class Object:
         base[name] = values[name]
         values[name] = value
 
-    def _synk_commit(self) -> dict[str, Any]:
-        """Take the pending diff as committed and return it."""
-        values = self._synk_values
-        diff = {name: values[name] for name in self._synk_base}
-        self._synk_base = {}
-        return diff
-
     def _synk_discard(self) -> None:
         """Drop pending changes, going back to the committed values."""
         self._synk_values.update(self._synk_base)
