@@ -1,0 +1,41 @@
+"""Helpers of the Redis store's tests: a world on a private prefix, its store and client."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import synk
+from synk.store.redis import RedisStore
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from synk.store.base import Event, Subscriber
+
+
+def redis_store(world: synk.World) -> RedisStore:
+    store = world.store
+    assert isinstance(store, RedisStore)
+    return store
+
+
+def client(world: synk.World) -> Redis:
+    """The world's redis-py client (its own connections)."""
+    return redis_store(world).redis
+
+
+async def next_event(sub: Subscriber, timeout: float = 10.0) -> Event:
+    """The subscriber's next event, waiting at most ``timeout`` seconds."""
+    it = sub.__aiter__()
+    return await asyncio.wait_for(it.__anext__(), timeout)
+
+
+@asynccontextmanager
+async def world_on(url: str, *types: type[synk.Object], prefix: str | None = None) -> AsyncIterator[synk.World]:
+    """A world on ``url`` with its own prefix (unique unless given)."""
+    async with synk.connect(url, types=types, prefix=prefix or f"synktest:{uuid.uuid4().hex[:12]}:") as world:
+        yield world
