@@ -251,6 +251,7 @@ async def check_asgi(world: synk.World, gateway: Gateway, base: str, port: int) 
     status, headers, _ = await http_get(port, f"{base}/synk-client/index.js")
     assert status == 200, f"GET {base}/synk-client/index.js: {status}"
     assert headers["content-type"].startswith("text/javascript")
+    assert headers["cache-control"] == "no-cache"  # as the standalone server says
     status, _, _ = await http_get(port, f"{base}/synk-client/../pyproject.toml")
     assert status == 404
 

@@ -215,6 +215,7 @@ async def test_client_files_are_served() -> None:
         status, headers, body = await http_get(env.port, "/synk-client/index.js")
         assert status == 200
         assert headers["content-type"].startswith("text/javascript")
+        assert headers["cache-control"] == "no-cache"  # a redeployed client is picked up
         assert body == (root / "index.js").read_bytes()
         # One URL for the whole client: it re-exports the folder's entry, so
         # the modules' relative imports resolve under /synk-client/.

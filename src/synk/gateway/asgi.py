@@ -12,8 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from synk.gateway import protocol as p
-from synk.gateway import static
-from synk.gateway.hub import Handshake
 from synk.gateway.session import Outlet
 
 if TYPE_CHECKING:
@@ -80,13 +78,8 @@ class AsgiApp:
                 return
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        path = _local_path(scope)
-        if path == "/metrics":
-            status, ctype, body = 200, "text/plain; version=0.0.4; charset=utf-8", self.gateway.metrics.render().encode()
-        else:
-            found = static.resolve(path, self.gateway.config.static_dir)
-            status, ctype, body = (200, *found) if found else (404, "text/plain; charset=utf-8", b"not found\n")
-        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode())]
+        status, ctype, body = self.gateway.http_get(_local_path(scope))
+        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -97,14 +90,14 @@ class AsgiApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         query = scope.get("query_string", b"").decode("latin-1")
         path = scope.get("path", "/") + (f"?{query}" if query else "")
-        if not self.gateway.origin_allowed(headers.get("origin"), headers.get("host")):
+        client = scope.get("client") or ("", 0)
+        refused, identity = await self.gateway.admit(path, headers, str(client[0]))
+        if refused == 403:
             await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
             return
-        client = scope.get("client") or ("", 0)
-        ok, identity = await self.gateway.authenticate(Handshake(path, headers, str(client[0])))
         await send({"type": "websocket.accept"})
         outlet = _AsgiOutlet(send)
-        if not ok:
+        if refused:  # a close code the browser can read, unlike a refused handshake's status
             await outlet.close(p.CLOSE_UNAUTHORIZED, "unauthorized")
             return
         limit = self.gateway.config.max_frame

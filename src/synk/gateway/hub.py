@@ -23,6 +23,7 @@ import orjson
 
 from synk.errors import ConfigError, ProtocolError
 from synk.gateway import protocol as p
+from synk.gateway import static
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Routed, Router, replay, route
 from synk.gateway.session import Client, Session
@@ -191,7 +192,27 @@ class Gateway:
 
         return AsgiApp(self)
 
-    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+    async def admit(self, path: str, headers: dict[str, str], peer: str) -> tuple[int, Any]:
+        """Whether a websocket handshake may go on: ``(0, identity)``, else ``(403 or 401, None)``.
+
+        ``headers`` have lowercase names. Each transport answers a refusal in
+        its own way (an HTTP status, or a close code under ASGI).
+        """
+        if not self._origin_allowed(headers.get("origin"), headers.get("host")):
+            return 403, None
+        ok, identity = await self._authenticate(Handshake(path, headers, peer))
+        return (0, identity) if ok else (401, None)
+
+    def http_get(self, path: str) -> tuple[int, str, bytes]:
+        """``(status, content type, body)`` of a plain HTTP GET: ``/metrics``, the client's files, ``static_dir``."""
+        if path.split("?", 1)[0] == "/metrics":
+            return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render().encode()
+        found = static.resolve(path, self.config.static_dir)
+        if found is None:
+            return 404, "text/plain; charset=utf-8", b"not found\n"
+        return 200, found[0], found[1]
+
+    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Whether a browser page from ``origin`` may connect."""
         if origin is None:
             return True  # not a browser: browsers always send Origin
@@ -204,7 +225,7 @@ class Gateway:
             return host is not None and urlsplit(origin).netloc == host
         return origin in allowed
 
-    async def authenticate(self, handshake: Handshake) -> tuple[bool, Any]:
+    async def _authenticate(self, handshake: Handshake) -> tuple[bool, Any]:
         """Run the ``authenticate`` hook: (accepted, identity)."""
         hook = self.config.authenticate
         if hook is None:

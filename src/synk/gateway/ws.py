@@ -24,8 +24,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 from websockets.protocol import State
 
-from synk.gateway import static
-from synk.gateway.hub import Handshake
 from synk.gateway.session import Outlet
 
 if TYPE_CHECKING:
@@ -106,22 +104,14 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
     cfg = gateway.config
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if not upgrade:
-            if path.split("?", 1)[0] == "/metrics":
-                return _response(HTTPStatus.OK, gateway.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
-            found = static.resolve(path, cfg.static_dir)
-            if found is None:
-                return _response(HTTPStatus.NOT_FOUND, b"not found\n")
-            return _response(HTTPStatus.OK, found[1], found[0])
-        if not gateway.origin_allowed(request.headers.get("Origin"), request.headers.get("Host")):
-            return _response(HTTPStatus.FORBIDDEN, b"origin not allowed\n")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            status, ctype, body = gateway.http_get(request.path)
+            return _response(HTTPStatus(status), body, ctype)
         addr = connection.remote_address
-        handshake = Handshake(path, {k.lower(): v for k, v in request.headers.raw_items()}, str(addr[0]) if addr else "")
-        ok, identity = await gateway.authenticate(handshake)
-        if not ok:
-            return _response(HTTPStatus.UNAUTHORIZED, b"unauthorized\n")
+        headers = {k.lower(): v for k, v in request.headers.raw_items()}
+        refused, identity = await gateway.admit(request.path, headers, str(addr[0]) if addr else "")
+        if refused:
+            return _response(HTTPStatus(refused), b"origin not allowed\n" if refused == 403 else b"unauthorized\n")
         connection.synk_identity = identity  # type: ignore[attr-defined]
         return None
 
