@@ -60,8 +60,7 @@ def resolve(path: str, static_dir: str | os.PathLike[str] | None) -> tuple[str, 
         if root is not None and _published(root, rel):
             target = _inside(root, rel)
     elif static_dir is not None:
-        rel = "index.html" if path.endswith("/") else path
-        target = _inside(Path(static_dir), rel.rstrip("/") if not path.endswith("/") else path + "index.html")
+        target = _inside(Path(static_dir), path + "index.html" if path.endswith("/") else path)
     if target is None:
         return None
     ctype = _TYPES.get(target.suffix) or mimetypes.guess_type(target.name)[0] or "application/octet-stream"
