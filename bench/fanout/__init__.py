@@ -1,0 +1,58 @@
+"""Fan-out: the synk gateway against python-socketio with its Redis manager.
+
+Workload (defaults): 1,000 websocket clients, each following 10 of 100
+subscription keys (every key has 100 clients); 100 objects per key; a
+simulation changes 500 objects a second (ticks at 50 Hz, 10 changes per
+tick, round-robin over the objects so every key gets its share), stamping
+``time.time()`` in a field of each changed object. Every change reaches
+100 clients: 50,000 deliveries a second, one message per client per tick.
+
+Why 500 changes/s and not 2,000: on a 2-core machine, 2,000/s (200,000
+deliveries/s) saturates both cores with synk alone, the load generator
+taking about one core and the gateway most of the other, so latency
+measures the queues of an overloaded machine. At 500/s synk's side uses
+about half the machine. python-socketio cannot keep up at any of these
+rates (it tops out near 15,000 deliveries/s on one core here): its row
+then shows its throughput at saturation, and CPU per delivered message is
+still comparable. Pass ``--rate`` to change it.
+
+synk
+    ``synk serve`` (``python -m synk.cli serve``) in its own process; the
+    simulation is a ``synk.World`` that sets ``ts`` and flushes each tick
+    (Redis scripts, sharded pub/sub); clients send ``updateSubscription``
+    and receive the keys' snapshots, then the ``mod`` messages. Clients
+    subscribe a few at a time (``--subscribing``): the gateway snapshots
+    each key of each subscribing client over redis-py's pool of 100
+    connections, and a thousand clients at once exhaust it.
+socketio
+    python-socketio's ``AsyncServer`` with an ``AsyncRedisManager``, served
+    by aiohttp (or uvicorn) in its own process; keys are rooms, clients join
+    10 rooms with an acknowledged ``join`` event; the simulation emits a
+    message of the same shape as synk's ``mod`` through a write-only
+    ``AsyncRedisManager`` (``emit("mod", msg, room=key)``). Clients speak
+    Engine.IO v4 / Socket.IO v5 over a raw websocket (``40`` connect,
+    ``42[...]`` events, ``2``/``3`` pings), not the heavy ``AsyncClient``.
+
+The clients (the load generator) run in ``--client-procs`` processes. By
+default each connection is a bare asyncio protocol that parses frames in
+``data_received`` (``--client-lib raw``); the ``websockets`` and
+``aiohttp`` clients wake a task per message and cost more CPU than the
+gateway they load (``--client-lib aiohttp|websockets`` to compare).
+
+Each system gets a fresh server, simulation and client processes. Once
+every client has subscribed, the simulation starts; after a warm-up, a
+window of ``--seconds`` is measured: the ``mod`` messages clients receive
+inside it (delivered per second), the server process's CPU time over it
+(from /proc/PID/stat), and the latency from stamp to receipt of each of
+those messages (p50/p99, 0.1 ms bins). Expected deliveries are the changes
+stamped inside the window times their keys' clients: delivered well under
+expected means the server fell behind. The targets: synk's server CPU per
+delivered message at most a third of socketio's, and synk's p99 under 50 ms.
+
+Every process (server, Redis, simulation, clients) shares the machine's
+cores; the report shows each one's CPU share during the window, and the
+share taken by processes outside the benchmark: when that is high, every
+figure is skewed (latency most). The benchmark starts a private
+``redis-server`` on a free loopback port. It exits 0 whether or not the
+targets are met. Run ``python -m bench.fanout --help`` for the options.
+"""

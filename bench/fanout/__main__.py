@@ -1,0 +1,381 @@
+"""The orchestrator: ``python -m bench.fanout`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import fanout
+from bench.fanout.clients import clients
+from bench.fanout.common import (
+    BIN_S,
+    PREFIX,
+    TARGET_CPU_RATIO,
+    TARGET_P99_MS,
+    BenchError,
+    Child,
+    keys_of,
+    machine_busy,
+    proc_cpu,
+    raise_nofile,
+    wait_port,
+)
+from bench.fanout.sims import sim_socketio, sim_synk, socketio_server
+from bench.redis_server import RedisServer, free_port
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+
+@dataclass
+class SystemResult:
+    name: str
+    delivered: int = 0
+    expected: int = 0
+    seconds: float = 0.0
+    server_cpu_s: float = 0.0
+    clients_cpu_s: float = 0.0
+    cpu_pct: dict[str, float] = field(default_factory=dict)
+    machine_busy_pct: float = 0.0
+    hist: dict[int, int] = field(default_factory=dict)
+    subscribe_s: float = 0.0
+    sim: dict[str, Any] = field(default_factory=dict)
+    client_errors: list[str] = field(default_factory=list)
+    closed: int = 0
+    reads: int = 0
+
+    def percentile(self, q: float) -> float:
+        total = sum(self.hist.values())
+        if not total:
+            return math.nan
+        rank = q * total
+        seen = 0
+        for b in sorted(self.hist):
+            seen += self.hist[b]
+            if seen >= rank:
+                return (b + 0.5) * BIN_S * 1000.0
+        return math.nan
+
+    @property
+    def delivered_per_s(self) -> float:
+        return self.delivered / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_s_per_million(self) -> float:
+        return self.server_cpu_s / (self.delivered / 1e6) if self.delivered else math.inf
+
+    @property
+    def msgs_per_read(self) -> float | None:
+        return self.delivered / self.reads if self.reads else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "delivered_per_s": round(self.delivered_per_s),
+            "cpu_s_per_million": round(self.cpu_s_per_million, 3),
+            "p50_ms": round(self.percentile(0.50), 2),
+            "p99_ms": round(self.percentile(0.99), 2),
+            "max_ms": round(max(self.hist, default=0) * BIN_S * 1000.0, 1),
+            "delivered": self.delivered,
+            "expected": self.expected,
+            "delivery_ratio": round(self.delivered / self.expected, 4) if self.expected else None,
+            "msgs_per_client_read": round(self.msgs_per_read, 2) if self.msgs_per_read else None,
+            "sim_changes_per_s": round(self.sim.get("in_window", 0) / self.seconds) if self.seconds else 0,
+            "sim_late_ticks": self.sim.get("late_ticks", 0),
+            "server_cpu_s": round(self.server_cpu_s, 2),
+            "clients_cpu_s_per_million": round(self.clients_cpu_s / (self.delivered / 1e6), 3) if self.delivered else None,
+            "cpu_pct": {k: round(v, 1) for k, v in self.cpu_pct.items()},
+            "machine_busy_pct": round(self.machine_busy_pct, 1),
+            "subscribe_s": round(self.subscribe_s, 1),
+            "client_errors": self.client_errors[:3],
+            "closed_clients": self.closed,
+        }
+
+
+def child_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bench.fanout",
+        "--role",
+        role,
+        "--redis",
+        args.redis,
+        "--keys",
+        str(args.keys),
+        "--keys-per-client",
+        str(args.keys_per_client),
+        "--objects-per-key",
+        str(args.objects_per_key),
+        "--rate",
+        str(args.rate),
+        "--tick-hz",
+        str(args.tick_hz),
+        *extra,
+    ]
+
+
+async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, logdir: Path) -> SystemResult:
+    """One system's run: server, simulation, clients, warm-up, the measured window."""
+    result = SystemResult(system)
+    port = free_port()
+    if system == "synk":
+        server_argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", args.redis, "--port", str(port), "--prefix", PREFIX]
+    else:
+        server_argv = child_argv("socketio-server", args, "--port", str(port), "--server", args.socketio_server)
+    children: list[Child] = []
+    try:
+        server = await Child.start(f"{system}-server", server_argv, logdir, talk=False)
+        children.append(server)
+        await wait_port(port, time.monotonic() + 30, lambda: server.alive, server.name)
+        sim = await Child.start(f"{system}-sim", child_argv(f"sim-{system}", args), logdir)
+        children.append(sim)
+        await sim.read(120)
+        bounds = [round(i * args.clients / args.client_procs) for i in range(args.client_procs + 1)]
+        fleet = []
+        for j in range(args.client_procs):
+            extra = ["--system", system, "--port", str(port), "--first", str(bounds[j]), "--count", str(bounds[j + 1] - bounds[j])]
+            extra += ["--lib", args.client_lib, "--gate", str(max(1, args.subscribing // args.client_procs)), "--loop", args.client_loop]
+            c = await Child.start(f"{system}-clients{j}", child_argv("clients", args, *extra), logdir)
+            children.append(c)
+            fleet.append(c)
+        for c in fleet:
+            ready = await c.read(args.connect_timeout)
+            if not ready.get("ready"):
+                raise BenchError(f"{c.name} could not subscribe its clients: {ready}\n{server.tail()}")
+            result.subscribe_s = max(result.subscribe_s, float(ready["subscribe_s"]))
+        sim.send({"cmd": "go"})
+        await asyncio.sleep(args.warmup)
+        t0 = time.time() + 0.2
+        t1 = t0 + args.seconds
+        for c in [sim, *fleet]:
+            c.send({"cmd": "window", "window": [t0, t1]})
+        procs: dict[str, Callable[[], float]] = {
+            "server": server.cpu,
+            "redis": lambda: proc_cpu(redis.proc.pid) if redis.proc else 0.0,
+            "sim": sim.cpu,
+            "clients": lambda: sum(c.cpu() for c in fleet),
+        }
+        await asyncio.sleep(max(0.0, t0 - time.time()))
+        spy = await start_py_spy(args, system, server.proc.pid)
+        cpu0 = {k: f() for k, f in procs.items()}
+        busy0 = machine_busy()
+        w0 = time.monotonic()
+        await asyncio.sleep(max(0.0, t1 - time.time()))
+        cpu1 = {k: f() for k, f in procs.items()}
+        busy1 = machine_busy()
+        wall = time.monotonic() - w0
+        if spy is not None:
+            await spy.wait()
+        result.seconds = t1 - t0
+        result.server_cpu_s = cpu1["server"] - cpu0["server"]
+        result.clients_cpu_s = cpu1["clients"] - cpu0["clients"]
+        result.cpu_pct = {k: 100.0 * (cpu1[k] - cpu0[k]) / wall for k in procs}
+        cores = os.cpu_count() or 1
+        result.machine_busy_pct = 100.0 * (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1])
+        # CPU used by processes outside the benchmark (other work on the machine) skews every figure.
+        result.cpu_pct["other"] = max(0.0, result.machine_busy_pct * cores - sum(result.cpu_pct.values()))
+        sim.send({"cmd": "stop"})
+        result.sim = await sim.read(30)
+        subs = [0] * args.keys
+        for i in range(args.clients):
+            for k in keys_of(i, args.keys, args.keys_per_client):
+                subs[k] += 1
+        result.expected = sum(n * subs[k] for k, n in enumerate(result.sim["per_key"]))
+        for c in fleet:
+            c.send({"cmd": "report"})
+        for c in fleet:
+            rep = await c.read(60)
+            result.delivered += int(rep["count"])
+            result.closed += int(rep["closed"])
+            result.reads += int(rep["reads"])
+            result.client_errors += rep["errors"]
+            for b, n in rep["hist"].items():
+                result.hist[int(b)] = result.hist.get(int(b), 0) + int(n)
+            c.send({"cmd": "stop"})
+    finally:
+        for c in reversed(children):
+            await c.stop()
+    return result
+
+
+async def start_py_spy(args: argparse.Namespace, system: str, pid: int) -> asyncio.subprocess.Process | None:
+    """``--py-spy DIR``: sample the server during the window into DIR/fanout-SYSTEM.txt (py-spy's raw format)."""
+    if not args.py_spy:
+        return None
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = Path(args.py_spy) / f"fanout-{system}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [exe, "record", "-p", str(pid), "-d", str(max(1, int(args.seconds))), "-r", "100", "-f", "raw", "-o", str(out)]
+    return await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
+def table(results: list[SystemResult]) -> str:
+    rows: list[tuple[str, Callable[[SystemResult], str]]] = [
+        ("delivered msgs/s", lambda r: f"{r.delivered_per_s:,.0f}"),
+        ("delivered / expected", lambda r: f"{r.delivered:,} / {r.expected:,}"),
+        ("server CPU s / 1M msgs", lambda r: f"{r.cpu_s_per_million:.2f}"),
+        ("latency p50 ms", lambda r: f"{r.percentile(0.5):.1f}"),
+        ("latency p99 ms", lambda r: f"{r.percentile(0.99):.1f}"),
+        ("latency max ms", lambda r: f"{max(r.hist, default=0) * BIN_S * 1000:.0f}"),
+        ("msgs per client socket read", lambda r: f"{r.msgs_per_read:.2f}" if r.msgs_per_read else "-"),
+        ("sim changes/s (late ticks)", lambda r: f"{r.sim.get('in_window', 0) / r.seconds:,.0f} ({r.sim.get('late_ticks', 0)})"),
+        ("CPU % server", lambda r: f"{r.cpu_pct['server']:.0f}"),
+        ("CPU % redis", lambda r: f"{r.cpu_pct['redis']:.0f}"),
+        ("CPU % sim", lambda r: f"{r.cpu_pct['sim']:.0f}"),
+        ("CPU % clients (load generator)", lambda r: f"{r.cpu_pct['clients']:.0f}"),
+        ("CPU % other (not the bench)", lambda r: f"{r.cpu_pct['other']:.0f}"),
+        ("machine busy % (all cores)", lambda r: f"{r.machine_busy_pct:.0f}"),
+        ("subscribe time s", lambda r: f"{r.subscribe_s:.1f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    cols = [r.name for r in results]
+    out = [f"{'':<{width}}  " + "  ".join(f"{c:>18}" for c in cols)]
+    for name, fmt in rows:
+        out.append(f"{name:<{width}}  " + "  ".join(f"{fmt(r):>18}" for r in results))
+    return "\n".join(out)
+
+
+async def orchestrate(args: argparse.Namespace) -> int:
+    limit = raise_nofile()
+    needed = args.clients + 200
+    if limit < needed:
+        print(f"warning: the open-file limit is {limit}, under the {needed} the clients need", file=sys.stderr)
+    cores = os.cpu_count() or 1
+    redis = RedisServer()
+    logdir = Path(tempfile.mkdtemp(prefix="synk-fanout-logs-"))
+    results: list[SystemResult] = []
+    systems = [args.only] if args.only else ["synk", "socketio"]
+    print(
+        f"fanout: {args.clients} clients x {args.keys_per_client} of {args.keys} keys, {args.objects_per_key} objects/key, "
+        f"{args.rate:g} changes/s at {args.tick_hz:g} Hz, {args.seconds:g} s window after {args.warmup:g} s warm-up; "
+        f"{args.client_procs} client process(es) ({args.client_lib}, {args.client_loop}); socketio served by {args.socketio_server}",
+        file=sys.stderr,
+    )
+    print(
+        f"note: {cores} cores shared by the server, redis, the simulation and the clients (see the CPU % rows)",
+        file=sys.stderr,
+    )
+    try:
+        await asyncio.to_thread(redis.start)
+        args.redis = redis.url
+        for system in systems:
+            print(f"running {system} ...", file=sys.stderr)
+            results.append(await run_system(system, args, redis, logdir))
+    except BenchError as exc:
+        print(f"fanout failed: {exc}\n(logs in {logdir})", file=sys.stderr)
+        return 1
+    finally:
+        await asyncio.to_thread(redis.stop)
+    print(table(results))
+    by = {r.name: r for r in results}
+    out: dict[str, Any] = {
+        "bench": "fanout",
+        "clients": args.clients,
+        "keys": args.keys,
+        "keys_per_client": args.keys_per_client,
+        "objects_per_key": args.objects_per_key,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "cores": cores,
+        "client_procs": args.client_procs,
+        "client_lib": args.client_lib,
+        "client_loop": args.client_loop,
+        "socketio_server": args.socketio_server,
+    }
+    for r in results:
+        out[r.name] = r.summary()
+    targets: dict[str, bool] = {}
+    if "synk" in by and "socketio" in by:
+        ratio = by["synk"].cpu_s_per_million / by["socketio"].cpu_s_per_million
+        out["cpu_ratio"] = round(ratio, 3)
+        targets["cpu_per_msg_at_most_third_of_socketio"] = ratio <= TARGET_CPU_RATIO
+    if "synk" in by:
+        targets["synk_p99_under_50ms"] = by["synk"].percentile(0.99) < TARGET_P99_MS
+    out["targets_met"] = targets
+    print(json.dumps(out))
+    shutil.rmtree(logdir, ignore_errors=True)
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.fanout", description=(fanout.__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--keys", type=int, default=100)
+    ap.add_argument("--keys-per-client", dest="keys_per_client", type=int, default=10)
+    ap.add_argument("--objects-per-key", dest="objects_per_key", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=500.0, help="object changes per second (default 500: see the module docstring)")
+    ap.add_argument("--tick-hz", dest="tick_hz", type=float, default=50.0, help="simulation ticks per second")
+    ap.add_argument("--seconds", type=float, default=20.0, help="the measured window of each system")
+    ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the window")
+    ap.add_argument("--only", choices=["synk", "socketio"])
+    ap.add_argument("--client-procs", dest="client_procs", type=int, default=2)
+    ap.add_argument("--client-lib", dest="client_lib", choices=["raw", "aiohttp", "websockets"], default="raw")
+    ap.add_argument(
+        "--client-loop",
+        dest="client_loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        help="the clients' event loop (default uvloop when installed)",
+    )
+    ap.add_argument("--socketio-server", dest="socketio_server", choices=["aiohttp", "uvicorn"], default="aiohttp")
+    ap.add_argument(
+        "--subscribing", type=int, default=8, help="clients connecting and subscribing at once, over all client processes (default 8)"
+    )
+    ap.add_argument("--py-spy", dest="py_spy", metavar="DIR", help="profile each server during its window with py-spy, into DIR")
+    ap.add_argument("--connect-timeout", dest="connect_timeout", type=float, default=180.0)
+    # Internal: the child processes.
+    ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
+    ap.add_argument("--redis", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--system", default="synk", help=argparse.SUPPRESS)
+    ap.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--lib", default="aiohttp", help=argparse.SUPPRESS)
+    ap.add_argument("--gate", type=int, default=4, help=argparse.SUPPRESS)
+    ap.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
+    ap.add_argument("--server", default="aiohttp", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    args.per_client = args.keys_per_client
+    if not 1 <= args.keys_per_client <= args.keys:
+        ap.error("--keys-per-client must be between 1 and --keys")
+    if args.client_procs < 1 or args.clients < args.client_procs:
+        ap.error("--client-procs must be between 1 and --clients")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    role = args.role
+    if role == "main":
+        return asyncio.run(orchestrate(args))
+    if role == "socketio-server":
+        socketio_server(args)
+    elif role == "sim-synk":
+        asyncio.run(sim_synk(args))
+    elif role == "sim-socketio":
+        asyncio.run(sim_socketio(args))
+    elif role == "clients":
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(clients(args))
+        else:
+            asyncio.run(clients(args))
+    else:
+        raise SystemExit(f"unknown role {role!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
