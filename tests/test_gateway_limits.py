@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -16,6 +17,9 @@ from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
 from tests.models import Agent
 from tests.wsclient import WsClient
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
 
 
 def client_id(client: WsClient) -> str:
@@ -130,8 +134,12 @@ async def test_frames_are_coalesced(backend: str, request: pytest.FixtureRequest
 SLOW = {"max_backlog_messages": 50, "write_high_water": 16 * 1024}
 
 
-async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, request: pytest.FixtureRequest) -> None:
-    async with running(store_url(backend, request), **SLOW, stuck_timeout=30.0) as env:
+@asynccontextmanager
+async def with_a_stalled_client(
+    url: str | None, stuck_timeout: float
+) -> AsyncIterator[tuple[Env, list[Agent], WsClient, ClientConnection]]:
+    """A gateway with ten agents in KEY, a normal client and a stalled one subscribed to it."""
+    async with running(url, **SLOW, stuck_timeout=stuck_timeout) as env:
         agents = [env.world.create(Agent(id=f"s{i}")) for i in range(10)]
         await env.world.flush()
         normal = await WsClient.open(env.url)
@@ -139,35 +147,40 @@ async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, r
         raw = await open_stalled(env.url, env.port)
         try:
             await raw.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
-            metrics = env.gateway.metrics
-            rounds = await big_rounds(env.world, agents, normal, lambda: metrics.slow_resyncs >= 1)
-            # It stays behind for a few more rounds; the normal client still gets everything.
-            for _ in range(3):
-                rounds = await big_rounds(env.world, agents, normal, _once(), start=rounds)
-            [slow_session] = [s for s in env.gateway.sessions.values() if s.id != client_id(normal)]
-            assert not slow_session.closed
-            assert metrics.slow_closes == 0
-
-            # It reads again: its mirror converges through a fresh snapshot.
-            slow = WsClient(raw)
-            slow.keys.add(KEY)
-            expected = await store_view(env.world, [KEY])
-            await slow.wait(lambda: slow.mirror == expected)
-            assert len(slow.of("snap")) >= 2, "no fresh snapshot after falling behind"
-            assert sorted(slow.of("snap")[-1]["ids"]) == sorted(a.id for a in agents)
-            assert len(slow.of("mod")) < len(normal.of("mod")), "the slow client's backlog was not discarded"
-            # ... and it is live again afterwards.
-            agents[0].name = "after"
-            await env.world.flush()
-            expected = await store_view(env.world, [KEY])
-            await slow.wait(lambda: slow.mirror == expected)
-            await normal.wait(lambda: normal.mirror == expected)
-            # The normal client saw every version of every object, in order.
-            normal.assert_consecutive_versions()
-            await slow.close()
+            yield env, agents, normal, raw
         finally:
             raw.transport.abort()
             await normal.close()
+
+
+async def test_a_slow_client_is_resynced_without_delaying_others(backend: str, request: pytest.FixtureRequest) -> None:
+    async with with_a_stalled_client(store_url(backend, request), stuck_timeout=30.0) as (env, agents, normal, raw):
+        metrics = env.gateway.metrics
+        rounds = await big_rounds(env.world, agents, normal, lambda: metrics.slow_resyncs >= 1)
+        # It stays behind for a few more rounds; the normal client still gets everything.
+        for _ in range(3):
+            rounds = await big_rounds(env.world, agents, normal, _once(), start=rounds)
+        [slow_session] = [s for s in env.gateway.sessions.values() if s.id != client_id(normal)]
+        assert not slow_session.closed
+        assert metrics.slow_closes == 0
+
+        # It reads again: its mirror converges through a fresh snapshot.
+        slow = WsClient(raw)
+        slow.keys.add(KEY)
+        expected = await store_view(env.world, [KEY])
+        await slow.wait(lambda: slow.mirror == expected)
+        assert len(slow.of("snap")) >= 2, "no fresh snapshot after falling behind"
+        assert sorted(slow.of("snap")[-1]["ids"]) == sorted(a.id for a in agents)
+        assert len(slow.of("mod")) < len(normal.of("mod")), "the slow client's backlog was not discarded"
+        # ... and it is live again afterwards.
+        agents[0].name = "after"
+        await env.world.flush()
+        expected = await store_view(env.world, [KEY])
+        await slow.wait(lambda: slow.mirror == expected)
+        await normal.wait(lambda: normal.mirror == expected)
+        # The normal client saw every version of every object, in order.
+        normal.assert_consecutive_versions()
+        await slow.close()
 
 
 def _once() -> Callable[[], bool]:
@@ -182,26 +195,16 @@ def _once() -> Callable[[], bool]:
 
 
 async def test_a_stuck_client_is_closed(backend: str, request: pytest.FixtureRequest) -> None:
-    async with running(store_url(backend, request), **SLOW, stuck_timeout=1.0) as env:
-        agents = [env.world.create(Agent(id=f"k{i}")) for i in range(10)]
-        await env.world.flush()
-        normal = await WsClient.open(env.url)
-        await normal.subscribe([KEY])
-        raw = await open_stalled(env.url, env.port)
-        try:
-            await raw.send(orjson.dumps({"method": "updateSubscription", "add": [KEY]}).decode())
-            await until(lambda: len(env.gateway.sessions) == 2, "the stalled client's session")
-            [stuck] = [cid for cid in env.gateway.sessions if cid != client_id(normal)]
-            metrics = env.gateway.metrics
-            rounds = await big_rounds(env.world, agents, normal, lambda: metrics.slow_resyncs >= 1)
-            await until(lambda: metrics.slow_closes >= 1, "the stuck client to be given up on")
-            await until(lambda: stuck not in env.gateway.sessions, "the stuck client's session to go", timeout=10)
-            assert metrics.clients == 1
-            # The others go on.
-            await big_rounds(env.world, agents, normal, _once(), start=rounds)
-        finally:
-            raw.transport.abort()
-            await normal.close()
+    async with with_a_stalled_client(store_url(backend, request), stuck_timeout=1.0) as (env, agents, normal, _raw):
+        await until(lambda: len(env.gateway.sessions) == 2, "the stalled client's session")
+        [stuck] = [cid for cid in env.gateway.sessions if cid != client_id(normal)]
+        metrics = env.gateway.metrics
+        rounds = await big_rounds(env.world, agents, normal, lambda: metrics.slow_resyncs >= 1)
+        await until(lambda: metrics.slow_closes >= 1, "the stuck client to be given up on")
+        await until(lambda: stuck not in env.gateway.sessions, "the stuck client's session to go", timeout=10)
+        assert metrics.clients == 1
+        # The others go on.
+        await big_rounds(env.world, agents, normal, _once(), start=rounds)
 
 
 # -- 4. bad input ---------------------------------------------------------------------------
