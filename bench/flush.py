@@ -71,6 +71,7 @@ from bench.redis_server import RedisServer
 from synk.core.batch import Batch, Op, expected, message, put_of, record, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
+from synk.store.base import Applied
 from synk.store.redis import _CHUNK as CALL_OPS  # operations per apply.lua call
 from synk.store.redis import RedisStore
 from synk.world import World
@@ -345,7 +346,7 @@ class Recording(RedisStore):
         self.guarded_ticks: list[GuardedTick] = []
         self._last: Batch | None = None
 
-    async def apply(self, batch: Batch) -> list[synk.Failure]:
+    async def apply(self, batch: Batch) -> Applied:
         self._last = batch
         return await super().apply(batch)
 
@@ -438,11 +439,16 @@ def publishes(store: RedisStore, key: str, messages: list[bytes]) -> list[bytes]
 
 def guarded_tick(store: RedisStore, batch: Batch) -> GuardedTick:
     """synk's own script calls for ``batch``, on ``store``'s keys, and the state they expect."""
-    seed = [resp("HSET", store.objects_key(key), op[2], expected(op) + record(key, op)) for key, ops in batch.ops.items() for op in ops]
+    # The stored value each operation expects: its guard line (without the record's "{" that
+    # expected() ends with), then a record.
+    seed = [
+        resp("HSET", store.objects_key(key), op[2], expected(op)[:-1] + record(key, op)) for key, ops in batch.ops.items() for op in ops
+    ]
     puts: dict[str, list[Op]] = {}
     for key, i in batch.moves:
         op = batch.ops[key][i]
         puts.setdefault(op[7], []).append(put_of(key, op))
+        seed.append(resp("HDEL", store.objects_key(op[7]), op[2]))  # a put lands only where the object is not live
     # The store's own encoder (private, but the point is to send exactly what synk sends).
     phase1 = list(store._key_calls(batch.ops, []))
     phase2 = list(store._key_calls(puts, []))

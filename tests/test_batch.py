@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 import synk
-from synk.core.batch import Batch, Kind, Op, expected, guard, kind, message, plan, put_of, record, stored
+from synk.core.batch import Batch, Kind, Op, expected, guard, kind, message, plan, put_of, record, stored, wire
 from synk.core.messages import encode_add, encode_mod, rem_json
 from tests.models import Agent, Note
 
@@ -32,18 +32,19 @@ def test_create() -> None:
     a = Agent(id="a1", x=1, name="ann")
     a.y = 2  # a change before the create belongs to the create
     batch = plan([a], [], [])
-    assert batch.ops == {} and batch.moves == [] and batch.deletes == []
-    [(key, op)] = batch.creates
+    assert batch.moves == [] and batch.deletes == [] and batch.creates == [("world:0|0", 0)]
+    [(key, op)] = batch.writes()
     code, t, oid, token, version, _state, diff, other = op
-    assert (key, code, t, oid, version, diff, other) == ("world:0|0", "p", "agent", "a1", 1, b"", "")
+    assert (key, code, t, oid, version, diff, other) == ("world:0|0", "c", "agent", "a1", 1, b"", "")
     assert kind(op) is Kind.CREATE
     assert re.fullmatch(r"[0-9a-f]{12}", token)
     state = {"x": 1, "y": 2, "name": "ann", "tags": [], "info": {}}
-    assert record(key, op) == message(key, op) == encode_add("agent", "a1", "world:0|0", 1, state, inc=token)
-    assert orjson.loads(message(key, op))["i"] == token  # the incarnation
+    assert record(key, op) == encode_add("agent", "a1", "world:0|0", 1, state, inc=token)
+    assert orjson.loads(record(key, op))["i"] == token  # the incarnation
     assert guard(op) == f"{token}:1\n".encode()
-    assert expected(op) == b""  # a put checks no guard: the id claim protects it
-    assert stored(key, op) == guard(op) + record(key, op)
+    # stored hidden (pending) until its id is claimed, then activated: it publishes nothing yet
+    assert wire(key, op) == (f"{token}:1\n?".encode(), f"{token}:1\n?".encode() + record(key, op), b"")
+    assert message(key, op) == b""
     # the object is now at version 1, with nothing pending
     assert a.version == 1 and not a.changed and a.diff == {}
     assert a._synk_token == token and a._synk_skey == "world:0|0"
@@ -52,8 +53,8 @@ def test_create() -> None:
 def test_each_create_gets_its_own_token() -> None:
     objs = [Agent() for _ in range(50)]
     batch = plan(objs, [], [])
-    assert len({op[3] for _, op in batch.creates}) == 50
-    assert [op[2] for _, op in batch.creates] == [o.id for o in objs]
+    assert len({op[3] for _, op in batch.writes()}) == 50
+    assert [op[2] for _, op in batch.writes()] == [o.id for o in objs]
 
 
 def test_update() -> None:
@@ -63,7 +64,7 @@ def test_update() -> None:
     key, op = only(plan([], [a], []))
     assert (key, op[0], op[2], op[3], op[4]) == ("world:0|0", "u", "a1", token, 2)
     assert kind(op) is Kind.UPDATE
-    assert expected(op) == f"{token}:1\n".encode()
+    assert expected(op) == f"{token}:1\n{{".encode()
     assert guard(op) == f"{token}:2\n".encode()
     assert message(key, op) == encode_mod("agent", "a1", "world:0|0", 2, {"name": "x", "y": 3}, inc=token)
     assert orjson.loads(message(key, op))["diff"] == {"name": "x", "y": 3}  # only the diff
@@ -78,7 +79,7 @@ def test_versions_advance_by_one_per_plan() -> None:
         a.x = v
         _, op = only(plan([], [a], []))
         assert op[4] == v == a.version
-        assert expected(op) == f"{token}:{v - 1}\n".encode()
+        assert expected(op) == f"{token}:{v - 1}\n{{".encode()
 
 
 def test_move() -> None:
@@ -89,7 +90,7 @@ def test_move() -> None:
     key, op = only(batch)
     assert (key, op[0], op[4], op[7]) == ("world:0|0", "t", 2, "world:1|0")
     assert kind(op) is Kind.MOVE
-    assert expected(op) == f"{token}:1\n".encode()
+    assert expected(op) == f"{token}:1\n{{".encode()
     state = {"x": 17, "y": 0, "name": "n", "tags": [], "info": {}}
     # mod with nsKey, published on the old key
     assert message(key, op) == encode_mod("agent", "a1", "world:0|0", 2, {"x": 17}, next_key="world:1|0", inc=token)
@@ -122,7 +123,7 @@ def test_delete() -> None:
     key, op = only(batch)
     assert (key, op[0], op[1], op[2], op[3], op[4]) == ("world:1|0", "d", "agent", "a1", token, 1)
     assert kind(op) is Kind.DELETE
-    assert expected(op) == f"{token}:1\n".encode()  # a delete expects the current version
+    assert expected(op) == f"{token}:1\n{{".encode()  # a delete expects the current version
     assert message(key, op) == rem_json("agent", "a1", "world:1|0", token)
 
 
@@ -131,7 +132,7 @@ def test_delete_after_updates_expects_the_latest_version() -> None:
     a.x = 1
     plan([], [a], [])
     _, op = only(plan([], [], [a]))
-    assert expected(op) == f"{token}:2\n".encode()
+    assert expected(op) == f"{token}:2\n{{".encode()
 
 
 def test_objects_without_a_change_are_skipped() -> None:
@@ -150,7 +151,7 @@ def test_created_and_changed_give_one_create() -> None:
     assert len(batch) == 1
     key, op = only(batch)
     assert kind(op) is Kind.CREATE and a.version == 1
-    assert orjson.loads(message(key, op))["state"]["x"] == 5
+    assert orjson.loads(record(key, op))["state"]["x"] == 5
 
 
 def test_deleted_and_changed_give_one_delete() -> None:
@@ -183,8 +184,8 @@ def test_mixed_plan() -> None:
         (Kind.MOVE, "mover"),
     ]
     # operations are grouped by the key the object is in
-    assert {key: [op[0] for op in ops] for key, ops in batch.ops.items()} == {"world:0|0": ["d", "u", "t"]}
-    assert batch.deletes == [("world:0|0", 0)] and batch.moves == [("world:0|0", 2)]
+    assert {key: [op[0] for op in ops] for key, ops in batch.ops.items()} == {"world:0|0": ["c", "d", "u", "t"]}
+    assert batch.creates == [("world:0|0", 0)] and batch.deletes == [("world:0|0", 1)] and batch.moves == [("world:0|0", 3)]
 
 
 def test_a_bad_key_leaves_everything_untouched() -> None:

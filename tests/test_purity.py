@@ -50,15 +50,15 @@ def test_top_level_package_and_its_pure_names() -> None:
 def test_core_still_works_without_io() -> None:
     statements = """
 import synk
-from synk.core.batch import message, plan
+from synk.core.batch import plan, record
 class Thing(synk.Object):
     type_key = "thing"
     n: int = 0
     sub_key: str = "k"
 t = Thing(id="t1")
 t.n = 1
-[(key, op)] = plan([t], [], []).creates
-assert message(key, op).startswith(b'{"method":"add"')
+[(key, op)] = list(plan([t], [], []).writes())
+assert record(key, op).startswith(b'{"method":"add"')
 """
     assert imported_after(statements) == []
 

@@ -49,13 +49,18 @@ async def test_documented_key_layout(redis_process: RedisProcess) -> None:
         assert stored is not None
         assert stored.startswith(f"{token}:2\n".encode())
 
-        a.x = 40  # moves to world:2|0: the old key's hash goes away
+        a.x = 40  # moves to world:2|0, leaving a mark in the old key until the next flush sweeps it
         await world.flush()
-        assert set(await r.keys("*")) == {b"t1:{world:2|0}:o", b"t1:id:{ID}"}
+        assert set(await r.keys("*")) == {b"t1:{world:0|0}:o", b"t1:{world:2|0}:o", b"t1:id:{ID}"}
+        mark: bytes = await r.hget("t1:{world:0|0}:o", "ID")  # type: ignore[assignment]
+        moved = encode_add("agent", "ID", "world:2|0", 3, {"x": 40, "y": 0, "name": "n", "tags": [], "info": {}}, inc=token)
+        assert mark == f"{token}:3\n>world:2|0\n".encode() + moved  # its record where it went
 
-        world.delete(a)
+        world.delete(a)  # sweeps the move's mark; leaves one of the delete until the id is released
         await world.flush()
-        assert await r.keys("*") == []  # nothing left behind, the id is free again
+        assert set(await r.keys("*")) == {b"t1:{world:2|0}:o"}  # the id is free again
+        assert await r.hgetall("t1:{world:2|0}:o") == {b"ID": f"{token}:3\n!".encode()}
+    assert await r.keys("*") == []  # closing the world swept the last mark: nothing left behind
 
 
 async def test_names_of_a_store() -> None:
@@ -353,7 +358,8 @@ async def test_scripts_are_called_by_sha(redis_process: RedisProcess) -> None:
         await world.flush()
         await world.load(["world:0|0"])
         stats = await commandstats(client(world))
-    assert stats["cmdstat_evalsha"]["calls"] == 4  # apply: put, update, delete; release
+    # apply: pending create, its activation, update, delete; release
+    assert stats["cmdstat_evalsha"]["calls"] == 5
     assert "cmdstat_eval" not in stats
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
-from synk.core.batch import Batch, Kind, kind, plan
+from synk.core.batch import DELETED, MOVED, PENDING, Batch, Kind, Op, kind, plan
 from synk.core.messages import RESERVED_METHODS
 from synk.core.model import Object
 from synk.core.names import check_key
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from types import TracebackType
 
-    from synk.store.base import Store, Stored, Subscriber
+    from synk.store.base import Applied, Store, Stored, Subscriber
 
 __all__ = ["ClientMessage", "FlushHandle", "ReloadReport", "World", "connect"]
 
@@ -77,8 +77,13 @@ class FlushHandle:
         try:
             yield from asyncio.shield(self._task).__await__()
         except asyncio.CancelledError:
-            if not self._task.done():
-                self._awaited = False  # nobody got the outcome: it is reported as unawaited
+            # Nobody got the outcome: it is reported as unawaited. The flush
+            # may also have failed in the very loop turn of the cancellation,
+            # after _settled saw this handle awaited: report it here then.
+            self._awaited = False
+            task = self._task
+            if task.done() and not task.cancelled() and isinstance(task.exception(), WriteError):
+                self._world._settled(self, task)
             raise
 
     def done(self) -> bool:
@@ -101,7 +106,12 @@ class World:
         self._dirty: dict[str, Object] = {}
         self._deleted: dict[str, Object] = {}
         self._tail: asyncio.Task[None] | None = None
+        #: id -> the key it moved from, for moves that may not have landed
         self._moved_from: dict[str, str] = {}
+        #: id -> (key, op) of creates and deletes whose outcome is unknown
+        self._unsure: dict[str, tuple[str, Op]] = {}
+        #: marks of finished writes, swept by the next flush
+        self._sweeps: dict[str, list[Op]] = {}
         self._unreported: dict[int, WriteError] = {}
 
     def register(self, cls: type[Object]) -> None:
@@ -172,6 +182,7 @@ class World:
         size = len(batch)
         if not size:
             return FlushHandle(self, 0, None)
+        batch.sweeps, self._sweeps = self._sweeps, {}
         task = asyncio.get_running_loop().create_task(self._apply(self._tail, batch))
         handle = FlushHandle(self, size, task)
         task.add_done_callback(lambda t: self._settled(handle, t))
@@ -182,22 +193,42 @@ class World:
         if previous is not None:
             with contextlib.suppress(Exception):
                 await asyncio.shield(previous)
+        applied = await self._send(batch)
+        if applied.failures:
+            failures = applied.failures
+            unsure = {f.id for f in failures if f.reason not in ("exists", "missing", "conflict")}
+            moved = {f.id for f in failures if f.op == Kind.MOVE.value}
+            # Writes that may have landed half-way: reload() finishes them.
+            for key, ops in batch.ops.items():
+                for op in ops:
+                    oid = op[2]
+                    if op[0] == "t" and oid in moved:
+                        self._moved_from.setdefault(oid, key)
+                    elif op[0] in "cd" and oid in unsure:
+                        self._unsure[oid] = (key, op)
+            raise WriteError(failures)
+
+    async def _send(self, batch: Batch) -> Applied:
+        """``store.apply(batch)``, its marks to sweep kept; a store that failed fails every write."""
+        from synk.store.base import Applied
+
         try:
-            failures = await self.store.apply(batch)
+            applied = await self.store.apply(batch)
         except ConnectionError as exc:
-            failures = [Failure(op[2], op[1], kind(op).value, "connection", str(exc)) for _, op in batch.writes()]
+            reason, detail = "connection", str(exc)
+            applied = Applied()
         except Exception as exc:  # the store answered something unforeseen: the outcome is unknown
             log.exception("synk flush failed unexpectedly")
-            detail = f"{type(exc).__name__}: {exc}"
-            failures = [Failure(op[2], op[1], kind(op).value, "error", detail) for _, op in batch.writes()]
-        if failures:
-            failed = {f.id for f in failures if f.op == Kind.MOVE.value}
-            # A move that may not have landed: reload() looks in both keys.
-            for key, i in batch.moves:
-                oid = batch.ops[key][i][2]
-                if oid in failed:
-                    self._moved_from.setdefault(oid, key)
-            raise WriteError(failures)
+            reason, detail = "error", f"{type(exc).__name__}: {exc}"
+            applied = Applied()
+        else:
+            for key, ops in applied.sweeps.items():
+                self._sweeps.setdefault(key, []).extend(ops)
+            return applied
+        for key, ops in batch.sweeps.items():  # maybe not swept: again next time
+            self._sweeps.setdefault(key, []).extend(ops)
+        applied.failures = [Failure(op[2], op[1], kind(op).value, reason, detail) for _, op in batch.writes()]
+        return applied
 
     def _settled(self, handle: FlushHandle, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -242,24 +273,88 @@ class World:
     async def load(self, keys: Iterable[str]) -> list[Object]:
         """The objects now stored in ``keys``, owned by this world from now on.
 
-        An object this world already owns is returned as it is.
+        An object this world already owns is returned as it is, unless the
+        store holds another incarnation of its id (a create of this world
+        that failed, say): then the stored one is returned, and owned
+        instead. Writes found half-way in these keys (their writer stopped
+        between the two round trips of a flush) are completed or undone
+        first, so that what is returned is whole.
         """
         out: list[Object] = []
         for key in dict.fromkeys(check_key(k) for k in keys):
-            for stored in await self.store.snapshot(key):
+            found = await self.store.snapshot(key, marks=True)
+            # Marks of this world's own finished writes wait for its next flush's sweep.
+            swept = {(op[2], op[3], op[4]) for op in self._sweeps.get(key, ())}
+            marks = [s for s in found if not s.live and (s.id, s.token, s.version) not in swept]
+            if marks:
+                await self._settle(key, marks)
+                found = await self.store.snapshot(key)
+            for stored in found:
+                if not stored.live:
+                    continue
                 obj = self._owned.get(stored.id)
-                if obj is None:
+                if obj is None or obj._synk_token != stored.token:
+                    if obj is not None:
+                        self._forget(obj)
                     obj = self._restore(key, stored)
                     obj._synk_world = self
                     self._owned[obj.id] = obj
                 out.append(obj)
         return out
 
+    def _forget(self, obj: Object) -> None:
+        """Stop owning ``obj``, dropping whatever it had pending."""
+        for table in (self._owned, self._created, self._dirty, self._deleted):
+            if table.get(obj.id) is obj:
+                del table[obj.id]
+        obj._synk_world = None
+
+    async def _settle(self, key: str, marks: list[Stored]) -> None:
+        """Complete or undo the half-way writes whose marks ``key`` holds."""
+        claims = await self.store.claims([m.id for m in marks])
+        repair = Batch()
+        for m in marks:
+            held = claims.get(m.id) == m.token
+            t, state = self._record(key, m) if m.record else ("", b"")
+            if m.mark == PENDING and held:  # a create whose id was claimed: make it live
+                self._repair_create(repair, key, ("c", t, m.id, m.token, 1, state, b"", ""))
+            elif m.mark == MOVED and held:
+                there = (await self.store.fetch(m.moved_to, [m.id])).get(m.id)
+                if there is not None and there.token == m.token and (there.live or there.mark == DELETED):
+                    repair.sweeps.setdefault(key, []).append(("x", t, m.id, m.token, m.version, b"", b"", MOVED))
+                else:  # taken out, never put: put it where it was going
+                    repair.repairs.setdefault(m.moved_to, []).append(("p", t, m.id, m.token, m.version, state, b"", key))
+            elif m.mark == DELETED:  # deleted: release its id (only if still this incarnation's), sweep the mark
+                repair.releases.append((key, ("d", t, m.id, m.token, m.version, b"", b"", "")))
+            else:  # a pending create that lost its claim, or a move of an incarnation gone since
+                repair.sweeps.setdefault(key, []).append(("x", t, m.id, m.token, m.version, b"", b"", m.mark))
+        applied = await self.store.apply(repair)
+        for k, ops in applied.sweeps.items():
+            self._sweeps.setdefault(k, []).extend(ops)
+
+    def _record(self, key: str, stored: Stored) -> tuple[str, bytes]:
+        """The type and state (JSON) of a stored record."""
+        obj = self._restore(key, stored)
+        return obj.type_key, orjson.dumps(obj._synk_values)
+
+    @staticmethod
+    def _repair_create(repair: Batch, key: str, op: Op) -> None:
+        in_key = repair.ops.setdefault(key, [])
+        repair.creates.append((key, len(in_key)))
+        in_key.append(op)
+
     async def reload(self) -> ReloadReport:
         """Re-read every owned object from the store, dropping pending changes.
 
-        Objects the store no longer holds (deleted, or taken over by another
-        incarnation of their id) are no longer owned, and are reported.
+        Writes this world sent that stopped half-way (the connection broke
+        between the two round trips of a flush, say) are finished first: a
+        move whose take-out landed is put into its new key, a create whose
+        object was stored is made live, a delete that landed has its id
+        released; a create that stored nothing gives its id back. Objects
+        the store no longer holds (deleted, or taken over by another
+        incarnation of their id) are no longer owned, and are reported:
+        ``recreate()`` puts them back from this world's memory.
+        Objects created while it runs are kept, to be written by the next flush.
         """
         await self.drain()
         self._unreported.clear()
@@ -267,50 +362,131 @@ class World:
             self._owned[obj.id] = obj
             obj._synk_world = self
         self._deleted.clear()
-        by_key: dict[str, list[Object]] = {}
+        before = list(self._created)
+        owned = list(self._owned.values())
+        unsure, self._unsure = self._unsure, {}
+        moved_from, self._moved_from = self._moved_from, {}
+        try:
+            report = await self._recover(owned, unsure, moved_from)
+        except BaseException:
+            for oid, entry in unsure.items():
+                self._unsure.setdefault(oid, entry)
+            for oid, src in moved_from.items():
+                self._moved_from.setdefault(oid, src)
+            raise
+        for oid in before:
+            self._created.pop(oid, None)
+        # Changes made while reloading, to objects still owned, stay pending.
+        self._dirty = {oid: o for oid, o in self._dirty.items() if o._synk_base and self._owned.get(oid) is o}
+        return report
+
+    async def _recover(self, owned: list[Object], unsure: dict[str, tuple[str, Op]], moved_from: dict[str, str]) -> ReloadReport:
+        wanted: dict[str, list[str]] = {}
+        for obj in owned:
+            if obj._synk_skey is not None:
+                wanted.setdefault(obj._synk_skey, []).append(obj.id)
+            if obj.id in moved_from:
+                wanted.setdefault(moved_from[obj.id], []).append(obj.id)
+        for oid, (key, _op) in unsure.items():
+            wanted.setdefault(key, []).append(oid)
+        found = {key: await self.store.fetch(key, list(dict.fromkeys(ids))) for key, ids in wanted.items()}
+        repair = Batch()
         missing: list[Object] = []
-        for obj in self._owned.values():
-            if obj._synk_skey is None:
-                missing.append(obj)
-            else:
-                by_key.setdefault(obj._synk_skey, []).append(obj)
+        fixed: dict[str, Object] = {}
         count = 0
-        retry: dict[str, list[Object]] = {}
-        for key, objs in by_key.items():
-            found = await self.store.fetch(key, [o.id for o in objs])
-            for obj in objs:
-                if self._refresh(obj, key, found.get(obj.id)):
+        for obj in owned:
+            token = obj._synk_token
+            if obj._synk_skey is None:  # never flushed: dropped with the other pending changes
+                missing.append(obj)
+                continue
+            key = obj._synk_skey
+            here = found[key].get(obj.id)
+            if here is not None and here.token == token:
+                if here.live:
+                    self._refresh(obj, key, here)
                     count += 1
-                elif obj.id in self._moved_from:
-                    retry.setdefault(self._moved_from[obj.id], []).append(obj)
-                else:
-                    missing.append(obj)
-        # Objects whose move failed may still be where they came from.
-        for key, objs in retry.items():
-            found = await self.store.fetch(key, [o.id for o in objs])
-            for obj in objs:
-                if self._refresh(obj, key, found.get(obj.id)):
+                    continue
+                if here.mark == PENDING:  # stored, but its claim unknown: claim again, then make it live
+                    obj._synk_discard()
+                    self._repair_create(repair, key, ("c", obj.type_key, obj.id, token, 1, orjson.dumps(obj._synk_values), b"", ""))
+                    obj._synk_version = 1
+                    fixed[obj.id] = obj
+                    continue
+            src = moved_from.get(obj.id)
+            there = found[src].get(obj.id) if src is not None else None
+            if src is not None and there is not None and there.token == token:
+                if there.live:  # the move did not land: it is where it was
+                    self._refresh(obj, src, there)
                     count += 1
-                else:
-                    missing.append(obj)
-        self._moved_from.clear()
+                    continue
+                if there.mark == MOVED:  # taken out, never put: put it where it was going
+                    self._refresh(obj, there.moved_to, there)
+                    repair.repairs.setdefault(there.moved_to, []).append(
+                        ("p", obj.type_key, obj.id, token, there.version, orjson.dumps(obj._synk_values), b"", src)
+                    )
+                    fixed[obj.id] = obj
+                    continue
+            entry = unsure.get(obj.id)
+            if entry is not None and entry[1][0] == "c":
+                repair.releases.append(entry)  # it stored nothing: give its id back
+            missing.append(obj)
+        for oid, (key, op) in unsure.items():
+            here = found[key].get(oid)
+            if op[0] != "d" or here is None or here.token != op[3]:
+                continue
+            if here.live:  # the delete did not land: this world asked for it, so send it again
+                in_key = repair.ops.setdefault(key, [])
+                repair.deletes.append((key, len(in_key)))
+                in_key.append(("d", op[1], oid, op[3], here.version, b"", b"", ""))
+            elif here.mark == DELETED:  # deleted, its id not released
+                repair.releases.append((key, op))
+        if len(repair) or repair.repairs or repair.releases:
+            applied = await self.store.apply(repair)
+            for k, ops in applied.sweeps.items():
+                self._sweeps.setdefault(k, []).extend(ops)
+            for failure in applied.failures:
+                lost = fixed.pop(failure.id, None)
+                if lost is not None:
+                    missing.append(lost)
+            count += len(fixed)
         for obj in missing:
-            del self._owned[obj.id]
+            if self._owned.get(obj.id) is obj:
+                del self._owned[obj.id]
             obj._synk_world = None
-        self._created.clear()
-        self._dirty.clear()
         return ReloadReport(missing, count)
 
-    def _refresh(self, obj: Object, key: str, stored: Stored | None) -> bool:
-        """Take the stored state of ``obj`` if ``stored`` is its incarnation."""
-        if stored is None or stored.token != obj._synk_token:
-            return False
+    def recreate(self, objects: Iterable[Object]) -> list[Object]:
+        """Create again, from this world's memory, objects that ``reload()`` reported missing.
+
+        For a store that lost its data (a Redis restarted without
+        persistence): this world's copy is then the best truth left. Each
+        object keeps its id and current values and becomes a new incarnation
+        at version 1, written by the next flush; clients see it added. An
+        object deleted on purpose by another world comes back too: pass only
+        what should. Raises ValidationError for an object this world owns.
+        """
+        out: list[Object] = []
+        for obj in objects:
+            if not isinstance(obj, Object):
+                raise ValidationError(f"recreate() takes synk.Objects, not {type(obj).__name__}")
+            if self._owned.get(obj.id) is not None:
+                raise ValidationError(f"this world already owns an object with id {obj.id!r}")
+        for obj in objects:
+            obj._synk_base = {}
+            obj._synk_version = 0
+            obj._synk_token = ""
+            obj._synk_skey = None
+            obj._synk_world = None
+            out.append(self.create(obj))
+        return out
+
+    def _refresh(self, obj: Object, key: str, stored: Stored) -> None:
+        """Take the stored state of ``obj`` (its incarnation's record, or the record a mark keeps)."""
         fresh = self._restore(key, stored)
         obj._synk_values = fresh._synk_values
         obj._synk_base = {}
         obj._synk_version = stored.version
         obj._synk_skey = key
-        return True
 
     # -- messages --------------------------------------------------------------------
 
@@ -345,8 +521,13 @@ class World:
                 log.warning("synk dropped a malformed client message of %d bytes", len(data))
 
     async def close(self) -> None:
-        """Wait for pending flushes, then release the store."""
+        """Wait for pending flushes, sweep the marks they left, then release the store."""
         await self.drain()
+        if self._sweeps:
+            batch = Batch(sweeps=self._sweeps)
+            self._sweeps = {}
+            with contextlib.suppress(SynkError):
+                await self.store.apply(batch)
         await self.store.close()
 
 

@@ -18,16 +18,29 @@ a large world does not trigger full collections at every flush::
     (code, type, id, token, version, state, diff, other)
 
 ``code``
-    ``u`` update, ``t`` take out (a move's first half, on the old key),
-    ``d`` delete, ``p`` put (a create, or a move's second half, on the new key)
+    ``u`` update; ``t`` take out (a move's first half, on the old key);
+    ``d`` delete; ``c`` create, pending (a create's first half: stored but
+    hidden until its id is claimed); ``a`` activate a pending create (its
+    second half); ``p`` put (a move's second half, on the new key, or a
+    repair); ``x`` sweep a mark (below) once it is no longer needed
 ``version``
-    the version the object has once the operation lands (for ``d``: the
-    version it has now)
+    the version the object has once the operation lands (for ``d`` and
+    ``x``: the version it has now)
 ``state``, ``diff``
     every field, and the changed fields, as JSON (``b""`` where unused)
 ``other``
     for ``t`` the key it moves to; for a ``p`` of a move the key it came
-    from; else ``""``
+    from; for ``x`` the mark swept; else ``""``
+
+What a store keeps per object id in a key is ``token:version``, a newline,
+then either the object's record (an ``add`` message, so it starts with
+``{``) or a *mark* left by a write that is half-way: ``>KEY`` newline
+record (moved out to KEY, with its record there), ``?`` record (a create
+whose id claim is not yet known to have landed) or ``!`` (deleted, its id
+not yet known to be released). Marks are never shown to clients; they let
+anyone complete or undo a write whose writer died half-way (see
+``synk.store.base``), which is how a flush of two round trips stays safe
+without a transaction across keys (Redis Cluster has none).
 """
 
 from __future__ import annotations
@@ -47,9 +60,31 @@ if TYPE_CHECKING:
 
     from synk.core.model import Object
 
-__all__ = ["Batch", "Kind", "Op", "expected", "guard", "kind", "message", "plan", "put_of", "record", "stored", "wire"]
+__all__ = [
+    "DELETED",
+    "LIVE",
+    "MOVED",
+    "PENDING",
+    "Batch",
+    "Kind",
+    "Op",
+    "apply_op",
+    "expected",
+    "guard",
+    "kind",
+    "message",
+    "plan",
+    "put_of",
+    "record",
+    "stored",
+    "sweep_of",
+    "wire",
+]
 
 Op = tuple[str, str, str, str, int, bytes, bytes, str]
+
+#: The first byte after a stored value's guard line: a live record, or one of the marks.
+LIVE, MOVED, PENDING, DELETED = "{", ">", "?", "!"
 
 
 class Kind(str, Enum):
@@ -61,27 +96,36 @@ class Kind(str, Enum):
     DELETE = "delete"
 
 
-_KINDS = {"u": Kind.UPDATE, "t": Kind.MOVE, "d": Kind.DELETE}
+_KINDS = {"u": Kind.UPDATE, "t": Kind.MOVE, "d": Kind.DELETE, "c": Kind.CREATE, "a": Kind.CREATE}
 
 
 def kind(op: Op) -> Kind:
     """The kind of write an operation belongs to."""
-    if op[0] == "p":
+    code = op[0]
+    if code == "p":
         return Kind.MOVE if op[7] else Kind.CREATE
-    return _KINDS[op[0]]
+    if code == "x":
+        return {MOVED: Kind.MOVE, PENDING: Kind.CREATE}.get(op[7], Kind.DELETE)
+    return _KINDS[code]
 
 
 def guard(op: Op) -> bytes:
-    """The guard line stored with the object once ``op`` lands: ``token:version\\n``."""
+    """The guard line stored with the object once ``op`` lands: ``token:version\n``."""
     return b"%b:%d\n" % (op[3].encode(), op[4])
 
 
 def expected(op: Op) -> bytes:
-    """The guard line the stored object must start with (``b""``: none, for a put)."""
+    """What the stored value must start with for ``op`` to apply (``b""``: see ``apply_op``)."""
     code = op[0]
-    if code == "p":
-        return b""
-    return b"%b:%d\n" % (op[3].encode(), op[4] if code == "d" else op[4] - 1)
+    if code in "ut":
+        return b"%b:%d\n{" % (op[3].encode(), op[4] - 1)
+    if code == "d":
+        return b"%b:%d\n{" % (op[3].encode(), op[4])
+    if code in "ca":
+        return b"%b:1\n?" % op[3].encode()
+    if code == "x":
+        return b"%b:%d\n%b" % (op[3].encode(), op[4], op[7].encode())
+    return b""
 
 
 def record(key: str, op: Op) -> bytes:
@@ -95,30 +139,70 @@ def stored(key: str, op: Op) -> bytes:
 
 
 def message(key: str, op: Op) -> bytes:
-    """What ``op`` publishes on ``key`` when it lands."""
+    """What ``op`` publishes on ``key`` when it lands (``b""``: nothing; ``a`` publishes its stored record)."""
     code, t, oid, token, version, state, diff, other = op
     if code == "p":
         return add_json(t, oid, key, version, state, other or None, token)
     if code == "d":
         return rem_json(t, oid, key, token)
-    return mod_json(t, oid, key, version, diff, other or None, token)
+    if code in "ut":
+        return mod_json(t, oid, key, version, diff, other or None, token)
+    return b""
 
 
 def wire(key: str, op: Op) -> tuple[bytes, bytes, bytes]:
-    """What a store needs of ``op`` in ``key``: ``(expected(op), stored value or b"", message)``.
+    """What a store needs of ``op`` in ``key``: ``(expected(op), value to store or b"", message)``.
 
     The same bytes as those functions give, each encoded once: an update's
-    record and message share their names, a create publishes its record.
+    record and message share their names.
     """
     code, t, oid, token, version, state, diff, other = op
     if code == "u":
         rec, msg = update_json(t, oid, key, version, state, diff, token)
         inc = token.encode()
-        return b"%b:%d\n" % (inc, version - 1), b"%b:%d\n%b" % (inc, version, rec), msg
+        return b"%b:%d\n{" % (inc, version - 1), b"%b:%d\n%b" % (inc, version, rec), msg
     if code == "p":
-        rec = record(key, op)
-        return b"", guard(op) + rec, message(key, op) if other else rec
-    return expected(op), b"", message(key, op)
+        return b"", guard(op) + record(key, op), message(key, op)
+    if code == "t":
+        # The mark keeps the object's record in its new key: whoever finds the
+        # move half-way can put it there.
+        mark = b"%b>%b\n%b" % (guard(op), other.encode(), record(other, op))
+        return expected(op), mark, message(key, op)
+    if code == "d":
+        return expected(op), guard(op) + DELETED.encode(), message(key, op)
+    if code == "c":
+        return expected(op), guard(op) + PENDING.encode() + record(key, op), b""
+    return expected(op), b"", b""
+
+
+def apply_op(current: bytes | None, key: str, op: Op) -> tuple[int, bytes | None, bytes]:
+    """The rule apply.lua follows for one operation, for stores written in Python.
+
+    Returns ``(code, value, message)``: code 0 applied, 1 missing, 2
+    conflict; the value to store once applied (``None``: remove the field)
+    and the message to publish (``b""``: none).
+    """
+    code = op[0]
+    exp, value, msg = wire(key, op)
+    if code == "p":  # absent, or a mark (the object is not live here)
+        nl = -1 if current is None else current.find(b"\n")
+        if current is not None and current[nl + 1 : nl + 2] == b"{":
+            return 2, None, b""
+    elif code == "c":  # absent, or this same pending create (sent again)
+        if current is not None and not current.startswith(exp):
+            return 2, None, b""
+    elif current is None:
+        return 1, None, b""
+    elif not current.startswith(exp):
+        nl = current.find(b"\n")
+        return (2 if current[nl + 1 : nl + 2] == b"{" else 1), None, b""  # a mark is not the object
+    if code == "x":
+        return 0, None, b""
+    if code == "a":
+        assert current is not None
+        rec = current[len(exp) :]
+        return 0, exp[:-1] + rec, rec
+    return 0, value, msg
 
 
 def put_of(key: str, op: Op) -> Op:
@@ -126,31 +210,44 @@ def put_of(key: str, op: Op) -> Op:
     return ("p", op[1], op[2], op[3], op[4], op[5], b"", key)
 
 
+def sweep_of(op: Op, mark: str) -> Op:
+    """The sweep of the mark ``op`` left (``t``: MOVED, ``d``: DELETED, ``c``: PENDING)."""
+    return ("x", op[1], op[2], op[3], op[4], b"", b"", mark)
+
+
 @dataclass(slots=True)
 class Batch:
     """The operations of one flush.
 
-    ``ops`` holds, per key, the guarded operations of the first phase
-    (``u``, ``t``, ``d``); ``creates`` the puts whose id must be claimed
-    first. ``moves`` and ``deletes`` point into ``ops`` (key, index) at the
-    take-outs and deletes, whose second phase (put into the new key, release
-    of the id) waits for them to land.
+    ``ops`` holds, per key, the operations of the first phase (``c``, ``u``,
+    ``t``, ``d``); ``creates``, ``moves`` and ``deletes`` point into it
+    (key, index) at the writes whose second phase (activation once the id is
+    claimed, put into the new key, release of the id) waits for them.
+    ``sweeps`` are marks left by earlier flushes, removed first. A repair
+    (``World.reload()``, ``World.load()``) also has ``repairs``, puts of the
+    second phase given outright, and ``releases``, deletes that landed whose
+    id is to be released (their ``d`` ops).
     """
 
     ops: dict[str, list[Op]] = field(default_factory=dict)
-    creates: list[tuple[str, Op]] = field(default_factory=list)
+    creates: list[tuple[str, int]] = field(default_factory=list)
     moves: list[tuple[str, int]] = field(default_factory=list)
     deletes: list[tuple[str, int]] = field(default_factory=list)
+    sweeps: dict[str, list[Op]] = field(default_factory=dict)
+    repairs: dict[str, list[Op]] = field(default_factory=dict)
+    releases: list[tuple[str, Op]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.creates) + sum(map(len, self.ops.values()))
+        return sum(map(len, self.ops.values()))
 
     def writes(self) -> Iterator[tuple[str, Op]]:
         """Every object's write, as (key, operation): creates first."""
-        yield from self.creates
+        for key, i in self.creates:
+            yield key, self.ops[key][i]
         for key, ops in self.ops.items():
             for op in ops:
-                yield key, op
+                if op[0] != "c":
+                    yield key, op
 
 
 def plan(created: Iterable[Object], changed: Iterable[Object], deleted: Iterable[Object]) -> Batch:
@@ -191,7 +288,9 @@ def _encode(created: list[Object], changed: list[Object], deleted: list[Object],
     groups = batch.ops
     dumps = orjson.dumps
     for obj, key, token in zip(created, keys, new_tokens(len(created)), strict=False):
-        batch.creates.append((key, ("p", obj.type_key, obj._synk_id, token, 1, dumps(obj._synk_values), b"", "")))
+        in_key = groups.setdefault(key, [])
+        batch.creates.append((key, len(in_key)))
+        in_key.append(("c", obj.type_key, obj._synk_id, token, 1, dumps(obj._synk_values), b"", ""))
     for obj in deleted:
         gone = obj._synk_skey
         assert gone is not None
@@ -219,7 +318,8 @@ def _encode(created: list[Object], changed: list[Object], deleted: list[Object],
 
 def _commit(created: list[Object], changed: list[Object], keys: list[str], batch: Batch) -> None:
     """Take the planned changes as committed: new versions and keys, nothing pending."""
-    for obj, (key, op) in zip(created, batch.creates, strict=True):
+    for obj, (key, i) in zip(created, batch.creates, strict=True):
+        op = batch.ops[key][i]
         obj._synk_base = {}
         obj._synk_token = op[3]
         obj._synk_version = 1

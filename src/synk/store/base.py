@@ -3,29 +3,37 @@
 A flush's writes go in two phases, each one batch of calls whatever the
 number of objects:
 
-1. guarded writes: id claims for creates, and per subscription key the
-   updates, deletes and move-outs of objects in it (each checks the stored
-   ``token:version`` guard, writes and publishes);
-2. the writes that depend on phase 1: creates whose id was claimed and moves
-   whose move-out landed are put into their key; deleted ids are released.
+1. guarded writes, per subscription key: updates, take-outs (a move's first
+   half), deletes, and creates stored as pending (hidden from snapshots);
+   then the id claims of the creates; and the sweeps of marks that earlier
+   flushes no longer need;
+2. the writes that depend on phase 1: pending creates whose id was claimed
+   are activated (published), others are dropped and their claims given
+   back; moves whose take-out landed are put into their new key; deleted
+   ids are released.
 
 Each call touches one subscription key (or one id) only, which keeps every
-Redis script within one hash slot, as Redis Cluster demands.
+Redis script within one hash slot, as Redis Cluster demands. So nothing is
+atomic across keys: instead, a write that phase 1 starts leaves a *mark*
+where it started (``synk.core.batch``), and a flush that stops half-way,
+whatever stopped it, leaves the store in a state that ``World.reload()``
+(the writer's) or ``World.load()`` (anyone's) completes or undoes. The
+marks of writes that finished are swept by the writer's next flush.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from synk.core.batch import Batch, Op, expected, kind, put_of
+from synk.core.batch import DELETED, MOVED, PENDING, Batch, Op, expected, kind, put_of, sweep_of
 from synk.errors import ConfigError, Failure
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Event", "Store", "Stored", "Subscriber"]
+__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Applied", "Event", "Store", "Stored", "Subscriber"]
 
 #: Result codes of guarded operations, shared with the Lua scripts; REFUSED
 #: is the store refusing the whole call (out of memory, say): nothing applied.
@@ -35,25 +43,56 @@ _REASONS = {MISSING: "missing", CONFLICT: "conflict"}
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """One object as stored: its guard and its record (an ``add`` message)."""
+    """One object as stored: its guard and its record (an ``add`` message).
+
+    ``mark`` is ``""`` for a live object, else the mark of a write left
+    half-way (``synk.core.batch``: MOVED, PENDING, DELETED); ``moved_to``
+    names the new key of a MOVED one, whose ``record`` is its record there.
+    """
 
     id: str
     token: str
     version: int
     record: bytes
+    mark: str = ""
+    moved_to: str = ""
+
+    @property
+    def live(self) -> bool:
+        """Whether this is the object itself, not a mark."""
+        return not self.mark
 
     @classmethod
     def parse(cls, key: str, oid: str, value: bytes) -> Stored:
-        """Build from a stored value: the ``token:version`` guard line, then the record.
+        """Build from a stored value: the ``token:version`` guard line, then the record or a mark.
 
         Raises ConfigError for a value synk did not write (another program's
         data under the same prefix, say), naming the key and the id.
         """
-        line, _, record = value.partition(b"\n")
+        line, _, rest = value.partition(b"\n")
         token, _, version = line.decode(errors="replace").rpartition(":")
-        if not token or not version.isdigit() or not record.startswith(b"{"):
-            raise ConfigError(f"object {oid!r} in key {key!r} is stored as {value[:40]!r}, which synk did not write; is the prefix shared?")
-        return cls(oid, token, int(version), record)
+        first = rest[:1]
+        if token and version.isdigit():
+            if first == b"{":
+                return cls(oid, token, int(version), rest)
+            if first == b">":
+                dest, _, rec = rest[1:].partition(b"\n")
+                if rec.startswith(b"{"):
+                    return cls(oid, token, int(version), rec, MOVED, dest.decode())
+            elif first == b"?" and rest[1:2] == b"{":
+                return cls(oid, token, int(version), rest[1:], PENDING)
+            elif first == b"!":
+                return cls(oid, token, int(version), b"", DELETED)
+        raise ConfigError(f"object {oid!r} in key {key!r} is stored as {value[:40]!r}, which synk did not write; is the prefix shared?")
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a store did with a batch: the writes that did not land, and the
+    marks that the writer's next flush should sweep (per key, ``x`` ops)."""
+
+    failures: list[Failure] = field(default_factory=list)
+    sweeps: dict[str, list[Op]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +110,8 @@ class Event:
 
 def _failure(key: str, op: Op, reason: str, detail: str | None = None) -> Failure:
     if detail is None:
-        detail = f"in key {key!r}, expected {expected(op)[:-1].decode()}"
+        line = expected(op).partition(b"\n")[0].decode()
+        detail = f"in key {key!r}, expected {line}"
     return Failure(op[2], op[1], kind(op).value, reason, detail)
 
 
@@ -109,34 +149,62 @@ class Store(abc.ABC):
         """Release connections."""
 
     @abc.abstractmethod
-    async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
-        """Claim the id of each create (OK, or CONFLICT when another incarnation
-        holds it) and apply each key's guarded operations atomically (a code
-        per operation), as one batch of calls."""
+    async def _phase1(
+        self, sweeps: dict[str, list[Op]], groups: dict[str, list[Op]], claims: list[Op]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]], list[int]]:
+        """As one batch of calls, in this order: apply each key's sweeps, then
+        each key's guarded operations, atomically per key (a code per
+        operation, REFUSED for a call refused whole); then claim the id of
+        each create (OK, or CONFLICT when another incarnation holds it).
+
+        Claims go last: on one connection, a claim that landed means the
+        pending create it protects was applied or refused before it."""
 
     @abc.abstractmethod
-    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> tuple[dict[str, list[int]], list[int]]:
-        """Apply each key's puts (a code per operation) and release the ids of
-        the deleted objects (a code each: OK, MISSING when no longer held by
-        that incarnation, REFUSED), as one batch of calls."""
+    async def _phase2(self, groups: dict[str, list[Op]], releases: list[Op]) -> tuple[dict[str, list[int]], list[int]]:
+        """Apply each key's operations (a code per operation) and release
+        the ids of ``releases`` (a code each: OK, MISSING when no longer held
+        by that incarnation, REFUSED), as one batch of calls."""
 
-    async def apply(self, batch: Batch) -> list[Failure]:
-        """Apply one flush's operations; returns the writes that did not land."""
-        failures: list[Failure] = []
-        creates = batch.creates
+    @abc.abstractmethod
+    async def claims(self, ids: list[str]) -> dict[str, str | None]:
+        """The incarnation token holding each id, or None when it is free."""
+
+    async def apply(self, batch: Batch) -> Applied:
+        """Apply one flush's operations; returns the writes that did not land and the marks to sweep."""
+        out = Applied()
+        failures = out.failures
+        later = out.sweeps
         groups = batch.ops
-        claimed, results = await self._phase1([op for _, op in creates], groups)
-        puts: dict[str, list[Op]] = {}
-        for (key, op), code in zip(creates, claimed, strict=True):
-            if code == OK:
-                puts.setdefault(key, []).append(op)
-            elif code == REFUSED:
-                failures.append(_failure(key, op, "refused", "the store refused the claim of its id; none of it was applied"))
-            else:
+        creates = [(key, groups[key][i]) for key, i in batch.creates]
+        swept, results, claimed = await self._phase1(batch.sweeps, groups, [op for _, op in creates])
+        for key, codes in swept.items():
+            for op, code in zip(batch.sweeps[key], codes, strict=True):
+                if code == REFUSED:  # still there: try again next time
+                    later.setdefault(key, []).append(op)
+        phase2: dict[str, list[Op]] = {key: list(ops) for key, ops in batch.repairs.items()}
+        releases: list[tuple[str, Op]] = list(batch.releases)
+        gives_back: list[Op] = []  # claims of creates that did not get stored
+        for (key, i), claim in zip(batch.creates, claimed, strict=True):
+            op, pending = groups[key][i], results[key][i]
+            if claim == OK and pending == OK:
+                phase2.setdefault(key, []).append(("a", op[1], op[2], op[3], 1, b"", b"", ""))
+                continue
+            if claim == OK:
+                gives_back.append(op)
+            if pending == OK:
+                phase2.setdefault(key, []).append(sweep_of(op, PENDING))
+            if REFUSED in (claim, pending):
+                failures.append(_failure(key, op, "refused", "the store refused its create; none of it was applied"))
+            elif claim != OK:
                 failures.append(_failure(key, op, "exists", "another object has this id"))
+            else:
+                failures.append(_failure(key, op, "exists", f"key {key!r} holds another object with this id"))
         for key, codes in results.items():
             if any(codes):  # the common case is every operation landing
                 for op, code in zip(groups[key], codes, strict=True):
+                    if op[0] == "c":
+                        continue  # reported above
                     if code == REFUSED:
                         failures.append(_failure(key, op, "refused", f"the store refused the write in key {key!r}; none of it was applied"))
                     elif code != OK:
@@ -144,29 +212,38 @@ class Store(abc.ABC):
         for key, i in batch.moves:
             if results[key][i] == OK:
                 op = groups[key][i]
-                puts.setdefault(op[7], []).append(put_of(key, op))
-        deleted = [(key, groups[key][i]) for key, i in batch.deletes if results[key][i] == OK]
-        if puts or deleted:
-            put, released = await self._phase2([op for _, op in deleted], puts)
-            for key, ops in puts.items():
+                phase2.setdefault(op[7], []).append(put_of(key, op))
+        releases += [(key, groups[key][i]) for key, i in batch.deletes if results[key][i] == OK]
+        if phase2 or releases or gives_back:
+            put, released = await self._phase2(phase2, [op for _, op in releases] + gives_back)
+            for key, ops in phase2.items():
                 for op, code in zip(ops, put[key], strict=True):
-                    if code != OK:
+                    if op[0] == "x":
+                        if code == REFUSED:
+                            later.setdefault(key, []).append(op)
+                    elif code == OK:
+                        if op[0] == "p" and op[7]:  # moved in: the mark where it came from is no longer needed
+                            later.setdefault(op[7], []).append(("x", op[1], op[2], op[3], op[4], b"", b"", MOVED))
+                    else:
+                        # The object stays half-way, its mark kept: reload() completes it.
                         failures.append(_failure(key, op, "refused", f"the store refused the write into key {key!r}"))
-            for (key, op), code in zip(deleted, released, strict=True):
+            for (key, op), code in zip(releases, released, strict=False):
                 if code == REFUSED:
                     # The object is gone, but its id stays taken: say so, or a
                     # later create of this id would fail with no known cause.
                     detail = f"deleted from key {key!r}, but the store refused to free its id; a new object with this id is refused"
                     failures.append(_failure(key, op, "refused", detail))
-        return failures
+                else:
+                    later.setdefault(key, []).append(sweep_of(op, DELETED))
+        return out
 
     @abc.abstractmethod
-    async def snapshot(self, key: str) -> list[Stored]:
-        """Every object in ``key``, read atomically."""
+    async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
+        """Every object in ``key``, read atomically; with ``marks``, the marks of half-way writes too."""
 
     @abc.abstractmethod
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
-        """The objects of ``ids`` that are in ``key``."""
+        """What ``key`` holds of ``ids``: objects, or marks of half-way writes."""
 
     @abc.abstractmethod
     async def publish(self, key: str, data: bytes) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from synk.core.batch import expected, wire
+from synk.core.batch import apply_op
 from synk.store.base import CONFLICT, MISSING, OK, Event, Store, Stored, Subscriber
 
 if TYPE_CHECKING:
@@ -76,11 +76,17 @@ class MemoryStore(Store):
     async def close(self) -> None:
         """Nothing to release; subscribers end when closed by their owners."""
 
-    async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
-        return self._claim(claims), self._key_ops(groups)
+    async def _phase1(
+        self, sweeps: dict[str, list[Op]], groups: dict[str, list[Op]], claims: list[Op]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]], list[int]]:
+        swept = self._key_ops(sweeps)
+        return swept, self._key_ops(groups), self._claim(claims)
 
-    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> tuple[dict[str, list[int]], list[int]]:
+    async def _phase2(self, groups: dict[str, list[Op]], releases: list[Op]) -> tuple[dict[str, list[int]], list[int]]:
         return self._key_ops(groups), self._release(releases)
+
+    async def claims(self, ids: list[str]) -> dict[str, str | None]:
+        return {oid: self._ids.get(oid) for oid in ids}
 
     def _claim(self, ops: list[Op]) -> list[int]:
         out = []
@@ -99,22 +105,21 @@ class MemoryStore(Store):
         for key, ops in groups.items():
             values = self._values.setdefault(key, {})
             codes = []
+            messages = []
             for op in ops:
-                code = OK
-                oid = op[2]
-                if op[0] != "p":
-                    cur = values.get(oid)
-                    code = MISSING if cur is None else OK if cur.startswith(expected(op)) else CONFLICT
+                code, value, message = apply_op(values.get(op[2]), key, op)
                 if code == OK:
-                    _expected, value, message = wire(key, op)
-                    if value:
-                        values[oid] = value
+                    if value is None:
+                        del values[op[2]]
                     else:
-                        del values[oid]
-                    self._deliver(key, message)
+                        values[op[2]] = value
+                    if message:
+                        messages.append(message)
                 codes.append(code)
             if not values:
                 del self._values[key]
+            for message in messages:
+                self._deliver(key, message)
             out[key] = codes
         return out
 
@@ -128,8 +133,9 @@ class MemoryStore(Store):
                 out.append(MISSING)
         return out
 
-    async def snapshot(self, key: str) -> list[Stored]:
-        return [Stored.parse(key, oid, value) for oid, value in self._values.get(key, {}).items()]
+    async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
+        found = [Stored.parse(key, oid, value) for oid, value in self._values.get(key, {}).items()]
+        return found if marks else [s for s in found if s.live]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         values = self._values.get(key, {})

@@ -337,19 +337,24 @@ class RedisStore(Store):
             out.setdefault(key, []).extend([REFUSED] * count if isinstance(codes, Exception) else codes)
         return out
 
-    async def _phase1(self, claims: list[Op], groups: dict[str, list[Op]]) -> tuple[list[int], dict[str, list[int]]]:
+    async def _phase1(
+        self, sweeps: dict[str, list[Op]], groups: dict[str, list[Op]], claims: list[Op]
+    ) -> tuple[dict[str, list[int]], dict[str, list[int]], list[int]]:
         claim_calls = self._claim_calls(claims)
+        swept: list[tuple[str, int]] = []
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[bytes]:
-            yield from claim_calls
+            yield from self._key_calls(sweeps, swept)
             yield from self._key_calls(groups, index)
+            yield from claim_calls
 
         results = await self._run(calls())
-        n = len(claim_calls)
-        return [self._claimed(op, r) for op, r in zip(claims, results[:n], strict=True)], self._gather(index, results[n:])
+        n, m = len(swept), len(swept) + len(index)
+        claimed = [self._claimed(op, r) for op, r in zip(claims, results[m:], strict=True)]
+        return self._gather(swept, results[:n]), self._gather(index, results[n:m]), claimed
 
-    async def _phase2(self, releases: list[Op], groups: dict[str, list[Op]]) -> tuple[dict[str, list[int]], list[int]]:
+    async def _phase2(self, groups: dict[str, list[Op]], releases: list[Op]) -> tuple[dict[str, list[int]], list[int]]:
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[bytes]:
@@ -360,13 +365,21 @@ class RedisStore(Store):
         n = len(index)
         return self._gather(index, results[:n]), [REFUSED if isinstance(r, Exception) else int(r) for r in results[n:]]
 
+    async def claims(self, ids: list[str]) -> dict[str, str | None]:
+        if not ids:
+            return {}
+        # One GET per id: ids hash to slots of their own, so no MGET across them.
+        replies = await self._retry_once([_command(b"GET", self.id_key(oid).encode()) for oid in ids])
+        return {oid: None if r is None else r.decode() for oid, r in zip(ids, replies, strict=True)}
+
     # -- reads --------------------------------------------------------------------
 
-    async def snapshot(self, key: str) -> list[Stored]:
+    async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
         [flat] = await self._retry_once([_command(b"HGETALL", self.objects_key(key).encode())])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
-        return [Stored.parse(key, oid.decode(), value) for oid, value in pairs]
+        found = [Stored.parse(key, oid.decode(), value) for oid, value in pairs]
+        return found if marks else [s for s in found if s.live]
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
