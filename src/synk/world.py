@@ -281,15 +281,20 @@ class World:
         first, so that what is returned is whole.
         """
         out: list[Object] = []
-        for key in dict.fromkeys(check_key(k) for k in keys):
-            found = await self.store.snapshot(key, marks=True)
+        wanted = list(dict.fromkeys(check_key(k) for k in keys))
+        found = {key: await self.store.snapshot(key, marks=True) for key in wanted}
+        settled = False
+        for key, values in found.items():
             # Marks of this world's own finished writes wait for its next flush's sweep.
             swept = {(op[2], op[3], op[4]) for op in self._sweeps.get(key, ())}
-            marks = [s for s in found if not s.live and (s.id, s.token, s.version) not in swept]
+            marks = [s for s in values if not s.live and (s.id, s.token, s.version) not in swept]
             if marks:
                 await self._settle(key, marks)
-                found = await self.store.snapshot(key)
-            for stored in found:
+                settled = True
+        if settled:  # a move completed may have put objects in keys read before
+            found = {key: await self.store.snapshot(key) for key in wanted}
+        for key, stored_objects in found.items():
+            for stored in stored_objects:
                 if not stored.live:
                     continue
                 obj = self._owned.get(stored.id)
