@@ -213,6 +213,11 @@ class RedisStore(Store):
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         except ERRORS as exc:
             raise _down(self.url, exc) from exc
+        try:
+            await self._fresh(conn)
+        except ERRORS as exc:
+            await pool.release(conn)
+            raise _down(self.url, exc) from exc
         progress = _Progress(conn.socket_timeout or _REPLY_TIMEOUT)
         sent: list[bytes] = []
         try:
@@ -235,8 +240,10 @@ class RedisStore(Store):
                     results = await self._replies(conn, len(sent), progress)
                     missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                     if missing:
-                        await self._load_scripts()
-                        progress.made()
+                        # Loaded on this same connection: another pooled one may be stale too.
+                        loads = [_command(b"SCRIPT", b"LOAD", script.body.encode()) for script in _LOADED.values()]
+                        await conn.send_packed_command(b"".join(loads), check_health=False)
+                        self._raise_errors(await self._replies(conn, len(loads), progress))
                         await conn.send_packed_command(b"".join(sent[i] for i in missing), check_health=False)
                         progress.made()
                         for i, reply in zip(missing, await self._replies(conn, len(missing), progress), strict=True):
@@ -253,6 +260,24 @@ class RedisStore(Store):
         finally:
             await pool.release(conn)
         return results
+
+    @staticmethod
+    async def _fresh(conn: Any) -> None:
+        """Reconnect a pooled connection that the server has closed (Redis restarted, say).
+
+        It reads as EOF, or as data nobody asked for: nothing of this batch
+        has been sent on it, so sending it on a new connection is safe, and
+        is no retry of a call whose outcome is unknown. (redis-py's pool
+        makes the same check, but skips it when maintenance notifications
+        are on, as they are by default.)
+        """
+        try:
+            dead = conn.is_connected and await conn.can_read()
+        except rexc.ConnectionError:
+            dead = True
+        if dead:
+            await conn.disconnect()
+            await conn.connect()
 
     @staticmethod
     async def _replies(conn: Any, count: int, progress: _Progress) -> list[Any]:
