@@ -102,6 +102,26 @@ class Simulation:
             agent.ts = now
 
 
+async def _recover(world: synk.World, stop: asyncio.Event) -> None:
+    """After a failed flush: reload, waiting out a Redis that is down, and put back
+    from memory whatever the store lost (the demo deletes nothing, so anything
+    missing was lost: a Redis restarted without persistence)."""
+    delay = 0.1
+    while not stop.is_set():
+        try:
+            report = await world.reload()
+        except synk.ConnectionError as exc:
+            log.warning("demo: %s; trying again in %.1f s", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        if report.missing:
+            log.warning("demo: the store lost %d agents; creating them again", len(report.missing))
+            world.recreate(report.missing)
+        return
+
+
 async def _simulate(world: synk.World, sim: Simulation, hz: float, stop: asyncio.Event) -> None:
     period = 1.0 / hz
 
@@ -122,11 +142,7 @@ async def _simulate(world: synk.World, sim: Simulation, hz: float, stop: asyncio
                 world.flush()
             except synk.WriteError as exc:
                 log.warning("demo: %s; reloading from the store", exc)
-                report = await world.reload()
-                gone = {o.id for o in report.missing}
-                sim.agents = [a for a in sim.agents if a.id not in gone]
-                for oid in gone:
-                    del sim.heading[oid]
+                await _recover(world, stop)
             next_tick += period
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, next_tick - loop.time()))
@@ -147,6 +163,8 @@ async def _take_lease(world: synk.World, stop: asyncio.Event) -> bool:
     serves (which shows the multi-process design); the lease lapses a few
     seconds after its holder stops.
     """
+    from redis.exceptions import RedisError
+
     from synk.store.redis import RedisStore
 
     store = world.store
@@ -157,12 +175,19 @@ async def _take_lease(world: synk.World, stop: asyncio.Event) -> bool:
         return False
 
     async def renew() -> None:
-        with contextlib.suppress(Exception):
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), LEASE_SECONDS / 3)
-                if await store.redis.get(LEASE) == token.encode():
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LEASE_SECONDS / 3)
+            try:
+                holder = await store.redis.get(LEASE)
+                if holder == token.encode():
                     await store.redis.expire(LEASE, 1 if stop.is_set() else LEASE_SECONDS)
+                elif holder is None and not stop.is_set():
+                    # Redis came back without it (restarted, no persistence): this
+                    # process still simulates, so it takes the lease again.
+                    await store.redis.set(LEASE, token, nx=True, ex=LEASE_SECONDS)
+            except (synk.SynkError, OSError, RedisError) as exc:  # Redis down: renewed once it is back
+                log.warning("demo: the simulation lease could not be renewed: %s", exc)
 
     task = asyncio.create_task(renew())
     _background.add(task)
