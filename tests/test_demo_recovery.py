@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from synk.demo import LEASE, run
@@ -22,8 +23,8 @@ async def test_the_demo_recovers_its_agents_and_its_lease_after_redis_is_killed(
     async def agents() -> int:
         total = 0
         async for name in r.scan_iter(match="synk:{chunk:*}:o", count=1000):
-            for value in (await r.hgetall(name)).values():  # type: ignore[misc]
-                total += value.split(b"\n", 1)[1].startswith(b"{")
+            values: dict[bytes, bytes] = await r.hgetall(name)  # type: ignore[assignment]
+            total += sum(value.split(b"\n", 1)[1].startswith(b"{") for value in values.values())
         return total
 
     async def sixty() -> bool:
