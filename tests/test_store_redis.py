@@ -15,7 +15,7 @@ import synk
 from synk.core.messages import encode_add
 from synk.store.base import Event
 from synk.store.redis import _LOADED, RedisStore
-from tests.gateway_env import until_async
+from tests.gateway_env import until, until_async
 from tests.models import Agent, Note
 from tests.redis_env import client, next_event, redis_store, world_on
 from tests.redis_process import RedisProcess, free_port
@@ -139,10 +139,49 @@ async def next_channel_message(pubsub: Any, timeout: float = 10.0) -> bytes:
     raise AssertionError("no message within the deadline")
 
 
-async def test_client_messages_stream(redis_process: RedisProcess) -> None:
+async def test_client_messages_are_dropped_while_no_simulation_reads_them(redis_process: RedisProcess) -> None:
     async with world_on(redis_process.url, prefix="t1:") as world:
-        await world.store.post(b'{"client":"c","method":"m","data":{}}')
-        assert await client(world).type("t1:msgs") == b"stream"
+        r = client(world)
+        for _ in range(100):
+            assert await world.store.post(b'{"client":"c","method":"m","data":{}}') is False
+        assert await r.keys("t1:*") == []  # nothing reads them: nothing is kept
+
+        received: list[synk.ClientMessage] = []
+
+        async def read() -> None:
+            async for msg in world.messages():
+                received.append(msg)
+
+        reader = asyncio.create_task(read())
+        try:
+
+            async def flagged() -> bool:
+                return bool(await r.exists("t1:{msgs}:reader"))
+
+            await until_async(flagged, "the reader's flag")
+            assert await world.store.post(b'{"client":"c","method":"m","data":{"n":1}}') is True
+            await until(lambda: len(received) == 1, "the message read")
+            assert received == [synk.ClientMessage("c", "m", {"n": 1})]
+            assert await r.type("t1:{msgs}") == b"stream"
+        finally:
+            reader.cancel()
+
+
+async def test_the_client_message_stream_is_bounded_in_bytes_and_entries(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, prefix="t1:") as world:
+        store = redis_store(world)
+        store.stream_max_entries, store.stream_max_bytes = 50, 200_000
+        r = client(world)
+        await r.set("t1:{msgs}:reader", b"1")  # a simulation reads (and is slow: nothing is consumed)
+        big = b'{"client":"c","method":"m","data":{"s":"' + b"x" * 60_000 + b'"}}'
+        for _ in range(40):
+            assert await store.post(big) is True
+        kept = await r.xlen("t1:{msgs}")
+        assert kept == 3  # three messages of 60 KB fit in 200,000 bytes
+        assert int(await r.get("t1:{msgs}:bytes")) == 3 * len(big)  # type: ignore[arg-type]
+        for _ in range(120):
+            await store.post(b'{"client":"c","method":"m","data":{}}')
+        assert await r.xlen("t1:{msgs}") == 50  # small ones: the entry bound
 
 
 # -- one hash slot per script call ---------------------------------------------------------

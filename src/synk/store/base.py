@@ -258,8 +258,10 @@ class Store(abc.ABC):
         """A new subscriber, with no keys yet."""
 
     @abc.abstractmethod
-    async def post(self, data: bytes) -> None:
-        """Append a client message for the simulation (``world.messages()``)."""
+    async def post(self, data: bytes) -> bool:
+        """Pass a client message to the simulation (``world.messages()``); False when
+        no simulation reads them now, and it was dropped. A store keeps a bounded
+        backlog of them (the Redis store: 10,000 messages and 8 MiB)."""
 
     @abc.abstractmethod
     def read_posts(self) -> AsyncIterator[bytes]:

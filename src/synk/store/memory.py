@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStore"]
 
 _CLOSED = Event(None, b"closed")
+#: Client messages kept for a reader that has not read them yet (the Redis stream keeps as many).
+_POSTS_KEPT = 10_000
 
 
 class _MemorySubscriber(Subscriber):
@@ -151,12 +153,15 @@ class MemoryStore(Store):
     def subscriber(self) -> Subscriber:
         return _MemorySubscriber(self)
 
-    async def post(self, data: bytes) -> None:
+    async def post(self, data: bytes) -> bool:
         for queue in self._readers:
+            if queue.full():  # a slow reader loses the oldest, as the Redis stream's bound does
+                queue.get_nowait()
             queue.put_nowait(data)
+        return bool(self._readers)
 
     async def read_posts(self) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue: asyncio.Queue[bytes] = asyncio.Queue(_POSTS_KEPT)
         self._readers.add(queue)
         try:
             while True:

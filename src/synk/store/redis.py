@@ -11,10 +11,14 @@ subscription key ``K`` and an object id ``I``:
                             ``\\n`` (a flush publishes one per apply.lua call)
 ``P id:{I}``        string  the incarnation token holding id ``I`` (claimed with
                             SET NX GET, freed by release.lua)
-``P msgs``          stream  client messages for the simulation
+``P{msgs}``         stream  client messages for the simulation, appended by
+                            post.lua only while a simulation reads them, at most
+                            10,000 entries and 8 MiB of messages
+``P{msgs}:bytes``   string  the bytes of messages the stream holds
+``P{msgs}:reader``  string  set, expiring, while ``world.messages()`` reads
 ==================  ======  =====================================================
 
-(``P id:{I}`` and ``P msgs`` are written without the space.) A key's data
+(``P id:{I}`` is written without the space.) A key's data
 and its channel share the hash tag ``{K}``, so they live in one slot and
 every script touches one slot. Scripts live in ``lua/``, one per file, are
 loaded once and called by SHA; they take user strings only as KEYS and ARGV.
@@ -50,14 +54,19 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-_SCRIPTS = ("apply", "release")
+_SCRIPTS = ("apply", "release", "post")
 #: Operations per apply.lua call: bounds how long one call blocks Redis, and
 #: keeps its unpack() calls (HMGET, HSET) within Lua's limit of about 8,000 values.
 _CHUNK = 2000
 _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.
 _SLICE = 64 * 1024
-_STREAM_MAXLEN = 100_000
+#: The bounds of the client message stream (post.lua): entries, and bytes of messages.
+STREAM_MAX_ENTRIES = 10_000
+STREAM_MAX_BYTES = 8 * 1024 * 1024
+#: How long the reader's flag outlives its last refresh (ms), and how often it is refreshed (s).
+_READER_TTL_MS = 10_000
+_READER_REFRESH = 3.0
 #: The progress limit of a batch of calls when the connection has no socket timeout.
 _REPLY_TIMEOUT = 5.0
 
@@ -158,7 +167,9 @@ class RedisStore(Store):
         self.pubsub_client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=connect_timeout, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
         )
-        self._stream = f"{prefix}msgs"
+        self._stream = f"{prefix}{{msgs}}"
+        self.stream_max_entries = STREAM_MAX_ENTRIES
+        self.stream_max_bytes = STREAM_MAX_BYTES
 
     # -- names ----------------------------------------------------------------
 
@@ -429,20 +440,28 @@ class RedisStore(Store):
 
         return RedisSubscriber(self)
 
-    async def post(self, data: bytes) -> None:
-        try:
-            await self.redis.xadd(self._stream, {"m": data}, maxlen=_STREAM_MAXLEN, approximate=True)
-        except ERRORS as exc:
-            raise _down(self.url, exc) from exc
+    async def post(self, data: bytes) -> bool:
+        keys = [self._stream.encode(), f"{self._stream}:bytes".encode(), f"{self._stream}:reader".encode()]
+        call = _evalsha_head("post", keys, 3) + _bulk(data) + _bulk(b"%d" % self.stream_max_entries) + _bulk(b"%d" % self.stream_max_bytes)
+        [appended] = await self._retry_once([call])
+        return bool(appended)
 
     async def read_posts(self) -> AsyncIterator[bytes]:
         last = "$"
         delay = 0.05
+        flag = f"{self._stream}:reader"
+        refreshed = -math.inf
+        loop = asyncio.get_running_loop()
         while True:
             try:
+                if loop.time() - refreshed > _READER_REFRESH:
+                    # Clients' messages are kept only while someone reads them.
+                    await self.redis.set(flag, b"1", px=_READER_TTL_MS)
+                    refreshed = loop.time()
                 replies: Any = await self.redis.xread({self._stream: last}, block=1000, count=500)
                 delay = 0.05
             except ERRORS:
+                refreshed = -math.inf
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 2.0)
                 continue
