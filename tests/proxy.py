@@ -21,7 +21,9 @@ class Proxy:
         self._replies = asyncio.Event()
         self._replies.set()
         self.blocked = False
+        self._held: list[asyncio.Event] = []
         self._links: set[asyncio.StreamWriter] = set()
+        self._gates: set[asyncio.Event] = set()
         self.connections = 0
 
     def url(self, query: str = "") -> str:
@@ -54,10 +56,23 @@ class Proxy:
         """Forward requests, but hold Redis's replies (so a call lands, its outcome unknown)."""
         self._replies.clear()
 
+    def hold_existing(self) -> None:
+        """Hold what the connections open now send to Redis; new connections flow.
+
+        Whatever a held connection sent reaches Redis at ``resume()``, even
+        if its client has closed it meanwhile: a request Redis runs late.
+        """
+        for gate in self._gates:
+            gate.clear()
+            self._held.append(gate)
+
     def resume(self) -> None:
         """Forward again what was held back."""
         self._flowing.set()
         self._replies.set()
+        for gate in self._held:
+            gate.set()
+        self._held.clear()
 
     def block(self) -> None:
         """Cut every connection, and every new one at once, until ``unblock()``."""
@@ -79,9 +94,13 @@ class Proxy:
             return
         self.connections += 1
         self._links |= {writer, up_writer}
+        gate = asyncio.Event()
+        gate.set()
+        self._gates.add(gate)
         # A test that ends cancels this; the links are closed below either way.
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(self._pump(reader, up_writer, self._flowing), self._pump(up_reader, writer, self._replies))
+            await asyncio.gather(self._pump(reader, up_writer, gate), self._pump(up_reader, writer, self._replies))
+        self._gates.discard(gate)
         for w in (writer, up_writer):
             self._links.discard(w)
             w.transport.abort()
@@ -95,4 +114,7 @@ class Proxy:
                     return
                 writer.write(data)
                 await writer.drain()
+            # The sender closed: pass that on after what it sent (not a reset, which would drop it).
+            writer.close()
+            return
         writer.transport.abort()

@@ -232,3 +232,35 @@ async def test_the_simulation_killed_between_the_phases(redis_process: RedisProc
         again = [world.create(Agent(id=f"a{i}")) for i in range(30) if i % 10 == 2]
         await world.flush()
         assert all(a.version == 1 for a in again)
+
+
+async def test_a_timed_out_flush_that_redis_runs_after_the_reload(redis_process: RedisProcess) -> None:
+    # The flush's take-outs reach Redis only after it timed out and the world
+    # reloaded (Redis reads a closed connection's last commands): the objects the
+    # reload found in their old keys are then marks there. The world's next
+    # writes to them find no object, and the reload after that finishes the moves.
+    async with faulty(redis_process) as (proxy, world):
+        agents = await populate(world, 12)
+        movers = agents[:6]
+        for a in movers:
+            a.x = (a.x + 16) % 64
+        patch_phase(world, "_phase1", proxy.hold_existing)
+        with pytest.raises(synk.WriteError):
+            await asyncio.wait_for(world.flush(), 30)
+        report = await asyncio.wait_for(world.reload(), 30)
+        assert report.missing == []
+        assert {a.id: a._synk_skey for a in movers} == {f"a{i}": f"world:{i % 4}|0" for i in range(6)}  # as stored then
+        proxy.resume()  # the take-outs run now
+
+        async def taken_out() -> bool:
+            state = await read_state(redis_process.url, PREFIX)
+            return all(state.live(a.id) == [] for a in movers)
+
+        await until_async(taken_out, "the late take-outs")
+        for a in agents:
+            a.name = "after"
+        with pytest.raises(synk.WriteError) as info:
+            await asyncio.wait_for(world.flush(), 30)
+        assert sorted(f.id for f in info.value.failures) == sorted(a.id for a in movers)
+        await recovered(world, redis_process.url, [])
+        assert {a.id: a._synk_skey for a in movers} == {f"a{i}": f"world:{(i + 1) % 4}|0" for i in range(6)}

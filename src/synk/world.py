@@ -395,10 +395,32 @@ class World:
         for oid, (key, _op) in unsure.items():
             wanted.setdefault(key, []).append(oid)
         found = {key: await self.store.fetch(key, list(dict.fromkeys(ids))) for key, ids in wanted.items()}
+        # A move that landed after this world last looked (Redis ran it late) left
+        # its mark where the world thinks the object is: read where it went.
+        further: dict[str, list[str]] = {}
+        for obj in owned:
+            here = found.get(obj._synk_skey or "", {}).get(obj.id)
+            if here is not None and here.token == obj._synk_token and here.mark == MOVED and here.moved_to not in found:
+                further.setdefault(here.moved_to, []).append(obj.id)
+        for key, ids in further.items():
+            found[key] = await self.store.fetch(key, ids)
         repair = Batch()
         missing: list[Object] = []
         fixed: dict[str, Object] = {}
         count = 0
+
+        def complete_move(obj: Object, src: str, mark: Stored) -> None:
+            """Finish a move whose take-out from ``src`` landed: the object is where it went, or is put there."""
+            dest = found.get(mark.moved_to, {}).get(obj.id)
+            if dest is not None and dest.token == mark.token and dest.live:
+                self._refresh(obj, mark.moved_to, dest)
+                repair.sweeps.setdefault(src, []).append(("x", obj.type_key, obj.id, mark.token, mark.version, b"", b"", MOVED))
+                return
+            self._refresh(obj, mark.moved_to, mark)
+            state = orjson.dumps(obj._synk_values)
+            repair.repairs.setdefault(mark.moved_to, []).append(("p", obj.type_key, obj.id, mark.token, mark.version, state, b"", src))
+            fixed[obj.id] = obj
+
         for obj in owned:
             token = obj._synk_token
             if obj._synk_skey is None:  # never flushed: dropped with the other pending changes
@@ -417,6 +439,11 @@ class World:
                     obj._synk_version = 1
                     fixed[obj.id] = obj
                     continue
+                if here.mark == MOVED:
+                    complete_move(obj, key, here)
+                    if obj.id not in fixed:
+                        count += 1
+                    continue
             src = moved_from.get(obj.id)
             there = found[src].get(obj.id) if src is not None else None
             if src is not None and there is not None and there.token == token:
@@ -425,11 +452,9 @@ class World:
                     count += 1
                     continue
                 if there.mark == MOVED:  # taken out, never put: put it where it was going
-                    self._refresh(obj, there.moved_to, there)
-                    repair.repairs.setdefault(there.moved_to, []).append(
-                        ("p", obj.type_key, obj.id, token, there.version, orjson.dumps(obj._synk_values), b"", src)
-                    )
-                    fixed[obj.id] = obj
+                    complete_move(obj, src, there)
+                    if obj.id not in fixed:
+                        count += 1
                     continue
             entry = unsure.get(obj.id)
             if entry is not None and entry[1][0] == "c":
