@@ -161,10 +161,26 @@ async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> S
         cluster.log(f"storm {index} DIVERGED: {result.diverged_clients} clients, {counts}")
         for e in result.examples[:12]:
             cluster.log(f"  {e['client']} {e['kind']} {e['id']}: mirror {e['mirror']} store {e['store']}")
+        await save_traces(cluster, index, divergences)
     else:
         cluster.log(f"storm {index} converged in {result.converge_s:.2f} s")
     result.events = list(cluster.events)
     return result
+
+
+async def save_traces(cluster: Cluster, index: int, divergences: dict[str, Divergence]) -> None:
+    """What each diverged client saw of its diverged objects, into the log folder (``trace-S-CLIENT.json``)."""
+    for name, d in divergences.items():
+        if not d.total:
+            continue
+        ids = [oid for _, oid, _, _ in d.examples]
+        for fleet in cluster.fleets:
+            if fleet is None or not name.startswith(fleet.child.name.replace("clients", "c") + "."):
+                continue
+            answer = await fleet.ask({"cmd": "trace", "client": name, "ids": ids})
+            path = cluster.logdir / f"trace-{index}-{name}.json"
+            path.write_text(json.dumps({"client": name, "ids": ids, "trace": answer.get("trace", [])}, indent=None))
+            cluster.log(f"  trace of {name}: {path}")
 
 
 def table(results: list[StormResult]) -> str:

@@ -14,6 +14,7 @@
 //   {"cmd": "stall", "n": N, "ms": T}    N random clients stop reading for T ms
 //   {"cmd": "heal"}                      every client reads normally again
 //   {"cmd": "report"}                    every client's subscription and mirror
+//   {"cmd": "trace", "client": NAME, "ids": [...]}  what that client saw of these objects
 //   {"cmd": "quit"}                      close every client and exit
 //
 // A report is {clients: [{name, url, keys, size, connected, objects: {id: [sKey, v, i, state]}, errors, closes}]}:
@@ -65,10 +66,21 @@ class Client {
     const self = this
     // Keeps the current socket, so that reading can be paused (ws's pause()
     // stops reading the TCP socket: the gateway's writes back up).
+    // Every frame in and out is also kept in `trace`, to explain a divergence.
+    this.trace = []
+    this.t0 = Date.now()
     class TrackedWebSocket extends WebSocket {
       constructor(u) {
         super(u)
         self.socket = this
+        self.note("socket", u)
+        this.addEventListener("open", () => self.note("open"))
+        this.addEventListener("close", (e) => self.note("close", e.code))
+        this.addEventListener("message", (e) => self.note("in", JSON.parse(e.data)))
+      }
+      send(data) {
+        self.note("out", JSON.parse(data))
+        super.send(data)
       }
     }
     this.synk = new Synk(url, { WebSocket: TrackedWebSocket, backoff: { min: 50, max: 1000 }, random })
@@ -79,6 +91,23 @@ class Client {
       this.closes++
     })
     this.synk.setSubscription(subset(0.5))
+  }
+
+  /** One line of the trace: ms since start, what, detail. */
+  note(what, detail = null) {
+    this.trace.push([Date.now() - this.t0, what, detail])
+  }
+
+  /** The trace lines that concern `ids`: their messages, snapshots, subscriptions and socket events. */
+  traceOf(ids) {
+    const wanted = new Set(ids)
+    const out = []
+    for (const [t, what, d] of this.trace) {
+      if (what !== "in" && what !== "out") out.push([t, what, d])
+      else if (d.method === "snap") out.push([t, what, { method: "snap", sKey: d.sKey, n: d.ids.length, has: d.ids.filter((i) => wanted.has(i)) }])
+      else if (d.id === undefined || wanted.has(d.id)) out.push([t, what, d])
+    }
+    return out
   }
 
   /** One random change of subscription: mostly a key or two in or out, sometimes a whole new set. */
@@ -110,11 +139,13 @@ class Client {
     next()
   }
 
-  pause() {
+  pause(noted = true) {
+    if (noted) this.note("pause")
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.pause()
   }
 
-  resume() {
+  resume(noted = true) {
+    if (noted) this.note("resume")
     if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.resume()
   }
 
@@ -122,7 +153,8 @@ class Client {
   slow(ms) {
     clearInterval(this.slowTimer)
     let tick = 0
-    this.slowTimer = setInterval(() => (tick++ % 5 === 0 ? this.resume() : this.pause()), 10)
+    this.note("slow", ms)
+    this.slowTimer = setInterval(() => (tick++ % 5 === 0 ? this.resume(false) : this.pause(false)), 10)
     clearTimeout(this.stallTimer)
     this.stallTimer = setTimeout(() => this.heal(), ms)
   }
@@ -198,6 +230,10 @@ lines.on("line", (line) => {
     case "heal":
       for (const c of clients) c.heal()
       return answer({ seq, ok: true })
+    case "trace": {
+      const c = clients.find((x) => x.name === cmd.client)
+      return answer({ seq, ok: true, trace: c ? c.traceOf(cmd.ids) : [] })
+    }
     case "report":
       return answer({ seq, ok: true, clients: clients.map((c) => c.report()) })
     case "quit":

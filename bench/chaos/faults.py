@@ -19,6 +19,7 @@ pubsub-kill    ``CLIENT KILL ID`` one of the gateways' pub/sub connections
 net-cut        reset every connection between a gateway and Redis (its proxy) and
                refuse new ones for 0.5-4 s
 net-stall      stop the bytes between a gateway and Redis for 2-6 s, connections open
+none           nothing: the control, only the simulation and the clients' churn
 ============== ==========================================================================
 """
 
@@ -156,7 +157,12 @@ async def net_stall(cluster: Cluster, rng: random.Random) -> str:
     return f"gateway{i} stalled {stall:.1f}s"
 
 
+async def nothing(cluster: Cluster, rng: random.Random) -> str:
+    return "no fault"
+
+
 FAULTS: dict[str, Callable[[Cluster, random.Random], Awaitable[str]]] = {
+    "none": nothing,
     "redis-kill": redis_kill,
     "redis-wipe": redis_wipe,
     "redis-stop": redis_stop,
