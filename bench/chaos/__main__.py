@@ -52,6 +52,7 @@ class StormResult:
     sim_orphans: int = 0
     sim_stats: dict[str, int] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    orphans: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
 
@@ -78,6 +79,7 @@ class StormResult:
             "sim": self.sim_stats,
             "crashes": self.crashes,
             "examples": self.examples,
+            "orphans": self.orphans,
         }
 
 
@@ -146,7 +148,13 @@ async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> S
     result.objects = len(store)
     result.clients = len(divergences)
     result.sim_lost = len(owned - set(store))
-    result.sim_orphans = len(set(store) - owned)
+    orphans = set(store) - owned
+    result.sim_orphans = len(orphans)
+    failed_deletes, dropped = set(quiet.get("failed_deletes", [])), set(quiet.get("dropped", []))
+    for oid in sorted(orphans)[:5]:
+        why = "its delete failed" if oid in failed_deletes else "reload() reported it missing" if oid in dropped else "unknown"
+        cluster.log(f"  orphan {oid} (stored, not owned by the simulation: {why}): {store[oid]}")
+        result.orphans.append({"id": oid, "why": why, "store": [store[oid].key, store[oid].version, store[oid].incarnation]})
     result.crashes = cluster.crashes[crashes_before:]
     for name, d in sorted(divergences.items()):
         result.missing += d.missing

@@ -57,6 +57,10 @@ class Simulation:
         self.things: dict[str, Thing] = {}
         #: ids whose delete the store confirmed: free to create again
         self.graveyard: list[str] = []
+        #: ids the simulation let go of while the store may still hold them: deletes
+        #: whose flush failed, and things reload() reported missing (to explain orphans)
+        self.failed_deletes: list[str] = []
+        self.dropped: list[str] = []
         self.stats: dict[str, int] = dict.fromkeys(
             ("ticks", "flushes", "failed_flushes", "reloads", "reload_errors", "lost", "created", "deleted", "moved", "changed"), 0
         )
@@ -100,6 +104,7 @@ class Simulation:
             await self.world.flush()
         except synk.WriteError as exc:
             self.stats["failed_flushes"] += 1
+            self.failed_deletes.extend(deleted)
             log.warning("flush failed (%s); reloading", str(exc)[:200])
             await self.recover()
             return False
@@ -122,6 +127,7 @@ class Simulation:
         for obj in report.missing:
             if self.things.pop(obj.id, None) is not None:
                 self.stats["lost"] += 1
+                self.dropped.append(obj.id)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -153,7 +159,15 @@ async def run(args: argparse.Namespace) -> None:
                 # recovered from if it failed); this empty flush is a no-op.
                 state["quiet"] = False
                 await sim.flush([])
-                emit({"quiet": True, "owned": sorted(sim.things), "stats": sim.stats})
+                emit(
+                    {
+                        "quiet": True,
+                        "owned": sorted(sim.things),
+                        "stats": sim.stats,
+                        "failed_deletes": sim.failed_deletes[-500:],
+                        "dropped": sim.dropped[-500:],
+                    }
+                )
                 continue
             if not state["running"]:
                 await wake.wait()
