@@ -74,7 +74,12 @@ class Simulation:
         self.stats["created"] += 1
 
     def mutate(self) -> list[str]:
-        """One tick's changes; returns the ids deleted in it."""
+        """One tick's changes; returns the ids deleted in it.
+
+        Moves are logged (``move ID FROM->TO v VERSION``, the version the move
+        lands at), so that a missing object's path through the keys can be
+        followed in ``sim.log`` next to a client's trace.
+        """
         rng = self.rng
         ids = list(self.things)
         for oid in rng.sample(ids, min(CHANGES_PER_TICK, len(ids))):
@@ -85,7 +90,9 @@ class Simulation:
             self.stats["changed"] += 1
         for oid in rng.sample(ids, min(MOVES_PER_TICK, len(ids))):
             thing = self.things[oid]
+            was = thing.k
             thing.k = (thing.k + rng.randrange(1, KEYS)) % KEYS
+            log.info("move %s %d->%d v%d", oid, was, thing.k, thing.version + 1)
             self.stats["moved"] += 1
         deleted: list[str] = []
         if ids and rng.random() < DELETE_CHANCE:
