@@ -131,7 +131,10 @@ async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> S
     await cluster.tell_fleets({"cmd": "churn", "on": False})
     cluster.sim.send({"cmd": "quiet"})
     quiet = await cluster.sim.read(120)
-    result.sim_stats = quiet.get("stats", {})
+    # The simulation counts since it started: the storm's share is the difference.
+    totals: dict[str, int] = quiet.get("stats", {})
+    result.sim_stats = {k: v - cluster.sim_totals.get(k, 0) for k, v in totals.items()}
+    cluster.sim_totals = totals
     cluster.log("simulation quiet; waiting for the mirrors")
 
     t0 = time.monotonic()

@@ -64,6 +64,8 @@ class Cluster:
         self._t0 = time.monotonic()
         #: what happened during the current storm, for the report
         self.events: list[str] = []
+        #: the simulation's counters at the end of the last storm
+        self.sim_totals: dict[str, int] = {}
         #: processes that died without the harness killing them
         self.crashes: list[str] = []
 
