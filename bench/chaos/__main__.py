@@ -1,0 +1,315 @@
+"""The orchestrator: ``python -m bench.chaos`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import chaos
+from bench.chaos.cluster import Cluster
+from bench.chaos.compare import Divergence, compare
+from bench.chaos.faults import FAULTS
+from bench.chaos.redis_ctl import StoredObject, read_store
+from bench.fanout.common import BenchError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+#: Seconds between two looks at the mirrors while waiting for convergence.
+POLL_S = 0.5
+#: Faults per second of storm (at least one per storm).
+FAULT_RATE = 1 / 5
+
+
+@dataclass
+class StormResult:
+    """One row of the table."""
+
+    index: int
+    seed: int
+    faults: list[str] = field(default_factory=list)
+    objects: int = 0
+    clients: int = 0
+    missing: int = 0
+    extra: int = 0
+    wrong: int = 0
+    diverged_clients: int = 0
+    converge_s: float | None = None
+    #: objects the simulation owns that the store lacks, and stored objects it does not own
+    sim_lost: int = 0
+    sim_orphans: int = 0
+    sim_stats: dict[str, int] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    orphans: list[dict[str, Any]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    crashes: list[str] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        """Some mirror still differed from the store at the deadline."""
+        return self.converge_s is None
+
+    def summary(self) -> dict[str, Any]:
+        """The storm in the JSON line."""
+        return {
+            "storm": self.index,
+            "seed": self.seed,
+            "faults": self.faults,
+            "objects": self.objects,
+            "clients": self.clients,
+            "missing": self.missing,
+            "extra": self.extra,
+            "wrong": self.wrong,
+            "diverged_clients": self.diverged_clients,
+            "converge_s": None if self.converge_s is None else round(self.converge_s, 2),
+            "sim_lost": self.sim_lost,
+            "sim_orphans": self.sim_orphans,
+            "sim": self.sim_stats,
+            "crashes": self.crashes,
+            "examples": self.examples,
+            "orphans": self.orphans,
+        }
+
+
+async def mirrors_vs_store(cluster: Cluster) -> tuple[dict[str, StoredObject], dict[str, Divergence]]:
+    """The store, and each client's divergence from it."""
+    store = await read_store(cluster.redis.url)
+    divergences: dict[str, Divergence] = {}
+    reports = await asyncio.gather(*(f.ask({"cmd": "report"}) for f in cluster.fleets if f is not None))
+    for report in reports:
+        for client in report["clients"]:
+            divergences[client["name"]] = compare(store, client)
+    return store, divergences
+
+
+async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> StormResult:
+    """One storm: run with faults, heal, quiet, then wait for every mirror to equal the store."""
+    seed = args.seed * 1000 + index
+    rng = random.Random(seed)
+    result = StormResult(index, seed)
+    cluster.events = []
+    crashes_before = len(cluster.crashes)
+    assert cluster.sim is not None
+    kinds = args.faults
+    count = max(1, round(args.duration * FAULT_RATE))
+    plan = sorted((rng.uniform(0.5, max(0.6, args.duration * 0.8)), rng.choice(kinds)) for _ in range(count))
+    result.faults = [kind for _, kind in plan]
+    cluster.log(f"storm {index} (seed {seed}): {args.duration:g} s, faults {', '.join(f'{k}@{t:.1f}s' for t, k in plan)}")
+
+    async def strike(at: float, kind: str, fault_rng: random.Random) -> None:
+        await asyncio.sleep(at)  # the fault's moment in the storm
+        try:
+            what = await FAULTS[kind](cluster, fault_rng)
+        except (BenchError, OSError, RuntimeError) as exc:
+            cluster.log(f"fault {kind} could not complete: {exc}")
+            return
+        cluster.log(f"fault {kind}: {what}")
+
+    cluster.sim.send({"cmd": "go"})
+    await cluster.tell_fleets({"cmd": "churn", "on": True})
+    strikes = [asyncio.create_task(strike(at, kind, random.Random(rng.random()))) for at, kind in plan]
+    try:
+        await asyncio.sleep(args.duration)  # the storm's length
+        # Faults heal themselves; a long one may outlast the storm.
+        await asyncio.wait_for(asyncio.gather(*strikes), 60)
+    finally:
+        for task in strikes:
+            task.cancel()
+    await cluster.heal_all()
+    await cluster.tell_fleets({"cmd": "churn", "on": False})
+    cluster.sim.send({"cmd": "quiet"})
+    quiet = await cluster.sim.read(120)
+    # The simulation counts since it started: the storm's share is the difference.
+    totals: dict[str, int] = quiet.get("stats", {})
+    result.sim_stats = {k: v - cluster.sim_totals.get(k, 0) for k, v in totals.items()}
+    cluster.sim_totals = totals
+    cluster.log("simulation quiet; waiting for the mirrors")
+
+    t0 = time.monotonic()
+    deadline = t0 + args.converge_timeout
+    while True:
+        store, divergences = await mirrors_vs_store(cluster)
+        if all(d.total == 0 for d in divergences.values()):
+            result.converge_s = time.monotonic() - t0
+            break
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(POLL_S)  # poll interval; the deadline bounds the wait
+    owned = set(quiet.get("owned", []))
+    result.objects = len(store)
+    result.clients = len(divergences)
+    result.sim_lost = len(owned - set(store))
+    orphans = set(store) - owned
+    result.sim_orphans = len(orphans)
+    failed_deletes, dropped = set(quiet.get("failed_deletes", [])), set(quiet.get("dropped", []))
+    for oid in sorted(orphans)[:5]:
+        why = "its delete failed" if oid in failed_deletes else "reload() reported it missing" if oid in dropped else "unknown"
+        cluster.log(f"  orphan {oid} (stored, not owned by the simulation: {why}): {store[oid]}")
+        result.orphans.append({"id": oid, "why": why, "store": [store[oid].key, store[oid].version, store[oid].incarnation]})
+    result.crashes = cluster.crashes[crashes_before:]
+    for name, d in sorted(divergences.items()):
+        result.missing += d.missing
+        result.extra += d.extra
+        result.wrong += d.wrong
+        if d.total:
+            result.diverged_clients += 1
+            for kind, oid, mirror, stored in d.examples:
+                result.examples.append({"client": name, "kind": kind, "id": oid, "mirror": mirror, "store": stored})
+    if result.diverged:
+        counts = f"missing {result.missing}, extra {result.extra}, wrong {result.wrong}"
+        cluster.log(f"storm {index} DIVERGED: {result.diverged_clients} clients, {counts}")
+        for e in result.examples[:12]:
+            cluster.log(f"  {e['client']} {e['kind']} {e['id']}: mirror {e['mirror']} store {e['store']}")
+        await save_traces(cluster, index, divergences)
+    else:
+        cluster.log(f"storm {index} converged in {result.converge_s:.2f} s")
+    result.events = list(cluster.events)
+    return result
+
+
+async def save_traces(cluster: Cluster, index: int, divergences: dict[str, Divergence]) -> None:
+    """What each diverged client saw of its diverged objects, into the log folder (``trace-S-CLIENT.json``)."""
+    for name, d in divergences.items():
+        if not d.total:
+            continue
+        ids = [oid for _, oid, _, _ in d.examples]
+        for fleet in cluster.fleets:
+            if fleet is None or not name.startswith(fleet.child.name.replace("clients", "c") + "."):
+                continue
+            answer = await fleet.ask({"cmd": "trace", "client": name, "ids": ids})
+            path = cluster.logdir / f"trace-{index}-{name}.json"
+            path.write_text(json.dumps({"client": name, "ids": ids, "trace": answer.get("trace", [])}, indent=None))
+            cluster.log(f"  trace of {name}: {path}")
+
+
+def table(results: list[StormResult]) -> str:
+    """One row per storm."""
+    head = ("storm", "seed", "faults", "objects", "clients", "missing", "extra", "wrong v", "converge s", "sim lost/orphans")
+    rows = [head]
+    for r in results:
+        faults = ", ".join(f"{k}x{n}" if n > 1 else k for k, n in Counter(r.faults).items())
+        conv = f"{r.converge_s:.2f}" if r.converge_s is not None else "DIVERGED"
+        counts = (str(r.objects), str(r.clients), str(r.missing), str(r.extra), str(r.wrong))
+        rows.append((str(r.index), str(r.seed), faults, *counts, conv, f"{r.sim_lost}/{r.sim_orphans}"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+async def orchestrate(args: argparse.Namespace) -> int:
+    """The whole run; returns the exit code."""
+    logdir = Path(tempfile.mkdtemp(prefix="synk-chaos-logs-"))
+    cluster = Cluster(args, logdir)
+    results: list[StormResult] = []
+    failed: str | None = None
+    started = time.monotonic()
+    print(
+        f"chaos: {args.storms} storm(s) of {args.duration:g} s, seed {args.seed}, {args.clients} clients in {args.client_procs} "
+        f"process(es), {args.gateways} gateway(s), faults {','.join(args.faults)}; logs in {logdir}",
+        file=sys.stderr,
+    )
+    try:
+        await cluster.start()
+        for index in range(args.storms):
+            result = await run_storm(cluster, args, index)
+            results.append(result)
+            if result.diverged and index + 1 < args.storms:
+                cluster.log("replacing every client process, so that the next storm starts from fresh mirrors")
+                await cluster.replace_fleets()
+        if cluster.sim is not None:
+            cluster.sim.send({"cmd": "stop"})
+            with contextlib.suppress(BenchError):
+                await cluster.sim.read(30)
+    except (BenchError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
+        failed = f"{type(exc).__name__}: {exc}"
+        print(f"chaos: the harness failed: {failed}", file=sys.stderr)
+    finally:
+        await cluster.close()
+    diverged = [r for r in results if r.diverged]
+    print(table(results))
+    out = {
+        "bench": "chaos",
+        "seed": args.seed,
+        "storms": len(results),
+        "diverged": len(diverged),
+        "converged": len(results) - len(diverged),
+        "clients": args.clients,
+        "gateways": args.gateways,
+        "faults": args.faults,
+        "duration": args.duration,
+        "max_converge_s": max((r.converge_s for r in results if r.converge_s is not None), default=None),
+        "error": failed,
+        "seconds": round(time.monotonic() - started, 1),
+        "results": [r.summary() for r in results],
+        "logs": str(logdir) if (diverged or failed or args.keep_logs) else None,
+    }
+    print(json.dumps(out))
+    if not (diverged or failed or args.keep_logs):
+        shutil.rmtree(logdir, ignore_errors=True)
+    if failed:
+        return 2
+    return 1 if diverged else 0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (``--role`` is internal: the simulation child)."""
+    ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=(chaos.__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--storms", type=int, default=5, help="storms in the run (default 5)")
+    ap.add_argument("--seed", type=int, default=1, help="replays the same faults, churn and simulation (timing aside)")
+    ap.add_argument("--clients", type=int, default=30, help="Node clients (default 30)")
+    ap.add_argument("--client-procs", dest="client_procs", type=int, default=3, help="Node processes the clients run in (default 3)")
+    ap.add_argument("--gateways", type=int, default=2, help="gateway processes (default 2)")
+    ap.add_argument("--duration", type=float, default=12.0, help="seconds of simulation and faults per storm (default 12)")
+    ap.add_argument("--faults", default=",".join(FAULTS), help=f"comma list of fault kinds (default all: {','.join(FAULTS)})")
+    ap.add_argument("--converge-timeout", dest="converge_timeout", type=float, default=25.0, help="seconds mirrors get to converge")
+    ap.add_argument("--keep-logs", dest="keep_logs", action="store_true", help="keep the processes' logs even when all is well")
+    ap.add_argument("--role", default="main", help=argparse.SUPPRESS)
+    ap.add_argument("--redis", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    kinds = [k.strip() for k in args.faults.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in FAULTS]
+    if unknown or not kinds:
+        ap.error(f"unknown fault kind(s) {unknown}; choose from {','.join(FAULTS)}")
+    args.faults = kinds
+    if args.storms < 1 or args.gateways < 1 or args.client_procs < 1 or args.clients < args.client_procs:
+        ap.error("--storms, --gateways and --client-procs must be at least 1, and --clients at least --client-procs")
+    return args
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    """``orchestrate`` with SIGTERM turned into a cancellation, so that cleanup runs."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    return await orchestrate(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the orchestrator, or the simulation child with ``--role sim``."""
+    args = parse_args(argv)
+    if args.role == "sim":
+        from bench.chaos import sim
+
+        sim.main(args)
+        return 0
+    try:
+        return asyncio.run(main_async(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("chaos: interrupted; every process it started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The faults a storm draws from, each of which strikes and heals itself.
+
+============== ==========================================================================
+kind           what happens
+============== ==========================================================================
+redis-kill     ``kill -9`` Redis, restart it on the same port 0.2-2 s later with its
+               data (append-only file): acknowledged writes survive
+redis-wipe     the same, but the data files are deleted first: the store comes back
+               empty, the simulation's next flush fails, it reloads, loses every
+               object and creates new ones (the losses are the store's: mirrors must
+               follow it, so they are not counted as divergence)
+redis-stop     SIGSTOP Redis for 2-4 s, then SIGCONT
+gateway-kill   ``kill -9`` a gateway, restart it on its port 0.2-2 s later
+client-kill    ``kill -9`` a client process (several clients), start a replacement
+client-slow    a third of the clients of a process read slowly for 3-8 s
+client-stall   1-3 clients of a process stop reading for 4-14 s (past the gateway's
+               10 s ``stuck_timeout``, it closes them with 4408)
+pubsub-kill    ``CLIENT KILL ID`` one of the gateways' pub/sub connections
+net-cut        reset every connection between a gateway and Redis (its proxy) and
+               refuse new ones for 0.5-4 s
+net-stall      stop the bytes between a gateway and Redis for 2-6 s, connections open
+none           nothing: the control, only the simulation and the clients' churn
+============== ==========================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from bench.chaos.redis_ctl import kill_client, pubsub_clients, wait_started
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Awaitable, Callable
+
+    from bench.chaos.cluster import Cluster
+
+__all__ = ["FAULTS"]
+
+
+async def redis_kill(cluster: Cluster, rng: random.Random, *, wipe: bool = False) -> str:
+    async with cluster.lock("redis"):
+        cluster.redis.kill()
+        down = rng.uniform(0.2, 2.0)
+        cluster.log(f"redis killed (-9){', data wiped' if wipe else ''}; restart in {down:.1f} s")
+        await asyncio.sleep(down)  # the outage itself
+        if wipe:
+            cluster.redis.wipe()
+        await wait_started(cluster.redis)
+        cluster.log("redis restarted")
+    return f"redis down {down:.1f}s"
+
+
+async def redis_wipe(cluster: Cluster, rng: random.Random) -> str:
+    return await redis_kill(cluster, rng, wipe=True)
+
+
+async def redis_stop(cluster: Cluster, rng: random.Random) -> str:
+    async with cluster.lock("redis"):
+        if not cluster.redis.running:
+            return "redis not running"
+        frozen = rng.uniform(2.0, 4.0)
+        cluster.redis.freeze()
+        cluster.log(f"redis SIGSTOP for {frozen:.1f} s")
+        await asyncio.sleep(frozen)  # the outage itself
+        cluster.redis.thaw()
+        cluster.log("redis SIGCONT")
+    return f"redis frozen {frozen:.1f}s"
+
+
+async def gateway_kill(cluster: Cluster, rng: random.Random) -> str:
+    i = rng.randrange(len(cluster.gateways))
+    async with cluster.lock(f"gateway{i}"):
+        gateway = cluster.gateways[i]
+        if gateway is not None:
+            cluster.kill9(gateway)
+            await gateway.proc.wait()
+        down = rng.uniform(0.2, 2.0)
+        cluster.log(f"gateway{i} killed (-9); restart in {down:.1f} s")
+        await asyncio.sleep(down)  # the outage itself
+        await cluster.start_gateway(i)
+        cluster.log(f"gateway{i} restarted")
+    return f"gateway{i} down {down:.1f}s"
+
+
+async def client_kill(cluster: Cluster, rng: random.Random) -> str:
+    j = rng.randrange(len(cluster.fleets))
+    async with cluster.lock(f"fleet{j}"):
+        fleet = cluster.fleets[j]
+        if fleet is not None:
+            cluster.kill9(fleet.child)
+            await fleet.child.proc.wait()
+        cluster.log(f"client process {j} killed (-9); replacing it")
+        await cluster.start_fleet(j)
+        fresh = cluster.fleets[j]
+        if fresh is not None:
+            await fresh.ask({"cmd": "churn", "on": True})
+    return f"clients{j} replaced"
+
+
+async def _fleet_cmd(cluster: Cluster, rng: random.Random, what: str, n: int, ms: int) -> str:
+    j = rng.randrange(len(cluster.fleets))
+    async with cluster.lock(f"fleet{j}"):
+        fleet = cluster.fleets[j]
+        if fleet is None or not fleet.child.alive:
+            return f"clients{j} not running"
+        answer = await fleet.ask({"cmd": what, "n": n, "ms": ms})
+    cluster.log(f"{what} for {ms} ms: {', '.join(answer.get('who', []))}")
+    return f"{what} {len(answer.get('who', []))} clients {ms / 1000:.1f}s"
+
+
+async def client_slow(cluster: Cluster, rng: random.Random) -> str:
+    n = max(1, cluster.fleet_sizes()[0] // 3)
+    return await _fleet_cmd(cluster, rng, "slow", n, rng.randrange(3000, 8000))
+
+
+async def client_stall(cluster: Cluster, rng: random.Random) -> str:
+    return await _fleet_cmd(cluster, rng, "stall", rng.randint(1, 3), rng.randrange(4000, 14000))
+
+
+async def pubsub_kill(cluster: Cluster, rng: random.Random) -> str:
+    async with cluster.lock("redis"):
+        if not cluster.redis.running:
+            return "redis not running"
+        ids = await pubsub_clients(cluster.redis.url)
+        if not ids:
+            cluster.log("pubsub-kill: no pub/sub connection to kill")
+            return "no pubsub connection"
+        victim = rng.choice(ids)
+        killed = await kill_client(cluster.redis.url, victim)
+        cluster.log(f"CLIENT KILL ID {victim} (one of {len(ids)} pub/sub connections): {killed}")
+    return f"pubsub {victim} killed"
+
+
+async def net_cut(cluster: Cluster, rng: random.Random) -> str:
+    i = rng.randrange(len(cluster.proxies))
+    async with cluster.lock(f"proxy{i}"):
+        cut = rng.uniform(0.5, 4.0)
+        cluster.proxies[i].cut()
+        cluster.log(f"network gateway{i}<->redis cut for {cut:.1f} s")
+        await asyncio.sleep(cut)  # the outage itself
+        cluster.proxies[i].heal()
+        cluster.log(f"network gateway{i}<->redis back")
+    return f"gateway{i} cut {cut:.1f}s"
+
+
+async def net_stall(cluster: Cluster, rng: random.Random) -> str:
+    i = rng.randrange(len(cluster.proxies))
+    async with cluster.lock(f"proxy{i}"):
+        stall = rng.uniform(2.0, 6.0)
+        cluster.proxies[i].stall()
+        cluster.log(f"network gateway{i}<->redis stalled for {stall:.1f} s")
+        await asyncio.sleep(stall)  # the outage itself
+        cluster.proxies[i].heal()
+        cluster.log(f"network gateway{i}<->redis flowing")
+    return f"gateway{i} stalled {stall:.1f}s"
+
+
+async def nothing(cluster: Cluster, rng: random.Random) -> str:
+    return "no fault"
+
+
+FAULTS: dict[str, Callable[[Cluster, random.Random], Awaitable[str]]] = {
+    "none": nothing,
+    "redis-kill": redis_kill,
+    "redis-wipe": redis_wipe,
+    "redis-stop": redis_stop,
+    "gateway-kill": gateway_kill,
+    "client-kill": client_kill,
+    "client-slow": client_slow,
+    "client-stall": client_stall,
+    "pubsub-kill": pubsub_kill,
+    "net-cut": net_cut,
+    "net-stall": net_stall,
+}
