@@ -55,6 +55,7 @@ def test_a_stored_value_is_parsed_as_the_guard_line_and_the_add_message() -> Non
     assert parse_value("zone:4", "x1", value) == StoredObject("zone:4", 7, "tok123", {"k": 4, "n": 6})
     with pytest.raises(ValueError, match="naming"):
         parse_value("zone:5", "x1", value)
+    assert parse_value("zone:4", "x1", b"tok123:8\n>zone:5\n" + value.split(b"\n", 1)[1]) is None  # a move's mark
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("node") is None, reason="needs redis-server and node")

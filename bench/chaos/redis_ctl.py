@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from bench.chaos.common import ALL_KEYS, PREFIX
 from bench.redis_server import free_port
+from synk.store.base import Stored
 
 __all__ = ["ChaosRedis", "StoredObject", "read_store"]
 
@@ -127,14 +128,15 @@ class ChaosRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def parse_value(key: str, oid: str, value: bytes) -> StoredObject:
-    """A stored hash value: the ``token:version`` guard line, a newline, the object's ``add`` message."""
-    guard, _, record = value.partition(b"\n")
-    token, _, version = guard.decode().rpartition(":")
-    msg = json.loads(record)
+def parse_value(key: str, oid: str, value: bytes) -> StoredObject | None:
+    """A stored hash value (``synk.store.base.Stored``): the object, or None for the mark of a half-way write."""
+    stored = Stored.parse(key, oid, value)
+    if not stored.live:
+        return None
+    msg = json.loads(stored.record)
     if msg.get("id") != oid or msg.get("sKey") != key:
         raise ValueError(f"object {oid!r} in {key!r} has a record naming {msg.get('id')!r} in {msg.get('sKey')!r}")
-    return StoredObject(key, int(version), token, msg["state"])
+    return StoredObject(key, stored.version, stored.token, msg["state"])
 
 
 async def read_store(url: str, keys: list[str] = ALL_KEYS) -> dict[str, StoredObject]:
@@ -151,9 +153,12 @@ async def read_store(url: str, keys: list[str] = ALL_KEYS) -> dict[str, StoredOb
     for key, pairs in zip(keys, replies, strict=True):
         for raw_id, value in pairs.items():
             oid = raw_id.decode()
+            obj = parse_value(key, oid, value)
+            if obj is None:
+                continue
             if oid in out:
                 raise ValueError(f"object {oid!r} is stored in both {out[oid].key!r} and {key!r}")
-            out[oid] = parse_value(key, oid, value)
+            out[oid] = obj
     return out
 
 
