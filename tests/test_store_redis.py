@@ -239,7 +239,9 @@ async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list
         await world.flush()
         agents[0].name = "pending"
         await world.reload()  # fetch
-    assert {name for name, _keys, _args in recorded} == {"set", "apply", "release", "hgetall", "hmget"}
+        await world.store.claims([agents[0].id])  # get (load() reads claims to settle half-way writes)
+        await world.store.post(b"{}")  # post
+    assert {name for name, _keys, _args in recorded} == {"set", "apply", "release", "hgetall", "hmget", "get", "post"}
     for name, keys, _args in recorded:
         assert keys, name
         assert len({key_slot(k.encode()) for k in keys}) == 1, (name, keys)
@@ -253,6 +255,8 @@ async def test_every_script_call_touches_one_slot(redis_url: str, recorded: list
         elif name in ("hgetall", "hmget"):
             [objects] = keys
             assert objects.endswith("}:o")
+        elif name == "post":
+            assert keys == [f"{prefix}{{msgs}}", f"{prefix}{{msgs}}:bytes", f"{prefix}{{msgs}}:reader"]
         else:
             [id_key] = keys
             assert id_key.startswith(f"{prefix}id:{{")
