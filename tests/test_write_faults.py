@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.chaos.proxy import Proxy
 
 import synk
 from synk.store.redis import RedisStore
 from tests.gateway_env import until_async
 from tests.models import Agent
-from tests.proxy import Proxy
 from tests.redis_env import world_on
 from tests.redis_process import RedisProcess
 from tests.store_invariant import read_state, violations
@@ -96,7 +96,7 @@ async def recovered(world: synk.World, url: str, deleted: list[Agent]) -> synk.R
 
 @asynccontextmanager
 async def faulty(redis_process: RedisProcess) -> AsyncIterator[tuple[Proxy, synk.World]]:
-    async with Proxy(redis_process.port) as proxy, world_on(proxy.url("?socket_timeout=1"), Agent, prefix=PREFIX) as world:
+    async with Proxy(redis_process.port) as proxy, world_on(proxy.url + "?socket_timeout=1", Agent, prefix=PREFIX) as world:
         yield proxy, world
 
 
@@ -118,15 +118,15 @@ async def test_a_connection_cut_anywhere_in_a_flush(redis_process: RedisProcess,
                 return value is not None and value.split(b"\n", 1)[1].startswith(prefix)
 
             await until_async(there, f"{oid} applied in {key}")
-            proxy.block()
+            proxy.cut()
 
         if point == "before":
-            proxy.block()
+            proxy.cut()
         elif point == "during phase 1":
             proxy.hold_replies()  # Redis applies phase 1; its replies never arrive
             patch_phase(world, "_phase1", lambda: asyncio.get_running_loop().create_task(landed("world:0|0", mover.id, b">")))
         elif point == "between phases":
-            patch_phase(world, "_phase2", proxy.block)
+            patch_phase(world, "_phase2", proxy.cut)
         else:
 
             def hold_then_cut() -> None:
@@ -138,8 +138,7 @@ async def test_a_connection_cut_anywhere_in_a_flush(redis_process: RedisProcess,
             await asyncio.wait_for(world.flush(), 30)
         assert {f.reason for f in info.value.failures} == {"connection"}
         await check(redis_process.url, settled=False)
-        proxy.resume()
-        proxy.unblock()
+        proxy.heal()
         await recovered(world, redis_process.url, deleted)
         await r.aclose()
 
@@ -250,7 +249,7 @@ async def test_a_timed_out_flush_that_redis_runs_after_the_reload(redis_process:
         report = await asyncio.wait_for(world.reload(), 30)
         assert report.missing == []
         assert {a.id: a._synk_skey for a in movers} == {f"a{i}": f"world:{i % 4}|0" for i in range(6)}  # as stored then
-        proxy.resume()  # the take-outs run now
+        proxy.heal()  # the take-outs run now
 
         async def taken_out() -> bool:
             state = await read_state(redis_process.url, PREFIX)

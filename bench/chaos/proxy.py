@@ -1,17 +1,25 @@
-"""A tiny TCP proxy between a gateway and Redis, which can cut or stall the network.
+"""A tiny TCP proxy in front of a Redis, which can cut or stall the network.
 
-It runs in the orchestrator's event loop. ``cut()`` resets every
-connection through it and refuses new ones until ``heal()``: what a
-gateway sees when the network between it and Redis fails. ``stall()``
-keeps every connection open but stops moving bytes (both ways) until
-``heal()``: a network that silently drops packets, or a Redis that is
-alive but unreachable.
+The storm harness puts one between each gateway and Redis; the write-path
+fault tests (tests/test_write_faults.py) put one between a world and Redis.
+It runs in the caller's event loop:
+
+- ``cut()`` resets every connection through it and refuses new ones until
+  ``heal()``: a network that fails;
+- ``stall()`` keeps every connection open but stops moving bytes (both
+  ways) until ``heal()``: a network that silently drops packets;
+- ``hold_replies()`` forwards requests but holds Redis's replies: calls
+  land, their outcome unknown to the client;
+- ``hold_existing()`` holds what the connections open now send, while new
+  connections flow: at ``heal()`` Redis runs those requests late, even if
+  their client gave up and closed the connection meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Self
 
 __all__ = ["Proxy"]
 
@@ -29,6 +37,11 @@ class Proxy:
         #: set while bytes may flow; cleared by ``stall()``
         self._flowing = asyncio.Event()
         self._flowing.set()
+        #: set while Redis's replies may flow; cleared by ``hold_replies()``
+        self._replies = asyncio.Event()
+        self._replies.set()
+        #: per connection, set while its requests may flow; cleared by ``hold_existing()``
+        self._gates: set[asyncio.Event] = set()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -49,11 +62,18 @@ class Proxy:
             self._server.close()
             self._server = None
         self._abort_all()
-        self._flowing.set()
+        self.heal()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def cut(self) -> None:
         """Reset every connection, and refuse new ones until ``heal()``."""
@@ -64,15 +84,27 @@ class Proxy:
         """Stop forwarding bytes (connections stay open) until ``heal()``."""
         self._flowing.clear()
 
+    def hold_replies(self) -> None:
+        """Forward requests, but hold Redis's replies until ``heal()``."""
+        self._replies.clear()
+
+    def hold_existing(self) -> None:
+        """Hold what the connections open now send to Redis until ``heal()``; new connections flow."""
+        for gate in self._gates:
+            gate.clear()
+
     def heal(self) -> None:
-        """Accept and forward again."""
+        """Accept and forward again, what was held back included."""
         self.refusing = False
         self._flowing.set()
+        self._replies.set()
+        for gate in self._gates:
+            gate.set()
 
     @property
     def healthy(self) -> bool:
         """Neither cut nor stalled."""
-        return not self.refusing and self._flowing.is_set()
+        return not self.refusing and self._flowing.is_set() and self._replies.is_set() and all(g.is_set() for g in self._gates)
 
     def _abort_all(self) -> None:
         for writer in list(self._links):
@@ -93,25 +125,39 @@ class Proxy:
             up_writer.transport.abort()
             return
         self._links.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst, writer, up_writer))
+        gate = asyncio.Event()
+        gate.set()
+        self._gates.add(gate)
+        requests = asyncio.create_task(self._pipe(reader, up_writer, (gate,), writer, up_writer))
+        replies = asyncio.create_task(self._pipe(up_reader, writer, (self._replies,), writer, up_writer))
+        for task in (requests, replies):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        replies.add_done_callback(lambda _t: self._gates.discard(gate))
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *ends: asyncio.StreamWriter) -> None:
-        """Copy ``src`` to ``dst`` while flowing; when either side ends, end both connections."""
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, gates: tuple[asyncio.Event, ...], *ends: asyncio.StreamWriter
+    ) -> None:
+        """Copy ``src`` to ``dst`` while flowing. When ``src`` closes, close ``dst`` after what
+        it sent (as TCP does); when either side breaks, reset both connections."""
         try:
             while True:
                 data = await src.read(CHUNK)
                 if not data:
                     break
                 await self._flowing.wait()
+                for gate in gates:
+                    await gate.wait()
+                if dst.transport.is_closing():
+                    return
                 dst.write(data)
                 await dst.drain()
+            with contextlib.suppress(OSError):
+                dst.write_eof()
+            return
         except (OSError, asyncio.IncompleteReadError):
             pass
-        finally:
-            for end in ends:
-                self._links.discard(end)
-                with contextlib.suppress(Exception):
-                    end.transport.abort()
+        for end in ends:
+            self._links.discard(end)
+            with contextlib.suppress(Exception):
+                end.transport.abort()
