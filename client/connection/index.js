@@ -72,6 +72,7 @@ export class Synk {
     this.objects = new Mirror({
       gapTimeout: options.gapTimeout,
       snapTimeout: options.snapTimeout,
+      goneLimit: options.goneLimit,
       setTimeout: options.setTimeout,
       clearTimeout: options.clearTimeout,
       onResync: sKey => this.#resync(sKey),
