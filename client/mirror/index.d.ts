@@ -40,7 +40,10 @@ export interface RemMessage {
   t?: string
   id: string
   sKey: string
-  /** The object's incarnation (see AddMessage.i); the mirror does not use it. */
+  /**
+   * The object's incarnation (see AddMessage.i). A rem of another
+   * incarnation or key than the mirrored object's is ignored.
+   */
   i?: string
 }
 

@@ -325,8 +325,12 @@ export class Mirror {
   }
 
   #rem(msg) {
-    this.#dropHeldId(msg.id)
     const e = this.#entries.get(msg.id)
+    // A late rem of another incarnation (the id was deleted and created
+    // again) or of another key (a leftover of a key the object left) is not
+    // about the object mirrored: removing it would lose the live one.
+    if (e && (isOtherIncarnation(e, msg) || e.sKey !== msg.sKey)) return
+    this.#dropHeldId(msg.id)
     if (!e) return
     this.#bury(e, Infinity) // that incarnation is over: no version of it is news
     this.#remove(e, msg)
@@ -544,7 +548,7 @@ export class Mirror {
 }
 
 /**
- * Whether `msg` (an add) is of another incarnation than the mirrored entry.
+ * Whether `msg` (an add or a rem) is of another incarnation than the mirrored entry.
  * Only when both name one: adds of servers that predate incarnations have
  * no `i`, and then versions alone decide, as before.
  */

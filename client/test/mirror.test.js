@@ -708,3 +708,28 @@ test("a departed object comes back at its departure version or a later one", () 
     ["new", "x", "agent", { new: 1 }], ["add", "x", 1]
   ])
 })
+
+test("rem: a late rem of another incarnation or key leaves the mirrored object", () => {
+  const { mirror, events } = setup(["k", "k2"])
+  mirror.handle(add("a", 4, { x: 4 }, { i: "A" }))
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k", i: "A" })
+  mirror.handle(add("a", 1, { x: 1 }, { i: "B" }))
+  mirror.handle(mod("a", 3, {}, { i: "B" })) // held: v2 not here yet
+  events.push("--- late rems")
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k", i: "A" }) // the old incarnation's, again
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k2", i: "B" }) // a key it is not in
+  events.push("--- its own")
+  mirror.handle(mod("a", 2, { x: 2 }, { i: "B" }))
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k", i: "B" })
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 4 }], ["add", "a", 4],
+    ["rem", "a", "rem"], ["teardown", "a"],
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1],
+    "--- late rems",
+    "--- its own",
+    ["update", "a", { x: 2 }], ["mod", "a", 2, "mod"],
+    ["update", "a", {}], ["mod", "a", 3, "mod"],
+    ["rem", "a", "rem"], ["teardown", "a"]
+  ])
+  assert.strictEqual(mirror.has("a"), false)
+})
