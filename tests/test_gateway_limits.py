@@ -424,3 +424,22 @@ async def test_a_snapshot_larger_than_the_backlog_bound_arrives_whole(backend: s
         await env.world.publish(KEY, {"method": "marker"})
         await client.wait(lambda: bool(client.of("marker")))
         await client.close()
+
+
+@pytest.mark.parametrize("depth", [129, 300, 1000])
+async def test_a_custom_message_nested_too_deep_is_a_bad_message(env: Env, depth: int) -> None:
+    # orjson parses 1,024 levels but encodes only 254: such a message used to
+    # fail inside the gateway when forwarded, answered with `internal`.
+    client = await WsClient.open(env.url)
+    frame = '{"method":"chat","x":' + "[" * depth + "]" * depth + "}"
+    error = await errors_after(client, frame)
+    assert error["code"] == "bad_message", error
+    assert error["reason"] == f"custom message fields are nested {depth} levels deep, over the limit of 128"
+    # The deepest accepted still goes through to the world.
+    ok = '{"method":"chat","x":' + "[" * 128 + "]" * 128 + "}"
+    await client.send(ok)
+    await client.send({"method": "chat", "x": "after"})
+    await until(lambda: env.gateway.metrics.messages_in == 3, "the gateway to read every frame")
+    assert env.gateway.metrics.errors.get("internal", 0) == 0
+    assert env.gateway.metrics.errors["bad_message"] == 1
+    await client.close()
