@@ -443,3 +443,47 @@ async def test_a_custom_message_nested_too_deep_is_a_bad_message(env: Env, depth
     assert env.gateway.metrics.errors.get("internal", 0) == 0
     assert env.gateway.metrics.errors["bad_message"] == 1
     await client.close()
+
+
+async def test_keys_added_and_removed_at_once_leave_no_redis_subscription(redis_url: str) -> None:
+    # A remove that overtook its key's queued subscribe used to do nothing,
+    # and the subscribe then went through: the channel stayed subscribed in
+    # Redis with no client following it, for good.
+    async with running(redis_url, rate=1e6, burst=1e6, forward_to_world=False) as env:
+        store = env.gateway.store
+        assert isinstance(store, RedisStore)
+        r = aioredis.Redis.from_url(redis_url)
+
+        @env.gateway.on("yield")
+        async def give_way(client: Any, data: dict[str, Any]) -> None:
+            # Lets the gateway's other tasks run a few steps between two frames.
+            for _ in range(int(data["steps"])):
+                await asyncio.sleep(0)
+
+        async def channels() -> set[bytes]:
+            reply: Any = await r.execute_command("PUBSUB", "SHARDCHANNELS", store.prefix + "*")  # type: ignore[no-untyped-call]
+            return set(reply)
+
+        try:
+            client = await WsClient.open(env.url)
+            await client.subscribe([KEY])
+            frames = []
+            for i in range(100):
+                key = f"churn:{i}"
+                frames.append(orjson.dumps({"method": "updateSubscription", "add": [key]}).decode())
+                frames.append(orjson.dumps({"method": "yield", "steps": i % 5}).decode())
+                frames.append(orjson.dumps({"method": "updateSubscription", "remove": [key]}).decode())
+            for frame in frames:
+                await client.conn.send(frame)
+            # A round trip through the gateway: every frame before it was handled.
+            await client.subscribe(["last"])
+            await until(lambda: not env.gateway._tasks, "the gateway's snapshot tasks to end")
+            want = {store.channel(KEY).encode(), store.channel("last").encode()}
+            await until_async(lambda: _same(channels(), want), "PUBSUB SHARDCHANNELS to hold only the followed keys")
+            await client.close()
+        finally:
+            await r.aclose()
+
+
+async def _same(value: Awaitable[set[bytes]], expected: set[bytes]) -> bool:
+    return await value == expected

@@ -341,7 +341,12 @@ class Gateway:
             session.keys.pop(key, None)
             if self.router.remove(session.id, key):
                 gone.append(key)
-                self._live.pop(key, None)
+                live = self._live.pop(key, None)
+                if live is not None and not live.done():
+                    # Its subscribe may not have started yet: it would then run
+                    # after the unsubscribe below and subscribe a key no client
+                    # follows, for good. The router's keys are the truth.
+                    live.cancel()
         self.metrics.keys = len(self.router)
         if gone:
             for key in gone:
