@@ -12,6 +12,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+import synk
+from synk.gateway import Gateway
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
@@ -331,6 +333,28 @@ async def test_rate_limit(backend: str, request: pytest.FixtureRequest) -> None:
         await client.close()
 
 
+async def test_the_rate_limit_counts_keys(backend: str, request: pytest.FixtureRequest) -> None:
+    # Each key asked for is a snapshot read and a publish: a few frames of
+    # many keys each used to pass the frame limit whatever they cost.
+    keys = [f"k:{i}" for i in range(10)]
+    async with running(store_url(backend, request), max_keys=10, key_rate=0.01) as env:
+        client = await WsClient.open(env.url)
+        await client.subscribe(keys)  # 10 of the 20 the budget holds
+        start = len(client.of("snap"))
+        await client.send({"method": "resync", "keys": keys})  # 20
+        error = await errors_after(client, {"method": "resync", "keys": keys[:1]})
+        assert error == {
+            "method": "error",
+            "code": "rate_limited",
+            "reason": "1 keys asked with 0 left of the budget of 0.01 keys a second",
+        }
+        await client.wait(lambda: len(client.of("snap")) == start + 10)
+        assert env.gateway.metrics.errors["rate_limited"] == 1
+        await client.close()
+    with pytest.raises(synk.ConfigError, match="key_burst is 5, below max_keys 10: a whole subscription could never be asked for"):
+        Gateway("memory://", max_keys=10, key_burst=5)
+
+
 def _fuzz_value(rng: random.Random, depth: int = 0) -> Any:
     pick = rng.randrange(10 if depth < 3 else 6)
     if pick == 0:
@@ -381,7 +405,7 @@ def _fuzz_frame(rng: random.Random) -> str | bytes:
 
 async def test_fuzz(backend: str, request: pytest.FixtureRequest) -> None:
     """Thousands of random frames: errors only, no internal failure, and the client still works."""
-    async with running(store_url(backend, request), rate=1e9, burst=1e9, max_keys=50) as env:
+    async with running(store_url(backend, request), rate=1e9, burst=1e9, key_rate=1e9, max_keys=50) as env:
         env.world.create(Agent(id="fz"))
         await env.world.flush()
         rng = random.Random(1234)

@@ -77,6 +77,10 @@ class GatewayConfig:
     stuck_timeout: float = 10.0
     rate: float = 50.0
     burst: float = 200.0
+    #: keys a client may ask to snapshot (subscribe or resync) a second, and at once
+    key_rate: float = 1000.0
+    #: None: twice ``max_keys``; at least ``max_keys``, so a whole subscription can be asked for
+    key_burst: float | None = None
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     #: allowed Origin values; None means the gateway's own host only, "*" any
@@ -89,6 +93,12 @@ class GatewayConfig:
     static_dir: str | os.PathLike[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.key_burst is None:
+            self.key_burst = 2.0 * self.max_keys
+        elif self.key_burst < self.max_keys:
+            raise ConfigError(
+                f"key_burst is {self.key_burst:g}, below max_keys {self.max_keys}: a whole subscription could never be asked for"
+            )
         # One rule for every caller: "*" anywhere allows any origin, and a
         # single origin given as a string is that origin, not its substrings.
         origins = self.origins
@@ -251,6 +261,8 @@ class Gateway:
             stuck_timeout=self.config.stuck_timeout,
             rate=self.config.rate,
             burst=self.config.burst,
+            key_rate=self.config.key_rate,
+            key_burst=float(self.config.key_burst or 0),
             on_lag=self._resnapshot_all,
             on_dirty=self._dirty_session,
         )
@@ -285,6 +297,17 @@ class Gateway:
         session.throttled = False
         try:
             command = p.parse(frame, self.config.max_keys)
+            asked = (
+                len(command.add) if isinstance(command, p.UpdateSubscription) else len(command.keys) if isinstance(command, p.Resync) else 0
+            )
+            if asked and not session.key_bucket.take(asyncio.get_running_loop().time(), asked):
+                # Frames are cheap; snapshots are not: one resync of 1,000 keys
+                # is 1,000 reads and publishes. Refused whole, like a dropped frame.
+                raise ProtocolError(
+                    p.RATE_LIMITED,
+                    f"{asked} keys asked with {int(session.key_bucket.tokens)} left"
+                    f" of the budget of {self.config.key_rate:g} keys a second",
+                )
             if isinstance(command, p.UpdateSubscription):
                 await self._update(session, command)
             elif isinstance(command, p.Resync):

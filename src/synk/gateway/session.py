@@ -87,6 +87,8 @@ class Session:
         stuck_timeout: float,
         rate: float,
         burst: float,
+        key_rate: float,
+        key_burst: float,
         on_lag: Callable[[Session], None],
         on_dirty: Callable[[Session], None],
     ) -> None:
@@ -97,6 +99,8 @@ class Session:
         #: key -> None when live, or the messages buffered during its snapshot
         self.keys: dict[str, list[Routed] | None] = {}
         self.bucket = TokenBucket(rate, burst, asyncio.get_running_loop().time())
+        #: keys asked to be snapshotted: each costs a read and a publish, whatever the frames
+        self.key_bucket = TokenBucket(key_rate, key_burst, asyncio.get_running_loop().time())
         #: messages are being dropped for the rate limit (the client was told once)
         self.throttled = False
         self.client = Client(self)
