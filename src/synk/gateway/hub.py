@@ -247,8 +247,13 @@ class Gateway:
             return False, None
         return identity is not None, identity
 
-    async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes]) -> None:
-        """Serve one connection until ``frames`` ends; the transport calls this."""
+    async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes], path: str = "/") -> None:
+        """Serve one connection until ``frames`` ends; the transport calls this.
+
+        ``path`` is the request's path and query: ``synk_resnap=1`` in it
+        declares a client that takes ``snap``, ``resnap`` and an ``add`` of
+        an object it holds (PROTOCOL.md).
+        """
         await self.start()
         cid = f"{next(self._counter)}-{secrets.token_hex(4)}"
         session = Session(
@@ -266,6 +271,7 @@ class Gateway:
             on_lag=self._resnapshot_all,
             on_dirty=self._dirty_session,
         )
+        session.resnap = Handshake(path, {}).query.get("synk_resnap") == "1"
         self.sessions[cid] = session
         self.metrics.clients = len(self.sessions)
         session.push(p.encode_hello(cid))
@@ -362,6 +368,9 @@ class Gateway:
         gone = []
         for key in keys:
             session.keys.pop(key, None)
+        if session.moves:
+            session.push_many(session.moves_left(keys))
+        for key in keys:
             if self.router.remove(session.id, key):
                 gone.append(key)
                 live = self._live.pop(key, None)
@@ -516,7 +525,8 @@ class Gateway:
                 continue
             self.metrics.store_messages += 1
             routed = None
-            # Only an add that moved in needs decoding on the live path.
+            # Only an add that moved in needs decoding on the live path (and,
+            # for clients with left-out adds, a departure).
             prev_key = None
             if b'"psKey":' in data:
                 routed = route(data)
@@ -527,8 +537,18 @@ class Gateway:
                     continue
                 buffer = target.keys.get(key)
                 if buffer is None:
+                    if target.moves:
+                        if routed is None:
+                            routed = route(data)
+                        if routed.id is not None:
+                            target.settle_move(routed.id, key, routed.leaves)
                     if prev_key is not None and prev_key in target.keys and target.keys[prev_key] is None:
-                        continue  # it got the mod with nsKey from the old key, which is live
+                        # It gets the mod with nsKey from the old key, which is
+                        # live; kept in case it leaves that key before the mod
+                        # reaches it.
+                        assert routed is not None and routed.id is not None
+                        target.remember_move(routed.id, prev_key, key, data)
+                        continue
                     target.push(data)
                 else:
                     if routed is None:
