@@ -131,7 +131,7 @@ async def test_a_move_in_flight_when_the_client_leaves_the_old_key(env: Env) -> 
     a_key, b_key = "world:0|0", "world:1|0"
     x = env.world.create(Agent(id="x", x=1))
     await env.world.flush()
-    client = await WsClient.open(env.url + "?synk_resnap=1")
+    client = await WsClient.open(env.url)
     await client.subscribe([a_key, b_key])
     assert client.mirror["x"]["sKey"] == a_key
     # The client leaves A on its side first (as synk-client's setSubscription does) ...

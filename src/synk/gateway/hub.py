@@ -400,6 +400,11 @@ class Gateway:
             self._spawn(self._snapshot(session, key, buffer))
 
     def _resnapshot_all(self, session: Session) -> None:
+        if not session.resnap:
+            # The original synk-js client throws on an add of an object it
+            # holds and knows no resnap: it can only start afresh.
+            self._spawn(session.close(p.CLOSE_RESTART, "gateway re-snapshots; reconnect"))
+            return
         # Not asked for by the client: tell it, so it reconciles the keys as
         # one batch (an object that moved between two of them is not removed).
         keys = list(session.keys)
