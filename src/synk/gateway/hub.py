@@ -24,6 +24,7 @@ import orjson
 from synk.errors import ConfigError, ProtocolError
 from synk.gateway import protocol as p
 from synk.gateway import static
+from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Routed, Router, replay, route
 from synk.gateway.session import Client, Session
@@ -140,7 +141,9 @@ class Gateway:
         self._pump: asyncio.Task[None] | None = None
         self._live: dict[str, asyncio.Future[None]] = {}
         self._counter = itertools.count(1)
-        self._started = False
+        self._life = Lifecycle()
+        #: set when the start or close under way is done
+        self._transition: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: key -> barrier token -> (session, its buffer, the snapshot read) awaiting that barrier
         self._barriers: dict[str, dict[str, tuple[Session, list[Routed], list[Stored]]]] = {}
@@ -151,29 +154,86 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store and the shared subscriber (idempotent)."""
-        if self._started:
+        """Open the store and the shared subscriber (idempotent; after a failure, tries again)."""
+        while True:
+            step = self._life.start()
+            if step is Step.NOTHING:
+                return
+            if step is Step.OPEN:
+                break
+            assert self._transition is not None  # set whenever starting or closing
+            await asyncio.shield(self._transition)  # another call is starting or closing
+        self._transition = transition = asyncio.get_running_loop().create_future()
+        try:
+            if self._owns_store:
+                await self.store.open()
+            self._subscribe()
+        except BaseException:
+            self._life.failed()
+            raise
+        else:
+            self._life.opened()
+        finally:
+            transition.set_result(None)
+
+    def _subscribe(self) -> None:
+        """A new store subscriber, and the fan-out task over it."""
+        self._subscriber = subscriber = self.store.subscriber()
+        self._pump = asyncio.create_task(self._fan_out(subscriber))
+        self._pump.add_done_callback(self._pump_ended)
+
+    def _pump_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._pump is not task:
             return
-        self._started = True
-        if self._owns_store:
-            await self.store.open()
-        self._subscriber = self.store.subscriber()
-        self._pump = asyncio.create_task(self._fan_out(self._subscriber))
+        exc = task.exception()
+        if exc is not None:
+            log.error("synk gateway fan-out failed; subscribing afresh", exc_info=exc)
+        if self._life.subscriber_ended() is Step.RESUBSCRIBE:
+            # Without it every client would wait forever: re-subscribe every
+            # key on a new subscriber and re-snapshot them.
+            old = self._subscriber
+            if old is not None:
+                self._spawn(old.close())
+            self._live.clear()
+            self._barriers.clear()
+            self._subscribe()
+            for session in list(self.sessions.values()):
+                self._resnapshot_all(session)
 
     async def close(self) -> None:
-        """Close every client with 1001, then release the store."""
-        await asyncio.gather(*(s.close(p.CLOSE_GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())))
-        for task in list(self._tasks):
-            task.cancel()
-        if self._subscriber is not None:
-            await self._subscriber.close()
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-        if self._owns_store and self._started:
-            await self.store.close()
-        self._started = False
+        """Close every client with 1001, then release the store; a later start begins afresh."""
+        while True:
+            step = self._life.close()
+            if step is Step.NOTHING:
+                return
+            if step is Step.RELEASE:
+                break
+            assert self._transition is not None
+            await asyncio.shield(self._transition)
+        self._transition = transition = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.gather(*(s.close(p.CLOSE_GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())))
+            for task in list(self._tasks):
+                task.cancel()
+            pump, self._pump = self._pump, None
+            subscriber, self._subscriber = self._subscriber, None
+            if subscriber is not None:
+                await subscriber.close()
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+            if self._owns_store:
+                await self.store.close()
+        finally:
+            # Nothing of this run may leak into the next: a later attach
+            # starts again on fresh futures.
+            self._live.clear()
+            self._barriers.clear()
+            self._queued.clear()
+            self._dirty.clear()
+            self._life.released()
+            transition.set_result(None)
 
     def on(self, method: str) -> Callable[[Handler], Handler]:
         """Register a handler for a custom client method: ``@gateway.on("chat")``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from synk.store.redis import RedisStore
 
 __all__ = ["RedisSubscriber"]
+
+log = logging.getLogger("synk.store")
 
 #: What sending on the pub/sub connection may raise while it breaks or is
 #: closed under us (redis-py then finds its writer gone: AttributeError).
@@ -266,6 +269,16 @@ class RedisSubscriber(Subscriber):
                     await self._reconcile()
                 continue
             except ERRORS:
+                await self._drop()
+                reconnect = True
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+                continue
+            except Exception:
+                # Anything else (a redis-py bug, a reply it cannot parse): this
+                # task is the only reader, and if it died every key would go
+                # silent for good. Start over on a new connection instead.
+                log.exception("synk redis subscriber failed; reconnecting")
                 await self._drop()
                 reconnect = True
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
