@@ -511,3 +511,42 @@ async def test_keys_added_and_removed_at_once_leave_no_redis_subscription(redis_
 
 async def _same(value: Awaitable[set[bytes]], expected: set[bytes]) -> bool:
     return await value == expected
+
+
+async def test_a_slow_snapshot_of_a_busy_key_buffers_at_most_the_bound(redis_url: str) -> None:
+    # Messages that race with a key's snapshot are buffered until its barrier
+    # comes back; a slow snapshot of a busy key used to buffer without bound.
+    async with running(redis_url, max_backlog_messages=20) as env:
+        x = env.world.create(Agent(id="x"))
+        await env.world.flush()
+        store = env.gateway.store
+        real = store.snapshot
+        gate = asyncio.Event()
+        blocked = asyncio.Event()
+
+        async def slow_once(key: str) -> Any:
+            if not blocked.is_set():
+                blocked.set()
+                await gate.wait()
+            return await real(key)
+
+        store.snapshot = slow_once  # type: ignore[method-assign]
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY], wait=False)
+        await asyncio.wait_for(blocked.wait(), 10)
+        [session] = env.gateway.sessions.values()
+        longest = 0
+        for i in range(60):
+            x.name = f"n{i}"
+            await env.world.flush()
+            buffer = session.keys.get(KEY)
+            longest = max(longest, len(buffer) if buffer is not None else 0)
+        try:
+            assert longest <= 21, longest
+            # Started over, the snapshot does not wait for the slow read.
+            await client.wait(lambda: client.mirror.get("x", {}).get("v") == 61)
+        finally:
+            gate.set()
+        assert env.gateway.metrics.slow_resyncs >= 1
+        assert client.mirror == await store_view(env.world, [KEY])
+        await client.close()

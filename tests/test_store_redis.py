@@ -426,3 +426,29 @@ async def test_a_key_left_and_asked_again_at_once_stays_subscribed(redis_process
             assert await next_event(sub) == Event("a", b'{"method":"still"}')
         finally:
             await sub.close()
+
+
+async def test_a_consumer_that_falls_behind_gets_a_resync_not_unbounded_memory(
+    redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from synk.store import redis_subscriber
+
+    monkeypatch.setattr(redis_subscriber, "MAX_QUEUE", 100)
+    async with world_on(redis_process.url, Agent, prefix="q:") as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["room"]), 10)
+            for i in range(250):
+                await world.publish("room", {"method": "n", "i": i})
+            await world.publish("room", {"method": "last"})
+            assert isinstance(sub, redis_subscriber.RedisSubscriber)
+            seen: list[Event] = []
+            while not seen or seen[-1].data != b'{"method":"last"}':
+                seen.append(await next_event(sub))
+                assert sub._queue.qsize() <= 101
+            # (how many overflows depends on how far the reader got before this loop began)
+            assert sub.overflows >= 1
+            assert Event(None) in seen
+            assert len(seen) < 251
+        finally:
+            await sub.close()

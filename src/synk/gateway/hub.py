@@ -619,3 +619,9 @@ class Gateway:
                     if routed is None:
                         routed = route(data)
                     buffer.append(routed)
+                    if len(buffer) > self.config.max_backlog_messages:
+                        # The snapshot is slow and the key busy: rather than
+                        # hold its messages without bound, start it over (a
+                        # fresh read covers everything buffered so far).
+                        self.metrics.slow_resyncs += 1
+                        self._snapshots(target, [key])

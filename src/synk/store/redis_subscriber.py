@@ -33,6 +33,11 @@ _SEND_ERRORS = (*ERRORS, AttributeError)
 #: Channels named in one SSUBSCRIBE or SUNSUBSCRIBE at most.
 CHUNK = 500
 
+#: Events queued for the consumer at most: past it they are dropped for an
+#: ``Event(None)`` (re-snapshot every key), so a stalled consumer costs
+#: bounded memory and still converges.
+MAX_QUEUE = 100_000
+
 
 class RedisSubscriber(Subscriber):
     """One pub/sub connection for a changing set of keys, reconnecting on its own.
@@ -76,6 +81,8 @@ class RedisSubscriber(Subscriber):
         self._resubscribing: set[bytes] | None = None
         #: the channels of each SSUBSCRIBE sent and not yet wholly answered, in order
         self._sent: collections.deque[list[bytes]] = collections.deque()
+        #: times the queue passed MAX_QUEUE and was dropped
+        self.overflows = 0
 
     async def subscribe(self, keys: Iterable[str]) -> None:
         new = [k for k in dict.fromkeys(keys) if k not in self._keys]
@@ -222,6 +229,14 @@ class RedisSubscriber(Subscriber):
                     fut.set_exception(ConfigError(f"redis refused the subscription to key {key!r}: {exc}"))
         return False
 
+    def _overflow(self) -> None:
+        """The consumer fell MAX_QUEUE events behind: drop them for one ``Event(None)``."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.overflows += 1
+        log.warning("synk redis subscriber dropped over %d queued events; its consumer re-snapshots", MAX_QUEUE)
+        self._queue.put_nowait(Event(None))
+
     def _confirmed(self, channel: bytes) -> None:
         if self._sent and channel in self._sent[0]:
             head = self._sent[0]
@@ -293,5 +308,7 @@ class RedisSubscriber(Subscriber):
                 for data in msg["data"].split(b"\n"):  # a flush publishes a key's messages together
                     if data:
                         put(Event(key, data))
+                if self._queue.qsize() > MAX_QUEUE:
+                    self._overflow()
             elif kind == "ssubscribe":
                 self._confirmed(msg["channel"])
