@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from synk.errors import ConfigError, ProtocolError
+from synk.gateway import admission, static
 from synk.gateway import protocol as p
-from synk.gateway import static
+from synk.gateway.admission import maybe_await as _maybe
+from synk.gateway.config import GatewayConfig, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Routed, Router, replay, route
@@ -48,69 +47,6 @@ SNAPSHOT_CONCURRENCY = 32
 BARRIER = b'{"method":"~barrier","id":"'
 
 Handler = Callable[[Client, dict[str, Any]], Awaitable[None] | None]
-
-
-@dataclass(frozen=True)
-class Handshake:
-    """What the gateway knows of a connection request, for ``authenticate``."""
-
-    path: str
-    headers: dict[str, str]
-    client_addr: str = ""
-
-    @property
-    def query(self) -> dict[str, str]:
-        """The query string's parameters (last value wins)."""
-        from urllib.parse import parse_qsl, urlsplit
-
-        return dict(parse_qsl(urlsplit(self.path).query))
-
-
-@dataclass
-class GatewayConfig:
-    """Limits and hooks; every field has a working default."""
-
-    max_frame: int = 64 * 1024
-    max_keys: int = 1000
-    max_backlog_bytes: int = 4 * 1024 * 1024
-    max_backlog_messages: int = 20_000
-    write_high_water: int = 256 * 1024
-    stuck_timeout: float = 10.0
-    rate: float = 50.0
-    burst: float = 200.0
-    #: keys a client may ask to snapshot (subscribe or resync) a second, and at once
-    key_rate: float = 1000.0
-    #: None: twice ``max_keys``; at least ``max_keys``, so a whole subscription can be asked for
-    key_burst: float | None = None
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    #: allowed Origin values; None means the gateway's own host only, "*" any
-    origins: list[str] | str | None = None
-    authenticate: Callable[[Handshake], Any] | None = None
-    authorize: Callable[[Any, str], Any] | None = None
-    #: post custom client messages to the store for ``world.messages()``
-    forward_to_world: bool = True
-    #: a folder served at "/" (the demo's page, say)
-    static_dir: str | os.PathLike[str] | None = None
-
-    def __post_init__(self) -> None:
-        if self.key_burst is None:
-            self.key_burst = 2.0 * self.max_keys
-        elif self.key_burst < self.max_keys:
-            raise ConfigError(
-                f"key_burst is {self.key_burst:g}, below max_keys {self.max_keys}: a whole subscription could never be asked for"
-            )
-        # One rule for every caller: "*" anywhere allows any origin, and a
-        # single origin given as a string is that origin, not its substrings.
-        origins = self.origins
-        if isinstance(origins, str):
-            self.origins = "*" if origins == "*" else [origins]
-        elif origins is not None:
-            self.origins = "*" if "*" in origins else list(origins)
-
-
-async def _maybe(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class Gateway:
@@ -268,9 +204,9 @@ class Gateway:
         ``headers`` have lowercase names. Each transport answers a refusal in
         its own way (an HTTP status, or a close code under ASGI).
         """
-        if not self._origin_allowed(headers.get("origin"), headers.get("host")):
+        if not admission.origin_allowed(self.config.origins, headers.get("origin"), headers.get("host")):
             return 403, None
-        ok, identity = await self._authenticate(Handshake(path, headers, peer))
+        ok, identity = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
         return (0, identity) if ok else (401, None)
 
     def http_get(self, path: str) -> tuple[int, str, bytes]:
@@ -281,31 +217,6 @@ class Gateway:
         if found is None:
             return 404, "text/plain; charset=utf-8", b"not found\n"
         return 200, found[0], found[1]
-
-    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """Whether a browser page from ``origin`` may connect."""
-        if origin is None:
-            return True  # not a browser: browsers always send Origin
-        allowed = self.config.origins
-        if allowed == "*":
-            return True
-        if allowed is None:
-            from urllib.parse import urlsplit
-
-            return host is not None and urlsplit(origin).netloc == host
-        return origin in allowed
-
-    async def _authenticate(self, handshake: Handshake) -> tuple[bool, Any]:
-        """Run the ``authenticate`` hook: (accepted, identity)."""
-        hook = self.config.authenticate
-        if hook is None:
-            return True, None
-        try:
-            identity = await _maybe(hook(handshake))
-        except Exception:
-            log.exception("synk authenticate hook raised; connection refused")
-            return False, None
-        return identity is not None, identity
 
     async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes], path: str = "/") -> None:
         """Serve one connection until ``frames`` ends; the transport calls this.
