@@ -113,7 +113,7 @@ async def open_stalled(url: str, port: int) -> ClientConnection:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    return await connect(url, sock=sock, max_queue=1)
+    return await connect(url + "?synk_resnap=1", sock=sock, max_queue=1)
 
 
 async def big_rounds(

@@ -123,6 +123,32 @@ async def test_moves(env: Env) -> None:
         await c.close()
 
 
+async def test_a_move_in_flight_when_the_client_leaves_the_old_key(env: Env) -> None:
+    # Following A and B, X moves A -> B: the gateway leaves B's add (psKey A)
+    # out, since the client gets A's mod with nsKey. The client leaves A
+    # before that mod reaches it, and drops it (A is no longer followed):
+    # X was missing from B until it changed again.
+    a_key, b_key = "world:0|0", "world:1|0"
+    x = env.world.create(Agent(id="x", x=1))
+    await env.world.flush()
+    client = await WsClient.open(env.url)
+    await client.subscribe([a_key, b_key])
+    assert client.mirror["x"]["sKey"] == a_key
+    # The client leaves A on its side first (as synk-client's setSubscription does) ...
+    client.keys.discard(a_key)
+    del client.mirror["x"]
+    x.x = 17
+    await env.world.flush()
+    # ... and its updateSubscription reaches the gateway after A's mod went out.
+    await client.wait(lambda: any(m["method"] == "mod" and m.get("nsKey") == b_key for m in client.messages))
+    assert not [m for m in client.of("add") if m.get("psKey") == a_key], "the add with psKey was sent at once"
+    await client.send({"method": "updateSubscription", "remove": [a_key]})
+    await client.wait(lambda: "x" in client.mirror)
+    assert client.mirror["x"] == {"sKey": b_key, "v": 2, "state": client.mirror["x"]["state"]}
+    assert client.mirror["x"]["state"]["x"] == 17
+    await client.close()
+
+
 async def test_resync(env: Env) -> None:
     env.world.create(Agent(id="s1"))
     await env.world.flush()

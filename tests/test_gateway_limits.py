@@ -12,6 +12,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+import synk
+from synk.gateway import Gateway
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
@@ -331,6 +333,28 @@ async def test_rate_limit(backend: str, request: pytest.FixtureRequest) -> None:
         await client.close()
 
 
+async def test_the_rate_limit_counts_keys(backend: str, request: pytest.FixtureRequest) -> None:
+    # Each key asked for is a snapshot read and a publish: a few frames of
+    # many keys each used to pass the frame limit whatever they cost.
+    keys = [f"k:{i}" for i in range(10)]
+    async with running(store_url(backend, request), max_keys=10, key_rate=0.01) as env:
+        client = await WsClient.open(env.url)
+        await client.subscribe(keys)  # 10 of the 20 the budget holds
+        start = len(client.of("snap"))
+        await client.send({"method": "resync", "keys": keys})  # 20
+        error = await errors_after(client, {"method": "resync", "keys": keys[:1]})
+        assert error == {
+            "method": "error",
+            "code": "rate_limited",
+            "reason": "1 keys asked with 0 left of the budget of 0.01 keys a second",
+        }
+        await client.wait(lambda: len(client.of("snap")) == start + 10)
+        assert env.gateway.metrics.errors["rate_limited"] == 1
+        await client.close()
+    with pytest.raises(synk.ConfigError, match="key_burst is 5, below max_keys 10: a whole subscription could never be asked for"):
+        Gateway("memory://", max_keys=10, key_burst=5)
+
+
 def _fuzz_value(rng: random.Random, depth: int = 0) -> Any:
     pick = rng.randrange(10 if depth < 3 else 6)
     if pick == 0:
@@ -381,7 +405,7 @@ def _fuzz_frame(rng: random.Random) -> str | bytes:
 
 async def test_fuzz(backend: str, request: pytest.FixtureRequest) -> None:
     """Thousands of random frames: errors only, no internal failure, and the client still works."""
-    async with running(store_url(backend, request), rate=1e9, burst=1e9, max_keys=50) as env:
+    async with running(store_url(backend, request), rate=1e9, burst=1e9, key_rate=1e9, max_keys=50) as env:
         env.world.create(Agent(id="fz"))
         await env.world.flush()
         rng = random.Random(1234)
@@ -423,4 +447,106 @@ async def test_a_snapshot_larger_than_the_backlog_bound_arrives_whole(backend: s
         # Live messages still count: the client goes on receiving changes.
         await env.world.publish(KEY, {"method": "marker"})
         await client.wait(lambda: bool(client.of("marker")))
+        await client.close()
+
+
+@pytest.mark.parametrize("depth", [129, 300, 1000])
+async def test_a_custom_message_nested_too_deep_is_a_bad_message(env: Env, depth: int) -> None:
+    # orjson parses 1,024 levels but encodes only 254: such a message used to
+    # fail inside the gateway when forwarded, answered with `internal`.
+    client = await WsClient.open(env.url)
+    frame = '{"method":"chat","x":' + "[" * depth + "]" * depth + "}"
+    error = await errors_after(client, frame)
+    assert error["code"] == "bad_message", error
+    assert error["reason"] == f"custom message fields are nested {depth} levels deep, over the limit of 128"
+    # The deepest accepted still goes through to the world.
+    ok = '{"method":"chat","x":' + "[" * 128 + "]" * 128 + "}"
+    await client.send(ok)
+    await client.send({"method": "chat", "x": "after"})
+    await until(lambda: env.gateway.metrics.messages_in == 3, "the gateway to read every frame")
+    assert env.gateway.metrics.errors.get("internal", 0) == 0
+    assert env.gateway.metrics.errors["bad_message"] == 1
+    await client.close()
+
+
+async def test_keys_added_and_removed_at_once_leave_no_redis_subscription(redis_url: str) -> None:
+    # A remove that overtook its key's queued subscribe used to do nothing,
+    # and the subscribe then went through: the channel stayed subscribed in
+    # Redis with no client following it, for good.
+    async with running(redis_url, rate=1e6, burst=1e6, forward_to_world=False) as env:
+        store = env.gateway.store
+        assert isinstance(store, RedisStore)
+        r = aioredis.Redis.from_url(redis_url)
+
+        @env.gateway.on("yield")
+        async def give_way(client: Any, data: dict[str, Any]) -> None:
+            # Lets the gateway's other tasks run a few steps between two frames.
+            for _ in range(int(data["steps"])):
+                await asyncio.sleep(0)
+
+        async def channels() -> set[bytes]:
+            reply: Any = await r.execute_command("PUBSUB", "SHARDCHANNELS", store.prefix + "*")  # type: ignore[no-untyped-call]
+            return set(reply)
+
+        try:
+            client = await WsClient.open(env.url)
+            await client.subscribe([KEY])
+            frames = []
+            for i in range(100):
+                key = f"churn:{i}"
+                frames.append(orjson.dumps({"method": "updateSubscription", "add": [key]}).decode())
+                frames.append(orjson.dumps({"method": "yield", "steps": i % 5}).decode())
+                frames.append(orjson.dumps({"method": "updateSubscription", "remove": [key]}).decode())
+            for frame in frames:
+                await client.conn.send(frame)
+            # A round trip through the gateway: every frame before it was handled.
+            await client.subscribe(["last"])
+            await until(lambda: not env.gateway._tasks, "the gateway's snapshot tasks to end")
+            want = {store.channel(KEY).encode(), store.channel("last").encode()}
+            await until_async(lambda: _same(channels(), want), "PUBSUB SHARDCHANNELS to hold only the followed keys")
+            await client.close()
+        finally:
+            await r.aclose()
+
+
+async def _same(value: Awaitable[set[bytes]], expected: set[bytes]) -> bool:
+    return await value == expected
+
+
+async def test_a_slow_snapshot_of_a_busy_key_buffers_at_most_the_bound(redis_url: str) -> None:
+    # Messages that race with a key's snapshot are buffered until its barrier
+    # comes back; a slow snapshot of a busy key used to buffer without bound.
+    async with running(redis_url, max_backlog_messages=20) as env:
+        x = env.world.create(Agent(id="x"))
+        await env.world.flush()
+        store = env.gateway.store
+        real = store.snapshot
+        gate = asyncio.Event()
+        blocked = asyncio.Event()
+
+        async def slow_once(key: str) -> Any:
+            if not blocked.is_set():
+                blocked.set()
+                await gate.wait()
+            return await real(key)
+
+        store.snapshot = slow_once  # type: ignore[method-assign]
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY], wait=False)
+        await asyncio.wait_for(blocked.wait(), 10)
+        [session] = env.gateway.sessions.values()
+        longest = 0
+        for i in range(60):
+            x.name = f"n{i}"
+            await env.world.flush()
+            buffer = session.keys.get(KEY)
+            longest = max(longest, len(buffer) if buffer is not None else 0)
+        try:
+            assert longest <= 21, longest
+            # Started over, the snapshot does not wait for the slow read.
+            await client.wait(lambda: client.mirror.get("x", {}).get("v") == 61)
+        finally:
+            gate.set()
+        assert env.gateway.metrics.slow_resyncs >= 1
+        assert client.mirror == await store_view(env.world, [KEY])
         await client.close()

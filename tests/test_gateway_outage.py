@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio as aioredis
+
 import synk
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, running, store_view, until
 from tests.models import Agent, Note
+from tests.original_client import violations
 from tests.redis_process import RedisProcess
 from tests.wsclient import WsClient
 
@@ -82,3 +85,29 @@ async def test_subscribing_during_an_outage(redis_process: RedisProcess) -> None
         assert {m["sKey"] for m in late.of("snap")} == {KEY}
         await live.close()
         await late.close()
+
+
+async def test_a_store_reconnect_closes_original_clients_with_1012(redis_process: RedisProcess) -> None:
+    # The gateway re-sends every add on the live socket after its Redis
+    # subscription reconnects: the original synk-js client throws on an add
+    # of an object it holds, and knows no resnap. It must reconnect afresh.
+    async with running(redis_process.url) as env:
+        env.world.create(Agent(id="a1"))
+        await env.world.flush()
+        original = await WsClient.open(env.url, resnap=False)
+        await original.subscribe([KEY])
+        declared = await WsClient.open(env.url)
+        await declared.subscribe([KEY])
+        admin = aioredis.Redis.from_url(redis_process.url)
+        try:
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # type: ignore[no-untyped-call]
+        finally:
+            await admin.aclose()
+        await until(lambda: env.gateway.metrics.store_reconnects >= 1, "the gateway to reconnect")
+        await original.wait(lambda: original.close_code is not None)
+        assert original.close_code == 1012
+        assert violations(original.messages, {KEY}) == []
+        await declared.wait(lambda: len(declared.of("snap")) == 2)
+        assert declared.of("resnap") == [{"method": "resnap", "keys": [KEY]}]
+        assert declared.close_code is None
+        await declared.close()

@@ -430,3 +430,74 @@ async def test_flush_after_script_flush_reloads_scripts(redis_process: RedisProc
             await sub.close()
         stats = await commandstats(r)
     assert "cmdstat_eval" not in stats
+
+
+# -- subscribing ---------------------------------------------------------------------------------
+
+
+async def test_subscriptions_asked_together_go_in_few_commands(redis_process: RedisProcess) -> None:
+    # One SSUBSCRIBE per key, behind one lock, drained ~1,100 keys a second:
+    # a flood of changes kept other keys waiting for tens of seconds. Keys
+    # asked for meanwhile now go in one command (of at most 500 channels).
+    async with world_on(redis_process.url, Agent, prefix="s:") as world:
+        sub = world.subscribe()
+        try:
+            keys = [f"k:{i}" for i in range(1200)]
+            await asyncio.wait_for(asyncio.gather(*(sub.subscribe([k]) for k in keys)), 30)
+            r = client(world)
+            subscribed: Any = await r.execute_command("PUBSUB", "SHARDCHANNELS", "s:*")  # type: ignore[no-untyped-call]
+            assert len(subscribed) == 1200
+            stats = await commandstats(r)
+            assert stats["cmdstat_ssubscribe"]["calls"] <= 4, stats["cmdstat_ssubscribe"]
+            await asyncio.wait_for(asyncio.gather(*(sub.unsubscribe([k]) for k in keys[1:])), 30)
+            stats = await commandstats(r)
+            assert stats["cmdstat_sunsubscribe"]["calls"] <= 4, stats["cmdstat_sunsubscribe"]
+
+            async def only_first() -> bool:
+                reply: Any = await r.execute_command("PUBSUB", "SHARDCHANNELS", "s:*")  # type: ignore[no-untyped-call]
+                return bool(reply == [b"s:{k:0}:c"])
+
+            await until_async(only_first, "PUBSUB SHARDCHANNELS to hold the one key left")
+            await world.publish("k:0", {"method": "still"})
+            assert await next_event(sub) == Event("k:0", b'{"method":"still"}')
+        finally:
+            await sub.close()
+
+
+async def test_a_key_left_and_asked_again_at_once_stays_subscribed(redis_process: RedisProcess) -> None:
+    async with world_on(redis_process.url, Agent, prefix="s:") as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["a"]), 10)
+            pending = [asyncio.ensure_future(sub.unsubscribe(["a"])), asyncio.ensure_future(sub.subscribe(["a"]))]
+            await asyncio.wait_for(asyncio.gather(*pending), 10)
+            await world.publish("a", {"method": "still"})
+            assert await next_event(sub) == Event("a", b'{"method":"still"}')
+        finally:
+            await sub.close()
+
+
+async def test_a_consumer_that_falls_behind_gets_a_resync_not_unbounded_memory(
+    redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from synk.store import redis_subscriber
+
+    monkeypatch.setattr(redis_subscriber, "MAX_QUEUE", 100)
+    async with world_on(redis_process.url, Agent, prefix="q:") as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe(["room"]), 10)
+            for i in range(250):
+                await world.publish("room", {"method": "n", "i": i})
+            await world.publish("room", {"method": "last"})
+            assert isinstance(sub, redis_subscriber.RedisSubscriber)
+            seen: list[Event] = []
+            while not seen or seen[-1].data != b'{"method":"last"}':
+                seen.append(await next_event(sub))
+                assert sub._queue.qsize() <= 101
+            # (how many overflows depends on how far the reader got before this loop began)
+            assert sub.overflows >= 1
+            assert Event(None) in seen
+            assert len(seen) < 251
+        finally:
+            await sub.close()

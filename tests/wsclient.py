@@ -31,8 +31,15 @@ class WsClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, **kwargs: Any) -> WsClient:
-        """Connect to ``url`` and wait for the gateway's ``hello``."""
+    async def open(cls, url: str, *, resnap: bool = True, **kwargs: Any) -> WsClient:
+        """Connect to ``url`` and wait for the gateway's ``hello``.
+
+        ``resnap``: declare (``synk_resnap=1``) that it takes re-snapshots on
+        the live socket, as synk-client does; False connects as the original
+        synk-js client.
+        """
+        if resnap:
+            url += ("&" if "?" in url else "?") + "synk_resnap=1"
         client = cls(await connect(url, **kwargs))
         await client.wait(lambda: any(m["method"] == "hello" for m in client.messages))
         return client

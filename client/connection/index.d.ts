@@ -32,6 +32,8 @@ export interface SynkOptions {
    * removed, in ms. Default 5000.
    */
   snapTimeout?: number
+  /** Departed objects remembered against stale snapshots (see MirrorOptions.goneLimit). Default 10000. */
+  goneLimit?: number
   /**
    * Reconnect delay bounds in ms, default {min: 100, max: 5000}. The delay
    * is uniform in [0, min(max, min * 2^attempt)).

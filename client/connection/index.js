@@ -26,6 +26,18 @@ export function backoffDelay(attempt, { min, max }, random = Math.random) {
   return Math.floor(random() * cap)
 }
 
+/**
+ * `url` with `synk_resnap=1` in its query: it tells the gateway that this
+ * client takes `snap`, `resnap` and an `add` of an object it holds, so the
+ * gateway may re-snapshot on the live socket instead of closing it (the
+ * original synk-js client takes none of them).
+ */
+export function declaredUrl(url) {
+  const [base, fragment] = url.split("#", 2)
+  const joined = base + (base.includes("?") ? "&" : "?") + "synk_resnap=1"
+  return fragment === undefined ? joined : `${joined}#${fragment}`
+}
+
 export class Synk {
   /** The mirror of the subscribed objects. */
   objects
@@ -72,6 +84,7 @@ export class Synk {
     this.objects = new Mirror({
       gapTimeout: options.gapTimeout,
       snapTimeout: options.snapTimeout,
+      goneLimit: options.goneLimit,
       setTimeout: options.setTimeout,
       clearTimeout: options.clearTimeout,
       onResync: sKey => this.#resync(sKey),
@@ -178,7 +191,7 @@ export class Synk {
     this.#reconnectTimer = null
     let ws
     try {
-      ws = new this.#WebSocket(this.#url)
+      ws = new this.#WebSocket(declaredUrl(this.#url))
     } catch (error) {
       // Only a bad URL or a blocked port throw here: retrying cannot help.
       // Reported a microtask later: the first attempt runs inside the

@@ -40,7 +40,10 @@ export interface RemMessage {
   t?: string
   id: string
   sKey: string
-  /** The object's incarnation (see AddMessage.i); the mirror does not use it. */
+  /**
+   * The object's incarnation (see AddMessage.i). A rem of another
+   * incarnation or key than the mirrored object's is ignored.
+   */
   i?: string
 }
 
@@ -146,6 +149,12 @@ export interface MirrorOptions {
    * request of the batch. Default 5000.
    */
   snapTimeout?: number
+  /**
+   * How many objects that left the followed keys the mirror remembers (id,
+   * incarnation and the version they left at), so that an older snapshot
+   * of another key cannot bring them back. Default 10000; 0 disables.
+   */
+  goneLimit?: number
   /** Timer functions, injectable for tests. Default: the global ones. */
   setTimeout?: (fn: () => void, ms: number) => unknown
   clearTimeout?: (handle: any) => void

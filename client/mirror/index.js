@@ -88,6 +88,16 @@ export class Mirror {
   #deferred = new Map()
   /** Bounds how long #deferred may wait for the awaited snaps; null when idle. */
   #snapTimer = null
+  /**
+   * id → { i, v }: the last version seen of objects that left the followed
+   * keys (moved out at `v`, or deleted: v = Infinity), oldest first, at most
+   * #goneLimit. Another key's snapshot read before the departure, or its
+   * replayed buffer, still carries older versions of them: without this they
+   * would come back as ghosts (an object that moved A → B → C seen on B live
+   * first, then at an old version in A's slower snapshot).
+   */
+  #gone = new Map()
+  #goneLimit
   #events
   #gapTimeout
   #snapTimeout
@@ -102,6 +112,7 @@ export class Mirror {
     this.#clearTimeout = clearTimeout
     this.#gapTimeout = options.gapTimeout ?? 500
     this.#snapTimeout = options.snapTimeout ?? 5000
+    this.#goneLimit = options.goneLimit ?? 10_000
     this.#onResync = options.onResync || (() => {})
     this.#onError = options.onError || (() => {})
     this.#events = createEmitter((error, event) =>
@@ -268,6 +279,7 @@ export class Mirror {
     this.#deferred.delete(msg.id)
     const e = this.#entries.get(msg.id)
     if (!e) {
+      if (this.#isGone(msg, msg.v + 1)) return // older than its departure: a stale snapshot
       this.#create(msg)
       this.#flush(msg.id)
       return
@@ -301,6 +313,9 @@ export class Mirror {
   #mod(msg) {
     const e = this.#entries.get(msg.id)
     if (e && msg.v <= e.v) return // stale
+    // Not mirrored since it left at a version this one does not pass: holding
+    // it would only wait for an add that must not come.
+    if (!e && this.#isGone(msg, msg.v)) return
     if (!e || msg.v > e.v + 1) {
       this.#hold(msg)
       return
@@ -310,9 +325,15 @@ export class Mirror {
   }
 
   #rem(msg) {
-    this.#dropHeldId(msg.id)
     const e = this.#entries.get(msg.id)
-    if (e) this.#remove(e, msg)
+    // A late rem of another incarnation (the id was deleted and created
+    // again) or of another key (a leftover of a key the object left) is not
+    // about the object mirrored: removing it would lose the live one.
+    if (e && (isOtherIncarnation(e, msg) || e.sKey !== msg.sKey)) return
+    this.#dropHeldId(msg.id)
+    if (!e) return
+    this.#bury(e, Infinity) // that incarnation is over: no version of it is news
+    this.#remove(e, msg)
   }
 
   #snap(msg) {
@@ -375,6 +396,7 @@ export class Mirror {
       obj = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, state: { ...msg.state } }
     }
     const e = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, i: msg.i, obj, plain: !Class }
+    this.#gone.delete(e.id)
     this.#entries.set(e.id, e)
     this.#indexAdd(e.sKey, e.id)
     this.#events.emit("add", obj, msg)
@@ -386,6 +408,7 @@ export class Mirror {
     if (!this.#keys.has(to)) {
       // Moved out to a key we do not follow.
       this.#dropHeldId(e.id)
+      this.#bury(e, msg.v)
       this.#remove(e, msg)
       return
     }
@@ -397,6 +420,25 @@ export class Mirror {
       this.#call(e.obj, "update", msg.diff, msg)
     }
     this.#events.emit("mod", e.obj, msg)
+  }
+
+  /**
+   * Remember that `e` left the followed keys at version `v` (Infinity: it
+   * was deleted). Only for a known incarnation: without one, an id deleted
+   * and created again restarts its versions, and an old version cannot be
+   * told from a new object.
+   */
+  #bury(e, v) {
+    if (e.i === undefined || this.#goneLimit <= 0) return
+    this.#gone.delete(e.id) // re-inserted last: the map stays oldest first
+    this.#gone.set(e.id, { i: e.i, v })
+    if (this.#gone.size > this.#goneLimit) this.#gone.delete(this.#gone.keys().next().value)
+  }
+
+  /** Whether `msg` is of an incarnation that left the followed keys at a version of `below` or more. */
+  #isGone(msg, below) {
+    const g = this.#gone.get(msg.id)
+    return g !== undefined && msg.i === g.i && g.v >= below
   }
 
   #remove(e, cause) {
@@ -506,7 +548,7 @@ export class Mirror {
 }
 
 /**
- * Whether `msg` (an add) is of another incarnation than the mirrored entry.
+ * Whether `msg` (an add or a rem) is of another incarnation than the mirrored entry.
  * Only when both name one: adds of servers that predate incarnations have
  * no `i`, and then versions alone decide, as before.
  */

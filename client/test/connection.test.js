@@ -87,7 +87,7 @@ test("on open the whole subscription goes out as one add, then hello", () => {
   socket().open()
   socket().receive({ method: "hello", client: "c7" })
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
     ["open"],
     ["hello", "c7"]
@@ -99,7 +99,7 @@ test("on open the whole subscription goes out as one add, then hello", () => {
 test("an empty subscription sends nothing on open", () => {
   const { events, socket } = setup()
   socket().open()
-  assert.deepStrictEqual(events, [["connect", "ws://gateway/"], ["open"]])
+  assert.deepStrictEqual(events, [["connect", "ws://gateway/?synk_resnap=1"], ["open"]])
 })
 
 test("setSubscription sends only the difference, and drops removed keys' objects", () => {
@@ -112,7 +112,7 @@ test("setSubscription sends only the difference, and drops removed keys' objects
   synk.setSubscription(new Set(["k3", "k2"])) // same set: nothing to send
   assert.throws(() => synk.setSubscription(["k 4"]), TypeError)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["open"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"], remove: [] }],
     ["add", "a", 1],
@@ -149,9 +149,9 @@ test("reconnects with backoff, re-sends the whole subscription, reconciles in pl
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
     "--- 49 ms",
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     socketError, ["close", closeInfo(100)],
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["hello", "c2"],
@@ -196,7 +196,7 @@ test("reconnect: an object that moved between followed keys while away is moved 
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
     ["open"],
     ["hello", "c2"],
@@ -287,7 +287,7 @@ test("after a store reset, the reconnect snapshot's new incarnations update in p
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["hello", "c2"],
@@ -318,13 +318,13 @@ test("sends made while disconnected are queued and flushed on (re)open", () => {
   clock.advance(50)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["send", { method: "chat", text: "early" }],
     ["open"],
     ["send", { method: "chat", text: "live" }],
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["send", { method: "chat", text: "while away 1" }],
     ["send", { method: "ping" }],
@@ -341,10 +341,10 @@ test("a socket closing (CLOSING state) queues sends instead of losing them", () 
   clock.advance(50)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["open"],
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "chat", n: 1 }],
     ["open"]
   ])
@@ -357,7 +357,7 @@ test("a full queue reports the dropped message through error", () => {
   assert.strictEqual(synk.send("chat", { n: 3 }), false)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["error", {
       code: "queue_full",
       reason: "\"chat\" dropped: 2 messages already wait for a connection",
@@ -423,7 +423,7 @@ test("an unfilled version gap sends a resync of the key", () => {
   socket().receive(snap("k1", ["a"]))
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["add", "a", 1],
@@ -456,7 +456,7 @@ test("an \"error\" listener that throws goes to the console, not back to \"error
   socket().receive({ method: "error", code: "forbidden", reason: "no access to k9" })
   socket().receive({ method: "chat" }) // the connection still works
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["open"],
     ["error", { code: "forbidden", reason: "no access to k9" }],
     ["message", { method: "chat" }]
@@ -475,7 +475,7 @@ test("close() stops for good: no reconnect, sends refused, queue reported", () =
   assert.strictEqual(synk.send("chat", { n: 2 }), false)
   clock.advance(60_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["add", "a", 1],
@@ -496,7 +496,7 @@ test("close() of an open socket closes it with 1000 and emits nothing more", () 
   synk.close() // idempotent
   assert.strictEqual(ws.onclose, null)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/"],
+    ["connect", "ws://gateway/?synk_resnap=1"],
     ["open"],
     ["socket.close", 1000]
   ])
@@ -515,4 +515,11 @@ test("a WebSocket constructor that throws is reported, without retry loops", asy
     ["socket_error", "cannot connect: SyntaxError: bad url"],
     ["closed", "\"chat\" dropped: synk was closed"]
   ])
+})
+
+test("the gateway is told this client takes resnap, in the URL's query", async () => {
+  const { declaredUrl } = await import("../connection/index.js")
+  assert.strictEqual(declaredUrl("ws://g/"), "ws://g/?synk_resnap=1")
+  assert.strictEqual(declaredUrl("ws://g/sync?token=a"), "ws://g/sync?token=a&synk_resnap=1")
+  assert.strictEqual(declaredUrl("ws://g/?t=1#x"), "ws://g/?t=1&synk_resnap=1#x")
 })

@@ -664,3 +664,72 @@ test("keys are validated; on() rejects unknown events; off() unsubscribes", () =
     ["new", "b", "agent", {}], ["add", "b", 1]
   ])
 })
+
+test("a slower snapshot read before an object moved A → B → C does not bring it back", () => {
+  // Following B, then A is added; A's snapshot is slow. X moves A → B → C
+  // meanwhile (C not followed): B's live messages come first, then A's
+  // older snapshot and its replayed buffer.
+  const { mirror, events, clock } = setup(["B"])
+  mirror.setKeys(["B", "A"])
+  mirror.expectSnaps(["A"])
+  const x = { t: "agent", id: "x", i: "I" }
+  mirror.handle({ method: "add", ...x, sKey: "B", psKey: "A", v: 2, state: { at: "B" } })
+  mirror.handle({ method: "mod", ...x, sKey: "B", nsKey: "C", v: 3, diff: { at: "C" } })
+  events.push("--- A's snapshot")
+  mirror.handle({ method: "add", ...x, sKey: "A", v: 1, state: { at: "A" } })
+  mirror.handle({ method: "snap", sKey: "A", ids: ["x"] })
+  mirror.handle({ method: "mod", ...x, sKey: "A", nsKey: "B", v: 2, diff: { at: "B" } })
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["new", "x", "agent", { at: "B" }], ["add", "x", 2],
+    ["rem", "x", "mod"], ["teardown", "x"],
+    "--- A's snapshot",
+    ["snap", "A"]
+  ])
+  assert.strictEqual(mirror.has("x"), false)
+  assert.strictEqual(clock.pending, 0, "nothing held, no resync")
+})
+
+test("a departed object comes back at its departure version or a later one", () => {
+  const { mirror, events } = setup(["B"])
+  const x = { t: "agent", id: "x", i: "I" }
+  mirror.handle({ method: "add", ...x, sKey: "B", v: 2, state: {} })
+  mirror.handle({ method: "mod", ...x, sKey: "B", nsKey: "C", v: 3, diff: {} })
+  mirror.setKeys(["B", "C"])
+  mirror.handle({ method: "add", ...x, sKey: "C", v: 3, state: { c: 1 } }) // C's snapshot: it is there
+  mirror.handle({ method: "rem", ...x, sKey: "C" })
+  mirror.handle({ method: "add", ...x, sKey: "C", v: 4, state: {} }) // that incarnation is over
+  mirror.handle({ method: "add", ...x, i: "J", sKey: "C", v: 1, state: { new: 1 } }) // a new one
+  assert.deepStrictEqual(events, [
+    ["new", "x", "agent", {}], ["add", "x", 2],
+    ["rem", "x", "mod"], ["teardown", "x"],
+    ["new", "x", "agent", { c: 1 }], ["add", "x", 3],
+    ["rem", "x", "rem"], ["teardown", "x"],
+    ["new", "x", "agent", { new: 1 }], ["add", "x", 1]
+  ])
+})
+
+test("rem: a late rem of another incarnation or key leaves the mirrored object", () => {
+  const { mirror, events } = setup(["k", "k2"])
+  mirror.handle(add("a", 4, { x: 4 }, { i: "A" }))
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k", i: "A" })
+  mirror.handle(add("a", 1, { x: 1 }, { i: "B" }))
+  mirror.handle(mod("a", 3, {}, { i: "B" })) // held: v2 not here yet
+  events.push("--- late rems")
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k", i: "A" }) // the old incarnation's, again
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k2", i: "B" }) // a key it is not in
+  events.push("--- its own")
+  mirror.handle(mod("a", 2, { x: 2 }, { i: "B" }))
+  mirror.handle({ method: "rem", t: "agent", id: "a", sKey: "k", i: "B" })
+  assert.deepStrictEqual(events, [
+    ["new", "a", "agent", { x: 4 }], ["add", "a", 4],
+    ["rem", "a", "rem"], ["teardown", "a"],
+    ["new", "a", "agent", { x: 1 }], ["add", "a", 1],
+    "--- late rems",
+    "--- its own",
+    ["update", "a", { x: 2 }], ["mod", "a", 2, "mod"],
+    ["update", "a", {}], ["mod", "a", 3, "mod"],
+    ["rem", "a", "rem"], ["teardown", "a"]
+  ])
+  assert.strictEqual(mirror.has("a"), false)
+})

@@ -1,7 +1,8 @@
 """The websocket gateway browsers connect to (see PROTOCOL.md).
 
 Pure parts: ``protocol`` (client messages), ``routing`` (who gets what),
-``limits`` and ``metrics``. Asyncio parts: ``session`` (one client),
+``config``, ``lifecycle`` (the gateway's states), ``limits`` and
+``metrics``; ``admission`` checks handshakes. Asyncio parts: ``session`` (one client),
 ``hub`` (the gateway), and the transports ``ws`` (standalone, websockets)
 and ``asgi`` (mountable in Starlette or FastAPI).
 """

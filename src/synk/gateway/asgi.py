@@ -119,4 +119,4 @@ class AsgiApp:
                     return
                 yield frame
 
-        await self.gateway.attach(outlet, identity, frames())
+        await self.gateway.attach(outlet, identity, frames(), path)

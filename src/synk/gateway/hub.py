@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import logging
-import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from synk.errors import ConfigError, ProtocolError
+from synk.gateway import admission, static
 from synk.gateway import protocol as p
-from synk.gateway import static
+from synk.gateway.admission import maybe_await as _maybe
+from synk.gateway.config import GatewayConfig, Handshake
+from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Routed, Router, replay, route
 from synk.gateway.session import Client, Session
@@ -47,59 +47,6 @@ SNAPSHOT_CONCURRENCY = 32
 BARRIER = b'{"method":"~barrier","id":"'
 
 Handler = Callable[[Client, dict[str, Any]], Awaitable[None] | None]
-
-
-@dataclass(frozen=True)
-class Handshake:
-    """What the gateway knows of a connection request, for ``authenticate``."""
-
-    path: str
-    headers: dict[str, str]
-    client_addr: str = ""
-
-    @property
-    def query(self) -> dict[str, str]:
-        """The query string's parameters (last value wins)."""
-        from urllib.parse import parse_qsl, urlsplit
-
-        return dict(parse_qsl(urlsplit(self.path).query))
-
-
-@dataclass
-class GatewayConfig:
-    """Limits and hooks; every field has a working default."""
-
-    max_frame: int = 64 * 1024
-    max_keys: int = 1000
-    max_backlog_bytes: int = 4 * 1024 * 1024
-    max_backlog_messages: int = 20_000
-    write_high_water: int = 256 * 1024
-    stuck_timeout: float = 10.0
-    rate: float = 50.0
-    burst: float = 200.0
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-    #: allowed Origin values; None means the gateway's own host only, "*" any
-    origins: list[str] | str | None = None
-    authenticate: Callable[[Handshake], Any] | None = None
-    authorize: Callable[[Any, str], Any] | None = None
-    #: post custom client messages to the store for ``world.messages()``
-    forward_to_world: bool = True
-    #: a folder served at "/" (the demo's page, say)
-    static_dir: str | os.PathLike[str] | None = None
-
-    def __post_init__(self) -> None:
-        # One rule for every caller: "*" anywhere allows any origin, and a
-        # single origin given as a string is that origin, not its substrings.
-        origins = self.origins
-        if isinstance(origins, str):
-            self.origins = "*" if origins == "*" else [origins]
-        elif origins is not None:
-            self.origins = "*" if "*" in origins else list(origins)
-
-
-async def _maybe(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class Gateway:
@@ -130,7 +77,9 @@ class Gateway:
         self._pump: asyncio.Task[None] | None = None
         self._live: dict[str, asyncio.Future[None]] = {}
         self._counter = itertools.count(1)
-        self._started = False
+        self._life = Lifecycle()
+        #: set when the start or close under way is done
+        self._transition: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         #: key -> barrier token -> (session, its buffer, the snapshot read) awaiting that barrier
         self._barriers: dict[str, dict[str, tuple[Session, list[Routed], list[Stored]]]] = {}
@@ -141,29 +90,86 @@ class Gateway:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store and the shared subscriber (idempotent)."""
-        if self._started:
+        """Open the store and the shared subscriber (idempotent; after a failure, tries again)."""
+        while True:
+            step = self._life.start()
+            if step is Step.NOTHING:
+                return
+            if step is Step.OPEN:
+                break
+            assert self._transition is not None  # set whenever starting or closing
+            await asyncio.shield(self._transition)  # another call is starting or closing
+        self._transition = transition = asyncio.get_running_loop().create_future()
+        try:
+            if self._owns_store:
+                await self.store.open()
+            self._subscribe()
+        except BaseException:
+            self._life.failed()
+            raise
+        else:
+            self._life.opened()
+        finally:
+            transition.set_result(None)
+
+    def _subscribe(self) -> None:
+        """A new store subscriber, and the fan-out task over it."""
+        self._subscriber = subscriber = self.store.subscriber()
+        self._pump = asyncio.create_task(self._fan_out(subscriber))
+        self._pump.add_done_callback(self._pump_ended)
+
+    def _pump_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._pump is not task:
             return
-        self._started = True
-        if self._owns_store:
-            await self.store.open()
-        self._subscriber = self.store.subscriber()
-        self._pump = asyncio.create_task(self._fan_out(self._subscriber))
+        exc = task.exception()
+        if exc is not None:
+            log.error("synk gateway fan-out failed; subscribing afresh", exc_info=exc)
+        if self._life.subscriber_ended() is Step.RESUBSCRIBE:
+            # Without it every client would wait forever: re-subscribe every
+            # key on a new subscriber and re-snapshot them.
+            old = self._subscriber
+            if old is not None:
+                self._spawn(old.close())
+            self._live.clear()
+            self._barriers.clear()
+            self._subscribe()
+            for session in list(self.sessions.values()):
+                self._resnapshot_all(session)
 
     async def close(self) -> None:
-        """Close every client with 1001, then release the store."""
-        await asyncio.gather(*(s.close(p.CLOSE_GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())))
-        for task in list(self._tasks):
-            task.cancel()
-        if self._subscriber is not None:
-            await self._subscriber.close()
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-        if self._owns_store and self._started:
-            await self.store.close()
-        self._started = False
+        """Close every client with 1001, then release the store; a later start begins afresh."""
+        while True:
+            step = self._life.close()
+            if step is Step.NOTHING:
+                return
+            if step is Step.RELEASE:
+                break
+            assert self._transition is not None
+            await asyncio.shield(self._transition)
+        self._transition = transition = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.gather(*(s.close(p.CLOSE_GOING_AWAY, "gateway shutting down") for s in list(self.sessions.values())))
+            for task in list(self._tasks):
+                task.cancel()
+            pump, self._pump = self._pump, None
+            subscriber, self._subscriber = self._subscriber, None
+            if subscriber is not None:
+                await subscriber.close()
+            if pump is not None:
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+            if self._owns_store:
+                await self.store.close()
+        finally:
+            # Nothing of this run may leak into the next: a later attach
+            # starts again on fresh futures.
+            self._live.clear()
+            self._barriers.clear()
+            self._queued.clear()
+            self._dirty.clear()
+            self._life.released()
+            transition.set_result(None)
 
     def on(self, method: str) -> Callable[[Handler], Handler]:
         """Register a handler for a custom client method: ``@gateway.on("chat")``.
@@ -198,9 +204,9 @@ class Gateway:
         ``headers`` have lowercase names. Each transport answers a refusal in
         its own way (an HTTP status, or a close code under ASGI).
         """
-        if not self._origin_allowed(headers.get("origin"), headers.get("host")):
+        if not admission.origin_allowed(self.config.origins, headers.get("origin"), headers.get("host")):
             return 403, None
-        ok, identity = await self._authenticate(Handshake(path, headers, peer))
+        ok, identity = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
         return (0, identity) if ok else (401, None)
 
     def http_get(self, path: str) -> tuple[int, str, bytes]:
@@ -212,33 +218,13 @@ class Gateway:
             return 404, "text/plain; charset=utf-8", b"not found\n"
         return 200, found[0], found[1]
 
-    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """Whether a browser page from ``origin`` may connect."""
-        if origin is None:
-            return True  # not a browser: browsers always send Origin
-        allowed = self.config.origins
-        if allowed == "*":
-            return True
-        if allowed is None:
-            from urllib.parse import urlsplit
+    async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes], path: str = "/") -> None:
+        """Serve one connection until ``frames`` ends; the transport calls this.
 
-            return host is not None and urlsplit(origin).netloc == host
-        return origin in allowed
-
-    async def _authenticate(self, handshake: Handshake) -> tuple[bool, Any]:
-        """Run the ``authenticate`` hook: (accepted, identity)."""
-        hook = self.config.authenticate
-        if hook is None:
-            return True, None
-        try:
-            identity = await _maybe(hook(handshake))
-        except Exception:
-            log.exception("synk authenticate hook raised; connection refused")
-            return False, None
-        return identity is not None, identity
-
-    async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes]) -> None:
-        """Serve one connection until ``frames`` ends; the transport calls this."""
+        ``path`` is the request's path and query: ``synk_resnap=1`` in it
+        declares a client that takes ``snap``, ``resnap`` and an ``add`` of
+        an object it holds (PROTOCOL.md).
+        """
         await self.start()
         cid = f"{next(self._counter)}-{secrets.token_hex(4)}"
         session = Session(
@@ -251,9 +237,12 @@ class Gateway:
             stuck_timeout=self.config.stuck_timeout,
             rate=self.config.rate,
             burst=self.config.burst,
+            key_rate=self.config.key_rate,
+            key_burst=float(self.config.key_burst or 0),
             on_lag=self._resnapshot_all,
             on_dirty=self._dirty_session,
         )
+        session.resnap = Handshake(path, {}).query.get("synk_resnap") == "1"
         self.sessions[cid] = session
         self.metrics.clients = len(self.sessions)
         session.push(p.encode_hello(cid))
@@ -285,6 +274,17 @@ class Gateway:
         session.throttled = False
         try:
             command = p.parse(frame, self.config.max_keys)
+            asked = (
+                len(command.add) if isinstance(command, p.UpdateSubscription) else len(command.keys) if isinstance(command, p.Resync) else 0
+            )
+            if asked and not session.key_bucket.take(asyncio.get_running_loop().time(), asked):
+                # Frames are cheap; snapshots are not: one resync of 1,000 keys
+                # is 1,000 reads and publishes. Refused whole, like a dropped frame.
+                raise ProtocolError(
+                    p.RATE_LIMITED,
+                    f"{asked} keys asked with {int(session.key_bucket.tokens)} left"
+                    f" of the budget of {self.config.key_rate:g} keys a second",
+                )
             if isinstance(command, p.UpdateSubscription):
                 await self._update(session, command)
             elif isinstance(command, p.Resync):
@@ -339,9 +339,17 @@ class Gateway:
         gone = []
         for key in keys:
             session.keys.pop(key, None)
+        if session.moves:
+            session.push_many(session.moves_left(keys))
+        for key in keys:
             if self.router.remove(session.id, key):
                 gone.append(key)
-                self._live.pop(key, None)
+                live = self._live.pop(key, None)
+                if live is not None and not live.done():
+                    # Its subscribe may not have started yet: it would then run
+                    # after the unsubscribe below and subscribe a key no client
+                    # follows, for good. The router's keys are the truth.
+                    live.cancel()
         self.metrics.keys = len(self.router)
         if gone:
             for key in gone:
@@ -363,6 +371,11 @@ class Gateway:
             self._spawn(self._snapshot(session, key, buffer))
 
     def _resnapshot_all(self, session: Session) -> None:
+        if not session.resnap:
+            # The original synk-js client throws on an add of an object it
+            # holds and knows no resnap: it can only start afresh.
+            self._spawn(session.close(p.CLOSE_RESTART, "gateway re-snapshots; reconnect"))
+            return
         # Not asked for by the client: tell it, so it reconciles the keys as
         # one batch (an object that moved between two of them is not removed).
         keys = list(session.keys)
@@ -488,7 +501,8 @@ class Gateway:
                 continue
             self.metrics.store_messages += 1
             routed = None
-            # Only an add that moved in needs decoding on the live path.
+            # Only an add that moved in needs decoding on the live path (and,
+            # for clients with left-out adds, a departure).
             prev_key = None
             if b'"psKey":' in data:
                 routed = route(data)
@@ -499,10 +513,26 @@ class Gateway:
                     continue
                 buffer = target.keys.get(key)
                 if buffer is None:
+                    if target.moves:
+                        if routed is None:
+                            routed = route(data)
+                        if routed.id is not None:
+                            target.settle_move(routed.id, key, routed.leaves)
                     if prev_key is not None and prev_key in target.keys and target.keys[prev_key] is None:
-                        continue  # it got the mod with nsKey from the old key, which is live
+                        # It gets the mod with nsKey from the old key, which is
+                        # live; kept in case it leaves that key before the mod
+                        # reaches it.
+                        assert routed is not None and routed.id is not None
+                        target.remember_move(routed.id, prev_key, key, data)
+                        continue
                     target.push(data)
                 else:
                     if routed is None:
                         routed = route(data)
                     buffer.append(routed)
+                    if len(buffer) > self.config.max_backlog_messages:
+                        # The snapshot is slow and the key busy: rather than
+                        # hold its messages without bound, start it over (a
+                        # fresh read covers everything buffered so far).
+                        self.metrics.slow_resyncs += 1
+                        self._snapshots(target, [key])

@@ -6,7 +6,7 @@ __all__ = ["TokenBucket"]
 
 
 class TokenBucket:
-    """Allows ``rate`` messages a second on average, ``burst`` at once."""
+    """Allows ``rate`` messages (or keys) a second on average, ``burst`` at once."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
@@ -16,11 +16,11 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = now
 
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; False means refuse the message."""
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are as many; False means refuse the request."""
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False

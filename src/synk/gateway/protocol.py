@@ -14,6 +14,7 @@ import orjson
 
 from synk.core.messages import RESERVED_METHODS
 from synk.core.names import check_key
+from synk.core.values import MAX_DEPTH
 from synk.errors import ProtocolError, ValidationError
 
 __all__ = [
@@ -41,6 +42,7 @@ INTERNAL = "internal"
 #: Close codes.
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+CLOSE_RESTART = 1012
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_TOO_SLOW = 4408
 
@@ -97,6 +99,32 @@ def _only(msg: dict[str, Any], allowed: frozenset[str]) -> None:
         raise ProtocolError(BAD_MESSAGE, f"{msg['method']} has unknown field(s) {shown}")
 
 
+def _depth(value: Any) -> int:
+    """How many lists and dicts deep ``value`` is (0 for a scalar), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _check_depth(frame: str | bytes, data: dict[str, Any]) -> None:
+    # orjson parses up to 1,024 levels but encodes only 254: a deeper custom
+    # message could not be forwarded (nor a handler's reply built from it),
+    # and would fail inside the gateway. The same bound as field values.
+    opening = frame.count(b"[") + frame.count(b"{") if isinstance(frame, bytes) else frame.count("[") + frame.count("{")
+    if opening <= MAX_DEPTH:
+        return  # too few brackets to be that deep: the common case costs two scans
+    depth = max((_depth(v) for v in data.values()), default=0)
+    if depth > MAX_DEPTH:
+        raise ProtocolError(BAD_MESSAGE, f"custom message fields are nested {depth} levels deep, over the limit of {MAX_DEPTH}")
+
+
 _SUB_FIELDS = frozenset({"method", "add", "remove"})
 _RESYNC_FIELDS = frozenset({"method", "keys"})
 
@@ -122,6 +150,7 @@ def parse(frame: str | bytes, max_keys: int = 1000) -> Command:
     if method in RESERVED_METHODS:
         raise ProtocolError(BAD_MESSAGE, f"method {method!r} is sent by the gateway, not to it")
     data = {k: v for k, v in msg.items() if k != "method"}
+    _check_depth(frame, data)
     return Custom(method, data)
 
 

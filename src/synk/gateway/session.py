@@ -29,6 +29,9 @@ __all__ = ["Client", "Outlet", "Session"]
 
 log = logging.getLogger("synk.gateway")
 
+#: Left-out adds of moves a client keeps at most (see Session.remember_move).
+MAX_MOVES = 4096
+
 
 class Outlet(abc.ABC):
     """Moves a client's bytes: one implementation per transport."""
@@ -87,6 +90,8 @@ class Session:
         stuck_timeout: float,
         rate: float,
         burst: float,
+        key_rate: float,
+        key_burst: float,
         on_lag: Callable[[Session], None],
         on_dirty: Callable[[Session], None],
     ) -> None:
@@ -97,9 +102,18 @@ class Session:
         #: key -> None when live, or the messages buffered during its snapshot
         self.keys: dict[str, list[Routed] | None] = {}
         self.bucket = TokenBucket(rate, burst, asyncio.get_running_loop().time())
+        #: keys asked to be snapshotted: each costs a read and a publish, whatever the frames
+        self.key_bucket = TokenBucket(key_rate, key_burst, asyncio.get_running_loop().time())
         #: messages are being dropped for the rate limit (the client was told once)
         self.throttled = False
         self.client = Client(self)
+        #: the client declared (``?synk_resnap=1``) that it takes ``snap``, ``resnap`` and an
+        #: ``add`` of an object it holds; the original synk-js client does not
+        self.resnap = False
+        #: object id -> (old key, new key, the add with psKey left out for it): this client
+        #: got the move as the mod with nsKey of the old key instead, unless it leaves
+        #: the old key before that mod reached it (see :meth:`remember_move`)
+        self.moves: dict[str, tuple[str, str, bytes]] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_bytes = max_backlog_bytes
@@ -116,6 +130,45 @@ class Session:
         self.lagging = False
         self.closed = False
         self._writer = asyncio.create_task(self._run())
+
+    def remember_move(self, oid: str, prev_key: str, key: str, data: bytes) -> None:
+        """Keep the add (with psKey) left out for this client, until the move it names is settled."""
+        moves = self.moves
+        moves.pop(oid, None)  # re-inserted last: the dict stays oldest first
+        moves[oid] = (prev_key, key, data)
+        if len(moves) > MAX_MOVES:
+            # A bound on memory; a client left without a move's add converges
+            # at its next resync or reconnect.
+            del moves[next(iter(moves))]
+
+    def moves_left(self, keys: list[str]) -> list[bytes]:
+        """The left-out adds of objects that moved out of ``keys``, which this client now leaves.
+
+        The client may have dropped the old key's mod with nsKey (it had
+        left the key already on its side), so the add is its only news of
+        the object in the new key. Only adds into a key it follows live are
+        returned: a key being snapshotted brings the object anyway.
+        """
+        gone = set(keys)
+        out = []
+        for oid, (prev_key, key, data) in list(self.moves.items()):
+            if prev_key in gone:
+                del self.moves[oid]
+                if key in self.keys and self.keys[key] is None:
+                    out.append(data)
+        return out
+
+    def settle_move(self, oid: str, key: str, leaves: bool) -> None:
+        """A message of ``oid`` in ``key`` reached this client: forget the left-out add it makes moot."""
+        move = self.moves.get(oid)
+        if move is None:
+            return
+        prev_key, new_key, _ = move
+        # It left the key it moved to: that add is old news. Or the original
+        # client got the mod with nsKey: an add now would be a duplicate, which
+        # it throws on.
+        if (key == new_key and leaves) or (key == prev_key and not self.resnap):
+            del self.moves[oid]
 
     def push(self, data: bytes) -> None:
         """Queue one message; drops the backlog if it passes its bound."""

@@ -113,6 +113,7 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
         if refused:
             return _response(HTTPStatus(refused), b"origin not allowed\n" if refused == 403 else b"unauthorized\n")
         connection.synk_identity = identity  # type: ignore[attr-defined]
+        connection.synk_path = request.path  # type: ignore[attr-defined]
         return None
 
     async def handler(connection: ServerConnection) -> None:
@@ -123,7 +124,7 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
                 async for frame in connection:
                     yield frame
 
-        await gateway.attach(WebsocketOutlet(connection), identity, frames())
+        await gateway.attach(WebsocketOutlet(connection), identity, frames(), getattr(connection, "synk_path", "/"))
 
     return _Server(
         gateway,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import random
 from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as rexc
+from redis.crc import key_slot
 
 from synk.errors import ConfigError
 from synk.store.base import Event, Subscriber
@@ -21,14 +23,31 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisSubscriber"]
 
+log = logging.getLogger("synk.store")
+
 #: What sending on the pub/sub connection may raise while it breaks or is
 #: closed under us (redis-py then finds its writer gone: AttributeError).
 #: Either way the reader task reconnects and subscribes ``_keys`` afresh.
 _SEND_ERRORS = (*ERRORS, AttributeError)
 
+#: Channels named in one SSUBSCRIBE or SUNSUBSCRIBE at most.
+CHUNK = 500
+
+#: Events queued for the consumer at most: past it they are dropped for an
+#: ``Event(None)`` (re-snapshot every key), so a stalled consumer costs
+#: bounded memory and still converges.
+MAX_QUEUE = 100_000
+
 
 class RedisSubscriber(Subscriber):
     """One pub/sub connection for a changing set of keys, reconnecting on its own.
+
+    The set of keys asked for (``_keys``) is the truth; what the connection
+    is subscribed to is reconciled to it by :meth:`_reconcile`, which sends
+    everything that changed since it last ran in a few commands. So an
+    unsubscribe that overtakes its key's subscribe cancels it instead of
+    being overtaken, and a flood of changes costs a few round trips, not one
+    per key.
 
     A reader task owns the connection: it resolves ``subscribe()`` calls once
     Redis confirms them (so a snapshot taken afterwards misses nothing), and
@@ -37,6 +56,7 @@ class RedisSubscriber(Subscriber):
 
     def __init__(self, store: RedisStore) -> None:
         self._store = store
+        #: the keys asked for
         self._keys: set[str] = set()
         self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
@@ -44,11 +64,25 @@ class RedisSubscriber(Subscriber):
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._closed = False
+        #: held while sending subscription commands: they go out in the order decided
         self._lock = asyncio.Lock()
+        #: channels the connection is subscribed to, or has been asked to be
+        self._asked: set[bytes] = set()
+        #: channel -> SSUBSCRIBEs of it sent and not yet confirmed
+        self._unconfirmed: dict[bytes, int] = {}
+        #: changes to send at the next reconcile
+        self._to_add: set[bytes] = set()
+        self._to_remove: set[bytes] = set()
+        #: channels whose batch was refused: each goes in a command of its own next
+        self._alone: set[bytes] = set()
+        #: one SSUBSCRIBE per slot (a cluster refuses channels of several slots: CROSSSLOT)
+        self._per_slot = False
         #: channels re-subscribed after a reconnect and not yet confirmed
         self._resubscribing: set[bytes] | None = None
-        #: channels whose SSUBSCRIBE was sent and not yet answered, in order
-        self._sent: collections.deque[bytes] = collections.deque()
+        #: the channels of each SSUBSCRIBE sent and not yet wholly answered, in order
+        self._sent: collections.deque[list[bytes]] = collections.deque()
+        #: times the queue passed MAX_QUEUE and was dropped
+        self.overflows = 0
 
     async def subscribe(self, keys: Iterable[str]) -> None:
         new = [k for k in dict.fromkeys(keys) if k not in self._keys]
@@ -58,18 +92,20 @@ class RedisSubscriber(Subscriber):
         loop = asyncio.get_running_loop()
         futures = []
         for key in new:
+            channel = self._store.channel(key).encode()
+            if channel in self._to_remove:
+                self._to_remove.discard(channel)  # still subscribed: cancel the pending SUNSUBSCRIBE
+            elif channel not in self._asked:
+                self._to_add.add(channel)
+            if channel in self._asked and not self._unconfirmed.get(channel):
+                continue  # confirmed already, and not left since
             fut: asyncio.Future[None] = loop.create_future()
-            self._waiting.setdefault(self._store.channel(key).encode(), []).append(fut)
+            self._waiting.setdefault(channel, []).append(fut)
             futures.append(fut)
         if self._task is None:
             self._task = asyncio.create_task(self._run())
         self._wake.set()
-        async with self._lock:
-            if self._pubsub is not None:
-                with contextlib.suppress(*_SEND_ERRORS):
-                    for k in new:  # one channel per SSUBSCRIBE: the channels of one call must share a slot
-                        self._sent.append(self._store.channel(k).encode())
-                        await self._pubsub.ssubscribe(self._store.channel(k))
+        await self._reconcile()
         await asyncio.gather(*futures)
 
     async def unsubscribe(self, keys: Iterable[str]) -> None:
@@ -78,14 +114,45 @@ class RedisSubscriber(Subscriber):
             return
         self._keys.difference_update(gone)
         for key in gone:
-            for fut in self._waiting.pop(self._store.channel(key).encode(), []):
+            channel = self._store.channel(key).encode()
+            self._to_add.discard(channel)  # not sent yet: it never will be
+            if channel in self._asked:
+                self._to_remove.add(channel)
+            for fut in self._waiting.pop(channel, []):
                 if not fut.done():
                     fut.set_result(None)
+        await self._reconcile()
+
+    def _batches(self, channels: set[bytes]) -> list[list[bytes]]:
+        """``channels`` in commands of at most CHUNK channels, one slot per command if need be."""
+        alone = channels & self._alone
+        self._alone -= alone
+        out: list[list[bytes]] = [[c] for c in sorted(alone)]
+        groups: dict[int, list[bytes]] = collections.defaultdict(list)
+        for channel in sorted(channels - alone):
+            groups[key_slot(channel) if self._per_slot else 0].append(channel)
+        for group in groups.values():
+            out.extend(group[i : i + CHUNK] for i in range(0, len(group), CHUNK))
+        return out
+
+    async def _reconcile(self) -> None:
+        """Send what changed in ``_keys`` since the last call, on the current connection."""
         async with self._lock:
-            if self._pubsub is not None:
-                with contextlib.suppress(*_SEND_ERRORS):
-                    for k in gone:
-                        await self._pubsub.sunsubscribe(self._store.channel(k))
+            ps = self._pubsub
+            if ps is None or (not self._to_add and not self._to_remove):
+                return  # nothing to do, or the next connection subscribes ``_keys`` whole
+            add, self._to_add = self._to_add, set()
+            remove, self._to_remove = self._to_remove, set()
+            self._asked -= remove
+            self._asked |= add
+            with contextlib.suppress(*_SEND_ERRORS):
+                for batch in self._batches(remove):
+                    await ps.sunsubscribe(*(c.decode() for c in batch))
+                for batch in self._batches(add):
+                    self._sent.append(batch)
+                    for c in batch:
+                        self._unconfirmed[c] = self._unconfirmed.get(c, 0) + 1
+                    await ps.ssubscribe(*(c.decode() for c in batch))
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
@@ -119,10 +186,79 @@ class RedisSubscriber(Subscriber):
         ps = self._store.pubsub_client.pubsub()
         async with self._lock:
             self._sent.clear()
-            for k in list(self._keys):  # a snapshot: subscribe() may add keys meanwhile
-                self._sent.append(self._store.channel(k).encode())
-                await ps.ssubscribe(self._store.channel(k))
+            self._unconfirmed.clear()
+            self._to_add.clear()
+            self._to_remove.clear()
+            self._asked = {self._store.channel(k).encode() for k in self._keys}
+            for batch in self._batches(self._asked):
+                self._sent.append(batch)
+                for c in batch:
+                    self._unconfirmed[c] = 1
+                await ps.ssubscribe(*(c.decode() for c in batch))
             self._pubsub = ps
+
+    def _refused(self, exc: rexc.ResponseError) -> bool:
+        """Redis refused the oldest SSUBSCRIBE not yet answered; True if channels must be sent again."""
+        if not self._sent:
+            return False
+        batch = [c for c in self._sent.popleft() if self._unconfirmed.get(c)]
+        for c in batch:
+            n = self._unconfirmed.pop(c) - 1
+            if n:
+                self._unconfirmed[c] = n
+        retry = [c for c in batch if c in self._asked and not self._unconfirmed.get(c)]
+        if len(batch) > 1:
+            # One channel of the command may be the cause (an ACL, or slots on
+            # a cluster): send them again, by slot or one by one.
+            if "CROSSSLOT" in str(exc) and not self._per_slot:
+                self._per_slot = True
+            else:
+                self._alone.update(retry)
+            self._asked.difference_update(retry)
+            self._to_add.update(retry)
+            return bool(retry)
+        for channel in retry:
+            # Refused on its own (an ACL, say): fail that call, keep the rest.
+            key = self._store.key_of_channel(channel)
+            self._keys.discard(key)
+            self._asked.discard(channel)
+            if self._resubscribing is not None:
+                self._resubscribing.discard(channel)
+            for fut in self._waiting.pop(channel, []):
+                if not fut.done():
+                    fut.set_exception(ConfigError(f"redis refused the subscription to key {key!r}: {exc}"))
+        return False
+
+    def _overflow(self) -> None:
+        """The consumer fell MAX_QUEUE events behind: drop them for one ``Event(None)``."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self.overflows += 1
+        log.warning("synk redis subscriber dropped over %d queued events; its consumer re-snapshots", MAX_QUEUE)
+        self._queue.put_nowait(Event(None))
+
+    def _confirmed(self, channel: bytes) -> None:
+        if self._sent and channel in self._sent[0]:
+            head = self._sent[0]
+            head.remove(channel)
+            if not head:
+                self._sent.popleft()
+        n = self._unconfirmed.get(channel, 0) - 1
+        if n > 0:
+            self._unconfirmed[channel] = n
+            return  # a later SSUBSCRIBE of it is still on its way (it was left and asked again)
+        self._unconfirmed.pop(channel, None)
+        if channel not in self._asked:
+            return
+        for fut in self._waiting.pop(channel, []):
+            if not fut.done():
+                fut.set_result(None)
+        if self._resubscribing is not None:
+            self._resubscribing.discard(channel)
+            if not self._resubscribing:
+                # Only now is every key live again: snapshots taken after this miss nothing.
+                self._resubscribing = None
+                self._queue.put_nowait(Event(None))
 
     async def _run(self) -> None:
         delay = 0.05
@@ -137,25 +273,27 @@ class RedisSubscriber(Subscriber):
                         self._resubscribing = None
                         self._queue.put_nowait(Event(None))
                     reconnect = False
-                if not self._keys:
+                if not self._keys and not self._asked:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
                 delay = 0.05
             except rexc.ResponseError as exc:
-                # Redis refused one SSUBSCRIBE (ACL, cluster slot...): fail that call, keep the rest.
-                if self._sent:
-                    channel = self._sent.popleft()
-                    key = self._store.key_of_channel(channel)
-                    self._keys.discard(key)
-                    if self._resubscribing is not None:
-                        self._resubscribing.discard(channel)
-                    for fut in self._waiting.pop(channel, []):
-                        if not fut.done():
-                            fut.set_exception(ConfigError(f"redis refused the subscription to key {key!r}: {exc}"))
+                if self._refused(exc):
+                    await self._reconcile()
                 continue
             except ERRORS:
+                await self._drop()
+                reconnect = True
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+                continue
+            except Exception:
+                # Anything else (a redis-py bug, a reply it cannot parse): this
+                # task is the only reader, and if it died every key would go
+                # silent for good. Start over on a new connection instead.
+                log.exception("synk redis subscriber failed; reconnecting")
                 await self._drop()
                 reconnect = True
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -170,15 +308,7 @@ class RedisSubscriber(Subscriber):
                 for data in msg["data"].split(b"\n"):  # a flush publishes a key's messages together
                     if data:
                         put(Event(key, data))
+                if self._queue.qsize() > MAX_QUEUE:
+                    self._overflow()
             elif kind == "ssubscribe":
-                with contextlib.suppress(ValueError):
-                    self._sent.remove(msg["channel"])
-                for fut in self._waiting.pop(msg["channel"], []):
-                    if not fut.done():
-                        fut.set_result(None)
-                if self._resubscribing is not None:
-                    self._resubscribing.discard(msg["channel"])
-                    if not self._resubscribing:
-                        # Only now is every key live again: snapshots taken after this miss nothing.
-                        self._resubscribing = None
-                        self._queue.put_nowait(Event(None))
+                self._confirmed(msg["channel"])

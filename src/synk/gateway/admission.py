@@ -1,0 +1,44 @@
+"""Admission of a websocket handshake: the page's origin and the ``authenticate`` hook."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from synk.gateway.config import Handshake
+
+__all__ = ["authenticate", "maybe_await", "origin_allowed"]
+
+log = logging.getLogger("synk.gateway")
+
+
+async def maybe_await(value: Any) -> Any:
+    """``value``, awaited first if it is awaitable (hooks may be sync or async)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def origin_allowed(allowed: list[str] | str | None, origin: str | None, host: str | None) -> bool:
+    """Whether a browser page from ``origin`` may connect, given the configured ``origins``."""
+    if origin is None:
+        return True  # not a browser: browsers always send Origin
+    if allowed == "*":
+        return True
+    if allowed is None:
+        return host is not None and urlsplit(origin).netloc == host
+    return origin in allowed
+
+
+async def authenticate(hook: Callable[[Handshake], Any] | None, handshake: Handshake) -> tuple[bool, Any]:
+    """Run the ``authenticate`` hook: (accepted, identity); a hook that raises refuses."""
+    if hook is None:
+        return True, None
+    try:
+        identity = await maybe_await(hook(handshake))
+    except Exception:
+        log.exception("synk authenticate hook raised; connection refused")
+        return False, None
+    return identity is not None, identity
