@@ -524,11 +524,11 @@ async def test_a_slow_snapshot_of_a_busy_key_buffers_at_most_the_bound(redis_url
         gate = asyncio.Event()
         blocked = asyncio.Event()
 
-        async def slow_once(key: str) -> Any:
+        async def slow_once(key: str, *, marks: bool = False) -> Any:
             if not blocked.is_set():
                 blocked.set()
                 await gate.wait()
-            return await real(key)
+            return await real(key, marks=marks)
 
         store.snapshot = slow_once  # type: ignore[method-assign]
         client = await WsClient.open(env.url)
