@@ -99,6 +99,8 @@ async def test_moves(env: Env) -> None:
     await env.world.flush()
     both = await WsClient.open(env.url)
     await both.subscribe(["world:0|0", "world:1|0"])
+    original = await WsClient.open(env.url, resnap=False)  # the original synk-js client
+    await original.subscribe(["world:0|0", "world:1|0"])
     new_only = await WsClient.open(env.url)
     await new_only.subscribe(["world:1|0"])
     old_only = await WsClient.open(env.url)
@@ -107,20 +109,48 @@ async def test_moves(env: Env) -> None:
     await env.world.flush()
     await env.world.publish("world:1|0", {"method": "marker"})
     await env.world.publish("world:0|0", {"method": "marker"})
-    for c in (both, new_only, old_only):
-        await c.wait(lambda: len(c.of("marker")) == (2 if c is both else 1))  # noqa: B023
+    for c in (both, original, new_only, old_only):
+        await c.wait(lambda: len(c.of("marker")) == (2 if c in (both, original) else 1))  # noqa: B023
 
     def moves(c: WsClient) -> list[tuple[str, str | None]]:
         return [(m["method"], m.get("nsKey") or m.get("psKey")) for m in c.messages if m["method"] in ("mod", "add") and m["v"] == 2]
 
-    assert moves(both) == [("mod", "world:1|0")]
+    # synk's client gets both halves (it drops the add when it has the move);
+    # the original client, which throws on a second add, the mod only.
+    assert sorted(moves(both)) == [("add", "world:0|0"), ("mod", "world:1|0")]
+    assert moves(original) == [("mod", "world:1|0")]
     assert moves(new_only) == [("add", "world:0|0")]
     assert moves(old_only) == [("mod", "world:1|0")]
-    assert both.mirror["m1"]["sKey"] == "world:1|0"
+    assert both.mirror["m1"]["sKey"] == original.mirror["m1"]["sKey"] == "world:1|0"
     assert "m1" in new_only.mirror
     assert "m1" not in old_only.mirror
-    for c in (both, new_only, old_only):
+    for c in (both, original, new_only, old_only):
         await c.close()
+
+
+async def test_a_snapshot_of_the_new_key_read_between_the_halves_of_a_move(env: Env) -> None:
+    # Following A, the client adds B while X moves A -> B, and B's snapshot is
+    # read after the take-out from A and before the put into B: X is in neither.
+    # The client gets A's mod (nsKey B), then B's snap without X, which removes
+    # it; only the add with psKey A, which comes after, brings it back.
+    a_key, b_key = "world:0|0", "world:1|0"
+    x = env.world.create(Agent(id="x", x=1))
+    await env.world.flush()
+    client = await WsClient.open(env.url)
+    await client.subscribe([a_key])
+    store = env.world.store
+    phase2 = store._phase2
+
+    async def snapshot_b_first(*args: Any) -> Any:
+        store._phase2 = phase2  # type: ignore[method-assign]
+        await client.subscribe([b_key])  # waits for B's snap
+        return await phase2(*args)
+
+    store._phase2 = snapshot_b_first  # type: ignore[method-assign]
+    x.x = 17
+    await env.world.flush()
+    await client.wait(lambda: "x" in client.mirror and client.mirror["x"]["sKey"] == b_key and client.mirror["x"]["v"] == 2)
+    await client.close()
 
 
 async def test_a_move_in_flight_when_the_client_leaves_the_old_key(env: Env) -> None:
@@ -131,7 +161,7 @@ async def test_a_move_in_flight_when_the_client_leaves_the_old_key(env: Env) -> 
     a_key, b_key = "world:0|0", "world:1|0"
     x = env.world.create(Agent(id="x", x=1))
     await env.world.flush()
-    client = await WsClient.open(env.url)
+    client = await WsClient.open(env.url, resnap=False)  # synk's own client gets the add at once anyway
     await client.subscribe([a_key, b_key])
     assert client.mirror["x"]["sKey"] == a_key
     # The client leaves A on its side first (as synk-client's setSubscription does) ...

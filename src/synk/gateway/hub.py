@@ -518,10 +518,14 @@ class Gateway:
                             routed = route(data)
                         if routed.id is not None:
                             target.settle_move(routed.id, key, routed.leaves)
-                    if prev_key is not None and prev_key in target.keys and target.keys[prev_key] is None:
-                        # It gets the mod with nsKey from the old key, which is
-                        # live; kept in case it leaves that key before the mod
-                        # reaches it.
+                    if prev_key is not None and not target.resnap and prev_key in target.keys and target.keys[prev_key] is None:
+                        # The original client gets the move as the mod with nsKey
+                        # from the old key, which is live (it throws on a second
+                        # add); kept in case it leaves that key before the mod
+                        # reaches it. synk's own client gets both: the mod may
+                        # have been published before it followed the old key, or
+                        # the new key's snapshot read between the move's two
+                        # halves, and it drops the add when it has the move.
                         assert routed is not None and routed.id is not None
                         target.remember_move(routed.id, prev_key, key, data)
                         continue
