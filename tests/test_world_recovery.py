@@ -82,3 +82,38 @@ async def test_the_first_flush_after_an_unnoticed_restart_lands(redis_process: R
         with pytest.raises(synk.WriteError) as info:  # the restart lost them: missing, not a connection failure
             await asyncio.wait_for(world.flush(), 30)
         assert {f.reason for f in info.value.failures} == {"missing"}
+
+
+async def test_a_mark_is_swept_only_after_the_older_marks_of_its_object(open_world: WorldFactory) -> None:
+    # x moved F -> D -> E, and the sweep of its mark in F failed: a batch that swept
+    # D's mark but not F's, before the world died, would leave F's mark pointing to D,
+    # and whoever found it would put x back in D. So D's mark waits a flush.
+    async with open_world(Agent) as world:
+        f_mark = ("x", "agent", "x", "tok", 2, b"", b"", ">")
+        d_mark = ("x", "agent", "x", "tok", 3, b"", b"", ">")
+        other = ("x", "agent", "y", "tok2", 5, b"", b"", "!")
+        world._sweeps = {"D": [d_mark], "F": [f_mark], "G": [other]}
+        assert world._take_sweeps() == {"F": [f_mark], "G": [other]}
+        assert world._take_sweeps() == {"D": [d_mark]}
+        assert world._take_sweeps() == {}
+
+
+async def test_load_does_not_send_an_object_back_to_a_key_it_has_left() -> None:
+    # A mark in F says x moved to D, but x has since moved on from D to E (D holds
+    # that move's mark): load(F) sweeps F's mark instead of putting x into D again.
+    from synk.core.messages import encode_add
+    from synk.store.memory import MemoryStore
+
+    store = MemoryStore()
+    world = synk.World(store, [Agent])
+    state = {"x": 1, "y": 0, "name": "", "tags": [], "info": {}}
+    store._values = {
+        "F": {"x": b"tok:2\n>D\n" + encode_add("agent", "x", "D", 2, state, inc="tok")},
+        "D": {"x": b"tok:3\n>E\n" + encode_add("agent", "x", "E", 3, state, inc="tok")},
+        "E": {"x": b"tok:3\n" + encode_add("agent", "x", "E", 3, state, inc="tok")},
+    }
+    store._ids = {"x": "tok"}
+    assert await world.load(["F"]) == []
+    assert [s.id for s in await store.snapshot("D")] == []  # not live in D
+    assert [(s.id, s.version) for s in await store.snapshot("E")] == [("x", 3)]
+    assert await store.snapshot("F", marks=True) == []  # the mark is swept

@@ -128,7 +128,9 @@ class Recovery:
                 self._repair_create(repair, key, ("c", t, m.id, m.token, 1, state, b"", ""))
             elif m.mark == MOVED and held:
                 there = (await self.store.fetch(m.moved_to, [m.id])).get(m.id)
-                if there is not None and there.token == m.token and (there.live or there.mark == DELETED):
+                # This incarnation reached the new key (and may have moved on, or been
+                # deleted, since): the mark is only garbage.
+                if there is not None and there.token == m.token and there.version >= m.version:
                     repair.sweeps.setdefault(key, []).append(("x", t, m.id, m.token, m.version, b"", b"", MOVED))
                 else:  # taken out, never put: put it where it was going
                     repair.repairs.setdefault(m.moved_to, []).append(("p", t, m.id, m.token, m.version, state, b"", key))

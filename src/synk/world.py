@@ -178,12 +178,43 @@ class World(Recovery):
         size = len(batch)
         if not size:
             return FlushHandle(self, 0, None)
-        batch.sweeps, self._sweeps = self._sweeps, {}
+        batch.sweeps = self._take_sweeps()
         task = asyncio.get_running_loop().create_task(self._apply(self._tail, batch))
         handle = FlushHandle(self, size, task)
         task.add_done_callback(lambda t: self._settled(handle, t))
         self._tail = task
         return handle
+
+    def _take_sweeps(self) -> dict[str, list[Op]]:
+        """The sweeps for the next batch: of each object, only its oldest mark.
+
+        A mark is swept only once every older mark of its object is gone, so
+        that whoever finds a mark left (this world died) can trust that the
+        object reached the key it names: a newer mark swept before an older
+        one, and the older one would send the object back there.
+        """
+        sweeps = self._sweeps
+        if not sweeps:
+            return {}
+        ids = [op[2] for ops in sweeps.values() for op in ops]
+        if len(ids) == len(set(ids)):  # the common case: one mark per object
+            self._sweeps = {}
+            return sweeps
+        now: dict[str, list[Op]] = {}
+        later: dict[str, list[Op]] = {}
+        oldest: dict[str, int] = {}
+        for ops in sweeps.values():
+            for op in ops:
+                oldest[op[2]] = min(op[4], oldest.get(op[2], op[4]))
+        taken: set[str] = set()
+        for key, ops in sweeps.items():
+            for op in ops:
+                first = op[4] == oldest[op[2]] and op[2] not in taken
+                if first:
+                    taken.add(op[2])
+                (now if first else later).setdefault(key, []).append(op)
+        self._sweeps = later
+        return now
 
     async def _apply(self, previous: asyncio.Task[None] | None, batch: Batch) -> None:
         if previous is not None:
