@@ -450,8 +450,8 @@ def guarded_tick(store: RedisStore, batch: Batch) -> GuardedTick:
         puts.setdefault(op[7], []).append(put_of(key, op))
         seed.append(resp("HDEL", store.objects_key(op[7]), op[2]))  # a put lands only where the object is not live
     # The store's own encoder (private, but the point is to send exactly what synk sends).
-    phase1 = list(store._key_calls(batch.ops, []))
-    phase2 = list(store._key_calls(puts, []))
+    phase1 = [call for _key, call in store._key_calls(batch.ops, [])]
+    phase2 = [call for _key, call in store._key_calls(puts, [])]
     return GuardedTick(b"".join(seed), len(seed), b"".join(phase1), len(phase1), b"".join(phase2), len(phase2), len(batch))
 
 

@@ -31,10 +31,17 @@ class StoreState:
         return [(key, s[oid]) for key, s in self.keys.items() if oid in s and s[oid].live]
 
 
-async def read_state(url: str, prefix: str) -> StoreState:
-    """Read every key and claim under ``prefix`` (SCAN, fine for a test's few keys)."""
-    store = RedisStore(url, prefix=prefix)
+async def read_state(url: str | list[str], prefix: str) -> StoreState:
+    """Read every key and claim under ``prefix`` (SCAN, fine for a test's few keys);
+    on a cluster, give the URL of each primary."""
     state = StoreState()
+    for one in [url] if isinstance(url, str) else url:
+        await _read_into(state, one, prefix)
+    return state
+
+
+async def _read_into(state: StoreState, url: str, prefix: str) -> None:
+    store = RedisStore(url, prefix=prefix)
     try:
         r = store.redis
         async for name in r.scan_iter(match=f"{prefix}{{*}}:o", count=1000):
@@ -47,7 +54,6 @@ async def read_state(url: str, prefix: str) -> StoreState:
                 state.claims[name.decode()[len(prefix) + 4 : -1]] = token.decode()
     finally:
         await store.close()
-    return state
 
 
 def violations(state: StoreState, *, settled: bool, worlds: tuple[synk.World, ...] = ()) -> list[str]:

@@ -37,13 +37,17 @@ import math
 import random
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from synk.core.batch import wire
+from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
 
@@ -53,6 +57,9 @@ if TYPE_CHECKING:
     from synk.core.batch import Op
 
 __all__ = ["RedisStore"]
+
+#: A call to send: a key it touches (its hash slot says where it goes), and the call in RESP.
+Call = tuple[bytes, bytes]
 
 _SCRIPTS = ("apply", "release", "post")
 #: Operations per apply.lua call: bounds how long one call blocks Redis, and
@@ -67,6 +74,9 @@ STREAM_MAX_BYTES = 8 * 1024 * 1024
 #: How long the reader's flag outlives its last refresh (ms), and how often it is refreshed (s).
 _READER_TTL_MS = 10_000
 _READER_REFRESH = 3.0
+#: Times a cluster call redirected (MOVED, ASK) is sent again before it is given up.
+_REDIRECTS = 5
+_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 #: The progress limit of a batch of calls when the connection has no socket timeout.
 _REPLY_TIMEOUT = 5.0
 
@@ -92,6 +102,59 @@ def _bulk(data: bytes) -> bytes:
 def _command(*args: bytes) -> bytes:
     """One command in RESP (https://redis.io/docs/latest/develop/reference/protocol-spec/)."""
     return b"*%d\r\n%b" % (len(args), b"".join(map(_bulk, args)))
+
+
+_ASKING = b"*1\r\n$6\r\nASKING\r\n"
+
+
+def _last_of(replies: list[Any], counts: list[int]) -> list[Any]:
+    """The reply of each call, from the replies of its commands (``counts`` per call): its last."""
+    if len(counts) == len(replies):
+        return replies
+    out, j = [], 0
+    for count in counts:
+        j += count
+        out.append(replies[j - 1])
+    return out
+
+
+def _cluster_option(url: str) -> tuple[str, bool | None]:
+    """The URL without synk's ``cluster`` option, and the option (None: find out)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [v for k, v in query if k == "cluster"]
+    if not given:
+        return url, None
+    value = given[-1].lower()
+    if value not in _BOOLEANS:
+        raise ConfigError(f"cluster={given[-1]!r} in {url!r}: give yes or no")
+    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), _BOOLEANS[value]
+
+
+class _NodePool:
+    """A cluster node's connections, taken and given back as ``_run`` does with a pool."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    async def get_connection(self) -> Any:
+        conn = self.node.acquire_connection()
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await conn.disconnect()
+            self.node.release(conn)
+            raise
+        return conn
+
+    async def release(self, conn: Any) -> None:
+        self.node.release(conn)
+
+
+def _keyed(*args: bytes) -> Call:
+    """A command whose first argument is its key: (key, RESP)."""
+    return args[1], _command(*args)
 
 
 def _evalsha_head(script: str, keys: list[bytes], nargs: int) -> bytes:
@@ -155,6 +218,8 @@ class RedisStore(Store):
         self.url = url
         self.prefix = prefix
         self.connect_timeout = connect_timeout
+        url, self._cluster_mode = _cluster_option(url)
+        self._plain_url = url
         # A connection idle for a second is checked (PING) before use, so that
         # the first write after a Redis restart does not fail on a stale
         # socket; a busy simulation never pays for it.
@@ -167,9 +232,18 @@ class RedisStore(Store):
         self.pubsub_client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=connect_timeout, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
         )
+        #: on a Redis Cluster (found by ``open()``, or ``?cluster=yes`` in the URL): its
+        #: slot map and a pool of connections per node; calls go to their slot's node
+        self.cluster: RedisCluster | None = None
+        self._stale_map = False
         self._stream = f"{prefix}{{msgs}}"
         self.stream_max_entries = STREAM_MAX_ENTRIES
         self.stream_max_bytes = STREAM_MAX_BYTES
+
+    @property
+    def commands(self) -> Any:
+        """A redis-py client for plain commands: the cluster client on a cluster (it routes by key)."""
+        return self.cluster if self.cluster is not None else self.redis
 
     # -- names ----------------------------------------------------------------
 
@@ -194,10 +268,22 @@ class RedisStore(Store):
 
     async def open(self) -> None:
         try:
-            await asyncio.wait_for(self._load_scripts(), self.connect_timeout)
+            await asyncio.wait_for(self._connect(), self.connect_timeout)
         except ERRORS as exc:
             await self.close()
             raise _down(self.url, exc) from exc
+
+    async def _connect(self) -> None:
+        mode = self._cluster_mode
+        if mode is None:
+            info = await self.redis.info("cluster")
+            mode = bool(info.get("cluster_enabled"))
+        if mode:
+            self.cluster = RedisCluster.from_url(self._plain_url, socket_connect_timeout=self.connect_timeout, socket_keepalive=True)
+            await self.cluster.initialize()
+            # Scripts are loaded on each node as its first call finds them missing (NOSCRIPT).
+            return
+        await self._load_scripts()
 
     async def _load_scripts(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -208,8 +294,70 @@ class RedisStore(Store):
     async def close(self) -> None:
         await self.redis.aclose()
         await self.pubsub_client.aclose()
+        if self.cluster is not None:
+            await self.cluster.aclose()
 
-    async def _run(self, calls: Iterable[bytes]) -> list[Any]:
+    async def _send(self, calls: Iterable[Call]) -> list[Any]:
+        """Send calls where their slots live; a reply each, in order.
+
+        On one Redis, one connection (``_run``). On a cluster, the calls are
+        grouped by the node that owns each one's slot, and every node's group
+        goes at once, each on a connection of its own: a batch takes one
+        round trip whatever the number of nodes. A call answered MOVED or ASK
+        was not run (the slot is elsewhere): it is sent again where Redis
+        said, after the slot map is refreshed, up to ``_REDIRECTS`` times.
+        """
+        cluster = self.cluster
+        if cluster is None:
+            return await self._run(call for _, call in calls)
+        if self._stale_map:
+            # A node failed last time: it may have failed over, so learn the slot map again.
+            try:
+                await cluster.nodes_manager.initialize()
+            except ERRORS as exc:
+                raise _down(self.url, exc) from exc
+            except rexc.RedisClusterException as exc:
+                raise SynkConnectionError(f"redis cluster at {self.url} has no usable slot map: {exc}") from exc
+            self._stale_map = False
+        listed = list(calls)
+        results: list[Any] = [None] * len(listed)
+        todo = list(range(len(listed)))
+        asking: dict[int, rexc.AskError] = {}
+        for _ in range(_REDIRECTS):
+            groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+            for i in todo:
+                ask = asking.get(i)
+                node = cluster.get_node(ask.host, ask.port) if ask is not None else None
+                if node is None:
+                    try:
+                        node = cluster.nodes_manager.get_node_from_slot(key_slot(listed[i][0]))
+                    except rexc.SlotNotCoveredError as exc:
+                        results[i] = exc
+                        continue
+                groups.setdefault(node.name, (node, []))[1].append(i)
+
+            async def one(node: ClusterNode, indices: list[int], asking: dict[int, rexc.AskError]) -> None:
+                # An ASK redirection is followed with ASKING just before the call.
+                sent = [(_ASKING + listed[i][1]) if i in asking else listed[i][1] for i in indices]
+                counts = [2 if i in asking else 1 for i in indices]
+                replies = await self._run(sent, _NodePool(node), counts, where=f"{node.name} (a node of the cluster at {self.url})")
+                for i, reply in zip(indices, replies, strict=True):
+                    results[i] = reply
+
+            outcomes = await asyncio.gather(*(one(node, indices, asking) for node, indices in groups.values()), return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                self._stale_map = True
+                raise failed[0]
+            todo = [i for i in todo if isinstance(results[i], (rexc.MovedError, rexc.AskError))]
+            if not todo:
+                break
+            asking = {i: results[i] for i in todo if isinstance(results[i], rexc.AskError)}
+            if len(asking) < len(todo):  # the slot map changed: learn the new one
+                await cluster.nodes_manager.initialize()
+        return results
+
+    async def _run(self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "") -> list[Any]:
         """Send calls on one connection, in slices as they come; a reply each.
 
         ``calls`` may be a generator that encodes as it goes: each slice is
@@ -219,16 +367,18 @@ class RedisStore(Store):
         with synk.ConnectionError when Redis neither takes data nor answers
         for over the connection's socket timeout (see ``_Progress``).
         """
-        pool = self.redis.connection_pool
+        if pool is None:
+            pool = self.redis.connection_pool
+        where = where or self.url
         try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await pool.get_connection()
         except ERRORS as exc:
-            raise _down(self.url, exc) from exc
+            raise _down(where, exc) from exc
         try:
             await self._fresh(conn)
         except ERRORS as exc:
             await pool.release(conn)
-            raise _down(self.url, exc) from exc
+            raise _down(where, exc) from exc
         progress = _Progress(conn.socket_timeout or _REPLY_TIMEOUT)
         sent: list[bytes] = []
         try:
@@ -248,7 +398,9 @@ class RedisStore(Store):
                     if buffer:
                         await conn.send_packed_command(b"".join(buffer), check_health=first)
                         progress.made()
-                    results = await self._replies(conn, len(sent), progress)
+                    if counts is None:
+                        counts = [1] * len(sent)
+                    results = _last_of(await self._replies(conn, sum(counts), progress), counts)
                     missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                     if missing:
                         # Loaded on this same connection: another pooled one may be stale too.
@@ -257,13 +409,14 @@ class RedisStore(Store):
                         self._raise_errors(await self._replies(conn, len(loads), progress))
                         await conn.send_packed_command(b"".join(sent[i] for i in missing), check_health=False)
                         progress.made()
-                        for i, reply in zip(missing, await self._replies(conn, len(missing), progress), strict=True):
+                        again = [counts[i] for i in missing]
+                        for i, reply in zip(missing, _last_of(await self._replies(conn, sum(again), progress), again), strict=True):
                             results[i] = reply
             except ERRORS as exc:
                 await conn.disconnect()
                 if progress.expired:
-                    raise SynkConnectionError(f"redis at {self.url} neither took data nor answered for over {progress.limit:g} s") from exc
-                raise _down(self.url, exc) from exc
+                    raise SynkConnectionError(f"redis at {where} neither took data nor answered for over {progress.limit:g} s") from exc
+                raise _down(where, exc) from exc
             except BaseException:
                 # Replies may still be in flight: this connection must not be reused.
                 await conn.disconnect()
@@ -310,11 +463,14 @@ class RedisStore(Store):
     @staticmethod
     def _raise_errors(results: list[Any]) -> list[Any]:
         for r in results:
+            if isinstance(r, (rexc.ClusterDownError, rexc.MovedError, rexc.AskError, rexc.SlotNotCoveredError)):
+                # A cluster failing over, or a slot no node serves yet: Redis is not there for it.
+                raise SynkConnectionError(f"redis cluster cannot serve the call now: {r}") from r
             if isinstance(r, Exception):
                 raise r
         return results
 
-    async def _retry_once(self, calls: list[bytes]) -> list[Any]:
+    async def _retry_once(self, calls: list[Call]) -> list[Any]:
         """Calls sent again once if the connection broke; error replies raised.
 
         A pooled connection to a Redis that restarted fails on its first use.
@@ -322,19 +478,21 @@ class RedisStore(Store):
         at least once); a flush is never repeated: its outcome is unknown.
         """
         try:
-            return self._raise_errors(await self._run(calls))
+            return self._raise_errors(await self._send(calls))
         except SynkConnectionError:
-            return self._raise_errors(await self._run(calls))
+            return self._raise_errors(await self._send(calls))
 
     # -- writes ------------------------------------------------------------------
 
-    def _claim_calls(self, ops: list[Op]) -> list[bytes]:
+    def _claim_calls(self, ops: list[Op]) -> list[Call]:
         # SET NX GET (Redis 7): sets the id's token unless the id is taken, and
         # answers what was there, so a retry by the same incarnation succeeds.
         command = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
-        return [
-            command % (len(name), name, len(token), token) for name, token in ((self.id_key(op[2]).encode(), op[3].encode()) for op in ops)
-        ]
+        out = []
+        for op in ops:
+            name, token = self.id_key(op[2]).encode(), op[3].encode()
+            out.append((name, command % (len(name), name, len(token), token)))
+        return out
 
     @staticmethod
     def _claimed(op: Op, reply: Any) -> int:
@@ -342,10 +500,14 @@ class RedisStore(Store):
             return REFUSED
         return OK if reply is None or reply == op[3].encode() else CONFLICT
 
-    def _release_calls(self, ops: list[Op]) -> list[bytes]:
-        return [_evalsha_head("release", [self.id_key(op[2]).encode()], 1) + _bulk(op[3].encode()) for op in ops]
+    def _release_calls(self, ops: list[Op]) -> list[Call]:
+        out = []
+        for op in ops:
+            name = self.id_key(op[2]).encode()
+            out.append((name, _evalsha_head("release", [name], 1) + _bulk(op[3].encode())))
+        return out
 
-    def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[bytes]:
+    def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[Call]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
         for key, ops in groups.items():
             keys = [self.objects_key(key).encode(), self.channel(key).encode()]
@@ -363,7 +525,7 @@ class RedisStore(Store):
                 codes = "".join([op[0] for op in chunk]).encode()
                 parts[0] = _evalsha_head("apply", keys, 2 + 3 * len(chunk)) + _bulk(codes) + _bulk(b"\n".join(messages))
                 index.append((key, len(chunk)))
-                yield b"".join(parts)
+                yield keys[0], b"".join(parts)
 
     @staticmethod
     def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
@@ -380,12 +542,12 @@ class RedisStore(Store):
         swept: list[tuple[str, int]] = []
         index: list[tuple[str, int]] = []
 
-        def calls() -> Iterable[bytes]:
+        def calls() -> Iterable[Call]:
             yield from self._key_calls(sweeps, swept)
             yield from self._key_calls(groups, index)
             yield from claim_calls
 
-        results = await self._run(calls())
+        results = await self._send(calls())
         n, m = len(swept), len(swept) + len(index)
         claimed = [self._claimed(op, r) for op, r in zip(claims, results[m:], strict=True)]
         return self._gather(swept, results[:n]), self._gather(index, results[n:m]), claimed
@@ -393,11 +555,11 @@ class RedisStore(Store):
     async def _phase2(self, groups: dict[str, list[Op]], releases: list[Op]) -> tuple[dict[str, list[int]], list[int]]:
         index: list[tuple[str, int]] = []
 
-        def calls() -> Iterable[bytes]:
+        def calls() -> Iterable[Call]:
             yield from self._key_calls(groups, index)
             yield from self._release_calls(releases)
 
-        results = await self._run(calls())
+        results = await self._send(calls())
         n = len(index)
         return self._gather(index, results[:n]), [REFUSED if isinstance(r, Exception) else int(r) for r in results[n:]]
 
@@ -405,13 +567,13 @@ class RedisStore(Store):
         if not ids:
             return {}
         # One GET per id: ids hash to slots of their own, so no MGET across them.
-        replies = await self._retry_once([_command(b"GET", self.id_key(oid).encode()) for oid in ids])
+        replies = await self._retry_once([_keyed(b"GET", self.id_key(oid).encode()) for oid in ids])
         return {oid: None if r is None else r.decode() for oid, r in zip(ids, replies, strict=True)}
 
     # -- reads --------------------------------------------------------------------
 
     async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
-        [flat] = await self._retry_once([_command(b"HGETALL", self.objects_key(key).encode())])
+        [flat] = await self._retry_once([_keyed(b"HGETALL", self.objects_key(key).encode())])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
         found = [Stored.parse(key, oid.decode(), value) for oid, value in pairs]
@@ -420,7 +582,7 @@ class RedisStore(Store):
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
         chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
-        results = await self._retry_once([_command(b"HMGET", name, *(i.encode() for i in chunk)) for chunk in chunks])
+        results = await self._retry_once([_keyed(b"HMGET", name, *(i.encode() for i in chunk)) for chunk in chunks])
         out: dict[str, Stored] = {}
         for chunk, values in zip(chunks, results, strict=True):
             for oid, value in zip(chunk, values, strict=True):
@@ -433,7 +595,7 @@ class RedisStore(Store):
     async def publish(self, key: str, data: bytes) -> None:
         # Sent again once if the connection broke: a pooled connection to a
         # restarted Redis fails on first use, before anything was published.
-        await self._retry_once([_command(b"SPUBLISH", self.channel(key).encode(), data)])
+        await self._retry_once([_keyed(b"SPUBLISH", self.channel(key).encode(), data)])
 
     def subscriber(self) -> Subscriber:
         from synk.store.redis_subscriber import RedisSubscriber
@@ -443,7 +605,7 @@ class RedisStore(Store):
     async def post(self, data: bytes) -> bool:
         keys = [self._stream.encode(), f"{self._stream}:bytes".encode(), f"{self._stream}:reader".encode()]
         call = _evalsha_head("post", keys, 3) + _bulk(data) + _bulk(b"%d" % self.stream_max_entries) + _bulk(b"%d" % self.stream_max_bytes)
-        [appended] = await self._retry_once([call])
+        [appended] = await self._retry_once([(keys[0], call)])
         return bool(appended)
 
     async def read_posts(self) -> AsyncIterator[bytes]:
@@ -456,9 +618,9 @@ class RedisStore(Store):
             try:
                 if loop.time() - refreshed > _READER_REFRESH:
                     # Clients' messages are kept only while someone reads them.
-                    await self.redis.set(flag, b"1", px=_READER_TTL_MS)
+                    await self.commands.set(flag, b"1", px=_READER_TTL_MS)
                     refreshed = loop.time()
-                replies: Any = await self.redis.xread({self._stream: last}, block=1000, count=500)
+                replies: Any = await self.commands.xread({self._stream: last}, block=1000, count=500)
                 delay = 0.05
             except ERRORS:
                 refreshed = -math.inf

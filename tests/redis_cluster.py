@@ -1,0 +1,125 @@
+"""A private Redis Cluster for tests: a few ``redis-server --cluster-enabled yes``
+processes on free loopback ports, joined with CLUSTER MEET, the 16,384 slots
+split between the primaries, and a replica per primary when asked."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from tests.redis_process import RedisProcess, free_port
+
+__all__ = ["RedisCluster"]
+
+SLOTS = 16384
+
+
+def _bus_port_free() -> int:
+    """A free port whose cluster bus port (10,000 above) is free and valid too."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no port with a free cluster bus port")
+
+
+def command(port: int, *args: str, timeout: float = 5.0) -> bytes:
+    """One command on a fresh connection; its raw RESP reply (enough for these checks)."""
+    payload = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a.encode()), a.encode()) for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        data = b""
+        while True:
+            chunk = s.recv(1 << 16)
+            data += chunk
+            if not chunk or _complete(data):
+                return data
+
+
+def _complete(data: bytes) -> bool:
+    if data[:1] in (b"+", b"-", b":"):
+        return data.endswith(b"\r\n")
+    if data[:1] == b"$":
+        head, _, rest = data.partition(b"\r\n")
+        return int(head[1:]) < 0 or len(rest) >= int(head[1:]) + 2
+    return data.endswith(b"\r\n")
+
+
+class RedisCluster:
+    """``primaries`` primaries (and as many replicas when ``replicas``), started and joined."""
+
+    def __init__(self, primaries: int = 3, *, replicas: bool = False) -> None:
+        count = primaries * (2 if replicas else 1)
+        self.nodes = [RedisProcess(_bus_port_free(), "--cluster-enabled", "yes", "--cluster-node-timeout", "1000") for _ in range(count)]
+        self.primaries = primaries
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node: any node is a way in."""
+        return self.nodes[0].url
+
+    def node_id(self, port: int) -> str:
+        return command(port, "CLUSTER", "MYID").split(b"\r\n")[1].decode()
+
+    def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+        first = self.nodes[0].port
+        for node in self.nodes[1:]:
+            command(node.port, "CLUSTER", "MEET", "127.0.0.1", str(first))
+        per = SLOTS // self.primaries
+        for i, node in enumerate(self.nodes[: self.primaries]):
+            end = SLOTS - 1 if i == self.primaries - 1 else (i + 1) * per - 1
+            command(node.port, "CLUSTER", "ADDSLOTSRANGE", str(i * per), str(end))
+        self._wait(
+            lambda: all(b"cluster_known_nodes:%d" % len(self.nodes) in command(n.port, "CLUSTER", "INFO") for n in self.nodes), timeout
+        )
+        for primary, replica in zip(self.nodes[: self.primaries], self.nodes[self.primaries :], strict=False):
+            command(replica.port, "CLUSTER", "REPLICATE", self.node_id(primary.port))
+        self._wait(lambda: all(b"cluster_state:ok" in command(n.port, "CLUSTER", "INFO") for n in self.nodes), timeout)
+        # A replica that never synced would refuse to take over (its data is too old).
+        replicas = self.nodes[self.primaries :]
+        self._wait(lambda: all(b"master_link_status:up" in command(n.port, "INFO", "replication") for n in replicas), timeout)
+
+    def primary_urls(self) -> list[str]:
+        """The URLs of the live nodes that are primaries now."""
+        return [n.url for n in self.nodes if n.proc is not None and b"role:master" in command(n.port, "INFO", "replication")]
+
+    def owner(self, slot: int) -> RedisProcess:
+        """The primary that serves ``slot`` now (asked of a live node)."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            for line in command(node.port, "CLUSTER", "NODES").decode().splitlines():
+                fields = line.split()
+                if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+                    continue
+                for part in fields[8:]:
+                    lo, _, hi = part.partition("-")
+                    if not lo.startswith("[") and int(lo) <= slot <= int(hi or lo):
+                        port = int(fields[1].split(":")[1].split("@")[0])
+                        return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no live primary serves slot {slot}")
+
+    @staticmethod
+    def _wait(check: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if check():  # type: ignore[operator]
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not come up within {timeout} s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()

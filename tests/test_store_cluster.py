@@ -1,0 +1,131 @@
+"""synk on a real Redis Cluster of three primaries (and, for failover, their replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+import synk
+from synk.store.redis import RedisStore
+from tests.models import Agent
+from tests.redis_cluster import RedisCluster
+from tests.redis_env import redis_store, world_on
+from tests.store_invariant import read_state, violations
+
+PREFIX = "cl:"
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisCluster]:
+    c = RedisCluster(3)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+async def check(c: RedisCluster, *worlds: synk.World) -> None:
+    state = await read_state(c.primary_urls(), PREFIX)
+    assert violations(state, settled=True, worlds=worlds) == []
+
+
+async def test_the_url_of_any_node_finds_the_cluster(cluster: RedisCluster) -> None:
+    async with world_on(cluster.nodes[1].url, Agent, prefix=PREFIX) as world:
+        assert redis_store(world).cluster is not None
+    with pytest.raises(synk.ConfigError, match="cluster='maybe'"):
+        RedisStore(cluster.url + "?cluster=maybe")
+    forced = RedisStore(cluster.url + "?cluster=no")
+    assert forced.cluster is None and "cluster" not in forced._plain_url
+    await forced.close()
+
+
+async def test_writes_moves_and_reads_across_nodes(cluster: RedisCluster) -> None:
+    keys = [f"world:{i}|0" for i in range(8)]
+    owners = {cluster.owner(key_slot(redis_store_name(k))).port for k in keys}
+    assert len(owners) == 3, "the keys should span every node"
+    async with world_on(cluster.url, Agent, prefix=PREFIX) as world, world_on(cluster.url, Agent, prefix=PREFIX) as other:
+        agents = [world.create(Agent(id=f"a{i}", x=16 * (i % 8))) for i in range(80)]
+        await world.flush()
+        for a in agents[::2]:
+            a.x = (a.x + 16 * 3) % 128  # moves, most between keys of different nodes
+        for a in agents[1::4]:
+            a.name = "changed"
+        for a in agents[3::8]:
+            world.delete(a)
+        await world.flush()
+        await world.flush()  # sweeps the marks of the moves
+        await check(cluster, world)
+        loaded = {o.id for o in await other.load(keys)}
+        assert loaded == {a.id for a in agents} - {a.id for a in agents[3::8]}
+        report = await world.reload()
+        assert report.missing == [] and report.reloaded == 70
+    async with world_on(cluster.url, Agent, prefix=PREFIX) as third:
+        third.create(Agent(id="a0", x=16 * 7))  # its id is claimed on another node than its key
+        with pytest.raises(synk.WriteError, match="exists"):
+            await third.flush()
+
+
+def redis_store_name(key: str) -> bytes:
+    return f"{PREFIX}{{{key}}}:o".encode()
+
+
+async def test_a_flush_is_one_round_trip_per_node_and_phase(cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[int] = []
+    original = RedisStore._run
+
+    async def counting(self: RedisStore, calls: Any, pool: Any = None, counts: Any = None, where: str = "") -> list[Any]:
+        sent = list(calls)
+        runs.append(len(sent))
+        return await original(self, sent, pool, counts, where)
+
+    async with world_on(cluster.url, Agent, prefix=PREFIX) as world:
+        agents = [world.create(Agent(id=f"r{i}", x=16 * (i % 16))) for i in range(2000)]
+        await world.flush()
+        monkeypatch.setattr(RedisStore, "_run", counting)
+        for a in agents:
+            a.x = (a.x + 16) % 256  # 2,000 moves over 16 keys on 3 nodes
+        await world.flush()
+        # phase 1 (take-outs) and phase 2 (puts): one batch per node each, sent at once
+        assert len(runs) == 6 and sum(runs) < 100, runs
+
+
+async def test_a_primary_failing_over() -> None:
+    c = RedisCluster(3, replicas=True)
+    c.start()
+    try:
+        async with world_on(c.url + "?socket_timeout=1", Agent, prefix=PREFIX) as world:
+            agents = [world.create(Agent(id=f"f{i}", x=16 * (i % 8))) for i in range(40)]
+            await world.flush()
+            victim = c.owner(key_slot(redis_store_name("world:0|0")))
+            await asyncio.to_thread(victim.stop)  # kill -9 of a primary
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            failures = 0
+            while True:
+                # Flushes fail (each within a bounded time) until a replica takes over;
+                # then reload() resumes and the next flush lands.
+                for a in agents:
+                    a.y += 1
+                try:
+                    await asyncio.wait_for(world.flush(), 15)
+                    break
+                except synk.WriteError:
+                    failures += 1
+                with contextlib.suppress(synk.ConnectionError):
+                    await asyncio.wait_for(world.reload(), 15)
+                assert loop.time() - start < 60, "no replica took over within 60 s"
+            assert failures >= 1
+            await world.reload()
+            for a in agents:
+                a.name = "after"
+            await world.flush()
+            state = await read_state(c.primary_urls(), PREFIX)
+            assert all(state.live(a.id) for a in agents)  # every object is still there
+    finally:
+        c.close()
