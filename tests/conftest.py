@@ -49,13 +49,33 @@ def backend(request: pytest.FixtureRequest) -> str:
 WorldFactory = Callable[..., AbstractAsyncContextManager[synk.World]]
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A private Redis Cluster of three primaries for the session; the URL of one node."""
+    from tests.redis_cluster import RedisCluster
+
+    cluster = RedisCluster(3)
+    cluster.start()
+    try:
+        yield cluster.url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def world_backend(request: pytest.FixtureRequest) -> str:
+    """The write path's conformance suite runs on a Redis Cluster of three primaries too."""
+    return str(request.param)
+
+
 @pytest.fixture
-def open_world(backend: str, request: pytest.FixtureRequest) -> WorldFactory:
+def open_world(world_backend: str, request: pytest.FixtureRequest) -> WorldFactory:
     """Open worlds on this test's store: every world of a test shares it.
 
     Redis worlds get a prefix unique to the test, so tests never see each
     other's data even on a shared server.
     """
+    backend = world_backend
     prefix = f"synktest:{uuid.uuid4().hex[:12]}:"
     memory: list[synk.World] = []
 
@@ -70,7 +90,7 @@ def open_world(backend: str, request: pytest.FixtureRequest) -> WorldFactory:
             yield world
             await world.drain()
             return
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue("redis_cluster_url" if backend == "cluster" else "redis_url")
         async with synk.connect(url, types=types, prefix=prefix) as world:
             yield world
 

@@ -598,6 +598,10 @@ class RedisStore(Store):
         await self._retry_once([_keyed(b"SPUBLISH", self.channel(key).encode(), data)])
 
     def subscriber(self) -> Subscriber:
+        if self.cluster is not None:
+            from synk.store.cluster_subscriber import ClusterSubscriber
+
+            return ClusterSubscriber(self, self.cluster)
         from synk.store.redis_subscriber import RedisSubscriber
 
         return RedisSubscriber(self)

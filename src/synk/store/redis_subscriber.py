@@ -17,7 +17,7 @@ from synk.store.base import Event, Subscriber
 from synk.store.redis import ERRORS
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from synk.store.redis import RedisStore
 
@@ -54,12 +54,25 @@ class RedisSubscriber(Subscriber):
     after a reconnect re-subscribes every key and emits ``Event(None)``.
     """
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(
+        self,
+        store: RedisStore,
+        client: Any = None,
+        queue: asyncio.Queue[Event | None] | None = None,
+        on_lost: Callable[[bytes], None] | None = None,
+    ) -> None:
+        """``client``: the Redis to subscribe on (default ``store.pubsub_client``); ``queue``:
+        where events go (a cluster subscriber merges its nodes'); ``on_lost``: called with a
+        channel Redis unsubscribed on its own (its slot moved to another node)."""
         self._store = store
+        self._client = client if client is not None else store.pubsub_client
+        self._on_lost = on_lost
         #: the keys asked for
         self._keys: set[str] = set()
         self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Event | None] = queue if queue is not None else asyncio.Queue()
+        #: a shared queue is ended by its owner, not by closing one of its feeders
+        self._owns_queue = queue is None
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -70,6 +83,8 @@ class RedisSubscriber(Subscriber):
         self._asked: set[bytes] = set()
         #: channel -> SSUBSCRIBEs of it sent and not yet confirmed
         self._unconfirmed: dict[bytes, int] = {}
+        #: channel -> SUNSUBSCRIBEs of it sent and not yet answered (others are Redis's own)
+        self._leaving: dict[bytes, int] = {}
         #: changes to send at the next reconcile
         self._to_add: set[bytes] = set()
         self._to_remove: set[bytes] = set()
@@ -147,6 +162,8 @@ class RedisSubscriber(Subscriber):
             self._asked |= add
             with contextlib.suppress(*_SEND_ERRORS):
                 for batch in self._batches(remove):
+                    for c in batch:
+                        self._leaving[c] = self._leaving.get(c, 0) + 1
                     await ps.sunsubscribe(*(c.decode() for c in batch))
                 for batch in self._batches(add):
                     self._sent.append(batch)
@@ -174,7 +191,8 @@ class RedisSubscriber(Subscriber):
             for fut in futures:
                 if not fut.done():
                     fut.cancel()
-        self._queue.put_nowait(None)
+        if self._owns_queue:
+            self._queue.put_nowait(None)
 
     async def _drop(self) -> None:
         ps, self._pubsub = self._pubsub, None
@@ -183,10 +201,11 @@ class RedisSubscriber(Subscriber):
                 await ps.aclose()
 
     async def _connect(self) -> None:
-        ps = self._store.pubsub_client.pubsub()
+        ps = self._client.pubsub()
         async with self._lock:
             self._sent.clear()
             self._unconfirmed.clear()
+            self._leaving.clear()
             self._to_add.clear()
             self._to_remove.clear()
             self._asked = {self._store.channel(k).encode() for k in self._keys}
@@ -312,3 +331,24 @@ class RedisSubscriber(Subscriber):
                     self._overflow()
             elif kind == "ssubscribe":
                 self._confirmed(msg["channel"])
+            elif kind == "sunsubscribe":
+                channel = msg["channel"]
+                left = self._leaving.get(channel, 0)
+                if left > 1:
+                    self._leaving[channel] = left - 1
+                elif left == 1:
+                    del self._leaving[channel]
+                elif channel in self._asked:
+                    # Not asked for: Redis dropped it (its slot moved to another node).
+                    self._asked.discard(channel)
+                    if self._on_lost is not None:
+                        self._on_lost(channel)
+
+    @property
+    def connected(self) -> bool:
+        """Whether its connection is up (a cluster subscriber re-homes the keys of one that is not)."""
+        return self._pubsub is not None
+
+    def keys(self) -> set[str]:
+        """The keys asked for."""
+        return set(self._keys)

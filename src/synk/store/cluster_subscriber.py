@@ -1,0 +1,166 @@
+"""The Redis Cluster store's subscriber: one sharded pub/sub connection per node.
+
+A key's channel lives in the slot of its hash tag, served by one primary, so
+the keys asked for are split by node, each node's on a ``RedisSubscriber``
+of its own (one connection per node that owns followed slots, not one per
+key); their events go into one queue. When a node stops answering (its
+primary failed over) or unsubscribes channels on its own (their slot moved
+away), the slot map is learned again and the keys that moved are
+subscribed where they live now; then an ``Event(None)`` tells the consumer
+that messages may have been missed, as after any reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis import exceptions as rexc
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.retry import Retry
+
+from synk.store.base import Event, Subscriber
+from synk.store.redis import ERRORS
+from synk.store.redis_subscriber import RedisSubscriber
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from redis.asyncio.cluster import RedisCluster
+
+    from synk.store.redis import RedisStore
+
+__all__ = ["ClusterSubscriber"]
+
+log = logging.getLogger("synk.store")
+
+#: Seconds between two looks at the nodes while one of them is down.
+_WATCH = 0.5
+
+
+class ClusterSubscriber(Subscriber):
+    """The keys asked for, subscribed on the node that serves each one's slot."""
+
+    def __init__(self, store: RedisStore, cluster: RedisCluster) -> None:
+        self._store = store
+        self._cluster = cluster
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        #: node name -> its subscriber
+        self._nodes: dict[str, RedisSubscriber] = {}
+        #: key -> the node it is subscribed on
+        self._home: dict[str, str] = {}
+        self._lost = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._watch: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def _node_of(self, key: str) -> str:
+        node = self._cluster.nodes_manager.get_node_from_slot(key_slot(self._store.channel(key).encode()))
+        return str(node.name)
+
+    def _subscriber(self, name: str) -> RedisSubscriber:
+        sub = self._nodes.get(name)
+        if sub is None:
+            host, _, port = name.rpartition(":")
+            parts = urlsplit(self._store._plain_url)
+            auth = parts.netloc.rpartition("@")[0]
+            url = urlunsplit(parts._replace(netloc=f"{auth}@{host}:{port}" if auth else f"{host}:{port}"))
+            client = aioredis.Redis.from_url(
+                url, socket_connect_timeout=self._store.connect_timeout, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
+            )
+            sub = self._nodes[name] = RedisSubscriber(self._store, client, self._queue, self._on_lost)
+        return sub
+
+    def _on_lost(self, _channel: bytes) -> None:
+        self._lost.set()
+
+    def _by_node(self, keys: Iterable[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for key in keys:
+            out.setdefault(self._node_of(key), []).append(key)
+        return out
+
+    async def subscribe(self, keys: Iterable[str]) -> None:
+        new = [k for k in dict.fromkeys(keys) if k not in self._home]
+        if not new:
+            return
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._watching())
+        groups = self._by_node(new)
+        for name, ks in groups.items():
+            for key in ks:
+                self._home[key] = name
+        await asyncio.gather(*(self._subscriber(name).subscribe(ks) for name, ks in groups.items()))
+
+    async def unsubscribe(self, keys: Iterable[str]) -> None:
+        groups: dict[str, list[str]] = {}
+        for key in dict.fromkeys(keys):
+            name = self._home.pop(key, None)
+            if name is not None:
+                groups.setdefault(name, []).append(key)
+        await asyncio.gather(*(self._nodes[name].unsubscribe(ks) for name, ks in groups.items()))
+
+    async def _watching(self) -> None:
+        """Re-home keys whose node went down or dropped them, until closed."""
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), _WATCH)
+            lost = self._lost.is_set()
+            down = any(not sub.connected and sub.keys() for sub in self._nodes.values())
+            if not (lost or down):
+                continue
+            try:
+                await self._rehome()
+                self._lost.clear()
+            except (*ERRORS, rexc.RedisClusterException) as exc:
+                log.warning("synk cluster subscriber cannot learn the slot map yet: %s", exc)
+            except Exception:
+                log.exception("synk cluster subscriber failed to re-home its keys")
+
+    async def _rehome(self) -> None:
+        async with self._lock:
+            await self._cluster.nodes_manager.initialize()
+            moved: dict[str, list[str]] = {}
+            for key, name in list(self._home.items()):
+                now = self._node_of(key)
+                if now != name:
+                    moved.setdefault(name, []).append(key)
+                    self._home[key] = now
+            if not moved:
+                return
+            keys = [k for ks in moved.values() for k in ks]
+            log.warning("synk cluster subscriber: %d keys moved to other nodes; subscribing them there", len(keys))
+            await asyncio.gather(*(self._nodes[name].unsubscribe(ks) for name, ks in moved.items()))
+            groups = self._by_node(keys)
+            await asyncio.gather(*(self._subscriber(name).subscribe(ks) for name, ks in groups.items()))
+            for name, sub in list(self._nodes.items()):
+                if not sub.keys():  # a node with nothing followed: let its connection go
+                    del self._nodes[name]
+                    await sub.close()
+            # Messages of the moved keys may have been missed meanwhile.
+            self._queue.put_nowait(Event(None))
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch
+        for sub in self._nodes.values():
+            await sub.close()
+        self._nodes.clear()
+        self._queue.put_nowait(None)
