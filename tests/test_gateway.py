@@ -146,7 +146,7 @@ async def test_a_snapshot_of_the_new_key_read_between_the_halves_of_a_move(env: 
         await client.subscribe([b_key])  # waits for B's snap
         return await phase2(*args)
 
-    store._phase2 = snapshot_b_first  # type: ignore[method-assign]
+    store._phase2 = snapshot_b_first  # type: ignore[method-assign,assignment]
     x.x = 17
     await env.world.flush()
     await client.wait(lambda: "x" in client.mirror and client.mirror["x"]["sKey"] == b_key and client.mirror["x"]["v"] == 2)
