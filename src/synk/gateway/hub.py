@@ -25,8 +25,9 @@ from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
-from synk.gateway.routing import Routed, Router, replay, route
+from synk.gateway.routing import Router, route
 from synk.gateway.session import Client, Session
+from synk.gateway.snapshots import KeyState
 from synk.store import open_store
 
 if TYPE_CHECKING:
@@ -81,8 +82,8 @@ class Gateway:
         #: set when the start or close under way is done
         self._transition: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: key -> barrier token -> (session, its buffer, the snapshot read) awaiting that barrier
-        self._barriers: dict[str, dict[str, tuple[Session, list[Routed], list[Stored]]]] = {}
+        #: barrier token -> (its key, the session and its key's state awaiting it), oldest first
+        self._barriers: dict[str, tuple[str, Session, KeyState]] = {}
         self._dirty: list[Session] = []
         self._reads = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
         self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
@@ -338,7 +339,10 @@ class Gateway:
     async def _unsubscribe(self, session: Session, keys: list[str]) -> None:
         gone = []
         for key in keys:
-            session.keys.pop(key, None)
+            state = session.keys.pop(key, None)
+            if state is not None:
+                self._forget_barrier(state)
+                state.leave()
         if session.moves:
             session.push_many(session.moves_left(keys))
         for key in keys:
@@ -351,9 +355,6 @@ class Gateway:
                     # follows, for good. The router's keys are the truth.
                     live.cancel()
         self.metrics.keys = len(self.router)
-        if gone:
-            for key in gone:
-                self._barriers.pop(key, None)
         if gone and self._subscriber is not None:
             await self._subscriber.unsubscribe(gone)
 
@@ -366,9 +367,16 @@ class Gateway:
 
     def _snapshots(self, session: Session, keys: list[str] | tuple[str, ...]) -> None:
         for key in keys:
-            buffer: list[Routed] = []
-            session.keys[key] = buffer
-            self._spawn(self._snapshot(session, key, buffer))
+            state = session.keys.get(key)
+            if state is None:
+                state = session.keys[key] = KeyState(key, self.config.max_backlog_messages)
+            else:
+                self._forget_barrier(state)  # its read is stale: the new one's barrier counts
+            self._spawn(self._snapshot(session, state, state.snapshot()))
+
+    def _forget_barrier(self, state: KeyState) -> None:
+        if state.token is not None:
+            self._barriers.pop(state.token, None)
 
     def _resnapshot_all(self, session: Session) -> None:
         if not session.resnap:
@@ -390,9 +398,10 @@ class Gateway:
             fut = self._live[key] = asyncio.ensure_future(self._subscriber.subscribe([key]))
         await asyncio.shield(fut)
 
-    async def _snapshot(self, session: Session, key: str, buffer: list[Any]) -> None:
+    async def _snapshot(self, session: Session, state: KeyState, epoch: int) -> None:
+        key = state.key
         delay = 0.05
-        while not session.closed and session.keys.get(key) is buffer:
+        while not session.closed and state.reading(epoch):
             try:
                 await self._ensure_live(key)
                 # Thousands of clients subscribing at once (say, after a
@@ -403,13 +412,15 @@ class Gateway:
                 # way through the subscriber. A barrier published now arrives
                 # after all of them: until it does, the key stays buffered.
                 token = secrets.token_hex(8)
-                waiting = self._barriers.setdefault(key, {})
-                waiting[token] = (session, buffer, stored)
+                if not state.read(epoch, stored, token):
+                    return  # started over or left while the read was under way
+                self._barriers[token] = (key, session, state)
                 try:
                     async with self._reads:
                         await self.store.publish(key, BARRIER + token.encode() + b'"}')
                 except BaseException:
-                    waiting.pop(token, None)  # it will never come back
+                    self._barriers.pop(token, None)  # it will never come back
+                    state.unread(epoch)
                     raise
                 break
             except ConfigError as exc:
@@ -455,18 +466,17 @@ class Gateway:
         return fut.result()
 
     def _barrier(self, key: str, data: bytes) -> None:
-        waiting = self._barriers.get(key)
-        found = waiting.pop(data[len(BARRIER) : -2].decode(errors="replace"), None) if waiting else None
-        if waiting is not None and not waiting:
-            del self._barriers[key]
-        if found is None:
-            return  # another gateway's, or its key was dropped
-        session, buffer, stored = found
-        if session.closed or session.keys.get(key) is not buffer:
-            return  # unsubscribed, or a newer snapshot took over
-        session.push_snapshot([*(s.record for s in stored), p.encode_snap(key, [s.id for s in stored])])
-        session.push_many(replay(buffer, {s.id: (s.version, s.token) for s in stored}))
-        session.keys[key] = None
+        token = data[len(BARRIER) : -2].decode(errors="replace")
+        found = self._barriers.get(token)
+        if found is None or found[0] != key:
+            return  # another gateway's, or its read was dropped or started over
+        del self._barriers[token]
+        _, session, state = found
+        out = state.barrier(token)
+        if out is None or session.closed:
+            return
+        session.push_snapshot(out.snapshot)
+        session.push_many(out.replayed)
 
     def _dirty_session(self, session: Session) -> None:
         # One flush per burst, once what is ready now has run: what a burst
@@ -511,14 +521,17 @@ class Gateway:
                 target = sessions.get(cid)
                 if target is None:
                     continue
-                buffer = target.keys.get(key)
-                if buffer is None:
+                state = target.keys.get(key)
+                if state is None:
+                    continue  # not in its keys yet, or any more: nothing of the key is owed
+                if state.live:
                     if target.moves:
                         if routed is None:
                             routed = route(data)
                         if routed.id is not None:
                             target.settle_move(routed.id, key, routed.leaves)
-                    if prev_key is not None and not target.resnap and prev_key in target.keys and target.keys[prev_key] is None:
+                    old = target.keys.get(prev_key) if prev_key is not None else None
+                    if old is not None and old.live and not target.resnap:
                         # The original client gets the move as the mod with nsKey
                         # from the old key, which is live (it throws on a second
                         # add); kept in case it leaves that key before the mod
@@ -526,15 +539,14 @@ class Gateway:
                         # have been published before it followed the old key, or
                         # the new key's snapshot read between the move's two
                         # halves, and it drops the add when it has the move.
-                        assert routed is not None and routed.id is not None
+                        assert routed is not None and routed.id is not None and prev_key is not None
                         target.remember_move(routed.id, prev_key, key, data)
                         continue
                     target.push(data)
                 else:
                     if routed is None:
                         routed = route(data)
-                    buffer.append(routed)
-                    if len(buffer) > self.config.max_backlog_messages:
+                    if state.message(routed):
                         # The snapshot is slow and the key busy: rather than
                         # hold its messages without bound, start it over (a
                         # fresh read covers everything buffered so far).

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from synk.gateway.metrics import Metrics
-    from synk.gateway.routing import Routed
+    from synk.gateway.snapshots import KeyState
 
 __all__ = ["Client", "Outlet", "Session"]
 
@@ -99,8 +99,8 @@ class Session:
         self.identity = identity
         self.outlet = outlet
         self.metrics = metrics
-        #: key -> None when live, or the messages buffered during its snapshot
-        self.keys: dict[str, list[Routed] | None] = {}
+        #: key -> its snapshot's state (live, or buffering while being snapshotted)
+        self.keys: dict[str, KeyState] = {}
         self.bucket = TokenBucket(rate, burst, asyncio.get_running_loop().time())
         #: keys asked to be snapshotted: each costs a read and a publish, whatever the frames
         self.key_bucket = TokenBucket(key_rate, key_burst, asyncio.get_running_loop().time())
@@ -154,7 +154,8 @@ class Session:
         for oid, (prev_key, key, data) in list(self.moves.items()):
             if prev_key in gone:
                 del self.moves[oid]
-                if key in self.keys and self.keys[key] is None:
+                state = self.keys.get(key)
+                if state is not None and state.live:
                     out.append(data)
         return out
 
