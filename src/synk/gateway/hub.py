@@ -27,7 +27,7 @@ from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Router, route
 from synk.gateway.session import Client, Session
-from synk.gateway.snapshots import KeyState
+from synk.gateway.snapshots import KeyState, ReadQueue
 from synk.store import open_store
 
 if TYPE_CHECKING:
@@ -43,6 +43,9 @@ log = logging.getLogger("synk.gateway")
 
 #: Snapshots read at once: each holds a pooled Redis connection (redis-py's pool has 100).
 SNAPSHOT_CONCURRENCY = 32
+
+#: Snapshot reads one client may have under way at once; the others wait their turn.
+READS_PER_CLIENT = 4
 
 #: The start of a snapshot barrier: ``{"method":"~barrier","id":"TOKEN"}``.
 BARRIER = b'{"method":"~barrier","id":"'
@@ -85,7 +88,10 @@ class Gateway:
         #: barrier token -> (its key, the session and its key's state awaiting it), oldest first
         self._barriers: dict[str, tuple[str, Session, KeyState]] = {}
         self._dirty: list[Session] = []
-        self._reads = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        #: snapshot reads, round-robin between clients: one asking for a thousand keys
+        #: delays another client's new key by a few reads, not a thousand
+        self._reads: ReadQueue[str, tuple[str, asyncio.Future[None]]] = ReadQueue(SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
+        self._publishes = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
         self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -407,7 +413,7 @@ class Gateway:
                 # Thousands of clients subscribing at once (say, after a
                 # gateway restart) would ask for more connections than the
                 # pool has, and fail as if Redis were down.
-                stored = await self._read(key)
+                stored = await self._read(session, key)
                 # Messages published before the snapshot may still be on their
                 # way through the subscriber. A barrier published now arrives
                 # after all of them: until it does, the key stays buffered.
@@ -416,7 +422,7 @@ class Gateway:
                     return  # started over or left while the read was under way
                 self._barriers[token] = (key, session, state)
                 try:
-                    async with self._reads:
+                    async with self._publishes:
                         await self.store.publish(key, BARRIER + token.encode() + b'"}')
                 except BaseException:
                     self._barriers.pop(token, None)  # it will never come back
@@ -438,13 +444,14 @@ class Gateway:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _read(self, key: str) -> list[Stored]:
+    async def _read(self, session: Session, key: str) -> list[Stored]:
         """A snapshot of ``key``, shared by the requests queued for it.
 
         Clients subscribing to a key at the same moment (a gateway restart,
         a crowd joining a map) share one read. Only a read not yet sent may
         be shared: every sharer's buffer started before it was sent, so none
-        misses a message published between the read and its buffer.
+        misses a message published between the read and its buffer. The
+        read waits for ``session``'s turn in the read queue.
         """
         queued = self._queued.get(key)
         if queued is not None:
@@ -452,10 +459,13 @@ class Gateway:
         fut: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
         self._queued[key] = fut
         try:
-            async with self._reads:
+            await self._turn(session.id)
+            try:
                 if self._queued.get(key) is fut:
                     del self._queued[key]  # sent from here on: newcomers need their own
                 fut.set_result(await self.store.snapshot(key))
+            finally:
+                self._grant(self._reads.done(session.id))
         except BaseException as exc:
             if self._queued.get(key) is fut:
                 del self._queued[key]
@@ -464,6 +474,30 @@ class Gateway:
                 fut.exception()  # retrieved here; the sharers get it too, and retry
             raise
         return fut.result()
+
+    async def _turn(self, cid: str) -> None:
+        """Wait until client ``cid`` may read; the caller then reports ``_reads.done``."""
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._grant(self._reads.ask(cid, (cid, ticket)))
+        try:
+            await ticket
+        except asyncio.CancelledError:
+            if ticket.cancelled():  # still queued (or its grant was handed back already): withdraw it
+                self._grant(self._reads.cancel(cid, (cid, ticket)))
+            else:  # granted as the wait was cancelled: give the slot back
+                self._grant(self._reads.done(cid))
+            raise
+
+    def _grant(self, tickets: list[tuple[str, asyncio.Future[None]]]) -> None:
+        todo = list(tickets)
+        while todo:
+            cid, ticket = todo.pop(0)
+            if ticket.cancelled():
+                # Its waiter was cancelled but has not run yet to withdraw it:
+                # the slot goes to the next in turn.
+                todo.extend(self._reads.done(cid))
+            else:
+                ticket.set_result(None)
 
     def _barrier(self, key: str, data: bytes) -> None:
         token = data[len(BARRIER) : -2].decode(errors="replace")
