@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 import synk
 from synk.gateway import Gateway
-from synk.gateway.hub import READS_PER_CLIENT
+from synk.gateway.hub import BARRIER, READS_PER_CLIENT
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
@@ -587,3 +587,41 @@ async def test_one_client_flooding_subscriptions_delays_another_by_a_few_reads(r
         assert sorted(started) == sorted([*flood_keys, KEY])
         await flood.close()
         await other.close()
+
+
+async def test_held_barriers_are_bounded(redis_url: str) -> None:
+    # Each snapshot read is held in memory until its barrier comes back
+    # through the subscriber; a lagging stream used to let them pile up.
+    keys = [KEY, *(f"held:{i}" for i in range(4))]
+    async with running(redis_url, max_barriers=2) as env:
+        env.world.create(Agent(id="h"))
+        await env.world.flush()
+        gateway = env.gateway
+        store = gateway.store
+        real = store.publish
+        gate = asyncio.Event()
+        held: list[int] = []
+
+        async def slow_barriers(key: str, data: bytes) -> None:
+            if data.startswith(BARRIER):
+                held.append(len(gateway._barriers))
+                await gate.wait()
+            await real(key, data)
+
+        store.publish = slow_barriers  # type: ignore[method-assign]
+        client = await WsClient.open(env.url)
+        try:
+            await client.subscribe(keys, wait=False)
+            await until(lambda: gateway.metrics.slow_resyncs == len(keys) - 2, "the reads past the bound to be dropped")
+            assert len(gateway._barriers) == 2
+        finally:
+            gate.set()
+        # Each barrier that comes back lets a dropped key be read again.
+        await client.wait(lambda: {m["sKey"] for m in client.of("snap")} == set(keys))
+        assert len(client.of("snap")) == len(keys)
+        assert max(held) <= 2, held
+        assert client.mirror == await store_view(env.world, keys)
+        assert not gateway._barriers and not gateway._parked
+        await client.close()
+    with pytest.raises(synk.ConfigError, match="max_barriers is 0: no snapshot could ever be served"):
+        Gateway("memory://", max_barriers=0)

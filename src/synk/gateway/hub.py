@@ -9,6 +9,7 @@ subscriber shared by every client.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -27,7 +28,7 @@ from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Router, route
 from synk.gateway.session import Client, Session
-from synk.gateway.snapshots import KeyState, ReadQueue
+from synk.gateway.snapshots import KeyState, ReadQueue, State
 from synk.store import open_store
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: barrier token -> (its key, the session and its key's state awaiting it), oldest first
         self._barriers: dict[str, tuple[str, Session, KeyState]] = {}
+        #: keys whose read was dropped past ``max_barriers``, with its epoch: read again,
+        #: oldest first, one per barrier that comes back (or is forgotten)
+        self._parked: collections.deque[tuple[Session, KeyState, int]] = collections.deque()
         self._dirty: list[Session] = []
         #: snapshot reads, round-robin between clients: one asking for a thousand keys
         #: delays another client's new key by a few reads, not a thousand
@@ -139,6 +143,7 @@ class Gateway:
                 self._spawn(old.close())
             self._live.clear()
             self._barriers.clear()
+            self._parked.clear()
             self._subscribe()
             for session in list(self.sessions.values()):
                 self._resnapshot_all(session)
@@ -173,6 +178,7 @@ class Gateway:
             # starts again on fresh futures.
             self._live.clear()
             self._barriers.clear()
+            self._parked.clear()
             self._queued.clear()
             self._dirty.clear()
             self._life.released()
@@ -381,8 +387,17 @@ class Gateway:
             self._spawn(self._snapshot(session, state, state.snapshot()))
 
     def _forget_barrier(self, state: KeyState) -> None:
-        if state.token is not None:
-            self._barriers.pop(state.token, None)
+        if state.token is not None and self._barriers.pop(state.token, None) is not None:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        """A held barrier came back or was forgotten: read again the oldest key parked for want of room."""
+        parked = self._parked
+        while parked:
+            session, state, epoch = parked.popleft()
+            if not session.closed and state.state is State.PARKED and state.epoch == epoch:
+                self._snapshots(session, [state.key])
+                return
 
     def _resnapshot_all(self, session: Session) -> None:
         if not session.resnap:
@@ -420,13 +435,24 @@ class Gateway:
                 token = secrets.token_hex(8)
                 if not state.read(epoch, stored, token):
                     return  # started over or left while the read was under way
+                if len(self._barriers) >= self.config.max_barriers:
+                    # Each held barrier holds its read in memory until the
+                    # subscriber's stream brings it back; when that stream lags,
+                    # reads would pile up without bound. Drop this one and read
+                    # again once a barrier comes back, as a slow client's
+                    # backlog is dropped and re-snapshotted once it drains.
+                    state.park()
+                    self._parked.append((session, state, epoch))
+                    self.metrics.slow_resyncs += 1
+                    return
                 self._barriers[token] = (key, session, state)
                 try:
                     async with self._publishes:
                         await self.store.publish(key, BARRIER + token.encode() + b'"}')
                 except BaseException:
-                    self._barriers.pop(token, None)  # it will never come back
                     state.unread(epoch)
+                    if self._barriers.pop(token, None) is not None:  # it will never come back
+                        self._unpark()
                     raise
                 break
             except ConfigError as exc:
@@ -505,6 +531,7 @@ class Gateway:
         if found is None or found[0] != key:
             return  # another gateway's, or its read was dropped or started over
         del self._barriers[token]
+        self._unpark()
         _, session, state = found
         out = state.barrier(token)
         if out is None or session.closed:
@@ -536,6 +563,7 @@ class Gateway:
                 self.metrics.store_reconnects += 1
                 self._live.clear()
                 self._barriers.clear()
+                self._parked.clear()
                 for session in list(sessions.values()):
                     self._resnapshot_all(session)
                 continue
