@@ -32,7 +32,7 @@ def test_subscribe_read_barrier_live() -> None:
     assert s.message(late) is False
     assert len(s) == 2
     assert s.barrier("other") is None  # not the barrier awaited
-    assert s.barrier("t1") == Flush([_stored("a", 2).record, p.encode_snap(K, ["a"])], [late.data])
+    assert s.barrier("t1") == Flush([_stored("a", 2).record, p.encode_snap(K, ["a"])], [late], frozenset({"a"}))
     assert (s.state, s.live, len(s), s.token) == (State.LIVE, True, 0, None)
     assert s.barrier("t1") is None  # it came back once already
     assert s.message(_mod("a", 4)) is False  # live messages are not the state's to hold
@@ -50,7 +50,7 @@ def test_a_snapshot_started_over_refuses_the_stale_read() -> None:
     assert s.state is State.READING and s.token is None
     assert s.read(second, [_stored("a", 2)], "new") is True
     assert s.barrier("old") is None
-    assert s.barrier("new") == Flush([_stored("a", 2).record, p.encode_snap(K, ["a"])], [])
+    assert s.barrier("new") == Flush([_stored("a", 2).record, p.encode_snap(K, ["a"])], [], frozenset({"a"}))
 
 
 def test_past_the_bound_the_snapshot_starts_over() -> None:
@@ -79,7 +79,7 @@ def test_parked_keeps_nothing_until_snapshotted_again() -> None:
     assert s.barrier("t1") is None
     again = s.snapshot()
     assert s.read(again, [_stored("a", 3)], "t2")
-    assert s.barrier("t2") == Flush([_stored("a", 3).record, p.encode_snap(K, ["a"])], [])
+    assert s.barrier("t2") == Flush([_stored("a", 3).record, p.encode_snap(K, ["a"])], [], frozenset({"a"}))
 
 
 def test_unsubscribe_ends_everything() -> None:
@@ -123,3 +123,22 @@ def test_read_queue_cancel() -> None:
     assert q.done("a") == ["c1"]
     with pytest.raises(ValueError, match="at least 1 slot and 1 per client, got 0 and 1"):
         ReadQueue(0, 1)
+
+
+def test_messages_of_other_keys_are_held_until_the_barrier() -> None:
+    s = KeyState(K, max_buffer=10)
+    s.snapshot()
+    add = route(encode_add("agent", "x", "b", 2, {}, prev_key=K, inc="i1"))
+    later = route(encode_mod("agent", "x", "b", 3, {}, inc="i1"))
+    other = route(encode_add("agent", "y", "c", 5, {}, prev_key=K, inc="i1"))
+    s.hold("b", add)
+    s.hold("b", later)
+    s.hold("c", other)
+    again = s.snapshot()  # started over: what is held stays held
+    assert s.drop_held("c") == {"y"}
+    s.read(again, [_stored("x", 1)], "t")
+    out = s.barrier("t")
+    assert out is not None and out.held == [("b", add), ("b", later)] and out.ids == frozenset({"x"})
+    assert s.held == []
+    s.hold("b", later)
+    assert s.leave() == [("b", later)]  # the client left this key: the holder sends them

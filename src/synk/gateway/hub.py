@@ -26,7 +26,7 @@ from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
-from synk.gateway.routing import Router, route
+from synk.gateway.routing import Routed, Router, route
 from synk.gateway.session import Client, Session
 from synk.gateway.snapshots import KeyState, ReadQueue, State
 from synk.store import open_store
@@ -354,7 +354,12 @@ class Gateway:
             state = session.keys.pop(key, None)
             if state is not None:
                 self._forget_barrier(state)
-                state.leave()
+                self._release_held(session, state.leave())
+        if session.holding:
+            for state in session.keys.values():
+                for key in keys:
+                    for oid in state.drop_held(key):
+                        session.holding.pop(oid, None)
         if session.moves:
             session.push_many(session.moves_left(keys))
         for key in keys:
@@ -537,7 +542,73 @@ class Gateway:
         if out is None or session.closed:
             return
         session.push_snapshot(out.snapshot)
-        session.push_many(out.replayed)
+        if session.resnap:
+            session.push_many([m.data for m in out.replayed])
+            return
+        for _, m in out.held:
+            if m.id is not None:
+                session.holding.pop(m.id, None)  # decided below, not held any more
+        for m in out.replayed:
+            sent = self._to_original(session, key, m)
+            if sent is not None:
+                session.push(sent)
+        for held_key, m in out.held:
+            if held_key not in session.keys:
+                continue
+            if m.prev_key == key and m.id is not None and (m.id in out.ids or session.moved_out.get(m.id) == (held_key, m.version)):
+                # The client has the move already: the object was in this
+                # key's snapshot, and the replay brought its mod with nsKey.
+                session.remember_move(m.id, key, held_key, m.data)
+                continue
+            # Not in the snapshot, and the mod did not go out: the add is the
+            # client's only news of the object in its new key.
+            session.push(m.data)
+
+    def _release_held(self, session: Session, held: list[tuple[str, Routed]]) -> None:
+        """The client left a key whose snapshot held other keys' messages: they go out now."""
+        for key, m in held:
+            if m.id is not None:
+                session.holding.pop(m.id, None)
+            state = session.keys.get(key)
+            # (a key of theirs being snapshotted again brings the object anyway)
+            if state is not None and state.live:
+                session.push(m.data)
+
+    def _to_original(self, session: Session, key: str, m: Routed) -> bytes | None:
+        """What of message ``m`` of ``key`` goes to an original client now: its bytes, or None (held or dropped).
+
+        Of a move's two messages the original client must get one only: the
+        mod with nsKey from the old key when it gets it, else the add with
+        psKey from the new one (it throws on a second add, and on a version
+        gap). While the old key is being snapshotted, whether the mod reaches
+        the client is known only at the old key's barrier: the add, and the
+        object's later messages, wait for it there.
+        """
+        oid = m.id
+        if oid is None:
+            return m.data
+        holder_key = session.holding.get(oid)
+        if holder_key is not None:
+            holder = session.keys.get(holder_key)
+            if holder is not None and not holder.live:
+                holder.hold(key, m)  # after the add held there: keep the object's order
+                return None
+            del session.holding[oid]
+        if m.prev_key is not None:
+            old = session.keys.get(m.prev_key)
+            if old is not None:
+                if session.moved_out.get(oid) == (key, m.version):
+                    # Kept in case the client leaves the old key before the
+                    # mod reaches it (see Session.remember_move).
+                    session.remember_move(oid, m.prev_key, key, m.data)
+                    return None
+                if not old.live:
+                    old.hold(key, m)
+                    session.holding[oid] = m.prev_key
+                    return None
+        elif m.next_key is not None:
+            session.note_moved_out(oid, m.next_key, m.version)
+        return m.data
 
     def _dirty_session(self, session: Session) -> None:
         # One flush per burst, once what is ready now has run: what a burst
@@ -573,12 +644,9 @@ class Gateway:
                 continue
             self.metrics.store_messages += 1
             routed = None
-            # Only an add that moved in needs decoding on the live path (and,
-            # for clients with left-out adds, a departure).
-            prev_key = None
-            if b'"psKey":' in data:
-                routed = route(data)
-                prev_key = routed.prev_key
+            # Only a move needs decoding on the live path (and, for clients
+            # with left-out adds or held messages, any message of an object).
+            moving = b'"psKey":' in data or b'"nsKey":' in data
             for cid in clients_of(key):
                 target = sessions.get(cid)
                 if target is None:
@@ -592,17 +660,16 @@ class Gateway:
                             routed = route(data)
                         if routed.id is not None:
                             target.settle_move(routed.id, key, routed.leaves)
-                    old = target.keys.get(prev_key) if prev_key is not None else None
-                    if old is not None and old.live and not target.resnap:
-                        # The original client gets the move as the mod with nsKey
-                        # from the old key, which is live (it throws on a second
-                        # add); kept in case it leaves that key before the mod
-                        # reaches it. synk's own client gets both: the mod may
-                        # have been published before it followed the old key, or
-                        # the new key's snapshot read between the move's two
-                        # halves, and it drops the add when it has the move.
-                        assert routed is not None and routed.id is not None and prev_key is not None
-                        target.remember_move(routed.id, prev_key, key, data)
+                    if not target.resnap and (moving or target.holding):
+                        # synk's own client gets both halves of a move: the mod
+                        # may have been published before it followed the old
+                        # key, or the new key's snapshot read between the two,
+                        # and it drops the add when it has the move.
+                        if routed is None:
+                            routed = route(data)
+                        out = self._to_original(target, key, routed)
+                        if out is not None:
+                            target.push(out)
                         continue
                     target.push(data)
                 else:

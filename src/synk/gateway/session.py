@@ -114,6 +114,12 @@ class Session:
         #: got the move as the mod with nsKey of the old key instead, unless it leaves
         #: the old key before that mod reached it (see :meth:`remember_move`)
         self.moves: dict[str, tuple[str, str, bytes]] = {}
+        #: object id -> (new key, version) of the last mod with nsKey this client got (the
+        #: original client only): the add with psKey of that move is then a duplicate
+        self.moved_out: dict[str, tuple[str, int | None]] = {}
+        #: object id -> the key whose snapshot holds the object's messages back (the
+        #: original client only; see ``KeyState.hold``)
+        self.holding: dict[str, str] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_bytes = max_backlog_bytes
@@ -140,6 +146,16 @@ class Session:
             # A bound on memory; a client left without a move's add converges
             # at its next resync or reconnect.
             del moves[next(iter(moves))]
+
+    def note_moved_out(self, oid: str, next_key: str, version: int | None) -> None:
+        """This client got the mod with nsKey of ``oid`` at ``version``."""
+        moved = self.moved_out
+        moved.pop(oid, None)  # re-inserted last: the dict stays oldest first
+        moved[oid] = (next_key, version)
+        if len(moved) > MAX_MOVES:
+            # A bound on memory: a move forgotten here lets its add through,
+            # which the original client may throw on, and then reconnects.
+            del moved[next(iter(moved))]
 
     def moves_left(self, keys: list[str]) -> list[bytes]:
         """The left-out adds of objects that moved out of ``keys``, which this client now leaves.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from synk.gateway import protocol as p
-from synk.gateway.routing import Routed, replay
+from synk.gateway.routing import Routed, replay_routed
 
 if TYPE_CHECKING:
     from synk.store.base import Stored
@@ -44,10 +44,17 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Flush:
-    """What a barrier releases: the snapshot (its adds then ``snap``) and the replayed messages after it."""
+    """What a barrier releases: the snapshot (its adds then ``snap``) and the replayed messages after it.
+
+    ``ids`` are the snapshot's objects, and ``held`` the messages of other
+    keys held back until this barrier (see :meth:`KeyState.hold`), as
+    (key, message), in order.
+    """
 
     snapshot: list[bytes]
-    replayed: list[bytes] = field(default_factory=list)
+    replayed: list[Routed] = field(default_factory=list)
+    ids: frozenset[str] = frozenset()
+    held: list[tuple[str, Routed]] = field(default_factory=list)
 
 
 class KeyState:
@@ -58,7 +65,7 @@ class KeyState:
     its result is refused.
     """
 
-    __slots__ = ("buffer", "epoch", "key", "max_buffer", "state", "stored", "token")
+    __slots__ = ("buffer", "epoch", "held", "key", "max_buffer", "state", "stored", "token")
 
     def __init__(self, key: str, max_buffer: int) -> None:
         self.key = key
@@ -70,6 +77,8 @@ class KeyState:
         self.stored: Sequence[Stored] = ()
         #: the barrier awaited while in BARRIER
         self.token: str | None = None
+        #: messages of other keys held back until this key's barrier, as (key, message)
+        self.held: list[tuple[str, Routed]] = []
 
     def __len__(self) -> int:
         """The messages buffered for the replay."""
@@ -130,6 +139,22 @@ class KeyState:
             return len(self.buffer) > self.max_buffer
         return False
 
+    def hold(self, key: str, routed: Routed) -> None:
+        """Hold a message of another key until this key's barrier (or until the client leaves it).
+
+        The original client must get only one of a move's two messages: the
+        ``add`` with ``psKey`` of an object moving out of this key can only
+        be judged once this key's snapshot and replay are known. Held across
+        restarts of the snapshot.
+        """
+        self.held.append((key, routed))
+
+    def drop_held(self, key: str) -> set[str]:
+        """Forget the held messages of ``key`` (the client left it); the ids they were about."""
+        ids = {m.id for k, m in self.held if k == key and m.id is not None}
+        self.held = [(k, m) for k, m in self.held if k != key]
+        return ids
+
     def barrier(self, token: str) -> Flush | None:
         """Barrier ``token`` came back: what to send, and the key is live. None: not the one awaited."""
         if self.state is not State.BARRIER or token != self.token:
@@ -137,20 +162,25 @@ class KeyState:
         stored = self.stored
         out = Flush(
             [*(s.record for s in stored), p.encode_snap(self.key, [s.id for s in stored])],
-            replay(self.buffer, {s.id: (s.version, s.token) for s in stored}),
+            replay_routed(self.buffer, {s.id: (s.version, s.token) for s in stored}),
+            frozenset(s.id for s in stored),
+            self.held,
         )
+        self.held = []
         self.state = State.LIVE
         self.buffer = []
         self.stored = ()
         self.token = None
         return out
 
-    def leave(self) -> None:
-        """The client left the key: nothing more of it."""
+    def leave(self) -> list[tuple[str, Routed]]:
+        """The client left the key: nothing more of it. Returns the messages of other keys it held."""
+        held, self.held = self.held, []
         self.state = State.GONE
         self.buffer = []
         self.stored = ()
         self.token = None
+        return held
 
 
 S = TypeVar("S", bound=Hashable)
