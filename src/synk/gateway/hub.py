@@ -661,10 +661,11 @@ class Gateway:
                         if routed.id is not None:
                             target.settle_move(routed.id, key, routed.leaves)
                     if not target.resnap and (moving or target.holding):
-                        # synk's own client gets both halves of a move: the mod
-                        # may have been published before it followed the old
-                        # key, or the new key's snapshot read between the two,
-                        # and it drops the add when it has the move.
+                        # The original client must get one half of a move only.
+                        # synk's own client gets both: the mod may have been
+                        # published before it followed the old key, or the new
+                        # key's snapshot read between the two, and it drops the
+                        # add when it has the move.
                         if routed is None:
                             routed = route(data)
                         out = self._to_original(target, key, routed)
