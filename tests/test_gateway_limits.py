@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 import synk
 from synk.gateway import Gateway
+from synk.gateway.hub import BARRIER, READS_PER_CLIENT
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
@@ -550,3 +551,77 @@ async def test_a_slow_snapshot_of_a_busy_key_buffers_at_most_the_bound(redis_url
         assert env.gateway.metrics.slow_resyncs >= 1
         assert client.mirror == await store_view(env.world, [KEY])
         await client.close()
+
+
+async def test_one_client_flooding_subscriptions_delays_another_by_a_few_reads(redis_url: str) -> None:
+    # Snapshot reads used to be served first come first served: a client
+    # asking for 200 keys took every read slot, and another client's single
+    # key waited behind all 200 reads.
+    flood_keys = [f"flood:{i}" for i in range(200)]
+    async with running(redis_url) as env:
+        env.world.create(Agent(id="mine"))
+        await env.world.flush()
+        store = env.gateway.store
+        real = store.snapshot
+        gate = asyncio.Event()
+        started: list[str] = []
+
+        async def gated(key: str, *, marks: bool = False) -> Any:
+            started.append(key)
+            if key.startswith("flood:"):
+                await gate.wait()
+            return await real(key, marks=marks)
+
+        store.snapshot = gated  # type: ignore[method-assign]
+        flood = await WsClient.open(env.url)
+        other = await WsClient.open(env.url)
+        try:
+            await flood.subscribe(flood_keys, wait=False)
+            await until(lambda: len(started) >= READS_PER_CLIENT, "the flood's first reads")
+            await other.subscribe([KEY])  # its snap arrives while every flood read is held
+            assert other.of("snap")[0]["ids"] == ["mine"]
+            assert started.index(KEY) == READS_PER_CLIENT, started[: READS_PER_CLIENT + 1]
+        finally:
+            gate.set()
+        await flood.wait(lambda: len(flood.of("snap")) == len(flood_keys), timeout=30)
+        assert sorted(started) == sorted([*flood_keys, KEY])
+        await flood.close()
+        await other.close()
+
+
+async def test_held_barriers_are_bounded(redis_url: str) -> None:
+    # Each snapshot read is held in memory until its barrier comes back
+    # through the subscriber; a lagging stream used to let them pile up.
+    keys = [KEY, *(f"held:{i}" for i in range(4))]
+    async with running(redis_url, max_barriers=2) as env:
+        env.world.create(Agent(id="h"))
+        await env.world.flush()
+        gateway = env.gateway
+        store = gateway.store
+        real = store.publish
+        gate = asyncio.Event()
+        held: list[int] = []
+
+        async def slow_barriers(key: str, data: bytes) -> None:
+            if data.startswith(BARRIER):
+                held.append(len(gateway._barriers))
+                await gate.wait()
+            await real(key, data)
+
+        store.publish = slow_barriers  # type: ignore[method-assign]
+        client = await WsClient.open(env.url)
+        try:
+            await client.subscribe(keys, wait=False)
+            await until(lambda: gateway.metrics.slow_resyncs == len(keys) - 2, "the reads past the bound to be dropped")
+            assert len(gateway._barriers) == 2
+        finally:
+            gate.set()
+        # Each barrier that comes back lets a dropped key be read again.
+        await client.wait(lambda: {m["sKey"] for m in client.of("snap")} == set(keys))
+        assert len(client.of("snap")) == len(keys)
+        assert max(held) <= 2, held
+        assert client.mirror == await store_view(env.world, keys)
+        assert not gateway._barriers and not gateway._parked
+        await client.close()
+    with pytest.raises(synk.ConfigError, match="max_barriers is 0: no snapshot could ever be served"):
+        Gateway("memory://", max_barriers=0)

@@ -44,6 +44,9 @@ class GatewayConfig:
     key_rate: float = 1000.0
     #: None: twice ``max_keys``; at least ``max_keys``, so a whole subscription can be asked for
     key_burst: float | None = None
+    #: snapshot barriers awaited at once, gateway-wide: each holds a snapshot read in memory
+    #: until it comes back; past it a read is dropped and done again once one comes back
+    max_barriers: int = 10_000
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     #: allowed Origin values; None means the gateway's own host only, "*" any
@@ -62,6 +65,8 @@ class GatewayConfig:
             raise ConfigError(
                 f"key_burst is {self.key_burst:g}, below max_keys {self.max_keys}: a whole subscription could never be asked for"
             )
+        if self.max_barriers < 1:
+            raise ConfigError(f"max_barriers is {self.max_barriers}: no snapshot could ever be served")
         # One rule for every caller: "*" anywhere allows any origin, and a
         # single origin given as a string is that origin, not its substrings.
         origins = self.origins

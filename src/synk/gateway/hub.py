@@ -9,6 +9,7 @@ subscriber shared by every client.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -25,8 +26,9 @@ from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
-from synk.gateway.routing import Routed, Router, replay, route
+from synk.gateway.routing import Routed, Router, route
 from synk.gateway.session import Client, Session
+from synk.gateway.snapshots import KeyState, ReadQueue, State
 from synk.store import open_store
 
 if TYPE_CHECKING:
@@ -42,6 +44,9 @@ log = logging.getLogger("synk.gateway")
 
 #: Snapshots read at once: each holds a pooled Redis connection (redis-py's pool has 100).
 SNAPSHOT_CONCURRENCY = 32
+
+#: Snapshot reads one client may have under way at once; the others wait their turn.
+READS_PER_CLIENT = 4
 
 #: The start of a snapshot barrier: ``{"method":"~barrier","id":"TOKEN"}``.
 BARRIER = b'{"method":"~barrier","id":"'
@@ -81,10 +86,16 @@ class Gateway:
         #: set when the start or close under way is done
         self._transition: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: key -> barrier token -> (session, its buffer, the snapshot read) awaiting that barrier
-        self._barriers: dict[str, dict[str, tuple[Session, list[Routed], list[Stored]]]] = {}
+        #: barrier token -> (its key, the session and its key's state awaiting it), oldest first
+        self._barriers: dict[str, tuple[str, Session, KeyState]] = {}
+        #: keys whose read was dropped past ``max_barriers``, with its epoch: read again,
+        #: oldest first, one per barrier that comes back (or is forgotten)
+        self._parked: collections.deque[tuple[Session, KeyState, int]] = collections.deque()
         self._dirty: list[Session] = []
-        self._reads = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        #: snapshot reads, round-robin between clients: one asking for a thousand keys
+        #: delays another client's new key by a few reads, not a thousand
+        self._reads: ReadQueue[str, tuple[str, asyncio.Future[None]]] = ReadQueue(SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
+        self._publishes = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
         self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
@@ -132,6 +143,7 @@ class Gateway:
                 self._spawn(old.close())
             self._live.clear()
             self._barriers.clear()
+            self._parked.clear()
             self._subscribe()
             for session in list(self.sessions.values()):
                 self._resnapshot_all(session)
@@ -166,6 +178,7 @@ class Gateway:
             # starts again on fresh futures.
             self._live.clear()
             self._barriers.clear()
+            self._parked.clear()
             self._queued.clear()
             self._dirty.clear()
             self._life.released()
@@ -338,7 +351,15 @@ class Gateway:
     async def _unsubscribe(self, session: Session, keys: list[str]) -> None:
         gone = []
         for key in keys:
-            session.keys.pop(key, None)
+            state = session.keys.pop(key, None)
+            if state is not None:
+                self._forget_barrier(state)
+                self._release_held(session, state.leave())
+        if session.holding:
+            for state in session.keys.values():
+                for key in keys:
+                    for oid in state.drop_held(key):
+                        session.holding.pop(oid, None)
         if session.moves:
             session.push_many(session.moves_left(keys))
         for key in keys:
@@ -351,9 +372,6 @@ class Gateway:
                     # follows, for good. The router's keys are the truth.
                     live.cancel()
         self.metrics.keys = len(self.router)
-        if gone:
-            for key in gone:
-                self._barriers.pop(key, None)
         if gone and self._subscriber is not None:
             await self._subscriber.unsubscribe(gone)
 
@@ -366,9 +384,25 @@ class Gateway:
 
     def _snapshots(self, session: Session, keys: list[str] | tuple[str, ...]) -> None:
         for key in keys:
-            buffer: list[Routed] = []
-            session.keys[key] = buffer
-            self._spawn(self._snapshot(session, key, buffer))
+            state = session.keys.get(key)
+            if state is None:
+                state = session.keys[key] = KeyState(key, self.config.max_backlog_messages)
+            else:
+                self._forget_barrier(state)  # its read is stale: the new one's barrier counts
+            self._spawn(self._snapshot(session, state, state.snapshot()))
+
+    def _forget_barrier(self, state: KeyState) -> None:
+        if state.token is not None and self._barriers.pop(state.token, None) is not None:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        """A held barrier came back or was forgotten: read again the oldest key parked for want of room."""
+        parked = self._parked
+        while parked:
+            session, state, epoch = parked.popleft()
+            if not session.closed and state.state is State.PARKED and state.epoch == epoch:
+                self._snapshots(session, [state.key])
+                return
 
     def _resnapshot_all(self, session: Session) -> None:
         if not session.resnap:
@@ -390,26 +424,40 @@ class Gateway:
             fut = self._live[key] = asyncio.ensure_future(self._subscriber.subscribe([key]))
         await asyncio.shield(fut)
 
-    async def _snapshot(self, session: Session, key: str, buffer: list[Any]) -> None:
+    async def _snapshot(self, session: Session, state: KeyState, epoch: int) -> None:
+        key = state.key
         delay = 0.05
-        while not session.closed and session.keys.get(key) is buffer:
+        while not session.closed and state.reading(epoch):
             try:
                 await self._ensure_live(key)
                 # Thousands of clients subscribing at once (say, after a
                 # gateway restart) would ask for more connections than the
                 # pool has, and fail as if Redis were down.
-                stored = await self._read(key)
+                stored = await self._read(session, key)
                 # Messages published before the snapshot may still be on their
                 # way through the subscriber. A barrier published now arrives
                 # after all of them: until it does, the key stays buffered.
                 token = secrets.token_hex(8)
-                waiting = self._barriers.setdefault(key, {})
-                waiting[token] = (session, buffer, stored)
+                if not state.read(epoch, stored, token):
+                    return  # started over or left while the read was under way
+                if len(self._barriers) >= self.config.max_barriers:
+                    # Each held barrier holds its read in memory until the
+                    # subscriber's stream brings it back; when that stream lags,
+                    # reads would pile up without bound. Drop this one and read
+                    # again once a barrier comes back, as a slow client's
+                    # backlog is dropped and re-snapshotted once it drains.
+                    state.park()
+                    self._parked.append((session, state, epoch))
+                    self.metrics.slow_resyncs += 1
+                    return
+                self._barriers[token] = (key, session, state)
                 try:
-                    async with self._reads:
+                    async with self._publishes:
                         await self.store.publish(key, BARRIER + token.encode() + b'"}')
                 except BaseException:
-                    waiting.pop(token, None)  # it will never come back
+                    state.unread(epoch)
+                    if self._barriers.pop(token, None) is not None:  # it will never come back
+                        self._unpark()
                     raise
                 break
             except ConfigError as exc:
@@ -427,13 +475,14 @@ class Gateway:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _read(self, key: str) -> list[Stored]:
+    async def _read(self, session: Session, key: str) -> list[Stored]:
         """A snapshot of ``key``, shared by the requests queued for it.
 
         Clients subscribing to a key at the same moment (a gateway restart,
         a crowd joining a map) share one read. Only a read not yet sent may
         be shared: every sharer's buffer started before it was sent, so none
-        misses a message published between the read and its buffer.
+        misses a message published between the read and its buffer. The
+        read waits for ``session``'s turn in the read queue.
         """
         queued = self._queued.get(key)
         if queued is not None:
@@ -441,10 +490,13 @@ class Gateway:
         fut: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
         self._queued[key] = fut
         try:
-            async with self._reads:
+            await self._turn(session.id)
+            try:
                 if self._queued.get(key) is fut:
                     del self._queued[key]  # sent from here on: newcomers need their own
                 fut.set_result(await self.store.snapshot(key))
+            finally:
+                self._grant(self._reads.done(session.id))
         except BaseException as exc:
             if self._queued.get(key) is fut:
                 del self._queued[key]
@@ -454,19 +506,109 @@ class Gateway:
             raise
         return fut.result()
 
+    async def _turn(self, cid: str) -> None:
+        """Wait until client ``cid`` may read; the caller then reports ``_reads.done``."""
+        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._grant(self._reads.ask(cid, (cid, ticket)))
+        try:
+            await ticket
+        except asyncio.CancelledError:
+            if ticket.cancelled():  # still queued (or its grant was handed back already): withdraw it
+                self._grant(self._reads.cancel(cid, (cid, ticket)))
+            else:  # granted as the wait was cancelled: give the slot back
+                self._grant(self._reads.done(cid))
+            raise
+
+    def _grant(self, tickets: list[tuple[str, asyncio.Future[None]]]) -> None:
+        todo = list(tickets)
+        while todo:
+            cid, ticket = todo.pop(0)
+            if ticket.cancelled():
+                # Its waiter was cancelled but has not run yet to withdraw it:
+                # the slot goes to the next in turn.
+                todo.extend(self._reads.done(cid))
+            else:
+                ticket.set_result(None)
+
     def _barrier(self, key: str, data: bytes) -> None:
-        waiting = self._barriers.get(key)
-        found = waiting.pop(data[len(BARRIER) : -2].decode(errors="replace"), None) if waiting else None
-        if waiting is not None and not waiting:
-            del self._barriers[key]
-        if found is None:
-            return  # another gateway's, or its key was dropped
-        session, buffer, stored = found
-        if session.closed or session.keys.get(key) is not buffer:
-            return  # unsubscribed, or a newer snapshot took over
-        session.push_snapshot([*(s.record for s in stored), p.encode_snap(key, [s.id for s in stored])])
-        session.push_many(replay(buffer, {s.id: (s.version, s.token) for s in stored}))
-        session.keys[key] = None
+        token = data[len(BARRIER) : -2].decode(errors="replace")
+        found = self._barriers.get(token)
+        if found is None or found[0] != key:
+            return  # another gateway's, or its read was dropped or started over
+        del self._barriers[token]
+        self._unpark()
+        _, session, state = found
+        out = state.barrier(token)
+        if out is None or session.closed:
+            return
+        session.push_snapshot(out.snapshot)
+        if session.resnap:
+            session.push_many([m.data for m in out.replayed])
+            return
+        for _, m in out.held:
+            if m.id is not None:
+                session.holding.pop(m.id, None)  # decided below, not held any more
+        for m in out.replayed:
+            sent = self._to_original(session, key, m)
+            if sent is not None:
+                session.push(sent)
+        for held_key, m in out.held:
+            if held_key not in session.keys:
+                continue
+            if m.prev_key == key and m.id is not None and (m.id in out.ids or session.moved_out.get(m.id) == (held_key, m.version)):
+                # The client has the move already: the object was in this
+                # key's snapshot, and the replay brought its mod with nsKey.
+                session.remember_move(m.id, key, held_key, m.data)
+                continue
+            # Not in the snapshot, and the mod did not go out: the add is the
+            # client's only news of the object in its new key.
+            session.push(m.data)
+
+    def _release_held(self, session: Session, held: list[tuple[str, Routed]]) -> None:
+        """The client left a key whose snapshot held other keys' messages: they go out now."""
+        for key, m in held:
+            if m.id is not None:
+                session.holding.pop(m.id, None)
+            state = session.keys.get(key)
+            # (a key of theirs being snapshotted again brings the object anyway)
+            if state is not None and state.live:
+                session.push(m.data)
+
+    def _to_original(self, session: Session, key: str, m: Routed) -> bytes | None:
+        """What of message ``m`` of ``key`` goes to an original client now: its bytes, or None (held or dropped).
+
+        Of a move's two messages the original client must get one only: the
+        mod with nsKey from the old key when it gets it, else the add with
+        psKey from the new one (it throws on a second add, and on a version
+        gap). While the old key is being snapshotted, whether the mod reaches
+        the client is known only at the old key's barrier: the add, and the
+        object's later messages, wait for it there.
+        """
+        oid = m.id
+        if oid is None:
+            return m.data
+        holder_key = session.holding.get(oid)
+        if holder_key is not None:
+            holder = session.keys.get(holder_key)
+            if holder is not None and not holder.live:
+                holder.hold(key, m)  # after the add held there: keep the object's order
+                return None
+            del session.holding[oid]
+        if m.prev_key is not None:
+            old = session.keys.get(m.prev_key)
+            if old is not None:
+                if session.moved_out.get(oid) == (key, m.version):
+                    # Kept in case the client leaves the old key before the
+                    # mod reaches it (see Session.remember_move).
+                    session.remember_move(oid, m.prev_key, key, m.data)
+                    return None
+                if not old.live:
+                    old.hold(key, m)
+                    session.holding[oid] = m.prev_key
+                    return None
+        elif m.next_key is not None:
+            session.note_moved_out(oid, m.next_key, m.version)
+        return m.data
 
     def _dirty_session(self, session: Session) -> None:
         # One flush per burst, once what is ready now has run: what a burst
@@ -492,6 +634,7 @@ class Gateway:
                 self.metrics.store_reconnects += 1
                 self._live.clear()
                 self._barriers.clear()
+                self._parked.clear()
                 for session in list(sessions.values()):
                     self._resnapshot_all(session)
                 continue
@@ -501,40 +644,39 @@ class Gateway:
                 continue
             self.metrics.store_messages += 1
             routed = None
-            # Only an add that moved in needs decoding on the live path (and,
-            # for clients with left-out adds, a departure).
-            prev_key = None
-            if b'"psKey":' in data:
-                routed = route(data)
-                prev_key = routed.prev_key
+            # Only a move needs decoding on the live path (and, for clients
+            # with left-out adds or held messages, any message of an object).
+            moving = b'"psKey":' in data or b'"nsKey":' in data
             for cid in clients_of(key):
                 target = sessions.get(cid)
                 if target is None:
                     continue
-                buffer = target.keys.get(key)
-                if buffer is None:
+                state = target.keys.get(key)
+                if state is None:
+                    continue  # not in its keys yet, or any more: nothing of the key is owed
+                if state.live:
                     if target.moves:
                         if routed is None:
                             routed = route(data)
                         if routed.id is not None:
                             target.settle_move(routed.id, key, routed.leaves)
-                    if prev_key is not None and not target.resnap and prev_key in target.keys and target.keys[prev_key] is None:
-                        # The original client gets the move as the mod with nsKey
-                        # from the old key, which is live (it throws on a second
-                        # add); kept in case it leaves that key before the mod
-                        # reaches it. synk's own client gets both: the mod may
-                        # have been published before it followed the old key, or
-                        # the new key's snapshot read between the move's two
-                        # halves, and it drops the add when it has the move.
-                        assert routed is not None and routed.id is not None
-                        target.remember_move(routed.id, prev_key, key, data)
+                    if not target.resnap and (moving or target.holding):
+                        # The original client must get one half of a move only.
+                        # synk's own client gets both: the mod may have been
+                        # published before it followed the old key, or the new
+                        # key's snapshot read between the two, and it drops the
+                        # add when it has the move.
+                        if routed is None:
+                            routed = route(data)
+                        out = self._to_original(target, key, routed)
+                        if out is not None:
+                            target.push(out)
                         continue
                     target.push(data)
                 else:
                     if routed is None:
                         routed = route(data)
-                    buffer.append(routed)
-                    if len(buffer) > self.config.max_backlog_messages:
+                    if state.message(routed):
                         # The snapshot is slow and the key busy: rather than
                         # hold its messages without bound, start it over (a
                         # fresh read covers everything buffered so far).

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Routed", "Router", "replay", "route"]
+__all__ = ["Routed", "Router", "replay", "replay_routed", "route"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,8 @@ class Routed:
     prev_key: str | None
     leaves: bool
     inc: str | None = None
+    #: the key a ``mod`` with ``nsKey`` moves the object to
+    next_key: str | None = None
 
 
 def route(data: bytes) -> Routed:
@@ -52,11 +54,17 @@ def route(data: bytes) -> Routed:
         msg.get("psKey") if method == "add" else None,
         method == "rem" or (method == "mod" and "nsKey" in msg),
         inc if isinstance(inc, str) else None,
+        msg.get("nsKey") if method == "mod" else None,
     )
 
 
 def replay(buffered: list[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[bytes]:
-    """What to send of messages that raced with a snapshot.
+    """What to send of messages that raced with a snapshot (see :func:`replay_routed`)."""
+    return [m.data for m in replay_routed(buffered, snapshot)]
+
+
+def replay_routed(buffered: list[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[Routed]:
+    """The messages to send of those that raced with a snapshot.
 
     ``snapshot`` maps the snapshot's objects to their (version, incarnation).
     Each object's messages are in publish order, and the snapshot was taken
@@ -75,21 +83,21 @@ def replay(buffered: list[Routed], snapshot: Mapping[str, tuple[int, str]]) -> l
         if m.id is not None and m.id not in snapshot and m.leaves:
             last_leave[m.id] = i
     ended: set[str] = set()
-    out = []
+    out: list[Routed] = []
     for i, m in enumerate(buffered):
         oid = m.id
         if oid is None:
-            out.append(m.data)
+            out.append(m)
         elif oid in snapshot:
             version, inc = snapshot[oid]
             if oid in ended:
-                out.append(m.data)
+                out.append(m)
             elif (m.inc is None or m.inc == inc) and (m.version is None or m.version > version):
-                out.append(m.data)
+                out.append(m)
                 if m.leaves:
                     ended.add(oid)
         elif i > last_leave.get(oid, -1):
-            out.append(m.data)
+            out.append(m)
     return out
 
 

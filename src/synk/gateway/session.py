@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from synk.gateway.metrics import Metrics
-    from synk.gateway.routing import Routed
+    from synk.gateway.snapshots import KeyState
 
 __all__ = ["Client", "Outlet", "Session"]
 
@@ -99,8 +99,8 @@ class Session:
         self.identity = identity
         self.outlet = outlet
         self.metrics = metrics
-        #: key -> None when live, or the messages buffered during its snapshot
-        self.keys: dict[str, list[Routed] | None] = {}
+        #: key -> its snapshot's state (live, or buffering while being snapshotted)
+        self.keys: dict[str, KeyState] = {}
         self.bucket = TokenBucket(rate, burst, asyncio.get_running_loop().time())
         #: keys asked to be snapshotted: each costs a read and a publish, whatever the frames
         self.key_bucket = TokenBucket(key_rate, key_burst, asyncio.get_running_loop().time())
@@ -114,6 +114,12 @@ class Session:
         #: got the move as the mod with nsKey of the old key instead, unless it leaves
         #: the old key before that mod reached it (see :meth:`remember_move`)
         self.moves: dict[str, tuple[str, str, bytes]] = {}
+        #: object id -> (new key, version) of the last mod with nsKey this client got (the
+        #: original client only): the add with psKey of that move is then a duplicate
+        self.moved_out: dict[str, tuple[str, int | None]] = {}
+        #: object id -> the key whose snapshot holds the object's messages back (the
+        #: original client only; see ``KeyState.hold``)
+        self.holding: dict[str, str] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_bytes = max_backlog_bytes
@@ -141,6 +147,16 @@ class Session:
             # at its next resync or reconnect.
             del moves[next(iter(moves))]
 
+    def note_moved_out(self, oid: str, next_key: str, version: int | None) -> None:
+        """This client got the mod with nsKey of ``oid`` at ``version``."""
+        moved = self.moved_out
+        moved.pop(oid, None)  # re-inserted last: the dict stays oldest first
+        moved[oid] = (next_key, version)
+        if len(moved) > MAX_MOVES:
+            # A bound on memory: a move forgotten here lets its add through,
+            # which the original client may throw on, and then reconnects.
+            del moved[next(iter(moved))]
+
     def moves_left(self, keys: list[str]) -> list[bytes]:
         """The left-out adds of objects that moved out of ``keys``, which this client now leaves.
 
@@ -154,7 +170,8 @@ class Session:
         for oid, (prev_key, key, data) in list(self.moves.items()):
             if prev_key in gone:
                 del self.moves[oid]
-                if key in self.keys and self.keys[key] is None:
+                state = self.keys.get(key)
+                if state is not None and state.live:
                     out.append(data)
         return out
 
