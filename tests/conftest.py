@@ -40,9 +40,9 @@ def redis_process() -> Iterator[RedisProcess]:
         server.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each conformance test runs once per backend."""
+    """Each conformance test runs once per backend: embedded, one Redis, a Redis Cluster."""
     return str(request.param)
 
 

@@ -58,7 +58,9 @@ KEY = "world:0|0"
 
 def store_url(backend: str, request: pytest.FixtureRequest) -> str | None:
     """None (the memory store) or the session's Redis URL, for a backend name."""
-    return None if backend == "memory" else str(request.getfixturevalue("redis_url"))
+    if backend == "memory":
+        return None
+    return str(request.getfixturevalue("redis_cluster_url" if backend == "cluster" else "redis_url"))
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

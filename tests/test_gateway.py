@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_env import Env, running, store_view
+from tests.gateway_env import Env, running, store_url, store_view
 from tests.models import Agent
 from tests.wsclient import WsClient
 
 
 @pytest.fixture
 async def env(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
-    url = None if backend == "memory" else request.getfixturevalue("redis_url")
+    url = store_url(backend, request)
     async with running(url) as e:
         yield e
 

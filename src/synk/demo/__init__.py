@@ -171,7 +171,7 @@ async def _take_lease(world: synk.World, stop: asyncio.Event) -> bool:
     if not isinstance(store, RedisStore):
         return True
     token = secrets.token_hex(8)
-    if not await store.redis.set(LEASE, token, nx=True, ex=LEASE_SECONDS):
+    if not await store.commands.set(LEASE, token, nx=True, ex=LEASE_SECONDS):
         return False
 
     async def renew() -> None:
@@ -179,13 +179,13 @@ async def _take_lease(world: synk.World, stop: asyncio.Event) -> bool:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), LEASE_SECONDS / 3)
             try:
-                holder = await store.redis.get(LEASE)
+                holder = await store.commands.get(LEASE)
                 if holder == token.encode():
-                    await store.redis.expire(LEASE, 1 if stop.is_set() else LEASE_SECONDS)
+                    await store.commands.expire(LEASE, 1 if stop.is_set() else LEASE_SECONDS)
                 elif holder is None and not stop.is_set():
                     # Redis came back without it (restarted, no persistence): this
                     # process still simulates, so it takes the lease again.
-                    await store.redis.set(LEASE, token, nx=True, ex=LEASE_SECONDS)
+                    await store.commands.set(LEASE, token, nx=True, ex=LEASE_SECONDS)
             except (synk.SynkError, OSError, RedisError) as exc:  # Redis down: renewed once it is back
                 log.warning("demo: the simulation lease could not be renewed: %s", exc)
 
