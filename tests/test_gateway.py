@@ -153,6 +153,31 @@ async def test_a_snapshot_of_the_new_key_read_between_the_halves_of_a_move(env: 
     await client.close()
 
 
+async def test_the_old_key_followed_between_the_halves_of_a_move(env: Env) -> None:
+    # Following B, the client adds A while X moves A -> B, between the move's two
+    # halves: A's mod (nsKey B) went out before the client followed A, and A's
+    # snapshot no longer has X. B's add (psKey A) is then its only news of X, and
+    # was left out because the client follows A.
+    a_key, b_key = "world:0|0", "world:1|0"
+    x = env.world.create(Agent(id="x", x=1))
+    await env.world.flush()
+    client = await WsClient.open(env.url)
+    await client.subscribe([b_key])
+    store = env.world.store
+    phase2 = store._phase2
+
+    async def follow_a_first(*args: Any) -> Any:
+        store._phase2 = phase2  # type: ignore[method-assign]
+        await client.subscribe([a_key])  # waits for A's snap, without X
+        return await phase2(*args)
+
+    store._phase2 = follow_a_first  # type: ignore[method-assign,assignment]
+    x.x = 17
+    await env.world.flush()
+    await client.wait(lambda: "x" in client.mirror and client.mirror["x"]["sKey"] == b_key and client.mirror["x"]["v"] == 2)
+    await client.close()
+
+
 async def test_a_move_in_flight_when_the_client_leaves_the_old_key(env: Env) -> None:
     # Following A and B, X moves A -> B: the gateway leaves B's add (psKey A)
     # out, since the client gets A's mod with nsKey. The client leaves A
