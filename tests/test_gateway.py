@@ -128,53 +128,41 @@ async def test_moves(env: Env) -> None:
         await c.close()
 
 
-async def test_a_snapshot_of_the_new_key_read_between_the_halves_of_a_move(env: Env) -> None:
-    # Following A, the client adds B while X moves A -> B, and B's snapshot is
-    # read after the take-out from A and before the put into B: X is in neither.
-    # The client gets A's mod (nsKey B), then B's snap without X, which removes
-    # it; only the add with psKey A, which comes after, brings it back.
-    a_key, b_key = "world:0|0", "world:1|0"
+A_KEY, B_KEY = "world:0|0", "world:1|0"
+
+
+@pytest.mark.parametrize(
+    ("following", "adds"),
+    [
+        # Following A, the client adds B, whose snapshot is read after the take-out
+        # from A and before the put into B: X is in neither. The client gets A's mod
+        # (nsKey B), then B's snap without X, which removes it.
+        (A_KEY, B_KEY),
+        # Following B, the client adds A: A's mod (nsKey B) went out before it
+        # followed A, and A's snapshot no longer has X.
+        (B_KEY, A_KEY),
+    ],
+    ids=["new key snapshotted", "old key followed"],
+)
+async def test_a_key_subscribed_between_the_halves_of_a_move(env: Env, following: str, adds: str) -> None:
+    # X moves A -> B. In both cases the add with psKey A, which comes after, is the
+    # client's only news of X in B; it was left out because the client follows A.
     x = env.world.create(Agent(id="x", x=1))
     await env.world.flush()
     client = await WsClient.open(env.url)
-    await client.subscribe([a_key])
+    await client.subscribe([following])
     store = env.world.store
     phase2 = store._phase2
 
-    async def snapshot_b_first(*args: Any) -> Any:
+    async def subscribe_first(*args: Any) -> Any:
         store._phase2 = phase2  # type: ignore[method-assign]
-        await client.subscribe([b_key])  # waits for B's snap
+        await client.subscribe([adds])  # waits for its snap
         return await phase2(*args)
 
-    store._phase2 = snapshot_b_first  # type: ignore[method-assign,assignment]
+    store._phase2 = subscribe_first  # type: ignore[method-assign,assignment]
     x.x = 17
     await env.world.flush()
-    await client.wait(lambda: "x" in client.mirror and client.mirror["x"]["sKey"] == b_key and client.mirror["x"]["v"] == 2)
-    await client.close()
-
-
-async def test_the_old_key_followed_between_the_halves_of_a_move(env: Env) -> None:
-    # Following B, the client adds A while X moves A -> B, between the move's two
-    # halves: A's mod (nsKey B) went out before the client followed A, and A's
-    # snapshot no longer has X. B's add (psKey A) is then its only news of X, and
-    # was left out because the client follows A.
-    a_key, b_key = "world:0|0", "world:1|0"
-    x = env.world.create(Agent(id="x", x=1))
-    await env.world.flush()
-    client = await WsClient.open(env.url)
-    await client.subscribe([b_key])
-    store = env.world.store
-    phase2 = store._phase2
-
-    async def follow_a_first(*args: Any) -> Any:
-        store._phase2 = phase2  # type: ignore[method-assign]
-        await client.subscribe([a_key])  # waits for A's snap, without X
-        return await phase2(*args)
-
-    store._phase2 = follow_a_first  # type: ignore[method-assign,assignment]
-    x.x = 17
-    await env.world.flush()
-    await client.wait(lambda: "x" in client.mirror and client.mirror["x"]["sKey"] == b_key and client.mirror["x"]["v"] == 2)
+    await client.wait(lambda: "x" in client.mirror and client.mirror["x"]["sKey"] == B_KEY and client.mirror["x"]["v"] == 2)
     await client.close()
 
 
