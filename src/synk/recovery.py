@@ -50,13 +50,11 @@ class Recovery:
     _sweeps: dict[str, list[Op]]
     _unreported: dict[int, WriteError]
 
-    async def drain(self) -> None:
-        """Wait until every flush sent so far has been answered."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # World's, used here: declared for the type checker only
 
-    def create(self, obj: Object) -> Object:
-        """Own ``obj`` and write it with the next flush (``World.create``)."""
-        raise NotImplementedError
+        async def drain(self) -> None: ...
+
+        def create(self, obj: Object) -> Object: ...
 
     def _restore(self, key: str, stored: Stored) -> Object:
         try:
