@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import pytest
 
 import synk
-from tests.redis_process import RedisProcess
+from bench.redis_process import RedisProcess
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ WorldFactory = Callable[..., AbstractAsyncContextManager[synk.World]]
 @pytest.fixture(scope="session")
 def redis_cluster_url() -> Iterator[str]:
     """A private Redis Cluster of three primaries for the session; the URL of one node."""
-    from tests.redis_cluster import RedisCluster
+    from bench.redis_cluster import RedisCluster
 
     cluster = RedisCluster(3)
     cluster.start()

@@ -11,7 +11,7 @@ from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, running, store_view, until
 from tests.models import Agent, Note
 from tests.original_client import violations
-from tests.redis_process import RedisProcess
+from bench.redis_process import RedisProcess
 from tests.wsclient import WsClient
 
 

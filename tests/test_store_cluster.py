@@ -13,7 +13,7 @@ from redis.crc import key_slot
 import synk
 from synk.store.redis import RedisStore
 from tests.models import Agent
-from tests.redis_cluster import RedisCluster
+from bench.redis_cluster import RedisCluster
 from tests.redis_env import redis_store, world_on
 from tests.store_invariant import read_state, violations
 

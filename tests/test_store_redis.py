@@ -18,7 +18,7 @@ from synk.store.redis import _LOADED, RedisStore
 from tests.gateway_env import until, until_async
 from tests.models import Agent, Note
 from tests.redis_env import client, next_event, redis_store, world_on
-from tests.redis_process import RedisProcess, free_port
+from bench.redis_process import RedisProcess, free_port
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -27,7 +27,7 @@ from synk.store.redis import RedisStore
 from tests.gateway_env import until_async
 from tests.models import Agent
 from tests.redis_env import world_on
-from tests.redis_process import RedisProcess
+from bench.redis_process import RedisProcess
 from tests.store_invariant import read_state, violations
 
 PREFIX = "wf:"

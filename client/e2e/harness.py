@@ -5,7 +5,7 @@ its standard streams: one JSON command per line on stdin, one JSON answer
 per command on stdout, in order. Logs (the gateway's included) go to
 stderr. It runs
 
-- a private ``redis-server`` on a free loopback port (``tests.redis_process``),
+- a private ``redis-server`` on a free loopback port (``bench.redis_process``),
 - a gateway on that Redis: by default ``python -m synk.cli serve`` as a
   subprocess, which can be stopped and restarted on the same port; with
   ``--static DIR`` an in-process ``synk.Gateway`` that also serves ``DIR``
@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_process import RedisProcess  # noqa: E402
+from bench.redis_process import RedisProcess  # noqa: E402
 
 import synk  # noqa: E402
 from synk.gateway import Gateway  # noqa: E402

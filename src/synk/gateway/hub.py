@@ -405,6 +405,13 @@ class Gateway:
                 return
 
     def _resnapshot_all(self, session: Session) -> None:
+        self._resnapshot(session, None)
+
+    def _resnapshot(self, session: Session, gap: frozenset[str] | None) -> None:
+        """Snapshot again the keys of ``session`` in ``gap`` (all its keys if None): their messages may be lost."""
+        keys = list(session.keys) if gap is None else [k for k in session.keys if k in gap]
+        if not keys:
+            return  # none of its keys missed anything: it is not disturbed
         if not session.resnap:
             # The original synk-js client throws on an add of an object it
             # holds and knows no resnap: it can only start afresh.
@@ -412,9 +419,7 @@ class Gateway:
             return
         # Not asked for by the client: tell it, so it reconciles the keys as
         # one batch (an object that moved between two of them is not removed).
-        keys = list(session.keys)
-        if keys:
-            session.push(p.encode_resnap(keys))
+        session.push(p.encode_resnap(keys))
         self._snapshots(session, keys)
 
     async def _ensure_live(self, key: str) -> None:
@@ -632,11 +637,13 @@ class Gateway:
             key = event.key
             if key is None:
                 self.metrics.store_reconnects += 1
-                self._live.clear()
-                self._barriers.clear()
-                self._parked.clear()
+                gap = event.gap
+                if gap is None:
+                    self._live.clear()
+                    self._barriers.clear()
+                    self._parked.clear()
                 for session in list(sessions.values()):
-                    self._resnapshot_all(session)
+                    self._resnapshot(session, gap)
                 continue
             data = event.data
             if data.startswith(BARRIER):

@@ -99,13 +99,17 @@ class Applied:
 class Event:
     """Something a subscriber receives.
 
-    ``key`` and ``data`` for a message published on a key; ``key`` None
-    means the subscription was re-established after the store broke, so
-    messages may have been missed and snapshots should be taken again.
+    ``key`` and ``data`` for a message published on a key. ``key`` None is
+    a gap: messages may have been missed (the subscription was re-established
+    after the store broke, or its slot moved to another node of a cluster),
+    so snapshots should be taken again: of the keys in ``gap``, or of every
+    key when ``gap`` is None (the consumer fell behind and events of any key
+    were dropped).
     """
 
     key: str | None
     data: bytes = b""
+    gap: frozenset[str] | None = None
 
 
 def _failure(key: str, op: Op, reason: str, detail: str | None = None) -> Failure:

@@ -6,8 +6,9 @@ of its own (one connection per node that owns followed slots, not one per
 key); their events go into one queue. When a node stops answering (its
 primary failed over) or unsubscribes channels on its own (their slot moved
 away), the slot map is learned again and the keys that moved are
-subscribed where they live now; then an ``Event(None)`` tells the consumer
-that messages may have been missed, as after any reconnect.
+subscribed where they live now; then a gap event of those keys only
+(``Event(None, gap=...)``) tells the consumer that their messages may have
+been missed: it re-snapshots them, and nothing else.
 """
 
 from __future__ import annotations
@@ -128,14 +129,17 @@ class ClusterSubscriber(Subscriber):
             moved: dict[str, list[str]] = {}
             for key, name in list(self._home.items()):
                 now = self._node_of(key)
-                if now != name:
+                sub = self._nodes.get(name)
+                # A key its node refused (MOVED, CLUSTERDOWN) is subscribed
+                # again even where the map still puts it: until it settles.
+                if now != name or sub is None or not sub.has(key):
                     moved.setdefault(name, []).append(key)
                     self._home[key] = now
             if not moved:
                 return
             keys = [k for ks in moved.values() for k in ks]
             log.warning("synk cluster subscriber: %d keys moved to other nodes; subscribing them there", len(keys))
-            await asyncio.gather(*(self._nodes[name].unsubscribe(ks) for name, ks in moved.items()))
+            await asyncio.gather(*(self._nodes[name].unsubscribe(ks) for name, ks in moved.items() if name in self._nodes))
             groups = self._by_node(keys)
             await asyncio.gather(*(self._subscriber(name).subscribe(ks) for name, ks in groups.items()))
             for name, sub in list(self._nodes.items()):
@@ -143,7 +147,7 @@ class ClusterSubscriber(Subscriber):
                     del self._nodes[name]
                     await sub.close()
             # Messages of the moved keys may have been missed meanwhile.
-            self._queue.put_nowait(Event(None))
+            self._queue.put_nowait(Event(None, gap=frozenset(keys)))
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:

@@ -74,8 +74,10 @@ STREAM_MAX_BYTES = 8 * 1024 * 1024
 #: How long the reader's flag outlives its last refresh (ms), and how often it is refreshed (s).
 _READER_TTL_MS = 10_000
 _READER_REFRESH = 3.0
+#: Seconds before a call answered TRYAGAIN (its slot half-migrated) is sent again.
+_TRYAGAIN_S = 0.02
 #: Times a cluster call redirected (MOVED, ASK) is sent again before it is given up.
-_REDIRECTS = 5
+_REDIRECTS = 10
 _BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 #: The progress limit of a batch of calls when the connection has no socket timeout.
 _REPLY_TIMEOUT = 5.0
@@ -305,7 +307,9 @@ class RedisStore(Store):
         goes at once, each on a connection of its own: a batch takes one
         round trip whatever the number of nodes. A call answered MOVED or ASK
         was not run (the slot is elsewhere): it is sent again where Redis
-        said, after the slot map is refreshed, up to ``_REDIRECTS`` times.
+        said, after the slot map is refreshed, up to ``_REDIRECTS`` times;
+        one answered TRYAGAIN (its slot is being migrated) is sent again
+        after a short pause. Nothing else is sent twice.
         """
         cluster = self.cluster
         if cluster is None:
@@ -349,12 +353,16 @@ class RedisStore(Store):
             if failed:
                 self._stale_map = True
                 raise failed[0]
-            todo = [i for i in todo if isinstance(results[i], (rexc.MovedError, rexc.AskError))]
+            todo = [i for i in todo if isinstance(results[i], (rexc.MovedError, rexc.AskError, rexc.TryAgainError))]
             if not todo:
                 break
             asking = {i: results[i] for i in todo if isinstance(results[i], rexc.AskError)}
-            if len(asking) < len(todo):  # the slot map changed: learn the new one
+            if any(isinstance(results[i], rexc.MovedError) for i in todo):  # the slot map changed: learn the new one
                 await cluster.nodes_manager.initialize()
+            if any(isinstance(results[i], rexc.TryAgainError) for i in todo):
+                # The slot is half-way through a MIGRATE: some of the call's
+                # keys have left, some not. Nothing ran; the move is quick.
+                await asyncio.sleep(_TRYAGAIN_S)
         return results
 
     async def _run(self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "") -> list[Any]:

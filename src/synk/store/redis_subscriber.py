@@ -51,7 +51,8 @@ class RedisSubscriber(Subscriber):
 
     A reader task owns the connection: it resolves ``subscribe()`` calls once
     Redis confirms them (so a snapshot taken afterwards misses nothing), and
-    after a reconnect re-subscribes every key and emits ``Event(None)``.
+    after a reconnect re-subscribes every key and emits a gap of its keys
+    (``Event(None, gap=...)``).
     """
 
     def __init__(
@@ -236,6 +237,21 @@ class RedisSubscriber(Subscriber):
             self._asked.difference_update(retry)
             self._to_add.update(retry)
             return bool(retry)
+        if self._on_lost is not None and isinstance(exc, (rexc.MovedError, rexc.AskError, rexc.ClusterDownError)):
+            # A cluster node that no longer serves the slot (or not yet: a
+            # failover is under way). Not this key's fault: the cluster
+            # subscriber re-homes it once the slot map settles, and its
+            # consumer re-snapshots it then.
+            for channel in retry:
+                self._keys.discard(self._store.key_of_channel(channel))
+                self._asked.discard(channel)
+                if self._resubscribing is not None:
+                    self._resubscribing.discard(channel)
+                for fut in self._waiting.pop(channel, []):
+                    if not fut.done():
+                        fut.set_result(None)
+                self._on_lost(channel)
+            return False
         for channel in retry:
             # Refused on its own (an ACL, say): fail that call, keep the rest.
             key = self._store.key_of_channel(channel)
@@ -255,6 +271,10 @@ class RedisSubscriber(Subscriber):
         self.overflows += 1
         log.warning("synk redis subscriber dropped over %d queued events; its consumer re-snapshots", MAX_QUEUE)
         self._queue.put_nowait(Event(None))
+
+    def _gap(self) -> Event:
+        """After a reconnect: this connection's keys may have missed messages (not other connections')."""
+        return Event(None, gap=frozenset(self._keys))
 
     def _confirmed(self, channel: bytes) -> None:
         if self._sent and channel in self._sent[0]:
@@ -277,7 +297,7 @@ class RedisSubscriber(Subscriber):
             if not self._resubscribing:
                 # Only now is every key live again: snapshots taken after this miss nothing.
                 self._resubscribing = None
-                self._queue.put_nowait(Event(None))
+                self._queue.put_nowait(self._gap())
 
     async def _run(self) -> None:
         delay = 0.05
@@ -290,7 +310,7 @@ class RedisSubscriber(Subscriber):
                     await self._connect()
                     if reconnect and not self._resubscribing:
                         self._resubscribing = None
-                        self._queue.put_nowait(Event(None))
+                        self._queue.put_nowait(self._gap())
                     reconnect = False
                 if not self._keys and not self._asked:
                     self._wake.clear()
@@ -352,3 +372,7 @@ class RedisSubscriber(Subscriber):
     def keys(self) -> set[str]:
         """The keys asked for."""
         return set(self._keys)
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is asked for (False once its node refused it as another's)."""
+        return key in self._keys

@@ -1,13 +1,20 @@
-"""A private Redis Cluster for tests: a few ``redis-server --cluster-enabled yes``
-processes on free loopback ports, joined with CLUSTER MEET, the 16,384 slots
-split between the primaries, and a replica per primary when asked."""
+"""A private Redis Cluster for tests and benchmarks: a few ``redis-server
+--cluster-enabled yes`` processes on free loopback ports, joined with CLUSTER
+MEET, the 16,384 slots split between the primaries, and a replica per primary
+when asked (what ``redis-cli --cluster create`` does, without needing
+redis-cli). It can fail a primary over and move a slot between primaries, as
+an operator's resharding does (the steps of the Redis Cluster specification:
+SETSLOT IMPORTING/MIGRATING, MIGRATE the keys, SETSLOT NODE)."""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
-from tests.redis_process import RedisProcess, free_port
+import redis
+
+from bench.redis_process import RedisProcess, free_port
 
 __all__ = ["RedisCluster"]
 
@@ -106,6 +113,60 @@ class RedisCluster:
                         port = int(fields[1].split(":")[1].split("@")[0])
                         return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"no live primary serves slot {slot}")
+
+    def primaries_now(self) -> list[RedisProcess]:
+        """The live nodes that are primaries now."""
+        return [n for n in self.nodes if n.proc is not None and b"role:master" in command(n.port, "INFO", "replication")]
+
+    def kill_primary(self, slot: int, timeout: float = 30.0) -> tuple[RedisProcess, RedisProcess]:
+        """``kill -9`` the primary serving ``slot``; returns it and the replica promoted in its place."""
+        old = self.owner(slot)
+        assert old.proc is not None
+        old.proc.kill()
+        old.proc.wait(10)
+        old.proc = None
+        self._wait(lambda: self.owner(slot) is not old, timeout)
+        new = self.owner(slot)
+        self._wait(lambda: all(b"cluster_state:ok" in command(n.port, "CLUSTER", "INFO") for n in self.nodes if n.proc is not None), timeout)
+        return old, new
+
+    def revive(self, node: RedisProcess, timeout: float = 30.0) -> None:
+        """Start a killed node again on its port: it rejoins (as a replica, if it was failed over) and syncs."""
+        node.start()
+        self._wait(lambda: b"cluster_state:ok" in command(node.port, "CLUSTER", "INFO"), timeout)
+        if b"role:slave" in command(node.port, "INFO", "replication"):
+            self._wait(lambda: b"master_link_status:up" in command(node.port, "INFO", "replication"), timeout)
+
+    def move_slot(self, slot: int, target: RedisProcess, *, between: Callable[[], object] | None = None) -> RedisProcess:
+        """Move ``slot`` (and its keys) to primary ``target``; returns the primary it left.
+
+        ``between``, if given, is called once the slot is half-moved (MIGRATING
+        on its source, IMPORTING on ``target``, its keys not yet migrated): a
+        test's writes then meet ASK redirections and TRYAGAIN."""
+        source = self.owner(slot)
+        if source is target:
+            return source
+        src, dst = redis.Redis(port=source.port), redis.Redis(port=target.port)
+        try:
+            src_id, dst_id = self.node_id(source.port), self.node_id(target.port)
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            if between is not None:
+                between()
+            while True:
+                keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            # The target first: from here on it answers for the slot; then the
+            # source, which unsubscribes the slot's sharded channels; then the rest.
+            for node in [target, source, *(n for n in self.primaries_now() if n not in (source, target))]:
+                redis.Redis(port=node.port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        finally:
+            src.close()
+            dst.close()
+        self._wait(lambda: self.owner(slot) is target, 10.0)
+        return source
 
     @staticmethod
     def _wait(check: object, timeout: float) -> None:
