@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -34,6 +35,11 @@ def _bus_port_free() -> int:
                 continue
         return port
     raise RuntimeError("no port with a free cluster bus port")
+
+
+def _call(client: redis.Redis, *args: object) -> Any:
+    """``client.execute_command`` (redis-py leaves it untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def command(port: int, *args: str, timeout: float = 5.0) -> bytes:
@@ -127,7 +133,9 @@ class RedisCluster:
         old.proc = None
         self._wait(lambda: self.owner(slot) is not old, timeout)
         new = self.owner(slot)
-        self._wait(lambda: all(b"cluster_state:ok" in command(n.port, "CLUSTER", "INFO") for n in self.nodes if n.proc is not None), timeout)
+        self._wait(
+            lambda: all(b"cluster_state:ok" in command(n.port, "CLUSTER", "INFO") for n in self.nodes if n.proc is not None), timeout
+        )
         return old, new
 
     def revive(self, node: RedisProcess, timeout: float = 30.0) -> None:
@@ -149,19 +157,20 @@ class RedisCluster:
         src, dst = redis.Redis(port=source.port), redis.Redis(port=target.port)
         try:
             src_id, dst_id = self.node_id(source.port), self.node_id(target.port)
-            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            _call(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            _call(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
             if between is not None:
                 between()
             while True:
-                keys = src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+                keys = _call(src, "CLUSTER", "GETKEYSINSLOT", slot, 100)
                 if not keys:
                     break
-                src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+                _call(src, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
             # The target first: from here on it answers for the slot; then the
             # source, which unsubscribes the slot's sharded channels; then the rest.
             for node in [target, source, *(n for n in self.primaries_now() if n not in (source, target))]:
-                redis.Redis(port=node.port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+                with redis.Redis(port=node.port) as client:
+                    _call(client, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         finally:
             src.close()
             dst.close()

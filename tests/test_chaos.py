@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from bench.chaos.compare import compare
 from bench.chaos.redis_ctl import StoredObject, parse_value
 

@@ -7,10 +7,10 @@ import asyncio
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bench.redis_process import RedisProcess, free_port
 from synk.demo import LEASE, run
 from synk.store.redis import RedisStore
 from tests.gateway_env import until_async
-from bench.redis_process import RedisProcess, free_port
 
 
 async def test_the_demo_recovers_its_agents_and_its_lease_after_redis_is_killed(redis_process: RedisProcess) -> None:

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 import synk
+from bench.redis_process import RedisProcess
 from synk.gateway import Gateway
 from synk.gateway.lifecycle import Lifecycle, State, Step
 from synk.store.base import Event
 from tests.gateway_env import KEY
 from tests.models import Agent
 from tests.redis_env import next_event, world_on
-from bench.redis_process import RedisProcess
 from tests.wsclient import WsClient
 
 

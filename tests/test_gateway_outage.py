@@ -7,11 +7,11 @@ import asyncio
 import redis.asyncio as aioredis
 
 import synk
+from bench.redis_process import RedisProcess
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, running, store_view, until
 from tests.models import Agent, Note
 from tests.original_client import violations
-from bench.redis_process import RedisProcess
 from tests.wsclient import WsClient
 
 

@@ -11,9 +11,9 @@ import pytest
 from redis.crc import key_slot
 
 import synk
+from bench.redis_cluster import RedisCluster
 from synk.store.redis import RedisStore
 from tests.models import Agent
-from bench.redis_cluster import RedisCluster
 from tests.redis_env import redis_store, world_on
 from tests.store_invariant import read_state, violations
 

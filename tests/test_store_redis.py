@@ -12,13 +12,13 @@ import pytest
 from redis.crc import key_slot
 
 import synk
+from bench.redis_process import RedisProcess, free_port
 from synk.core.messages import encode_add
 from synk.store.base import Event
 from synk.store.redis import _LOADED, RedisStore
 from tests.gateway_env import until, until_async
 from tests.models import Agent, Note
 from tests.redis_env import client, next_event, redis_store, world_on
-from bench.redis_process import RedisProcess, free_port
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -10,12 +10,12 @@ import orjson
 import pytest
 
 import synk
+from bench.redis_process import RedisProcess, free_port
 from synk.store.base import Event
 from synk.store.redis import _Progress
 from tests.conftest import record_errors
 from tests.models import Agent, Note
 from tests.redis_env import client, next_event, redis_store, world_on
-from bench.redis_process import RedisProcess, free_port
 
 # -- connection problems -------------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ import asyncio
 import pytest
 
 import synk
+from bench.redis_process import RedisProcess
 from tests.conftest import WorldFactory, record_errors
 from tests.models import Agent, Note
 from tests.redis_env import world_on
-from bench.redis_process import RedisProcess
 
 
 async def test_a_create_made_while_reload_awaits_the_store_is_kept(open_world: WorldFactory) -> None:

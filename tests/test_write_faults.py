@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.chaos.proxy import Proxy
 
 import synk
+from bench.chaos.proxy import Proxy
+from bench.redis_process import RedisProcess
 from synk.store.redis import RedisStore
 from tests.gateway_env import until_async
 from tests.models import Agent
 from tests.redis_env import world_on
-from bench.redis_process import RedisProcess
 from tests.store_invariant import read_state, violations
 
 PREFIX = "wf:"

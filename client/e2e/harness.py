@@ -73,9 +73,8 @@ from typing import TYPE_CHECKING, Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from bench.redis_process import RedisProcess  # noqa: E402
-
 import synk  # noqa: E402
+from bench.redis_process import RedisProcess  # noqa: E402
 from synk.gateway import Gateway  # noqa: E402
 
 if TYPE_CHECKING:
