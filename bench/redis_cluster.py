@@ -184,7 +184,7 @@ class RedisCluster:
             try:
                 if check():  # type: ignore[operator]
                     return
-            except OSError:
+            except (OSError, LookupError):  # a node down, or no primary for a slot yet
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster did not come up within {timeout} s")
