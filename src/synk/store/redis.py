@@ -518,7 +518,8 @@ class RedisStore(Store):
     def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[Call]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
         for key, ops in groups.items():
-            keys = [self.objects_key(key).encode(), self.channel(key).encode()]
+            keys = [self.objects_key(key).encode()]
+            channel = _bulk(self.channel(key).encode())
             for start in range(0, len(ops), _CHUNK):
                 chunk = ops[start : start + _CHUNK]
                 parts = [b""]  # the head, once the messages are known
@@ -531,7 +532,8 @@ class RedisStore(Store):
                     publish(message)
                     append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid), oid, len(guard), guard, len(value), value))
                 codes = "".join([op[0] for op in chunk]).encode()
-                parts[0] = _evalsha_head("apply", keys, 2 + 3 * len(chunk)) + _bulk(codes) + _bulk(b"\n".join(messages))
+                parts[0] = _evalsha_head("apply", keys, 3 + 3 * len(chunk)) + _bulk(codes) + _bulk(b"\n".join(messages))
+                append(channel)
                 index.append((key, len(chunk)))
                 yield keys[0], b"".join(parts)
 

@@ -4,7 +4,6 @@
 -- KEYS[1]  the key's objects hash (PREFIX{KEY}:o): object id -> "token:version\n" then
 --          the record ("{...}", the add message) or a mark (">KEY\n{...}" moved out,
 --          "?{...}" create pending, "!" deleted); see synk/core/batch.py
--- KEYS[2]  the key's channel      (PREFIX{KEY}:c, sharded pub/sub)
 -- ARGV[1]  the operations' codes, one letter each, in order:
 --            u update, t take out (move away: leaves a mark), d delete (leaves a mark),
 --            c create pending (hidden), a activate a pending create,
@@ -16,16 +15,20 @@
 --            expected  the stored value must start with this (u t d a x; for c:
 --                      absent, or starts with it; for p: absent or not live)
 --            value     the value to store (u t d c p; empty otherwise)
+-- ARGV     last: the key's channel (PREFIX{KEY}:c, sharded pub/sub). Not a KEYS entry:
+--          no key of that name ever exists, and a slot being migrated answers
+--          TRYAGAIN to a call naming a key it holds and one it does not, for as
+--          long as the migration lasts.
 -- Returns  one code per operation, in order (synk/store/base.py, OK MISSING CONFLICT):
 --            0 applied, 1 missing (no such object in this key), 2 conflict (another guard)
 --
 -- The messages of the operations that landed go out as one message on
--- KEYS[2], joined by "\n": a subscriber splits it. Both keys share the hash
--- tag {KEY}, so the script stays in one slot. The "#!lua" line (Redis 7
+-- the channel, joined by "\n": a subscriber splits it. The hash and the channel
+-- share the hash tag {KEY}, so the script stays in one slot. The "#!lua" line (Redis 7
 -- script flags, none given) makes Redis refuse the whole call while it is
 -- out of memory, instead of failing halfway. The same rule, in Python for
 -- the embedded store, is synk.core.batch.apply_op.
-local objects, channel = KEYS[1], KEYS[2]
+local objects, channel = KEYS[1], ARGV[#ARGV]
 local codes, messages = ARGV[1], ARGV[2]
 local n = #codes
 local ids = {}
