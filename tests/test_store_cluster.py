@@ -40,6 +40,10 @@ async def test_the_url_of_any_node_finds_the_cluster(cluster: RedisCluster) -> N
         assert redis_store(world).cluster is not None
     with pytest.raises(synk.ConfigError, match="cluster='maybe'"):
         RedisStore(cluster.url + "?cluster=maybe")
+    for url in (cluster.url.replace("/0", "/2"), cluster.url.replace("/0", "/2") + "?cluster=yes"):
+        # A cluster has database 0 only: said at connect time, whatever finds the cluster.
+        with pytest.raises(synk.ConfigError, match="names database 2, but a redis cluster has database 0 only"):
+            await synk.connect(url)
     forced = RedisStore(cluster.url + "?cluster=no")
     assert forced.cluster is None and "cluster" not in forced._plain_url
     await forced.close()

@@ -271,15 +271,27 @@ class RedisStore(Store):
     async def open(self) -> None:
         try:
             await asyncio.wait_for(self._connect(), self.connect_timeout)
+        except ConfigError:
+            await self.close()
+            raise
         except ERRORS as exc:
             await self.close()
             raise _down(self.url, exc) from exc
 
     async def _connect(self) -> None:
         mode = self._cluster_mode
+        db = int(self.redis.connection_pool.connection_kwargs.get("db") or 0)
         if mode is None:
-            info = await self.redis.info("cluster")
-            mode = bool(info.get("cluster_enabled"))
+            try:
+                info = await self.redis.info("cluster")
+            except rexc.ResponseError as exc:
+                if "cluster mode" not in str(exc):
+                    raise
+                mode = True  # it refused to SELECT the URL's database: a cluster node
+            else:
+                mode = bool(info.get("cluster_enabled"))
+        if mode and db:
+            raise ConfigError(f"{self.url} names database {db}, but a redis cluster has database 0 only: end the URL with /0")
         if mode:
             self.cluster = RedisCluster.from_url(self._plain_url, socket_connect_timeout=self.connect_timeout, socket_keepalive=True)
             await self.cluster.initialize()
