@@ -81,17 +81,20 @@ def redis_store_name(key: str) -> bytes:
 
 async def test_a_flush_is_one_round_trip_per_node_and_phase(cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> None:
     runs: list[int] = []
-    original = RedisStore._run
-
-    async def counting(self: RedisStore, calls: Any, pool: Any = None, counts: Any = None, where: str = "") -> list[Any]:
-        sent = list(calls)
-        runs.append(len(sent))
-        return await original(self, sent, pool, counts, where)
 
     async with world_on(cluster.url, Agent, prefix=PREFIX) as world:
+        routing = redis_store(world).routing
+        assert routing is not None
+        original = routing._run
+
+        async def counting(calls: Any, pool: Any = None, counts: Any = None, where: str = "") -> list[Any]:
+            sent = list(calls)
+            runs.append(len(sent))
+            return await original(sent, pool, counts, where)
+
         agents = [world.create(Agent(id=f"r{i}", x=16 * (i % 16))) for i in range(2000)]
         await world.flush()
-        monkeypatch.setattr(RedisStore, "_run", counting)
+        monkeypatch.setattr(routing, "_run", counting)
         for a in agents:
             a.x = (a.x + 16) % 256  # 2,000 moves over 16 keys on 3 nodes
         await world.flush()

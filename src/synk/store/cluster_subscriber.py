@@ -26,8 +26,8 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from synk.store.base import Event, Subscriber
-from synk.store.redis import ERRORS
 from synk.store.redis_subscriber import RedisSubscriber
+from synk.store.resp import ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable

@@ -25,7 +25,10 @@ loaded once and called by SHA; they take user strings only as KEYS and ARGV.
 
 Writes bypass redis-py's command packing: a flush is encoded straight into
 one RESP buffer per connection write, and sent in slices as it is encoded,
-so Redis runs the first scripts while Python encodes the rest.
+so Redis runs the first scripts while Python encodes the rest (RESP in
+``resp.py``). On a Redis Cluster each call goes to the node serving its
+slot, every node at once (``cluster_routing.py``); the gateway subscribes
+per node (``cluster_subscriber.py``).
 """
 
 from __future__ import annotations
@@ -37,29 +40,27 @@ import math
 import random
 from importlib import resources
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
-from redis.crc import key_slot
 from redis.retry import Retry
 
 from synk.core.batch import wire
 from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
+from synk.store.cluster_routing import ClusterRouting, cluster_option
+from synk.store.resp import ERRORS, bulk, command, down, keyed, last_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
 
     from synk.core.batch import Op
+    from synk.store.resp import Call
 
 __all__ = ["RedisStore"]
-
-#: A call to send: a key it touches (its hash slot says where it goes), and the call in RESP.
-Call = tuple[bytes, bytes]
 
 _SCRIPTS = ("apply", "release", "post")
 #: Operations per apply.lua call: bounds how long one call blocks Redis, and
@@ -74,16 +75,8 @@ STREAM_MAX_BYTES = 8 * 1024 * 1024
 #: How long the reader's flag outlives its last refresh (ms), and how often it is refreshed (s).
 _READER_TTL_MS = 10_000
 _READER_REFRESH = 3.0
-#: Seconds before a call answered TRYAGAIN (its slot half-migrated) is sent again.
-_TRYAGAIN_S = 0.02
-#: Times a cluster call redirected (MOVED, ASK) is sent again before it is given up.
-_REDIRECTS = 10
-_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 #: The progress limit of a batch of calls when the connection has no socket timeout.
 _REPLY_TIMEOUT = 5.0
-
-#: What a broken or unreachable connection raises.
-ERRORS = (rexc.ConnectionError, rexc.TimeoutError, OSError, asyncio.TimeoutError)
 
 
 class _Script:
@@ -97,77 +90,11 @@ class _Script:
 _LOADED = {name: _Script(name) for name in _SCRIPTS}
 
 
-def _bulk(data: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(data), data)
-
-
-def _command(*args: bytes) -> bytes:
-    """One command in RESP (https://redis.io/docs/latest/develop/reference/protocol-spec/)."""
-    return b"*%d\r\n%b" % (len(args), b"".join(map(_bulk, args)))
-
-
-_ASKING = b"*1\r\n$6\r\nASKING\r\n"
-
-
-def _last_of(replies: list[Any], counts: list[int]) -> list[Any]:
-    """The reply of each call, from the replies of its commands (``counts`` per call): its last."""
-    if len(counts) == len(replies):
-        return replies
-    out, j = [], 0
-    for count in counts:
-        j += count
-        out.append(replies[j - 1])
-    return out
-
-
-def _cluster_option(url: str) -> tuple[str, bool | None]:
-    """The URL without synk's ``cluster`` option, and the option (None: find out)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    given = [v for k, v in query if k == "cluster"]
-    if not given:
-        return url, None
-    value = given[-1].lower()
-    if value not in _BOOLEANS:
-        raise ConfigError(f"cluster={given[-1]!r} in {url!r}: give yes or no")
-    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
-    return urlunsplit(parts._replace(query=rest)), _BOOLEANS[value]
-
-
-class _NodePool:
-    """A cluster node's connections, taken and given back as ``_run`` does with a pool."""
-
-    def __init__(self, node: ClusterNode) -> None:
-        self.node = node
-
-    async def get_connection(self) -> Any:
-        conn = self.node.acquire_connection()
-        try:
-            await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect()
-            self.node.release(conn)
-            raise
-        return conn
-
-    async def release(self, conn: Any) -> None:
-        self.node.release(conn)
-
-
-def _keyed(*args: bytes) -> Call:
-    """A command whose first argument is its key: (key, RESP)."""
-    return args[1], _command(*args)
-
-
 def _evalsha_head(script: str, keys: list[bytes], nargs: int) -> bytes:
     """The start of an EVALSHA command whose ``nargs`` arguments follow."""
     sha = _LOADED[script].sha.encode()
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n%b" % (3 + len(keys) + nargs, sha, _bulk(b"%d" % len(keys)))
-    return head + b"".join(map(_bulk, keys))
-
-
-def _down(url: str, exc: BaseException) -> SynkConnectionError:
-    return SynkConnectionError(f"redis at {url} is unreachable: {str(exc) or type(exc).__name__}")
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n%b" % (3 + len(keys) + nargs, sha, bulk(b"%d" % len(keys)))
+    return head + b"".join(map(bulk, keys))
 
 
 class _Progress:
@@ -220,7 +147,7 @@ class RedisStore(Store):
         self.url = url
         self.prefix = prefix
         self.connect_timeout = connect_timeout
-        url, self._cluster_mode = _cluster_option(url)
+        url, self._cluster_mode = cluster_option(url)
         self._plain_url = url
         # A connection idle for a second is checked (PING) before use, so that
         # the first write after a Redis restart does not fail on a stale
@@ -237,7 +164,8 @@ class RedisStore(Store):
         #: on a Redis Cluster (found by ``open()``, or ``?cluster=yes`` in the URL): its
         #: slot map and a pool of connections per node; calls go to their slot's node
         self.cluster: RedisCluster | None = None
-        self._stale_map = False
+        #: where each call goes, on a cluster
+        self.routing: ClusterRouting | None = None
         self._stream = f"{prefix}{{msgs}}"
         self.stream_max_entries = STREAM_MAX_ENTRIES
         self.stream_max_bytes = STREAM_MAX_BYTES
@@ -276,7 +204,7 @@ class RedisStore(Store):
             raise
         except ERRORS as exc:
             await self.close()
-            raise _down(self.url, exc) from exc
+            raise down(self.url, exc) from exc
 
     async def _connect(self) -> None:
         mode = self._cluster_mode
@@ -295,6 +223,7 @@ class RedisStore(Store):
         if mode:
             self.cluster = RedisCluster.from_url(self._plain_url, socket_connect_timeout=self.connect_timeout, socket_keepalive=True)
             await self.cluster.initialize()
+            self.routing = ClusterRouting(self.cluster, self.url, self._run)
             # Scripts are loaded on each node as its first call finds them missing (NOSCRIPT).
             return
         await self._load_scripts()
@@ -314,68 +243,12 @@ class RedisStore(Store):
     async def _send(self, calls: Iterable[Call]) -> list[Any]:
         """Send calls where their slots live; a reply each, in order.
 
-        On one Redis, one connection (``_run``). On a cluster, the calls are
-        grouped by the node that owns each one's slot, and every node's group
-        goes at once, each on a connection of its own: a batch takes one
-        round trip whatever the number of nodes. A call answered MOVED or ASK
-        was not run (the slot is elsewhere): it is sent again where Redis
-        said, after the slot map is refreshed, up to ``_REDIRECTS`` times;
-        one answered TRYAGAIN (its slot is being migrated) is sent again
-        after a short pause. Nothing else is sent twice.
+        On one Redis, one connection (``_run``); on a cluster, each to the
+        node that serves its slot, every node at once (``ClusterRouting``).
         """
-        cluster = self.cluster
-        if cluster is None:
+        if self.routing is None:
             return await self._run(call for _, call in calls)
-        if self._stale_map:
-            # A node failed last time: it may have failed over, so learn the slot map again.
-            try:
-                await cluster.nodes_manager.initialize()
-            except ERRORS as exc:
-                raise _down(self.url, exc) from exc
-            except rexc.RedisClusterException as exc:
-                raise SynkConnectionError(f"redis cluster at {self.url} has no usable slot map: {exc}") from exc
-            self._stale_map = False
-        listed = list(calls)
-        results: list[Any] = [None] * len(listed)
-        todo = list(range(len(listed)))
-        asking: dict[int, rexc.AskError] = {}
-        for _ in range(_REDIRECTS):
-            groups: dict[str, tuple[ClusterNode, list[int]]] = {}
-            for i in todo:
-                ask = asking.get(i)
-                node = cluster.get_node(ask.host, ask.port) if ask is not None else None
-                if node is None:
-                    try:
-                        node = cluster.nodes_manager.get_node_from_slot(key_slot(listed[i][0]))
-                    except rexc.SlotNotCoveredError as exc:
-                        results[i] = exc
-                        continue
-                groups.setdefault(node.name, (node, []))[1].append(i)
-
-            async def one(node: ClusterNode, indices: list[int], asking: dict[int, rexc.AskError]) -> None:
-                # An ASK redirection is followed with ASKING just before the call.
-                sent = [(_ASKING + listed[i][1]) if i in asking else listed[i][1] for i in indices]
-                counts = [2 if i in asking else 1 for i in indices]
-                replies = await self._run(sent, _NodePool(node), counts, where=f"{node.name} (a node of the cluster at {self.url})")
-                for i, reply in zip(indices, replies, strict=True):
-                    results[i] = reply
-
-            outcomes = await asyncio.gather(*(one(node, indices, asking) for node, indices in groups.values()), return_exceptions=True)
-            failed = [o for o in outcomes if isinstance(o, BaseException)]
-            if failed:
-                self._stale_map = True
-                raise failed[0]
-            todo = [i for i in todo if isinstance(results[i], (rexc.MovedError, rexc.AskError, rexc.TryAgainError))]
-            if not todo:
-                break
-            asking = {i: results[i] for i in todo if isinstance(results[i], rexc.AskError)}
-            if any(isinstance(results[i], rexc.MovedError) for i in todo):  # the slot map changed: learn the new one
-                await cluster.nodes_manager.initialize()
-            if any(isinstance(results[i], rexc.TryAgainError) for i in todo):
-                # The slot is half-way through a MIGRATE: some of the call's
-                # keys have left, some not. Nothing ran; the move is quick.
-                await asyncio.sleep(_TRYAGAIN_S)
-        return results
+        return await self.routing.send(calls)
 
     async def _run(self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "") -> list[Any]:
         """Send calls on one connection, in slices as they come; a reply each.
@@ -393,12 +266,12 @@ class RedisStore(Store):
         try:
             conn = await pool.get_connection()
         except ERRORS as exc:
-            raise _down(where, exc) from exc
+            raise down(where, exc) from exc
         try:
             await self._fresh(conn)
         except ERRORS as exc:
             await pool.release(conn)
-            raise _down(where, exc) from exc
+            raise down(where, exc) from exc
         progress = _Progress(conn.socket_timeout or _REPLY_TIMEOUT)
         sent: list[bytes] = []
         try:
@@ -420,23 +293,23 @@ class RedisStore(Store):
                         progress.made()
                     if counts is None:
                         counts = [1] * len(sent)
-                    results = _last_of(await self._replies(conn, sum(counts), progress), counts)
+                    results = last_of(await self._replies(conn, sum(counts), progress), counts)
                     missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                     if missing:
                         # Loaded on this same connection: another pooled one may be stale too.
-                        loads = [_command(b"SCRIPT", b"LOAD", script.body.encode()) for script in _LOADED.values()]
+                        loads = [command(b"SCRIPT", b"LOAD", script.body.encode()) for script in _LOADED.values()]
                         await conn.send_packed_command(b"".join(loads), check_health=False)
                         self._raise_errors(await self._replies(conn, len(loads), progress))
                         await conn.send_packed_command(b"".join(sent[i] for i in missing), check_health=False)
                         progress.made()
                         again = [counts[i] for i in missing]
-                        for i, reply in zip(missing, _last_of(await self._replies(conn, sum(again), progress), again), strict=True):
+                        for i, reply in zip(missing, last_of(await self._replies(conn, sum(again), progress), again), strict=True):
                             results[i] = reply
             except ERRORS as exc:
                 await conn.disconnect()
                 if progress.expired:
                     raise SynkConnectionError(f"redis at {where} neither took data nor answered for over {progress.limit:g} s") from exc
-                raise _down(where, exc) from exc
+                raise down(where, exc) from exc
             except BaseException:
                 # Replies may still be in flight: this connection must not be reused.
                 await conn.disconnect()
@@ -524,14 +397,14 @@ class RedisStore(Store):
         out = []
         for op in ops:
             name = self.id_key(op[2]).encode()
-            out.append((name, _evalsha_head("release", [name], 1) + _bulk(op[3].encode())))
+            out.append((name, _evalsha_head("release", [name], 1) + bulk(op[3].encode())))
         return out
 
     def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[Call]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
         for key, ops in groups.items():
             keys = [self.objects_key(key).encode()]
-            channel = _bulk(self.channel(key).encode())
+            channel = bulk(self.channel(key).encode())
             for start in range(0, len(ops), _CHUNK):
                 chunk = ops[start : start + _CHUNK]
                 parts = [b""]  # the head, once the messages are known
@@ -544,7 +417,7 @@ class RedisStore(Store):
                     publish(message)
                     append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid), oid, len(guard), guard, len(value), value))
                 codes = "".join([op[0] for op in chunk]).encode()
-                parts[0] = _evalsha_head("apply", keys, 3 + 3 * len(chunk)) + _bulk(codes) + _bulk(b"\n".join(messages))
+                parts[0] = _evalsha_head("apply", keys, 3 + 3 * len(chunk)) + bulk(codes) + bulk(b"\n".join(messages))
                 append(channel)
                 index.append((key, len(chunk)))
                 yield keys[0], b"".join(parts)
@@ -589,13 +462,13 @@ class RedisStore(Store):
         if not ids:
             return {}
         # One GET per id: ids hash to slots of their own, so no MGET across them.
-        replies = await self._retry_once([_keyed(b"GET", self.id_key(oid).encode()) for oid in ids])
+        replies = await self._retry_once([keyed(b"GET", self.id_key(oid).encode()) for oid in ids])
         return {oid: None if r is None else r.decode() for oid, r in zip(ids, replies, strict=True)}
 
     # -- reads --------------------------------------------------------------------
 
     async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
-        [flat] = await self._retry_once([_keyed(b"HGETALL", self.objects_key(key).encode())])
+        [flat] = await self._retry_once([keyed(b"HGETALL", self.objects_key(key).encode())])
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
         found = [Stored.parse(key, oid.decode(), value) for oid, value in pairs]
@@ -604,7 +477,7 @@ class RedisStore(Store):
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
         chunks = [ids[i : i + _FETCH_CHUNK] for i in range(0, len(ids), _FETCH_CHUNK)]
-        results = await self._retry_once([_keyed(b"HMGET", name, *(i.encode() for i in chunk)) for chunk in chunks])
+        results = await self._retry_once([keyed(b"HMGET", name, *(i.encode() for i in chunk)) for chunk in chunks])
         out: dict[str, Stored] = {}
         for chunk, values in zip(chunks, results, strict=True):
             for oid, value in zip(chunk, values, strict=True):
@@ -617,7 +490,7 @@ class RedisStore(Store):
     async def publish(self, key: str, data: bytes) -> None:
         # Sent again once if the connection broke: a pooled connection to a
         # restarted Redis fails on first use, before anything was published.
-        await self._retry_once([_keyed(b"SPUBLISH", self.channel(key).encode(), data)])
+        await self._retry_once([keyed(b"SPUBLISH", self.channel(key).encode(), data)])
 
     def subscriber(self) -> Subscriber:
         if self.cluster is not None:
@@ -630,7 +503,7 @@ class RedisStore(Store):
 
     async def post(self, data: bytes) -> bool:
         keys = [self._stream.encode(), f"{self._stream}:bytes".encode(), f"{self._stream}:reader".encode()]
-        call = _evalsha_head("post", keys, 3) + _bulk(data) + _bulk(b"%d" % self.stream_max_entries) + _bulk(b"%d" % self.stream_max_bytes)
+        call = _evalsha_head("post", keys, 3) + bulk(data) + bulk(b"%d" % self.stream_max_entries) + bulk(b"%d" % self.stream_max_bytes)
         [appended] = await self._retry_once([(keys[0], call)])
         return bool(appended)
 

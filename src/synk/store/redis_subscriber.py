@@ -14,7 +14,7 @@ from redis.crc import key_slot
 
 from synk.errors import ConfigError
 from synk.store.base import Event, Subscriber
-from synk.store.redis import ERRORS
+from synk.store.resp import ERRORS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable

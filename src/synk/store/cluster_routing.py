@@ -1,0 +1,155 @@
+"""Where a Redis Cluster store's calls go: each to the node that serves its slot.
+
+redis-py's cluster client keeps the slot map (node discovery, refreshing it);
+synk sends its own RESP calls over that client's node connections, because a
+flush is many thousand script calls and redis-py's cluster pipeline packs and
+routes them one by one. A batch's calls are grouped by node and every node's
+group goes at once: a batch takes one round trip whatever the number of
+nodes. Redirections are followed only where Redis says the call did not run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis import exceptions as rexc
+from redis.crc import key_slot
+
+from synk.errors import ConfigError
+from synk.errors import ConnectionError as SynkConnectionError
+from synk.store.resp import ASKING, ERRORS, down
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    from synk.store.resp import Call
+
+__all__ = ["ClusterRouting", "cluster_option"]
+
+#: Seconds before a call answered TRYAGAIN (its slot half-migrated) is sent again.
+TRYAGAIN_S = 0.02
+#: Times a cluster call redirected (MOVED, ASK, TRYAGAIN) is sent again before it is given up.
+REDIRECTS = 10
+_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+
+
+def cluster_option(url: str) -> tuple[str, bool | None]:
+    """The URL without synk's ``cluster`` option, and the option (None: find out)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [v for k, v in query if k == "cluster"]
+    if not given:
+        return url, None
+    value = given[-1].lower()
+    if value not in _BOOLEANS:
+        raise ConfigError(f"cluster={given[-1]!r} in {url!r}: give yes or no")
+    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+    return urlunsplit(parts._replace(query=rest)), _BOOLEANS[value]
+
+
+class Runner(Protocol):
+    """Sends calls on one connection of ``pool`` and returns a reply each (the store's ``_run``)."""
+
+    async def __call__(self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "") -> list[Any]: ...
+
+
+class NodePool:
+    """A cluster node's connections, taken and given back as a connection pool's are."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.node = node
+
+    async def get_connection(self) -> Any:
+        """A connected connection to the node."""
+        conn = self.node.acquire_connection()
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await conn.disconnect()
+            self.node.release(conn)
+            raise
+        return conn
+
+    async def release(self, conn: Any) -> None:
+        """Give ``conn`` back."""
+        self.node.release(conn)
+
+
+class ClusterRouting:
+    """Sends keyed calls to the nodes that serve their slots, all nodes at once."""
+
+    def __init__(self, cluster: RedisCluster, url: str, run: Runner) -> None:
+        self.cluster = cluster
+        self.url = url
+        self._run = run
+        #: a node failed last time: it may have failed over, so learn the slot map first
+        self.stale = False
+
+    async def learn(self) -> None:
+        """Learn the slot map again (a node failed, or said a slot moved)."""
+        try:
+            await self.cluster.nodes_manager.initialize()
+        except ERRORS as exc:
+            raise down(self.url, exc) from exc
+        except rexc.RedisClusterException as exc:
+            raise SynkConnectionError(f"redis cluster at {self.url} has no usable slot map: {exc}") from exc
+        self.stale = False
+
+    async def send(self, calls: Iterable[Call]) -> list[Any]:
+        """Send calls where their slots live; a reply each, in order.
+
+        A call answered MOVED or ASK was not run (the slot is elsewhere): it
+        is sent again where Redis said, after the slot map is refreshed, up
+        to ``REDIRECTS`` times; one answered TRYAGAIN (its slot is being
+        migrated) is sent again after a short pause. Nothing else is sent
+        twice: a node that fails mid-batch fails the whole batch, whose
+        outcome is then unknown (the world's ``reload()`` settles it).
+        """
+        if self.stale:
+            await self.learn()
+        cluster = self.cluster
+        listed = list(calls)
+        results: list[Any] = [None] * len(listed)
+        todo = list(range(len(listed)))
+        asking: dict[int, rexc.AskError] = {}
+        for _ in range(REDIRECTS):
+            groups: dict[str, tuple[ClusterNode, list[int]]] = {}
+            for i in todo:
+                ask = asking.get(i)
+                node = cluster.get_node(ask.host, ask.port) if ask is not None else None
+                if node is None:
+                    try:
+                        node = cluster.nodes_manager.get_node_from_slot(key_slot(listed[i][0]))
+                    except rexc.SlotNotCoveredError as exc:
+                        results[i] = exc
+                        continue
+                groups.setdefault(node.name, (node, []))[1].append(i)
+
+            async def one(node: ClusterNode, indices: list[int], asking: dict[int, rexc.AskError]) -> None:
+                # An ASK redirection is followed with ASKING just before the call.
+                sent = [(ASKING + listed[i][1]) if i in asking else listed[i][1] for i in indices]
+                counts = [2 if i in asking else 1 for i in indices]
+                replies = await self._run(sent, NodePool(node), counts, where=f"{node.name} (a node of the cluster at {self.url})")
+                for i, reply in zip(indices, replies, strict=True):
+                    results[i] = reply
+
+            outcomes = await asyncio.gather(*(one(node, indices, asking) for node, indices in groups.values()), return_exceptions=True)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                self.stale = True
+                raise failed[0]
+            todo = [i for i in todo if isinstance(results[i], (rexc.MovedError, rexc.AskError, rexc.TryAgainError))]
+            if not todo:
+                break
+            asking = {i: results[i] for i in todo if isinstance(results[i], rexc.AskError)}
+            if any(isinstance(results[i], rexc.MovedError) for i in todo):  # the slot map changed: learn the new one
+                await self.learn()
+            if any(isinstance(results[i], rexc.TryAgainError) for i in todo):
+                # The slot is half-way through a MIGRATE: some of the call's
+                # keys have left, some not. Nothing ran; the move is quick.
+                await asyncio.sleep(TRYAGAIN_S)
+        return results
