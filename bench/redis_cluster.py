@@ -193,3 +193,38 @@ class RedisCluster:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.redis_cluster``: a local cluster to try synk on, until interrupted."""
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m bench.redis_cluster", description="A private local Redis Cluster on free ports.")
+    ap.add_argument("--primaries", type=int, default=3, help="primaries (default 3)")
+    ap.add_argument("--replicas", action="store_true", help="a replica per primary")
+    args = ap.parse_args(argv)
+    cluster = RedisCluster(args.primaries, replicas=args.replicas)
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        cluster.start()
+        ports = ", ".join(str(n.port) for n in cluster.nodes)
+        print(f"redis cluster ready: {cluster.url} (nodes on ports {ports}); Ctrl-C stops it", flush=True)
+        while not stopping:
+            signal.pause()  # woken by SIGTERM or SIGINT
+    finally:
+        cluster.close()
+    print("redis cluster stopped", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,17 +1,17 @@
 // `synk demo` on Redis, as two processes over one world: the first
 // simulates, the second (a plain second `synk demo`) only serves. A page on
 // each gateway sees the same world, and a click on one spawns an agent that
-// the other sees.
-import { test, before, after } from "node:test"
+// the other sees. Once on one Redis, once on a local Redis Cluster of three
+// primaries (the same commands, the URL of any node).
+import { describe, test, before, after } from "node:test"
 import assert from "node:assert/strict"
 import { spawn } from "node:child_process"
 import { connect, createServer } from "node:net"
 import { chromium } from "playwright-core"
-import { CHROMIUM, CHROMIUM_ARGS, browserSkip, startSynk, stop, until } from "./python.js"
+import { CHROMIUM, CHROMIUM_ARGS, browserSkip, startPython, startSynk, stop, until } from "./python.js"
 import { mirrored } from "./demo.js"
 
 const skip = browserSkip()
-let redis, first, second, browser
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -39,49 +39,59 @@ async function startRedis() {
   return { proc, url }
 }
 
-before(async () => {
-  if (skip) return
-  redis = await startRedis()
-  first = await startSynk(["demo", "--redis", redis.url, "--port", "0", "--agents", "400"], /open (http:\/\/\S+\/)/)
-  second = await startSynk(["demo", "--redis", redis.url, "--port", "0"], /open (http:\/\/\S+\/)/)
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
-})
-
-after(async () => {
-  if (browser) await browser.close()
-  if (second) assert.equal(await stop(second.proc), 0)
-  if (first) assert.equal(await stop(first.proc), 0)
-  if (redis) redis.proc.kill("SIGKILL")
-})
-
-async function openPage(url) {
-  const page = await browser.newPage({ viewport: { width: 800, height: 600 } })
-  await page.goto(url)
-  await page.waitForFunction(() => window.synk && window.synk.connected)
-  // The same view on both pages: the map's middle, where the agents spawned.
-  await page.evaluate(() => { Object.assign(window.demoView, { x: 300, y: 300 }); window.dispatchEvent(new Event("resize")) })
-  return page
+async function startCluster() {
+  return startPython(["-m", "bench.redis_cluster"], /redis cluster ready: (redis:\/\/\S+)/, 60000)
 }
 
-test("a second synk demo serves the world the first one simulates", { skip }, async () => {
-  assert.match(second.output(), /another synk demo simulates this world/)
-  const onFirst = await openPage(first.url)
-  const onSecond = await openPage(second.url)
-  const firstSeen = await until(async () => {
-    const objs = await onSecond.evaluate(mirrored)
-    return Object.keys(objs).length > 0 && objs
-  }, "agents on the second gateway's page")
-  await until(async () => {
-    const now = await onSecond.evaluate(mirrored)
-    return Object.keys(firstSeen).some((id) => now[id] && (now[id].x !== firstSeen[id].x || now[id].y !== firstSeen[id].y))
-  }, "agents to move on the second gateway's page")
+for (const kind of ["redis", "cluster"]) {
+  describe(`synk demo on ${kind === "cluster" ? "a Redis Cluster" : "one Redis"}`, () => {
+    let redis, first, second, browser
 
-  // A click on the serving-only gateway reaches the simulating process.
-  const before = new Set(Object.keys(await onFirst.evaluate(mirrored)))
-  await onSecond.mouse.click(400, 300)
-  const where = { x: 300 + 400 / 3, y: 300 + 300 / 3 }
-  await until(async () => {
-    const objs = await onFirst.evaluate(mirrored)
-    return Object.entries(objs).some(([id, o]) => !before.has(id) && o.hue === 0 && Math.hypot(o.x - where.x, o.y - where.y) < 8)
-  }, "the agent spawned through the second gateway, on the first gateway's page")
-})
+    before(async () => {
+      if (skip) return
+      redis = kind === "cluster" ? await startCluster() : await startRedis()
+      first = await startSynk(["demo", "--redis", redis.url, "--port", "0", "--agents", "400"], /open (http:\/\/\S+\/)/)
+      second = await startSynk(["demo", "--redis", redis.url, "--port", "0"], /open (http:\/\/\S+\/)/)
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
+    })
+
+    after(async () => {
+      if (browser) await browser.close()
+      if (second) assert.equal(await stop(second.proc), 0)
+      if (first) assert.equal(await stop(first.proc), 0)
+      if (redis) await stop(redis.proc)
+    })
+
+    async function openPage(url) {
+      const page = await browser.newPage({ viewport: { width: 800, height: 600 } })
+      await page.goto(url)
+      await page.waitForFunction(() => window.synk && window.synk.connected)
+      // The same view on both pages: the map's middle, where the agents spawned.
+      await page.evaluate(() => { Object.assign(window.demoView, { x: 300, y: 300 }); window.dispatchEvent(new Event("resize")) })
+      return page
+    }
+
+    test("a second synk demo serves the world the first one simulates", { skip }, async () => {
+      assert.match(second.output(), /another synk demo simulates this world/)
+      const onFirst = await openPage(first.url)
+      const onSecond = await openPage(second.url)
+      const firstSeen = await until(async () => {
+        const objs = await onSecond.evaluate(mirrored)
+        return Object.keys(objs).length > 0 && objs
+      }, "agents on the second gateway's page")
+      await until(async () => {
+        const now = await onSecond.evaluate(mirrored)
+        return Object.keys(firstSeen).some((id) => now[id] && (now[id].x !== firstSeen[id].x || now[id].y !== firstSeen[id].y))
+      }, "agents to move on the second gateway's page")
+
+      // A click on the serving-only gateway reaches the simulating process.
+      const before = new Set(Object.keys(await onFirst.evaluate(mirrored)))
+      await onSecond.mouse.click(400, 300)
+      const where = { x: 300 + 400 / 3, y: 300 + 300 / 3 }
+      await until(async () => {
+        const objs = await onFirst.evaluate(mirrored)
+        return Object.entries(objs).some(([id, o]) => !before.has(id) && o.hue === 0 && Math.hypot(o.x - where.x, o.y - where.y) < 8)
+      }, "the agent spawned through the second gateway, on the first gateway's page")
+    })
+  })
+}

@@ -28,12 +28,20 @@ export const CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--
  * prints a line matching `pattern` (its first group is the URL).
  */
 export function startSynk(args, pattern, timeoutMs = 20000) {
-  const proc = spawn(python(), ["-m", "synk.cli", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
+  return startPython(["-m", "synk.cli", ...args], pattern, timeoutMs)
+}
+
+/**
+ * Run the project's Python with `argv` (from the repository's root) and
+ * resolve with {proc, url, output} once it prints a line matching `pattern`.
+ */
+export function startPython(argv, pattern, timeoutMs = 20000) {
+  const proc = spawn(python(), argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] })
   let out = ""
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       proc.kill("SIGKILL")
-      reject(new Error(`synk ${args.join(" ")} printed no ${pattern} within ${timeoutMs} ms:\n${out}`))
+      reject(new Error(`python ${argv.join(" ")} printed no ${pattern} within ${timeoutMs} ms:\n${out}`))
     }, timeoutMs)
     const onData = (chunk) => {
       out += chunk
@@ -47,7 +55,7 @@ export function startSynk(args, pattern, timeoutMs = 20000) {
     proc.stderr.on("data", onData)
     proc.on("exit", (code) => {
       clearTimeout(timer)
-      reject(new Error(`synk ${args.join(" ")} exited with ${code}:\n${out}`))
+      reject(new Error(`python ${argv.join(" ")} exited with ${code}:\n${out}`))
     })
   })
 }
