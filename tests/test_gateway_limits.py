@@ -623,5 +623,5 @@ async def test_held_barriers_are_bounded(redis_url: str) -> None:
         assert client.mirror == await store_view(env.world, keys)
         assert not gateway._barriers and not gateway._parked
         await client.close()
-    with pytest.raises(synk.ConfigError, match="max_barriers is 0: no snapshot could ever be served"):
+    with pytest.raises(synk.ConfigError, match="gateway setting max_barriers is 0; it must be a positive integer"):
         Gateway("memory://", max_barriers=0)

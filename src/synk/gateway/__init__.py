@@ -9,7 +9,7 @@ and ``asgi`` (mountable in Starlette or FastAPI).
 
 from __future__ import annotations
 
-from synk.gateway.hub import Gateway, GatewayConfig, Handshake
+from synk.gateway.hub import Gateway, GatewayConfig, GatewaySettings, Handshake
 from synk.gateway.session import Client
 
-__all__ = ["Client", "Gateway", "GatewayConfig", "Handshake"]
+__all__ = ["Client", "Gateway", "GatewayConfig", "GatewaySettings", "Handshake"]

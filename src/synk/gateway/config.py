@@ -1,15 +1,21 @@
-"""The gateway's configuration, and what it knows of a connection request (pure)."""
+"""The gateway's settings, checked, and what it knows of a connection request (pure).
+
+Every setting is a field of :class:`GatewayConfig`, typed for the type
+checker in :class:`GatewaySettings` (``synk.Gateway(source, **settings)``)
+and documented in docs/gateway.md; a test checks that the three agree.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, TypedDict
 
 from synk.errors import ConfigError
 
-__all__ = ["GatewayConfig", "Handshake"]
+__all__ = ["GatewayConfig", "GatewaySettings", "Handshake"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +34,102 @@ class Handshake:
         return dict(parse_qsl(urlsplit(self.path).query))
 
 
+class GatewaySettings(TypedDict, total=False):
+    """The keyword settings of ``synk.Gateway`` (each documented on :class:`GatewayConfig`)."""
+
+    max_frame: int
+    max_keys: int
+    max_backlog_bytes: int
+    max_backlog_messages: int
+    write_high_water: int
+    stuck_timeout: float
+    rate: float
+    burst: float
+    key_rate: float
+    key_burst: float | None
+    max_barriers: int
+    ping_interval: float | None
+    ping_timeout: float | None
+    origins: list[str] | str | None
+    authenticate: Callable[[Handshake], Any] | None
+    authorize: Callable[[Any, str], Any] | None
+    forward_to_world: bool
+    static_dir: str | os.PathLike[str] | None
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _origins(value: object) -> bool:
+    return value is None or isinstance(value, str) or (isinstance(value, (list, tuple, set)) and all(isinstance(o, str) for o in value))
+
+
+#: setting -> (what it must be, in words; the check). Sizes and counts are
+#: positive integers, rates and durations positive numbers.
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "max_frame": ("a positive integer (bytes)", lambda v: _integer(v) and v > 0),
+    "max_keys": ("a positive integer", lambda v: _integer(v) and v > 0),
+    "max_backlog_bytes": ("a positive integer (bytes)", lambda v: _integer(v) and v > 0),
+    "max_backlog_messages": ("a positive integer", lambda v: _integer(v) and v > 0),
+    "write_high_water": ("a positive integer (bytes)", lambda v: _integer(v) and v > 0),
+    "stuck_timeout": ("a positive number (seconds)", lambda v: _number(v) and v > 0),
+    "rate": ("a positive number (messages a second)", lambda v: _number(v) and v > 0),
+    "burst": ("a positive number (messages)", lambda v: _number(v) and v > 0),
+    "key_rate": ("a positive number (keys a second)", lambda v: _number(v) and v > 0),
+    "key_burst": ("None or a positive number (keys)", lambda v: v is None or (_number(v) and v > 0)),
+    "max_barriers": ("a positive integer", lambda v: _integer(v) and v > 0),
+    "ping_interval": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
+    "ping_timeout": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
+    "origins": ('None, "*", or a list of origins such as "https://example.com"', _origins),
+    "authenticate": ("None or a function (handshake) -> identity, sync or async", lambda v: v is None or callable(v)),
+    "authorize": ("None or a function (identity, key) -> bool, sync or async", lambda v: v is None or callable(v)),
+    "forward_to_world": ("True or False", lambda v: isinstance(v, bool)),
+    "static_dir": ("None or a folder's path", lambda v: v is None or isinstance(v, (str, os.PathLike))),
+}
+
+
 @dataclass
 class GatewayConfig:
-    """Limits and hooks; every field has a working default."""
+    """The gateway's settings; every one has a working default.
+
+    ========================  ===================  ==========================================
+    setting                   default              what it does
+    ========================  ===================  ==========================================
+    ``origins``               None                 Origin values allowed to connect; None:
+                                                   the gateway's own host only; ``"*"``: any
+    ``authenticate``          None                 ``(handshake) -> identity`` (sync or
+                                                   async): None or raising refuses (4401)
+    ``authorize``             None                 ``(identity, key) -> bool``: may this
+                                                   client subscribe to ``key``
+    ``forward_to_world``      True                 post custom client messages to the store,
+                                                   for ``world.messages()``
+    ``static_dir``            None                 a folder served at ``/``
+    ``max_frame``             65,536               bytes of one client message at most
+    ``max_keys``              1,000                keys one client may follow at once
+    ``rate`` / ``burst``      50 / 200             client messages a second (token bucket)
+    ``key_rate`` /            1,000 / 2 x          keys a client may ask to snapshot a
+    ``key_burst``             ``max_keys``         second, and at once
+    ``max_backlog_bytes``     4 MiB                a slow client's queued bytes before its
+                                                   backlog is dropped and re-snapshotted
+    ``max_backlog_messages``  20,000               the same, in messages
+    ``write_high_water``      256 KiB              socket buffer above which a client's
+                                                   messages queue in its backlog
+    ``stuck_timeout``         10 s                 a client reading nothing for this long
+                                                   with a full buffer is closed (4408)
+    ``max_barriers``          10,000               snapshot reads awaiting their barrier at
+                                                   once, gateway-wide
+    ``ping_interval`` /       20 s / 20 s          websocket keepalive (None: off)
+    ``ping_timeout``
+    ========================  ===================  ==========================================
+
+    A name that is not a setting, or a value of the wrong kind, is a
+    ``synk.ConfigError`` naming it (see :meth:`from_settings`).
+    """
 
     max_frame: int = 64 * 1024
     max_keys: int = 1000
@@ -58,15 +157,28 @@ class GatewayConfig:
     #: a folder served at "/" (the demo's page, say)
     static_dir: str | os.PathLike[str] | None = None
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> GatewayConfig:
+        """The config of these keyword settings; an unknown name is a ConfigError listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        for name in settings:
+            if name not in valid:
+                close = difflib.get_close_matches(name, valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{name!r} is not a gateway setting{hint}; the settings are {', '.join(valid)}")
+        return cls(**settings)
+
     def __post_init__(self) -> None:
+        for name, (kind, ok) in _KINDS.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ConfigError(f"gateway setting {name} is {value!r}; it must be {kind}")
         if self.key_burst is None:
             self.key_burst = 2.0 * self.max_keys
         elif self.key_burst < self.max_keys:
             raise ConfigError(
                 f"key_burst is {self.key_burst:g}, below max_keys {self.max_keys}: a whole subscription could never be asked for"
             )
-        if self.max_barriers < 1:
-            raise ConfigError(f"max_barriers is {self.max_barriers}: no snapshot could ever be served")
         # One rule for every caller: "*" anywhere allows any origin, and a
         # single origin given as a string is that origin, not its substrings.
         origins = self.origins

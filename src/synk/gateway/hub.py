@@ -23,7 +23,7 @@ from synk.errors import ConfigError, ProtocolError
 from synk.gateway import admission, static
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
-from synk.gateway.config import GatewayConfig, Handshake
+from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Routed, Router, route
@@ -33,12 +33,13 @@ from synk.store import open_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from typing import Unpack
 
     from synk.gateway.session import Outlet
     from synk.store.base import Store, Stored, Subscriber
     from synk.world import World
 
-__all__ = ["Gateway", "GatewayConfig", "Handshake"]
+__all__ = ["Gateway", "GatewayConfig", "GatewaySettings", "Handshake"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -57,13 +58,18 @@ Handler = Callable[[Client, dict[str, Any]], Awaitable[None] | None]
 class Gateway:
     """Serves the store's snapshots and messages to websocket clients.
 
-    ``Gateway(world_or_url, **config)``: a ``synk.World`` (its store is
+    ``Gateway(world_or_url, **settings)``: a ``synk.World`` (its store is
     shared, which is how ``memory://`` serves a simulation in the same
-    process) or a store URL. Run it with :meth:`serve` or mount
-    :meth:`asgi_app` in an ASGI application.
+    process) or a store URL, and keyword settings: ``origins``,
+    ``authenticate``, ``authorize``, ``forward_to_world``, ``static_dir``
+    and the limits, each described (with its default) on
+    :class:`synk.gateway.GatewayConfig` and in docs/gateway.md. A name
+    that is not a setting, or a value of the wrong kind, raises
+    ``synk.ConfigError`` naming it. Run the gateway with :meth:`serve` or
+    mount :meth:`asgi_app` in an ASGI application.
     """
 
-    def __init__(self, source: World | Store | str, *, prefix: str = "synk:", **config: Any) -> None:
+    def __init__(self, source: World | Store | str, *, prefix: str = "synk:", **settings: Unpack[GatewaySettings]) -> None:
         if isinstance(source, str):
             self.store: Store = open_store(source, prefix=prefix)
             self._owns_store = True
@@ -73,7 +79,7 @@ class Gateway:
         else:
             self.store = source
             self._owns_store = False
-        self.config = GatewayConfig(**config)
+        self.config = GatewayConfig.from_settings(dict(settings))
         self.metrics = Metrics()
         self.router = Router()
         self.sessions: dict[str, Session] = {}
