@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosedError
 from websockets.typing import Origin
 
 from synk.gateway import Handshake, static
@@ -21,10 +21,13 @@ from tests.wsclient import WsClient
 
 
 async def refused_status(url: str, **kwargs: Any) -> int:
-    """The HTTP status the handshake is refused with."""
-    with pytest.raises(InvalidStatus) as info:
-        await connect(url, **kwargs)
-    return info.value.response.status_code
+    """The close code a refused connection gets at once (nothing served before it)."""
+    async with connect(url, **kwargs) as ws:
+        with pytest.raises(ConnectionClosedError) as info:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert info.value.rcvd is not None
+    assert info.value.rcvd.reason == {4401: "unauthorized", 4403: "origin not allowed"}[info.value.rcvd.code]
+    return info.value.rcvd.code
 
 
 # -- Origin ---------------------------------------------------------------------------------
@@ -35,7 +38,7 @@ async def test_default_origin_is_the_gateways_own_host() -> None:
         same = await WsClient.open(env.url, origin=Origin(f"http://127.0.0.1:{env.port}"))
         none = await WsClient.open(env.url)  # not a browser: no Origin header
         for origin in ("http://evil.example", f"http://127.0.0.1:{env.port + 1}", f"http://localhost:{env.port}", "null"):
-            assert await refused_status(env.url, origin=Origin(origin)) == 403, origin
+            assert await refused_status(env.url, origin=Origin(origin)) == 4403, origin
         assert len(env.gateway.sessions) == 2
         await same.subscribe([KEY])
         await none.subscribe([KEY])
@@ -54,7 +57,7 @@ async def test_configured_origins_allow_exactly_those() -> None:
             "http://ok.example.evil.example",
             "http://sub.ok.example",
         ):
-            assert await refused_status(env.url, origin=Origin(origin)) == 403, origin
+            assert await refused_status(env.url, origin=Origin(origin)) == 4403, origin
         await ok.close()
 
 
@@ -62,7 +65,7 @@ async def test_one_origin_as_a_string_is_that_origin_not_its_substrings() -> Non
     async with running(None, origins="http://ok.example") as env:
         ok = await WsClient.open(env.url, origin=Origin("http://ok.example"))
         for origin in ("http://ok.exampl", "http://ok", "ok.example"):
-            assert await refused_status(env.url, origin=Origin(origin)) == 403, origin
+            assert await refused_status(env.url, origin=Origin(origin)) == 4403, origin
         await ok.close()
 
 
@@ -81,7 +84,7 @@ async def test_any_origin() -> None:
 # -- authenticate / authorize ---------------------------------------------------------------
 
 
-async def test_authenticate_none_is_401() -> None:
+async def test_authenticate_none_is_4401() -> None:
     seen: list[Handshake] = []
 
     def authenticate(handshake: Handshake) -> str | None:
@@ -89,8 +92,8 @@ async def test_authenticate_none_is_401() -> None:
         return handshake.query.get("token")
 
     async with running(None, authenticate=authenticate) as env:
-        assert await refused_status(env.url) == 401
-        assert await refused_status(env.url + "?token=") == 401
+        assert await refused_status(env.url) == 4401
+        assert await refused_status(env.url + "?token=") == 4401
         assert not env.gateway.sessions
         client = await WsClient.open(env.url + "?token=alice&x=1", resnap=False, additional_headers={"X-Test": "yes"})
         assert seen[-1].path == "/?token=alice&x=1"
@@ -110,7 +113,7 @@ async def test_authenticate_that_raises_or_awaits() -> None:
         return "async-user"
 
     async with running(None, authenticate=authenticate) as env:
-        assert await refused_status(env.url + "?boom") == 401
+        assert await refused_status(env.url + "?boom") == 4401
         client = await WsClient.open(env.url)
         [session] = env.gateway.sessions.values()
         assert session.identity == "async-user"
@@ -294,6 +297,6 @@ async def env() -> AsyncIterator[Env]:
 
 async def test_a_refused_handshake_leaves_no_session(env: Env) -> None:
     """A refused Origin never reaches attach(): no session, no hello."""
-    assert await refused_status(env.url, origin=Origin("http://evil.example")) == 403
+    assert await refused_status(env.url, origin=Origin("http://evil.example")) == 4403
     assert not env.gateway.sessions
     assert env.gateway.metrics.clients == 0

@@ -92,13 +92,10 @@ class AsgiApp:
         path = scope.get("path", "/") + (f"?{query}" if query else "")
         client = scope.get("client") or ("", 0)
         refused, identity = await self.gateway.admit(path, headers, str(client[0]))
-        if refused == 403:
-            await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
-            return
         await send({"type": "websocket.accept"})
         outlet = _AsgiOutlet(send)
         if refused:  # a close code the browser can read, unlike a refused handshake's status
-            await outlet.close(p.CLOSE_UNAUTHORIZED, "unauthorized")
+            await outlet.close(refused, p.REFUSALS[refused])
             return
         limit = self.gateway.config.max_frame
 

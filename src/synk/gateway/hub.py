@@ -218,15 +218,28 @@ class Gateway:
         return AsgiApp(self)
 
     async def admit(self, path: str, headers: dict[str, str], peer: str) -> tuple[int, Any]:
-        """Whether a websocket handshake may go on: ``(0, identity)``, else ``(403 or 401, None)``.
+        """Whether a websocket handshake may go on: ``(0, identity)``, else ``(close code, None)``.
 
-        ``headers`` have lowercase names. Each transport answers a refusal in
-        its own way (an HTTP status, or a close code under ASGI).
+        ``headers`` have lowercase names. A refused connection is accepted
+        and closed at once with 4403 (its page's origin is not allowed) or
+        4401 (``authenticate`` refused it): a close code a browser can read
+        and a client can stop on, unlike a refused handshake's HTTP status.
+        Nothing is served before the close. Each refusal is logged at INFO.
         """
-        if not admission.origin_allowed(self.config.origins, headers.get("origin"), headers.get("host")):
-            return 403, None
+        origin = headers.get("origin")
+        if not admission.origin_allowed(self.config.origins, origin, headers.get("host")):
+            log.info("synk gateway refused a connection from %s: origin %r is not allowed (path %s)", peer, origin, path.split("?", 1)[0])
+            return p.CLOSE_FORBIDDEN, None
         ok, identity = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
-        return (0, identity) if ok else (401, None)
+        if not ok:
+            log.info(
+                "synk gateway refused a connection from %s: authenticate refused it (origin %r, path %s)",
+                peer,
+                origin,
+                path.split("?", 1)[0],
+            )
+            return p.CLOSE_UNAUTHORIZED, None
+        return 0, identity
 
     def http_get(self, path: str) -> tuple[int, str, bytes]:
         """``(status, content type, body)`` of a plain HTTP GET: ``/metrics``, the client's files, ``static_dir``."""

@@ -44,6 +44,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_RESTART = 1012
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+#: The close codes of refused connections, and their reasons: final, a client does not reconnect.
+REFUSALS = {CLOSE_UNAUTHORIZED: "unauthorized", CLOSE_FORBIDDEN: "origin not allowed"}
 CLOSE_TOO_SLOW = 4408
 
 _MAX_METHOD = 64

@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 from websockets.protocol import State
 
+from synk.gateway import protocol as p
 from synk.gateway.session import Outlet
 
 if TYPE_CHECKING:
@@ -110,13 +111,16 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
         addr = connection.remote_address
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         refused, identity = await gateway.admit(request.path, headers, str(addr[0]) if addr else "")
-        if refused:
-            return _response(HTTPStatus(refused), b"origin not allowed\n" if refused == 403 else b"unauthorized\n")
+        connection.synk_refused = refused  # type: ignore[attr-defined]
         connection.synk_identity = identity  # type: ignore[attr-defined]
         connection.synk_path = request.path  # type: ignore[attr-defined]
         return None
 
     async def handler(connection: ServerConnection) -> None:
+        refused = getattr(connection, "synk_refused", 0)
+        if refused:
+            await connection.close(refused, p.REFUSALS[refused])
+            return
         identity = getattr(connection, "synk_identity", None)
 
         async def frames() -> AsyncIterator[str | bytes]:
