@@ -67,7 +67,7 @@ import hiredis
 import redis.asyncio as aioredis
 
 import synk
-from bench.redis_server import RedisServer
+from bench.redis_process import RedisProcess
 from synk.core.batch import Batch, Op, expected, message, put_of, record, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
@@ -856,12 +856,12 @@ def redis_url(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    server = RedisServer()
+    server = RedisProcess()
     server.start()
     try:
         yield server.url
     finally:
-        server.stop()
+        server.close()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

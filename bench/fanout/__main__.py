@@ -32,7 +32,7 @@ from bench.fanout.common import (
     wait_port,
 )
 from bench.fanout.sims import sim_socketio, sim_synk, socketio_server
-from bench.redis_server import RedisServer, free_port
+from bench.redis_process import RedisProcess, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -125,7 +125,7 @@ def child_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
     ]
 
 
-async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, logdir: Path) -> SystemResult:
+async def run_system(system: str, args: argparse.Namespace, redis: RedisProcess, logdir: Path) -> SystemResult:
     """One system's run: server, simulation, clients, warm-up, the measured window."""
     result = SystemResult(system)
     port = free_port()
@@ -252,7 +252,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     if limit < needed:
         print(f"warning: the open-file limit is {limit}, under the {needed} the clients need", file=sys.stderr)
     cores = os.cpu_count() or 1
-    redis = RedisServer()
+    redis = RedisProcess()
     logdir = Path(tempfile.mkdtemp(prefix="synk-fanout-logs-"))
     results: list[SystemResult] = []
     systems = [args.only] if args.only else ["synk", "socketio"]
@@ -276,7 +276,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         print(f"fanout failed: {exc}\n(logs in {logdir})", file=sys.stderr)
         return 1
     finally:
-        await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(redis.close)
     print(table(results))
     by = {r.name: r for r in results}
     out: dict[str, Any] = {
