@@ -44,3 +44,21 @@ def test_bench_fanout_runs_both_servers_and_delivers_everything() -> None:
         assert line[system]["delivered"] > 0.8 * line[system]["expected"] > 0, system
         assert line[system]["client_errors"] == [], system
     assert set(line["targets_met"]) == {"cpu_per_msg_at_most_third_of_socketio", "synk_p99_under_50ms"}
+
+
+def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_processes() -> None:
+    args = ["--cluster", "--objects", "200", "--keys", "9", "--ticks", "2", "--move-fraction", "0.1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.flush", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert (line["bench"], line["primaries"]) == ("flush-cluster", 3)
+    assert set(line["rows"]) == {"single_1", "single_2", "cluster_1", "cluster_2"}
+    for name, row in line["rows"].items():
+        assert row["writes_per_s"] > 0, name
+        # every primary is listed, and the cluster's all took some of the writes
+        assert len(row["nodes"]) == (3 if name.startswith("cluster") else 1), name
+        assert all(node["commands"] > 0 for node in row["nodes"]), name
+    assert line["cluster_vs_single_1proc"] > 0
+    assert set(line["targets_met"]) == {"cluster_1proc_ge_0.7_of_single"}
