@@ -62,3 +62,23 @@ def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_proc
         assert all(node["commands"] > 0 for node in row["nodes"]), name
     assert line["cluster_vs_single_1proc"] > 0
     assert set(line["targets_met"]) == {"cluster_1proc_ge_0.7_of_single"}
+
+
+def test_bench_fanout_cluster_runs_one_node_and_the_cluster_with_1_and_2_gateways() -> None:
+    args = ["--cluster", "--clients", "20", "--keys", "10", "--keys-per-client", "2", "--objects-per-key", "5", "--rate", "100"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", *args, "--seconds", "1", "--warmup", "0.5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert (line["bench"], line["primaries"]) == ("fanout-cluster", 3)
+    assert set(line["runs"]) == {"single-1gw", "single-2gw", "cluster-1gw", "cluster-2gw"}
+    for name, run in line["runs"].items():
+        assert run["delivered"] > 0.8 * run["expected"] > 0, name
+        assert run["client_errors"] == [], name
+        assert len(run["nodes"]) == (3 if name.startswith("cluster") else 1), name
