@@ -38,7 +38,7 @@ import redis
 
 import synk
 from bench.flush import PREFIX, Unit, Workload
-from bench.node_stats import NodeDelta, deltas, sample, share_line
+from bench.node_stats import NodeDelta, deltas, key_share, sample, share_line
 from bench.redis_cluster import RedisCluster
 from bench.redis_process import RedisProcess
 
@@ -222,9 +222,12 @@ def compare(args: argparse.Namespace) -> int:
     """The whole ``--cluster`` run: measure, print the table and the JSON line."""
     load = os.getloadavg()[0]
     rows: list[Row] = []
+    keys_per_node: list[int] = []
     # closing(): a failed measurement stops the backend in use at once, not when the generator is collected
     with contextlib.closing(_backends()) as backends:
         for backend, url, primaries, _owner in backends:
+            if backend == "cluster":
+                keys_per_node = key_share(primaries, [f"k{i}" for i in range(args.keys)])
             for n in PROCESSES:
                 print(f"flush on {backend} ({len(primaries)} primaries), {n} process(es) ...", file=sys.stderr)
                 rows.append(measure(backend, url, primaries, n, args))
@@ -245,7 +248,7 @@ def compare(args: argparse.Namespace) -> int:
         print(f"{label:<24} {r.processes:>5} {r.writes_per_s:>12,.0f} {r.median_ms:>14.1f} {r.client_us:>18.2f} {r.redis_us:>6.2f}")
     for r in rows:
         if r.backend == "cluster":
-            print(f"cluster, {r.processes} process(es): {share_line(r.nodes)}")
+            print(f"cluster, {r.processes} process(es): {share_line(r.nodes, keys_per_node)}")
     cpus = os.cpu_count() or 1
     busy = " (busy machine: wall-clock figures are skewed, the CPU columns less so)" if load > 0.5 * cpus else ""
     print(f"load average at start: {load:.2f} on {cpus} CPUs{busy}")
@@ -258,6 +261,7 @@ def compare(args: argparse.Namespace) -> int:
         "move_fraction": args.move_fraction,
         "ticks": args.ticks,
         "primaries": PRIMARIES,
+        "keys_per_node": keys_per_node,
         "rows": {r.name: r.as_json() for r in rows},
         "cluster_vs_single_1proc": round(ratio, 3),
         "cluster_vs_single_2proc": round(ratio2, 3),

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
+from redis.crc import key_slot
 
-__all__ = ["NodeDelta", "NodeSample", "deltas", "sample", "share_line"]
+__all__ = ["NodeDelta", "NodeSample", "deltas", "key_share", "sample", "share_line"]
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,42 @@ def deltas(before: list[NodeSample], after: list[NodeSample]) -> list[NodeDelta]
     ]
 
 
-def share_line(nodes: list[NodeDelta]) -> str:
-    """Each node's share of the commands, bytes received, bytes sent and CPU, as one line."""
+def share_line(nodes: list[NodeDelta], keys: list[int] | None = None) -> str:
+    """Each node's share of the commands, bytes received, bytes sent and CPU, as one line.
+
+    ``keys``, when given, is each node's count of subscription keys (``key_share``): the share to expect.
+    """
 
     def pct(values: list[float]) -> str:
         total = sum(values)
         return "/".join(f"{100 * v / total:.0f}" if total else "-" for v in values)
 
+    expect = f"subscription keys {pct([float(k) for k in keys])}, " if keys else ""
     return (
-        f"per-node share % ({len(nodes)} nodes): commands {pct([float(n.commands) for n in nodes])}, "
+        f"per-node share % ({len(nodes)} nodes): {expect}commands {pct([float(n.commands) for n in nodes])}, "
         f"bytes in {pct([float(n.net_in) for n in nodes])}, bytes out {pct([float(n.net_out) for n in nodes])}, "
         f"CPU {pct([n.cpu_s for n in nodes])}"
     )
+
+
+def key_share(primaries: list[str], keys: list[str]) -> list[int]:
+    """How many of the subscription ``keys`` each primary serves (their hash slots, from CLUSTER SLOTS).
+
+    synk's keys of one subscription key share its hash tag ``{key}``: the
+    commands of a node follow its share of the keys, not an even third.
+    """
+    with redis.Redis.from_url(primaries[0], socket_timeout=5) as client:
+        slots: list[Any] = client.execute_command("CLUSTER", "SLOTS")
+    owner: dict[tuple[str, int], int] = {}
+    for i, url in enumerate(primaries):
+        parts = urlsplit(url)
+        owner[(parts.hostname or "127.0.0.1", parts.port or 6379)] = i
+    counts = [0] * len(primaries)
+    for key in keys:
+        slot = key_slot(key.encode())
+        for lo, hi, node, *_ in slots:
+            host = node[0].decode() if isinstance(node[0], bytes) else str(node[0])
+            if lo <= slot <= hi and (host, int(node[1])) in owner:
+                counts[owner[(host, int(node[1]))]] += 1
+                break
+    return counts

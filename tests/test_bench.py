@@ -54,6 +54,7 @@ def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_proc
     assert result.returncode == 0, result.stderr[-3000:]
     line = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert (line["bench"], line["primaries"]) == ("flush-cluster", 3)
+    assert len(line["keys_per_node"]) == 3 and sum(line["keys_per_node"]) == 9
     assert set(line["rows"]) == {"single_1", "single_2", "cluster_1", "cluster_2"}
     for name, row in line["rows"].items():
         assert row["writes_per_s"] > 0, name
@@ -77,6 +78,7 @@ def test_bench_fanout_cluster_runs_one_node_and_the_cluster_with_1_and_2_gateway
     assert result.returncode == 0, result.stderr[-3000:]
     line = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert (line["bench"], line["primaries"]) == ("fanout-cluster", 3)
+    assert len(line["keys_per_node"]) == 3 and sum(line["keys_per_node"]) == 10
     assert set(line["runs"]) == {"single-1gw", "single-2gw", "cluster-1gw", "cluster-2gw"}
     for name, run in line["runs"].items():
         assert run["delivered"] > 0.8 * run["expected"] > 0, name

@@ -27,6 +27,7 @@ from bench.fanout.common import (
     TARGET_P99_MS,
     BenchError,
     Child,
+    key_name,
     keys_of,
     machine_busy,
     proc_cpu,
@@ -34,7 +35,7 @@ from bench.fanout.common import (
     wait_port,
 )
 from bench.fanout.sims import sim_socketio, sim_synk, socketio_server
-from bench.node_stats import NodeDelta, deltas, sample, share_line
+from bench.node_stats import NodeDelta, deltas, key_share, sample, share_line
 from bench.redis_cluster import RedisCluster
 from bench.redis_process import RedisProcess, free_port
 
@@ -369,6 +370,7 @@ async def orchestrate_cluster(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     results: list[SystemResult] = []
+    keys_per_node: list[int] = []
     try:
         for backend in ("single", "cluster"):
             single = RedisProcess() if backend == "single" else None
@@ -383,6 +385,8 @@ async def orchestrate_cluster(args: argparse.Namespace) -> int:
                     await asyncio.to_thread(cluster.start)
                     args.redis, primaries, nodes = cluster.url, await asyncio.to_thread(cluster.primary_urls), cluster.nodes
                 pids = [n.proc.pid for n in nodes if n.proc is not None]
+                if cluster is not None:
+                    keys_per_node = await asyncio.to_thread(key_share, primaries, [key_name(k) for k in range(args.keys)])
                 for gateways in CLUSTER_GATEWAYS:
                     name = f"{backend}-{gateways}gw"
                     print(f"running synk on {backend} with {gateways} gateway(s) ...", file=sys.stderr)
@@ -400,7 +404,7 @@ async def orchestrate_cluster(args: argparse.Namespace) -> int:
     print(table(results, extra=CLUSTER_ROWS))
     for r in results:
         if r.name.startswith("cluster"):
-            print(f"{r.name}: {share_line(r.nodes)}")
+            print(f"{r.name}: {share_line(r.nodes, keys_per_node)}")
     by = {r.name: r for r in results}
     out: dict[str, Any] = {
         "bench": "fanout-cluster",
@@ -413,6 +417,7 @@ async def orchestrate_cluster(args: argparse.Namespace) -> int:
         "cores": cores,
         "client_procs": args.client_procs,
         "primaries": CLUSTER_PRIMARIES,
+        "keys_per_node": keys_per_node,
         "runs": {r.name: r.summary() for r in results},
     }
     # At a fixed rate, delivered/s is the same on both backends: the cost shows in CPU per message and latency.
