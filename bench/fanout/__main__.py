@@ -296,6 +296,20 @@ def table(results: list[SystemResult], extra: Sequence[tuple[str, Callable[[Syst
     return "\n".join(out)
 
 
+def workload(args: argparse.Namespace, cores: int) -> dict[str, Any]:
+    """The workload's figures, for the JSON line."""
+    return {
+        "clients": args.clients,
+        "keys": args.keys,
+        "keys_per_client": args.keys_per_client,
+        "objects_per_key": args.objects_per_key,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "cores": cores,
+        "client_procs": args.client_procs,
+    }
+
+
 async def orchestrate(args: argparse.Namespace) -> int:
     limit = raise_nofile()
     needed = args.clients + 200
@@ -331,14 +345,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     by = {r.name: r for r in results}
     out: dict[str, Any] = {
         "bench": "fanout",
-        "clients": args.clients,
-        "keys": args.keys,
-        "keys_per_client": args.keys_per_client,
-        "objects_per_key": args.objects_per_key,
-        "rate": args.rate,
-        "seconds": args.seconds,
-        "cores": cores,
-        "client_procs": args.client_procs,
+        **workload(args, cores),
         "client_lib": args.client_lib,
         "client_loop": args.client_loop,
         "socketio_server": args.socketio_server,
@@ -408,14 +415,7 @@ async def orchestrate_cluster(args: argparse.Namespace) -> int:
     by = {r.name: r for r in results}
     out: dict[str, Any] = {
         "bench": "fanout-cluster",
-        "clients": args.clients,
-        "keys": args.keys,
-        "keys_per_client": args.keys_per_client,
-        "objects_per_key": args.objects_per_key,
-        "rate": args.rate,
-        "seconds": args.seconds,
-        "cores": cores,
-        "client_procs": args.client_procs,
+        **workload(args, cores),
         "primaries": CLUSTER_PRIMARIES,
         "keys_per_node": keys_per_node,
         "runs": {r.name: r.summary() for r in results},
