@@ -41,6 +41,9 @@ void; the ``+ subscriber`` rows repeat synk and raw with one subscriber
 process (a bare socket) holding every channel, so Redis also has to deliver
 every message. The targets are judged on the rows without a subscriber.
 
+``--cluster`` measures synk alone, on one node and on a 3-primary Redis
+Cluster, with 1 and 2 simulation processes (see ``bench.flush_cluster``).
+
 The benchmark starts its own ``redis-server`` on a free loopback port unless
 ``--redis URL`` is given. It exits 0 whether or not the targets are met.
 Run ``python -m bench.flush --help`` for the options.

@@ -110,6 +110,7 @@ class Row:
 
     @property
     def name(self) -> str:
+        """The row's key in the JSON line: ``single_1``, ``cluster_2``..."""
         return f"{self.backend}_{self.processes}"
 
     @property
@@ -131,6 +132,7 @@ class Row:
         return 1e6 * sum(n.cpu_s for n in self.nodes) / self.writes if self.writes else 0.0
 
     def as_json(self) -> dict[str, Any]:
+        """For the JSON line."""
         return {
             "backend": self.backend,
             "processes": self.processes,
@@ -202,18 +204,18 @@ def measure(backend: str, url: str, primaries: list[str], processes: int, args: 
     return row
 
 
-def _backends() -> Generator[tuple[str, str, list[str], Any]]:
-    """(name, url, primary urls, the thing to close) for one node, then the cluster, each started when reached."""
+def _backends() -> Generator[tuple[str, str, list[str]]]:
+    """(name, url, primary urls) of one node, then of the cluster: each started when reached, closed when left."""
     single = RedisProcess()
     single.start()
     try:
-        yield "single", single.url, [single.url], single
+        yield "single", single.url, [single.url]
     finally:
         single.close()
     cluster = RedisCluster(PRIMARIES)
     try:
         cluster.start()
-        yield "cluster", cluster.url, cluster.primary_urls(), cluster
+        yield "cluster", cluster.url, cluster.primary_urls()
     finally:
         cluster.close()
 
@@ -225,7 +227,7 @@ def compare(args: argparse.Namespace) -> int:
     keys_per_node: list[int] = []
     # closing(): a failed measurement stops the backend in use at once, not when the generator is collected
     with contextlib.closing(_backends()) as backends:
-        for backend, url, primaries, _owner in backends:
+        for backend, url, primaries in backends:
             if backend == "cluster":
                 keys_per_node = key_share(primaries, [f"k{i}" for i in range(args.keys)])
             for n in PROCESSES:
