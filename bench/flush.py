@@ -41,6 +41,9 @@ void; the ``+ subscriber`` rows repeat synk and raw with one subscriber
 process (a bare socket) holding every channel, so Redis also has to deliver
 every message. The targets are judged on the rows without a subscriber.
 
+``--cluster`` measures synk alone, on one node and on a 3-primary Redis
+Cluster, with 1 and 2 simulation processes (see ``bench.flush_cluster``).
+
 The benchmark starts its own ``redis-server`` on a free loopback port unless
 ``--redis URL`` is given. It exits 0 whether or not the targets are met.
 Run ``python -m bench.flush --help`` for the options.
@@ -67,7 +70,7 @@ import hiredis
 import redis.asyncio as aioredis
 
 import synk
-from bench.redis_server import RedisServer
+from bench.redis_process import RedisProcess
 from synk.core.batch import Batch, Op, expected, message, put_of, record, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
@@ -856,12 +859,12 @@ def redis_url(given: str | None) -> Iterator[str]:
     if given:
         yield given
         return
-    server = RedisServer()
+    server = RedisProcess()
     server.start()
     try:
         yield server.url
     finally:
-        server.stop()
+        server.close()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -875,16 +878,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-subscriber", action="store_true", help="skip the variant with a subscriber on every channel")
     p.add_argument("--profile", metavar="FILE", help="cProfile the synk ticks (no subscriber) into FILE")
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() once the objects exist (see the README, Large worlds)")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="synk only, on one node and on a private 3-primary cluster, with 1 and 2 simulation processes (see bench/flush_cluster.py)",
+    )
+    p.add_argument("--role", default="main", choices=["main", "writer"], help=argparse.SUPPRESS)  # the --cluster children
     args = p.parse_args(argv)
     if args.objects < 1 or args.keys < 2 or args.ticks < 1 or args.naive_ticks < 1:
         p.error("need --objects >= 1, --keys >= 2, --ticks >= 1 and --naive-ticks >= 1")
     if not 0 <= args.move_fraction <= 1:
         p.error("--move-fraction must be within 0 and 1")
+    if args.cluster and args.redis:
+        p.error("--cluster starts its own single node and cluster; it does not take --redis")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.cluster or args.role == "writer":
+        from bench import flush_cluster  # it imports this module: here, not at the top
+
+        return flush_cluster.run_writer(args) if args.role == "writer" else flush_cluster.compare(args)
     with redis_url(args.redis) as url:
         res = asyncio.run(bench(args, url))
     print_table(res)

@@ -1,23 +1,44 @@
-"""The benchmarks still run: tiny versions of each, end to end, against their own redis-server."""
+"""The benchmarks still run: tiny versions of each, end to end, against their own redis-server (or cluster)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the fan-out runs' workload: 20 clients, 100 changes/s, a 1 s window
+FANOUT = [
+    "--clients",
+    "20",
+    "--keys",
+    "10",
+    "--keys-per-client",
+    "2",
+    "--objects-per-key",
+    "5",
+    "--rate",
+    "100",
+    "--seconds",
+    "1",
+    "--warmup",
+    "0.5",
+]
+
+
+def run_bench(module: str, args: list[str], timeout: float = 300) -> dict[str, Any]:
+    """Run ``python -m module args``, which must exit 0; its last line (the JSON line), parsed."""
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line: dict[str, Any] = orjson.loads(result.stdout.strip().splitlines()[-1])
+    return line
 
 
 def test_bench_flush_runs_and_prints_its_json_line() -> None:
-    args = ["--objects", "300", "--keys", "4", "--ticks", "3", "--naive-ticks", "1", "--move-fraction", "0.1"]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.flush", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = orjson.loads(result.stdout.strip().splitlines()[-1])
+    line = run_bench("bench.flush", ["--objects", "300", "--keys", "4", "--ticks", "3", "--naive-ticks", "1", "--move-fraction", "0.1"])
     assert (line["bench"], line["objects"], line["ticks"]) == ("flush", 300, 3)
     # every variant ran, the guarded replay included (it exits non-zero unless every operation applied)
     for name in ("synk", "naive", "raw", "raw_guarded", "naive_lean"):
@@ -27,20 +48,35 @@ def test_bench_flush_runs_and_prints_its_json_line() -> None:
 
 
 def test_bench_fanout_runs_both_servers_and_delivers_everything() -> None:
-    args = ["--clients", "20", "--keys", "10", "--keys-per-client", "2", "--objects-per-key", "5", "--rate", "100"]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.fanout", *args, "--seconds", "1", "--warmup", "0.5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = orjson.loads(result.stdout.strip().splitlines()[-1])
+    line = run_bench("bench.fanout", FANOUT)
     assert (line["bench"], line["clients"]) == ("fanout", 20)
     for system in ("synk", "socketio"):
         # (the window's edges make delivered and expected differ by a few)
         assert line[system]["delivered"] > 0.8 * line[system]["expected"] > 0, system
         assert line[system]["client_errors"] == [], system
     assert set(line["targets_met"]) == {"cpu_per_msg_at_most_third_of_socketio", "synk_p99_under_50ms"}
+
+
+def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_processes() -> None:
+    line = run_bench("bench.flush", ["--cluster", "--objects", "200", "--keys", "9", "--ticks", "2", "--move-fraction", "0.1"], timeout=120)
+    assert (line["bench"], line["primaries"]) == ("flush-cluster", 3)
+    assert len(line["keys_per_node"]) == 3 and sum(line["keys_per_node"]) == 9
+    assert set(line["rows"]) == {"single_1", "single_2", "cluster_1", "cluster_2"}
+    for name, row in line["rows"].items():
+        assert row["writes_per_s"] > 0, name
+        # every primary is listed, and the cluster's all took some of the writes
+        assert len(row["nodes"]) == (3 if name.startswith("cluster") else 1), name
+        assert all(node["commands"] > 0 for node in row["nodes"]), name
+    assert line["cluster_vs_single_1proc"] > 0
+    assert set(line["targets_met"]) == {"cluster_1proc_ge_0.7_of_single"}
+
+
+def test_bench_fanout_cluster_runs_one_node_and_the_cluster_with_1_and_2_gateways() -> None:
+    line = run_bench("bench.fanout", ["--cluster", *FANOUT], timeout=120)
+    assert (line["bench"], line["primaries"]) == ("fanout-cluster", 3)
+    assert len(line["keys_per_node"]) == 3 and sum(line["keys_per_node"]) == 10
+    assert set(line["runs"]) == {"single-1gw", "single-2gw", "cluster-1gw", "cluster-2gw"}
+    for name, run in line["runs"].items():
+        assert run["delivered"] > 0.8 * run["expected"] > 0, name
+        assert run["client_errors"] == [], name
+        assert len(run["nodes"]) == (3 if name.startswith("cluster") else 1), name

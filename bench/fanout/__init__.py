@@ -49,6 +49,10 @@ stamped inside the window times their keys' clients: delivered well under
 expected means the server fell behind. The targets: synk's server CPU per
 delivered message at most a third of socketio's, and synk's p99 under 50 ms.
 
+``--cluster`` runs synk alone on one Redis and on a private 3-primary Redis
+Cluster, each with 1 and 2 gateways (the client processes split between
+them), and reports each primary's share of the commands, bytes and CPU.
+
 Every process (server, Redis, simulation, clients) shares the machine's
 cores; the report shows each one's CPU share during the window, and the
 share taken by processes outside the benchmark: when that is high, every

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import redis as redis_py
+
 from bench import fanout
 from bench.fanout.clients import clients
 from bench.fanout.common import (
@@ -25,6 +27,7 @@ from bench.fanout.common import (
     TARGET_P99_MS,
     BenchError,
     Child,
+    key_name,
     keys_of,
     machine_busy,
     proc_cpu,
@@ -32,10 +35,16 @@ from bench.fanout.common import (
     wait_port,
 )
 from bench.fanout.sims import sim_socketio, sim_synk, socketio_server
-from bench.redis_server import RedisServer, free_port
+from bench.node_stats import NodeDelta, deltas, key_share, sample, share_line
+from bench.redis_cluster import RedisCluster
+from bench.redis_process import RedisProcess, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+#: ``--cluster``: the cluster's primaries, and the gateway counts measured on each backend.
+CLUSTER_PRIMARIES = 3
+CLUSTER_GATEWAYS = (1, 2)
 
 
 @dataclass
@@ -54,6 +63,9 @@ class SystemResult:
     client_errors: list[str] = field(default_factory=list)
     closed: int = 0
     reads: int = 0
+    redis_cpu_s: float = 0.0
+    #: what each Redis primary did during the window (``--cluster`` runs)
+    nodes: list[NodeDelta] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
         total = sum(self.hist.values())
@@ -93,12 +105,14 @@ class SystemResult:
             "sim_changes_per_s": round(self.sim.get("in_window", 0) / self.seconds) if self.seconds else 0,
             "sim_late_ticks": self.sim.get("late_ticks", 0),
             "server_cpu_s": round(self.server_cpu_s, 2),
+            "redis_cpu_s_per_million": round(self.redis_cpu_s / (self.delivered / 1e6), 3) if self.delivered else None,
             "clients_cpu_s_per_million": round(self.clients_cpu_s / (self.delivered / 1e6), 3) if self.delivered else None,
             "cpu_pct": {k: round(v, 1) for k, v in self.cpu_pct.items()},
             "machine_busy_pct": round(self.machine_busy_pct, 1),
             "subscribe_s": round(self.subscribe_s, 1),
             "client_errors": self.client_errors[:3],
             "closed_clients": self.closed,
+            **({"nodes": [n.as_json() for n in self.nodes]} if self.nodes else {}),
         }
 
 
@@ -125,25 +139,46 @@ def child_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
     ]
 
 
-async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, logdir: Path) -> SystemResult:
-    """One system's run: server, simulation, clients, warm-up, the measured window."""
-    result = SystemResult(system)
-    port = free_port()
-    if system == "synk":
-        server_argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", args.redis, "--port", str(port), "--prefix", PREFIX]
-    else:
-        server_argv = child_argv("socketio-server", args, "--port", str(port), "--server", args.socketio_server)
+async def run_system(
+    system: str,
+    args: argparse.Namespace,
+    redis_pids: list[int],
+    logdir: Path,
+    *,
+    name: str = "",
+    gateways: int = 1,
+    primaries: Sequence[str] = (),
+) -> SystemResult:
+    """One system's run: server(s), simulation, clients, warm-up, the measured window.
+
+    ``redis_pids`` are the Redis processes whose CPU is reported (every node
+    of a cluster); ``gateways`` synk servers share the client processes
+    (client process j talks to gateway j modulo ``gateways``); ``primaries``,
+    when given, are the Redis nodes whose counters (``bench.node_stats``) are
+    read at the window's edges.
+    """
+    result = SystemResult(name or system)
+    ports = [free_port() for _ in range(gateways if system == "synk" else 1)]
     children: list[Child] = []
     try:
-        server = await Child.start(f"{system}-server", server_argv, logdir, talk=False)
-        children.append(server)
-        await wait_port(port, time.monotonic() + 30, lambda: server.alive, server.name)
+        servers: list[Child] = []
+        for i, port in enumerate(ports):
+            if system == "synk":
+                server_argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", args.redis, "--port", str(port), "--prefix", PREFIX]
+            else:
+                server_argv = child_argv("socketio-server", args, "--port", str(port), "--server", args.socketio_server)
+            server = await Child.start(f"{system}-server{i}", server_argv, logdir, talk=False)
+            children.append(server)
+            servers.append(server)
+        for port, srv in zip(ports, servers, strict=True):
+            await wait_port(port, time.monotonic() + 30, _alive(srv), srv.name)
         sim = await Child.start(f"{system}-sim", child_argv(f"sim-{system}", args), logdir)
         children.append(sim)
         await sim.read(120)
         bounds = [round(i * args.clients / args.client_procs) for i in range(args.client_procs + 1)]
         fleet = []
         for j in range(args.client_procs):
+            port = ports[j % len(ports)]
             extra = ["--system", system, "--port", str(port), "--first", str(bounds[j]), "--count", str(bounds[j + 1] - bounds[j])]
             extra += ["--lib", args.client_lib, "--gate", str(max(1, args.subscribing // args.client_procs)), "--loop", args.client_loop]
             c = await Child.start(f"{system}-clients{j}", child_argv("clients", args, *extra), logdir)
@@ -152,7 +187,7 @@ async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, 
         for c in fleet:
             ready = await c.read(args.connect_timeout)
             if not ready.get("ready"):
-                raise BenchError(f"{c.name} could not subscribe its clients: {ready}\n{server.tail()}")
+                raise BenchError(f"{c.name} could not subscribe its clients: {ready}\n{servers[0].tail()}")
             result.subscribe_s = max(result.subscribe_s, float(ready["subscribe_s"]))
         sim.send({"cmd": "go"})
         await asyncio.sleep(args.warmup)
@@ -161,13 +196,14 @@ async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, 
         for c in [sim, *fleet]:
             c.send({"cmd": "window", "window": [t0, t1]})
         procs: dict[str, Callable[[], float]] = {
-            "server": server.cpu,
-            "redis": lambda: proc_cpu(redis.proc.pid) if redis.proc else 0.0,
+            "server": lambda: sum(srv.cpu() for srv in servers),
+            "redis": lambda: sum(proc_cpu(pid) for pid in redis_pids),
             "sim": sim.cpu,
             "clients": lambda: sum(c.cpu() for c in fleet),
         }
         await asyncio.sleep(max(0.0, t0 - time.time()))
-        spy = await start_py_spy(args, system, server.proc.pid)
+        spy = await start_py_spy(args, system, servers[0].proc.pid)
+        nodes0 = await asyncio.to_thread(sample, list(primaries))
         cpu0 = {k: f() for k, f in procs.items()}
         busy0 = machine_busy()
         w0 = time.monotonic()
@@ -175,10 +211,12 @@ async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, 
         cpu1 = {k: f() for k, f in procs.items()}
         busy1 = machine_busy()
         wall = time.monotonic() - w0
+        result.nodes = deltas(nodes0, await asyncio.to_thread(sample, list(primaries)))
         if spy is not None:
             await spy.wait()
         result.seconds = t1 - t0
         result.server_cpu_s = cpu1["server"] - cpu0["server"]
+        result.redis_cpu_s = cpu1["redis"] - cpu0["redis"]
         result.clients_cpu_s = cpu1["clients"] - cpu0["clients"]
         result.cpu_pct = {k: 100.0 * (cpu1[k] - cpu0[k]) / wall for k in procs}
         cores = os.cpu_count() or 1
@@ -209,6 +247,11 @@ async def run_system(system: str, args: argparse.Namespace, redis: RedisServer, 
     return result
 
 
+def _alive(child: Child) -> Callable[[], bool]:
+    """A check that ``child`` still runs (a closure per child, not one over a loop variable)."""
+    return lambda: child.alive
+
+
 async def start_py_spy(args: argparse.Namespace, system: str, pid: int) -> asyncio.subprocess.Process | None:
     """``--py-spy DIR``: sample the server during the window into DIR/fanout-SYSTEM.txt (py-spy's raw format)."""
     if not args.py_spy:
@@ -220,7 +263,13 @@ async def start_py_spy(args: argparse.Namespace, system: str, pid: int) -> async
     return await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
 
-def table(results: list[SystemResult]) -> str:
+#: The ``--cluster`` table's extra rows.
+CLUSTER_ROWS: list[tuple[str, Callable[[SystemResult], str]]] = [
+    ("redis CPU s / 1M msgs (all nodes)", lambda r: f"{r.redis_cpu_s / (r.delivered / 1e6):.2f}" if r.delivered else "-"),
+]
+
+
+def table(results: list[SystemResult], extra: Sequence[tuple[str, Callable[[SystemResult], str]]] = ()) -> str:
     rows: list[tuple[str, Callable[[SystemResult], str]]] = [
         ("delivered msgs/s", lambda r: f"{r.delivered_per_s:,.0f}"),
         ("delivered / expected", lambda r: f"{r.delivered:,} / {r.expected:,}"),
@@ -237,6 +286,7 @@ def table(results: list[SystemResult]) -> str:
         ("CPU % other (not the bench)", lambda r: f"{r.cpu_pct['other']:.0f}"),
         ("machine busy % (all cores)", lambda r: f"{r.machine_busy_pct:.0f}"),
         ("subscribe time s", lambda r: f"{r.subscribe_s:.1f}"),
+        *extra,
     ]
     width = max(len(name) for name, _ in rows)
     cols = [r.name for r in results]
@@ -246,13 +296,27 @@ def table(results: list[SystemResult]) -> str:
     return "\n".join(out)
 
 
+def workload(args: argparse.Namespace, cores: int) -> dict[str, Any]:
+    """The workload's figures, for the JSON line."""
+    return {
+        "clients": args.clients,
+        "keys": args.keys,
+        "keys_per_client": args.keys_per_client,
+        "objects_per_key": args.objects_per_key,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "cores": cores,
+        "client_procs": args.client_procs,
+    }
+
+
 async def orchestrate(args: argparse.Namespace) -> int:
     limit = raise_nofile()
     needed = args.clients + 200
     if limit < needed:
         print(f"warning: the open-file limit is {limit}, under the {needed} the clients need", file=sys.stderr)
     cores = os.cpu_count() or 1
-    redis = RedisServer()
+    redis = RedisProcess()
     logdir = Path(tempfile.mkdtemp(prefix="synk-fanout-logs-"))
     results: list[SystemResult] = []
     systems = [args.only] if args.only else ["synk", "socketio"]
@@ -271,24 +335,17 @@ async def orchestrate(args: argparse.Namespace) -> int:
         args.redis = redis.url
         for system in systems:
             print(f"running {system} ...", file=sys.stderr)
-            results.append(await run_system(system, args, redis, logdir))
+            results.append(await run_system(system, args, [redis.proc.pid] if redis.proc else [], logdir))
     except BenchError as exc:
         print(f"fanout failed: {exc}\n(logs in {logdir})", file=sys.stderr)
         return 1
     finally:
-        await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(redis.close)
     print(table(results))
     by = {r.name: r for r in results}
     out: dict[str, Any] = {
         "bench": "fanout",
-        "clients": args.clients,
-        "keys": args.keys,
-        "keys_per_client": args.keys_per_client,
-        "objects_per_key": args.objects_per_key,
-        "rate": args.rate,
-        "seconds": args.seconds,
-        "cores": cores,
-        "client_procs": args.client_procs,
+        **workload(args, cores),
         "client_lib": args.client_lib,
         "client_loop": args.client_loop,
         "socketio_server": args.socketio_server,
@@ -308,6 +365,76 @@ async def orchestrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def orchestrate_cluster(args: argparse.Namespace) -> int:
+    """``--cluster``: synk's fan-out on one Redis and on a 3-primary cluster, with 1 and 2 gateways each."""
+    raise_nofile()
+    cores = os.cpu_count() or 1
+    logdir = Path(tempfile.mkdtemp(prefix="synk-fanout-logs-"))
+    print(
+        f"fanout --cluster: {args.clients} clients x {args.keys_per_client} of {args.keys} keys, {args.objects_per_key} objects/key, "
+        f"{args.rate:g} changes/s at {args.tick_hz:g} Hz, {args.seconds:g} s window after {args.warmup:g} s warm-up; "
+        f"{args.client_procs} client processes split between the gateways",
+        file=sys.stderr,
+    )
+    results: list[SystemResult] = []
+    keys_per_node: list[int] = []
+    try:
+        for backend in ("single", "cluster"):
+            single = RedisProcess() if backend == "single" else None
+            cluster = RedisCluster(CLUSTER_PRIMARIES) if backend == "cluster" else None
+            try:
+                if single is not None:
+                    await asyncio.to_thread(single.start)
+                    args.redis, primaries = single.url, [single.url]
+                    nodes: list[RedisProcess] = [single]
+                else:
+                    assert cluster is not None
+                    await asyncio.to_thread(cluster.start)
+                    args.redis, primaries, nodes = cluster.url, await asyncio.to_thread(cluster.primary_urls), cluster.nodes
+                pids = [n.proc.pid for n in nodes if n.proc is not None]
+                if cluster is not None:
+                    keys_per_node = await asyncio.to_thread(key_share, primaries, [key_name(k) for k in range(args.keys)])
+                for gateways in CLUSTER_GATEWAYS:
+                    name = f"{backend}-{gateways}gw"
+                    print(f"running synk on {backend} with {gateways} gateway(s) ...", file=sys.stderr)
+                    for url in primaries:
+                        await asyncio.to_thread(_flushall, url)  # each run starts from empty nodes
+                    results.append(await run_system("synk", args, pids, logdir, name=name, gateways=gateways, primaries=primaries))
+            finally:
+                if single is not None:
+                    await asyncio.to_thread(single.close)
+                if cluster is not None:
+                    await asyncio.to_thread(cluster.close)
+    except BenchError as exc:
+        print(f"fanout failed: {exc}\n(logs in {logdir})", file=sys.stderr)
+        return 1
+    print(table(results, extra=CLUSTER_ROWS))
+    for r in results:
+        if r.name.startswith("cluster"):
+            print(f"{r.name}: {share_line(r.nodes, keys_per_node)}")
+    by = {r.name: r for r in results}
+    out: dict[str, Any] = {
+        "bench": "fanout-cluster",
+        **workload(args, cores),
+        "primaries": CLUSTER_PRIMARIES,
+        "keys_per_node": keys_per_node,
+        "runs": {r.name: r.summary() for r in results},
+    }
+    # At a fixed rate, delivered/s is the same on both backends: the cost shows in CPU per message and latency.
+    for gw in CLUSTER_GATEWAYS:
+        one, many = by[f"single-{gw}gw"], by[f"cluster-{gw}gw"]
+        out[f"cluster_vs_single_server_cpu_{gw}gw"] = round(many.cpu_s_per_million / one.cpu_s_per_million, 3) if one.delivered else None
+    out["targets_met"] = {f"p99_under_50ms_{r.name}": r.percentile(0.99) < TARGET_P99_MS for r in results}
+    print(json.dumps(out))
+    shutil.rmtree(logdir, ignore_errors=True)
+    return 0
+
+
+def _flushall(url: str) -> None:
+    with redis_py.Redis.from_url(url) as client:
+        client.flushall()
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.fanout", description=(fanout.__doc__ or "").split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=1000)
@@ -319,6 +446,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=20.0, help="the measured window of each system")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the window")
     ap.add_argument("--only", choices=["synk", "socketio"])
+    ap.add_argument(
+        "--cluster",
+        action="store_true",
+        help="synk only, on one Redis and on a private 3-primary cluster, with 1 and 2 gateways (clients split between them)",
+    )
     ap.add_argument("--client-procs", dest="client_procs", type=int, default=2)
     ap.add_argument("--client-lib", dest="client_lib", choices=["raw", "aiohttp", "websockets"], default="raw")
     ap.add_argument(
@@ -351,6 +483,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error("--keys-per-client must be between 1 and --keys")
     if args.client_procs < 1 or args.clients < args.client_procs:
         ap.error("--client-procs must be between 1 and --clients")
+    if args.cluster and (args.client_procs % max(CLUSTER_GATEWAYS) or args.only == "socketio"):
+        ap.error(
+            "--cluster runs synk only, its client processes split between the gateways: "
+            f"--client-procs must be a multiple of {max(CLUSTER_GATEWAYS)}"
+        )
     return args
 
 
@@ -358,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     role = args.role
     if role == "main":
-        return asyncio.run(orchestrate(args))
+        return asyncio.run(orchestrate_cluster(args) if args.cluster else orchestrate(args))
     if role == "socketio-server":
         socketio_server(args)
     elif role == "sim-synk":
