@@ -93,9 +93,15 @@ async def store_view(world: synk.World, keys: list[str]) -> dict[str, dict[str, 
 
 async def http_get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
     """A plain HTTP/1.1 GET, the path sent exactly as given (no normalization)."""
+    return await http_request(port, "GET", path)
+
+
+async def http_request(port: int, method: str, path: str, extra_headers: str = "") -> tuple[int, dict[str, str], bytes]:
+    """A plain HTTP/1.1 request (``extra_headers``: lines ending in CRLF); status, headers, body."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        head_lines = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra_headers}Connection: close\r\n\r\n"
+        writer.write(head_lines.encode("latin-1"))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ")[1])

@@ -23,7 +23,7 @@ from starlette.routing import Mount
 import synk
 from synk.gateway import Gateway
 from synk.store.memory import MemoryStore
-from tests.gateway_env import KEY, big_rounds, http_get, open_stalled, running, store_url, until
+from tests.gateway_env import KEY, big_rounds, http_get, http_request, open_stalled, running, store_url, until
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
 
@@ -254,6 +254,14 @@ async def check_asgi(world: synk.World, gateway: Gateway, base: str, port: int) 
     assert headers["cache-control"] == "no-cache"  # as the standalone server says
     status, _, _ = await http_get(port, f"{base}/synk-client/../pyproject.toml")
     assert status == 404
+    # Only GET and HEAD are answered (and OPTIONS, a CORS preflight).
+    status, headers, body = await http_request(port, "POST", f"{base}/metrics")
+    assert (status, headers["allow"]) == (405, "GET, HEAD, OPTIONS"), body
+    status, headers, body = await http_request(port, "HEAD", f"{base}/synk-client/index.js")
+    assert status == 200 and int(headers["content-length"]) == 0
+    own = f"Origin: http://127.0.0.1:{port}\r\n"
+    status, headers, _ = await http_request(port, "OPTIONS", f"{base}/synk-client/index.js", own)
+    assert status == 204 and headers["access-control-allow-origin"] == f"http://127.0.0.1:{port}"
 
     # The frame limit counts bytes: 40,000 "é" are 80,000 bytes in UTF-8.
     for frame in ("x" * (64 * 1024 + 1), "é" * 40_000):

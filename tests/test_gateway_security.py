@@ -15,7 +15,7 @@ from websockets.typing import Origin
 
 from synk.gateway import Handshake, static
 from synk.store.redis import RedisStore
-from tests.gateway_env import KEY, Env, http_get, running, store_url
+from tests.gateway_env import KEY, Env, http_get, http_request, running, store_url
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
 
@@ -46,11 +46,13 @@ async def test_default_origin_is_the_gateways_own_host() -> None:
         await none.close()
 
 
-async def test_configured_origins_allow_exactly_those() -> None:
+async def test_configured_origins_allow_those_and_the_gateways_own_pages() -> None:
     async with running(None, origins=["http://ok.example"]) as env:
         ok = await WsClient.open(env.url, origin=Origin("http://ok.example"))
+        own = await WsClient.open(env.url, origin=Origin(f"http://127.0.0.1:{env.port}"))  # a page the gateway serves
+        await own.close()
         for origin in (
-            f"http://127.0.0.1:{env.port}",
+            f"http://localhost:{env.port}",
             "http://evil.example",
             "https://ok.example",
             "http://ok.example:8080",
@@ -59,6 +61,38 @@ async def test_configured_origins_allow_exactly_those() -> None:
         ):
             assert await refused_status(env.url, origin=Origin(origin)) == 4403, origin
         await ok.close()
+
+
+async def test_only_the_configured_origins_when_own_pages_are_not_allowed() -> None:
+    async with running(None, origins=["http://ok.example"], allow_own_origin=False) as env:
+        ok = await WsClient.open(env.url, origin=Origin("http://ok.example"))
+        assert await refused_status(env.url, origin=Origin(f"http://127.0.0.1:{env.port}")) == 4403
+        await ok.close()
+
+
+async def test_the_client_files_carry_cors_headers_for_allowed_pages_only() -> None:
+    async with running(None, origins=["http://ok.example"]) as env:
+
+        async def get(path: str, origin: str | None) -> tuple[int, dict[str, str]]:
+            extra = f"Origin: {origin}\r\n" if origin else ""
+            status, headers, _ = await http_request(env.port, "GET", path, extra)
+            return status, headers
+
+        status, headers = await get("/synk-client/index.js", "http://ok.example")
+        assert status == 200
+        assert headers["access-control-allow-origin"] == "http://ok.example"
+        assert headers["vary"] == "Origin"
+        _, headers = await get("/synk-client/index.js", f"http://127.0.0.1:{env.port}")
+        assert headers["access-control-allow-origin"] == f"http://127.0.0.1:{env.port}"
+        _, headers = await get("/synk-client/index.js", "http://evil.example")
+        assert "access-control-allow-origin" not in headers
+        _, headers = await get("/synk-client/index.js", None)
+        assert "access-control-allow-origin" not in headers
+        _, headers = await get("/metrics", "http://ok.example")  # for scrapers, not pages
+        assert "access-control-allow-origin" not in headers
+    async with running(None, origins="*") as env:
+        _, headers, _ = await http_request(env.port, "GET", "/synk-client.js", "Origin: http://any.example\r\n")
+        assert headers["access-control-allow-origin"] == "*"
 
 
 async def test_one_origin_as_a_string_is_that_origin_not_its_substrings() -> None:

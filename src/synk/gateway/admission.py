@@ -21,15 +21,21 @@ async def maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def origin_allowed(allowed: list[str] | str | None, origin: str | None, host: str | None) -> bool:
-    """Whether a browser page from ``origin`` may connect, given the configured ``origins``."""
+def origin_allowed(allowed: list[str] | str | None, origin: str | None, host: str | None, own: bool = True) -> bool:
+    """Whether a browser page from ``origin`` may connect, given the configured ``origins``.
+
+    ``own``: the gateway's own pages (an Origin whose host is the request's
+    Host) are allowed besides ``origins``. With no ``origins``, they are
+    the only ones allowed (whatever ``own`` says: otherwise none would be).
+    """
     if origin is None:
         return True  # not a browser: browsers always send Origin
     if allowed == "*":
         return True
+    same = host is not None and urlsplit(origin).netloc == host
     if allowed is None:
-        return host is not None and urlsplit(origin).netloc == host
-    return origin in allowed
+        return same
+    return origin in allowed or (own and same)
 
 
 async def authenticate(hook: Callable[[Handshake], Any] | None, handshake: Handshake) -> tuple[bool, Any]:

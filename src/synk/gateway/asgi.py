@@ -78,10 +78,12 @@ class AsgiApp:
                 return
 
     async def _http(self, scope: Scope, send: Send) -> None:
-        status, ctype, body = self.gateway.http_get(_local_path(scope))
-        headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), (b"cache-control", b"no-cache")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        request = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        answer = self.gateway.http(scope.get("method", "GET"), _local_path(scope), request)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()

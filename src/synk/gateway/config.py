@@ -51,6 +51,7 @@ class GatewaySettings(TypedDict, total=False):
     ping_interval: float | None
     ping_timeout: float | None
     origins: list[str] | str | None
+    allow_own_origin: bool
     authenticate: Callable[[Handshake], Any] | None
     authorize: Callable[[Any, str], Any] | None
     forward_to_world: bool
@@ -86,6 +87,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "ping_interval": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
     "ping_timeout": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
     "origins": ('None, "*", or a list of origins such as "https://example.com"', _origins),
+    "allow_own_origin": ("True or False", lambda v: isinstance(v, bool)),
     "authenticate": ("None or a function (handshake) -> identity, sync or async", lambda v: v is None or callable(v)),
     "authorize": ("None or a function (identity, key) -> bool, sync or async", lambda v: v is None or callable(v)),
     "forward_to_world": ("True or False", lambda v: isinstance(v, bool)),
@@ -102,6 +104,8 @@ class GatewayConfig:
     ========================  ===================  ==========================================
     ``origins``               None                 Origin values allowed to connect; None:
                                                    the gateway's own host only; ``"*"``: any
+    ``allow_own_origin``      True                 the gateway's own pages are allowed
+                                                   besides ``origins``
     ``authenticate``          None                 ``(handshake) -> identity`` (sync or
                                                    async): None or raising refuses (4401)
     ``authorize``             None                 ``(identity, key) -> bool``: may this
@@ -150,6 +154,8 @@ class GatewayConfig:
     ping_timeout: float | None = 20.0
     #: allowed Origin values; None means the gateway's own host only, "*" any
     origins: list[str] | str | None = None
+    #: pages the gateway serves itself (Origin matching Host) may connect besides ``origins``
+    allow_own_origin: bool = True
     authenticate: Callable[[Handshake], Any] | None = None
     authorize: Callable[[Any, str], Any] | None = None
     #: post custom client messages to the store for ``world.messages()``

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from synk.errors import ConfigError, ProtocolError
-from synk.gateway import admission, static
+from synk.gateway import admission, http
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from typing import Unpack
 
+    from synk.gateway.http import Response
     from synk.gateway.session import Outlet
     from synk.store.base import Store, Stored, Subscriber
     from synk.world import World
@@ -227,7 +228,7 @@ class Gateway:
         Nothing is served before the close. Each refusal is logged at INFO.
         """
         origin = headers.get("origin")
-        if not admission.origin_allowed(self.config.origins, origin, headers.get("host")):
+        if not admission.origin_allowed(self.config.origins, origin, headers.get("host"), self.config.allow_own_origin):
             log.info("synk gateway refused a connection from %s: origin %r is not allowed (path %s)", peer, origin, path.split("?", 1)[0])
             return p.CLOSE_FORBIDDEN, None
         ok, identity = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
@@ -241,14 +242,10 @@ class Gateway:
             return p.CLOSE_UNAUTHORIZED, None
         return 0, identity
 
-    def http_get(self, path: str) -> tuple[int, str, bytes]:
-        """``(status, content type, body)`` of a plain HTTP GET: ``/metrics``, the client's files, ``static_dir``."""
-        if path.split("?", 1)[0] == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", self.metrics.render().encode()
-        found = static.resolve(path, self.config.static_dir)
-        if found is None:
-            return 404, "text/plain; charset=utf-8", b"not found\n"
-        return 200, found[0], found[1]
+    def http(self, method: str, path: str, headers: dict[str, str]) -> Response:
+        """The answer to a plain HTTP request (``headers`` with lowercase names): ``/metrics``,
+        the JS client's files (with CORS for allowed pages), ``static_dir``; see ``synk.gateway.http``."""
+        return http.respond(self.config, self.metrics.render(), method, path, headers)
 
     async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes], path: str = "/") -> None:
         """Serve one connection until ``frames`` ends; the transport calls this.

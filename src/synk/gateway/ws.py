@@ -30,6 +30,7 @@ from synk.gateway.session import Outlet
 if TYPE_CHECKING:
     from websockets.http11 import Request
 
+    from synk.gateway.http import Response as HttpResponse
     from synk.gateway.hub import Gateway
 
 __all__ = ["WebsocketOutlet", "serve"]
@@ -95,9 +96,10 @@ class WebsocketOutlet(Outlet):
             self.connection.transport.abort()
 
 
-def _response(status: HTTPStatus, body: bytes, ctype: str = "text/plain; charset=utf-8") -> Response:
-    headers = Headers([("Content-Type", ctype), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")])
-    return Response(status.value, status.phrase, headers, body)
+def _response(answer: HttpResponse) -> Response:
+    status = HTTPStatus(answer.status)
+    headers = Headers([*answer.headers, ("content-length", str(len(answer.body)))])
+    return Response(status.value, status.phrase, headers, answer.body)
 
 
 def serve(gateway: Gateway, host: str, port: int) -> Any:
@@ -106,8 +108,9 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            status, ctype, body = gateway.http_get(request.path)
-            return _response(HTTPStatus(status), body, ctype)
+            # websockets parses GET requests only (it answers others itself).
+            answer = gateway.http("GET", request.path, {k.lower(): v for k, v in request.headers.raw_items()})
+            return _response(answer)
         addr = connection.remote_address
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         refused, identity = await gateway.admit(request.path, headers, str(addr[0]) if addr else "")
