@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError
 from websockets.typing import Origin
 
+import synk
 from synk.gateway import Handshake, static
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, http_get, http_request, running, store_url
@@ -334,3 +336,48 @@ async def test_a_refused_handshake_leaves_no_session(env: Env) -> None:
     assert await refused_status(env.url, origin=Origin("http://evil.example")) == 4403
     assert not env.gateway.sessions
     assert env.gateway.metrics.clients == 0
+
+
+class _User:
+    """An identity JSON cannot hold as it is."""
+
+    def __str__(self) -> str:
+        return "user:carol"
+
+
+@pytest.mark.parametrize(
+    ("identity", "expected"),
+    [
+        ({"user": "alice", "roles": ["admin"]}, {"user": "alice", "roles": ["admin"]}),
+        ("bob", "bob"),
+        (_User(), "user:carol"),
+        ({1: _User()}, {"1": "user:carol"}),
+    ],
+)
+async def test_the_simulation_learns_who_sent_each_message(
+    backend: str, request: pytest.FixtureRequest, identity: Any, expected: Any
+) -> None:
+    async with running(store_url(backend, request), authenticate=lambda _handshake: identity) as env:
+        received: list[synk.ClientMessage] = []
+
+        async def read() -> None:
+            async for m in env.world.messages():
+                received.append(m)
+                return
+
+        reader = asyncio.create_task(read())
+        client = await WsClient.open(env.url)
+        try:
+            async with asyncio.timeout(10):
+                # The reader listens from its first step; send until it has one.
+                while not reader.done():
+                    await client.send({"method": "spawn", "x": 1})
+                    await asyncio.wait({reader}, timeout=0.1)
+        finally:
+            reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        [message] = received
+        assert (message.method, message.data, message.identity) == ("spawn", {"x": 1}, expected)
+        assert message.client == client.of("hello")[0]["client"]
+        await client.close()

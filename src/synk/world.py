@@ -41,11 +41,17 @@ ObjectT = TypeVar("ObjectT", bound=Object)
 
 @dataclass(frozen=True)
 class ClientMessage:
-    """A custom message a client sent through a gateway."""
+    """A custom message a client sent through a gateway.
+
+    ``client`` is the connection's id (one per websocket); ``identity`` is
+    who the gateway's ``authenticate`` hook said the client is, as JSON
+    (None without the hook; values JSON cannot hold arrive as strings).
+    """
 
     client: str
     method: str
     data: dict[str, Any]
+    identity: Any = None
 
 
 class FlushHandle:
@@ -310,7 +316,7 @@ class World(Recovery):
         async for data in self.store.read_posts():
             try:
                 msg = orjson.loads(data)
-                yield ClientMessage(msg["client"], msg["method"], msg["data"])
+                yield ClientMessage(msg["client"], msg["method"], msg["data"], msg.get("identity"))
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 log.warning("synk dropped a malformed client message of %d bytes", len(data))
 

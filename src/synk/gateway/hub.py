@@ -362,7 +362,8 @@ class Gateway:
         if handler is not None:
             await _maybe(handler(session.client, command.data))
         if self.config.forward_to_world:
-            await self.store.post(orjson.dumps({"client": session.id, "method": command.method, "data": command.data}))
+            message = {"client": session.id, "identity": session.identity_json, "method": command.method, "data": command.data}
+            await self.store.post(orjson.dumps(message))
 
     async def _unsubscribe(self, session: Session, keys: list[str]) -> None:
         gone = []

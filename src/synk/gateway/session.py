@@ -33,6 +33,15 @@ log = logging.getLogger("synk.gateway")
 MAX_MOVES = 4096
 
 
+def json_identity(identity: Any) -> orjson.Fragment:
+    """``identity`` as JSON for the simulation: values JSON cannot hold become strings
+    (a datetime, a user object), so the simulation always gets something to tell clients apart."""
+    try:
+        return orjson.Fragment(orjson.dumps(identity, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.Fragment(orjson.dumps(str(identity)))
+
+
 class Outlet(abc.ABC):
     """Moves a client's bytes: one implementation per transport."""
 
@@ -97,6 +106,8 @@ class Session:
     ) -> None:
         self.id = cid
         self.identity = identity
+        #: the identity as JSON, encoded once: it goes with each of the client's messages to the simulation
+        self.identity_json = json_identity(identity)
         self.outlet = outlet
         self.metrics = metrics
         #: key -> its snapshot's state (live, or buffering while being snapshotted)
