@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import signal
@@ -13,12 +14,16 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosedError
+from websockets.typing import Origin
 
 import synk
 from synk.gateway import Gateway
@@ -26,9 +31,6 @@ from synk.store.memory import MemoryStore
 from tests.gateway_env import KEY, big_rounds, http_get, http_request, open_stalled, running, store_url, until
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
-
-if TYPE_CHECKING:
-    import pytest
 
 
 def samples(text: str) -> dict[str, int]:
@@ -291,3 +293,28 @@ async def test_asgi_app_mounted_in_starlette(backend: str, request: pytest.Fixtu
         app = Starlette(routes=[Mount("/sync", app=gateway.asgi_app())], lifespan=lifespan)
         async with uvicorn_app(app) as port:
             await check_asgi(world, gateway, "/sync", port)
+
+
+async def test_asgi_routes_serve_the_path_with_and_without_its_slash(caplog: pytest.LogCaptureFixture) -> None:
+    """``asgi_routes("/sync")`` and ``lifespan=gateway.lifespan``: what docs/gateway.md shows for FastAPI."""
+    async with world_and_gateway(None, origins=["http://ok.example"]) as (world, gateway):
+        app = Starlette(routes=gateway.asgi_routes("/sync"), lifespan=gateway.lifespan)
+        agent = world.create(Agent(id="r1"))
+        await world.flush()
+        async with uvicorn_app(app) as port:
+            for url in (f"ws://127.0.0.1:{port}/sync", f"ws://127.0.0.1:{port}/sync/"):
+                client = await WsClient.open(url)
+                await client.subscribe([KEY])
+                assert list(client.mirror) == ["r1"], url
+                await client.close()
+            status, _, _ = await http_get(port, "/sync/synk-client/index.js")
+            assert status == 200
+            # A refusal says why, in the log (uvicorn itself only logs the accepted handshake).
+            with caplog.at_level(logging.INFO, logger="synk.gateway"):
+                async with connect(f"ws://127.0.0.1:{port}/sync", origin=Origin("http://evil.example")) as ws:
+                    with pytest.raises(ConnectionClosedError):
+                        await ws.recv()
+            [line] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+            assert "origin 'http://evil.example' is not allowed (path /sync)" in line
+        assert gateway.sessions == {}
+        assert agent.version == 1

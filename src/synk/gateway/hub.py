@@ -213,10 +213,44 @@ class Gateway:
         return serve(self, host, port)
 
     def asgi_app(self) -> Any:
-        """An ASGI application serving websockets, ``/metrics`` and the client files."""
+        """An ASGI application serving websockets, ``/metrics`` and the client files.
+
+        Mounted in Starlette or FastAPI, it gets no lifespan events (Starlette
+        sends them to the top-level app only): start and close the gateway in
+        the app's lifespan, ``lifespan=gateway.lifespan``. To serve it at a
+        path, :meth:`asgi_routes` accepts the websocket URL with and without
+        its trailing slash.
+        """
         from synk.gateway.asgi import AsgiApp
 
         return AsgiApp(self)
+
+    def asgi_routes(self, path: str) -> list[Any]:
+        """Starlette (or FastAPI) routes serving the gateway at ``path``: ``ws://HOST/sync``
+        and ``ws://HOST/sync/`` alike, and the client's files and ``/metrics`` below it.
+
+        ``Starlette(routes=gateway.asgi_routes("/sync"), lifespan=gateway.lifespan)``,
+        or ``app.routes.extend(gateway.asgi_routes("/sync"))`` in FastAPI. Needs Starlette.
+        """
+        from starlette.routing import Mount, WebSocketRoute
+
+        from synk.gateway.asgi import AsgiApp
+
+        app = AsgiApp(self)
+        base = "/" + path.strip("/")
+        if base == "/":
+            return [Mount("", app=app)]
+        # A Mount matches below its path only: the bare path needs a route of its own.
+        return [WebSocketRoute(base, app), Mount(base, app=app)]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
+        """Starts the gateway and closes it: an ASGI app's lifespan (``Starlette(lifespan=gateway.lifespan)``)."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.close()
 
     async def admit(self, path: str, headers: dict[str, str], peer: str) -> tuple[int, Any]:
         """Whether a websocket handshake may go on: ``(0, identity)``, else ``(close code, None)``.
