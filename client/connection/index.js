@@ -439,7 +439,7 @@ export class Synk {
     this.objects.resetPending()
     const code = event?.code ?? 1006
     if (Object.hasOwn(FINAL_CLOSE_CODES, code)) {
-      this.#refused(code, event?.reason || FINAL_CLOSE_CODES[code], Boolean(event?.wasClean))
+      this.#refused(code, event?.reason ?? "", Boolean(event?.wasClean))
       return
     }
     const delay = backoffDelay(this.#attempt++, this.#backoff, this.#random)
@@ -463,7 +463,7 @@ export class Synk {
     const count = this.#queue.length
     this.#queue = []
     this.#events.emit("close", { code, reason, wasClean, delay: null })
-    this.#error({ code, reason })
+    this.#error({ code, reason: reason || FINAL_CLOSE_CODES[code] })
     if (count) {
       this.#error({ code: "queue_dropped", reason: `the connection was refused (${code}): ${count} queued messages dropped`, count })
     }
