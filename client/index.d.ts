@@ -1,6 +1,9 @@
 export { Synk, backoffDelay } from "./connection/index.js"
 export type {
   SynkOptions,
+  SynkUrl,
+  SynkToken,
+  FinalCloseCode,
   SynkEvents,
   SynkError,
   CloseInfo,

@@ -20,7 +20,28 @@ export interface WebSocketClass {
   new (url: string): WebSocketLike
 }
 
+/**
+ * Where to connect: a ws:// or wss:// URL, or a function (sync or async)
+ * returning one, called before every connection attempt (so it may carry a
+ * fresh token). If it throws or rejects, "error" reports code "url" and the
+ * attempt is retried after the backoff.
+ */
+export type SynkUrl = string | URL | (() => string | URL | PromiseLike<string | URL>)
+
+/**
+ * A token sent as the `token` query parameter (browsers cannot set headers
+ * on a WebSocket; the gateway's `authenticate(handshake)` reads
+ * `handshake.query["token"]`): a string, or a function (sync or async)
+ * returning one, called before every connection attempt. null or undefined
+ * leaves the parameter out. If the function throws or rejects (or returns
+ * something else), "error" reports code "token" and the attempt is retried
+ * after the backoff.
+ */
+export type SynkToken = string | (() => string | null | undefined | PromiseLike<string | null | undefined>)
+
 export interface SynkOptions {
+  /** See SynkToken. Replaces a `token` parameter the URL already has. */
+  token?: SynkToken | null
   /** WebSocket class; default globalThis.WebSocket (pass `ws`'s in Node). */
   WebSocket?: WebSocketClass
   /** How long a version gap may stay open before a resync, in ms. Default 500. */
@@ -49,7 +70,18 @@ export interface SynkOptions {
 }
 
 /**
- * Error codes. From the gateway (its `error` message, as {code, reason}):
+ * Close codes after which the client stops for good (no reconnect;
+ * `closed` becomes true), with the reason reported when the close has none:
+ * 4401 "unauthorized" (the gateway's `authenticate` refused the
+ * connection), 4403 "origin not allowed" (the page's origin), 1008 "policy
+ * violation". Every other close code reconnects after the backoff.
+ */
+export type FinalCloseCode = 1008 | 4401 | 4403
+
+/**
+ * Error codes. A number is a final close code (see FinalCloseCode): the
+ * gateway refused the connection, `reason` is the close's reason, and the
+ * client has stopped. From the gateway (its `error` message, as {code, reason}):
  * "bad_json", "bad_message", "bad_key", "too_many_keys", "forbidden",
  * "not_subscribed", "rate_limited", "unknown_method", "internal".
  * From the client:
@@ -62,11 +94,16 @@ export interface SynkOptions {
  * - "queue_full": send() dropped a message (`method`);
  * - "closed": send() after close() (`method`);
  * - "queue_dropped": close() dropped `count` queued messages;
- * - "internal_error": a bug in synk-client.
+ * - "internal_error": a bug in synk-client;
+ * - "url": the url function threw, rejected or returned no string or URL
+ *   (`error` holds what it threw); retried `delay` ms later;
+ * - "token": the same for the token function.
  */
 export interface SynkError {
-  code: string
+  code: string | FinalCloseCode
   reason: string
+  /** "url" and "token": milliseconds until the next connection attempt. */
+  delay?: number
   data?: unknown
   msg?: unknown
   error?: unknown
@@ -78,8 +115,11 @@ export interface CloseInfo {
   code: number
   reason: string
   wasClean: boolean
-  /** Milliseconds until the reconnect attempt. */
-  delay: number
+  /**
+   * Milliseconds until the reconnect attempt; null after a final close code
+   * (4401, 4403, 1008), which is followed by an "error" and no reconnect.
+   */
+  delay: number | null
 }
 
 /** A custom message: any method other than the protocol's own. */
@@ -93,7 +133,9 @@ export interface SynkEvents {
   open(): void
   /**
    * The socket closed (or a connection attempt failed) other than through
-   * close(); a reconnect is scheduled `info.delay` ms later.
+   * close(); a reconnect is scheduled `info.delay` ms later, unless the code
+   * is final (4401, 4403, 1008: `delay` is null, an "error" with the code
+   * follows, and the client has stopped).
    */
   close(info: CloseInfo): void
   error(error: SynkError): void
@@ -111,14 +153,22 @@ export function backoffDelay(
 ): number
 
 export class Synk {
-  /** Connects at once (and keeps reconnecting until close()). */
-  constructor(url: string | URL, options?: SynkOptions)
+  /**
+   * Connects at once (once an async url or token function resolves), and
+   * keeps reconnecting until close() or a final close code.
+   */
+  constructor(url: SynkUrl, options?: SynkOptions)
   /** The mirror of the subscribed objects. */
   readonly objects: Mirror
   /** From the gateway's `hello`; null while not connected. */
   readonly clientId: string | null
   /** True while the socket is open. */
   readonly connected: boolean
+  /**
+   * True once stopped for good: close(), a final close code (4401, 4403,
+   * 1008), or a WebSocket that could not be created.
+   */
+  readonly closed: boolean
   on<E extends keyof SynkEvents>(event: E, fn: SynkEvents[E]): Unsubscribe
   /**
    * The desired set of keys. Throws TypeError on a malformed key. Objects of

@@ -15,6 +15,19 @@ const RESERVED = new Set([
 const SYNK_EVENTS = new Set(["open", "close", "error", "message", "hello"])
 /** WebSocket.OPEN; a constant of the standard, not read from the impl. */
 const OPEN = 1
+/**
+ * Close codes that end the client for good, with the reason reported when
+ * the close carries none: the gateway refused the connection (4401: its
+ * `authenticate` hook; 4403: the page's origin), or a policy violation
+ * (1008). Reconnecting would only be refused again.
+ */
+export const FINAL_CLOSE_CODES = Object.freeze({
+  1008: "policy violation",
+  4401: "unauthorized",
+  4403: "origin not allowed"
+})
+
+const isThenable = x => x !== null && (typeof x === "object" || typeof x === "function") && typeof x.then === "function"
 
 /**
  * Reconnect delay in ms: exponential backoff with full jitter, i.e. uniform
@@ -33,10 +46,46 @@ export function backoffDelay(attempt, { min, max }, random = Math.random) {
  * original synk-js client takes none of them).
  */
 export function declaredUrl(url) {
-  const [base, fragment] = url.split("#", 2)
-  const joined = base + (base.includes("?") ? "&" : "?") + "synk_resnap=1"
-  return fragment === undefined ? joined : `${joined}#${fragment}`
+  return withParam(url, "synk_resnap", "1")
 }
+
+/**
+ * `url` with `token=<token>` in its query (URL-encoded), replacing any token
+ * parameter it had; `url` as is when `token` is null or undefined. Browsers
+ * cannot set headers on a WebSocket: the query is where the gateway's
+ * `authenticate(handshake)` hook finds it (`handshake.query["token"]`).
+ */
+export function tokenUrl(url, token) {
+  if (token === null || token === undefined) return url
+  return withParam(url, "token", token)
+}
+
+/** `url` with `name=value` appended to its query, dropping earlier `name` parameters. */
+function withParam(url, name, value) {
+  const hash = url.indexOf("#")
+  const base = hash === -1 ? url : url.slice(0, hash)
+  const fragment = hash === -1 ? "" : url.slice(hash)
+  const q = base.indexOf("?")
+  const path = q === -1 ? base : base.slice(0, q)
+  const params = q === -1 ? [] : base.slice(q + 1).split("&").filter(part => {
+    if (!part) return false
+    const key = part.split("=", 1)[0]
+    return key !== name && key !== encodeURIComponent(name)
+  })
+  params.push(`${encodeURIComponent(name)}=${encodeURIComponent(value)}`)
+  return `${path}?${params.join("&")}${fragment}`
+}
+
+/** A failure of the url or token function; `code` is "url" or "token". */
+class TargetError extends Error {
+  constructor(code, message, cause) {
+    super(message)
+    this.code = code
+    this.cause = cause
+  }
+}
+
+const describe = value => (value === null ? "null" : Array.isArray(value) ? "an array" : typeof value)
 
 export class Synk {
   /** The mirror of the subscribed objects. */
@@ -44,7 +93,10 @@ export class Synk {
   /** The id the gateway gave this connection in `hello`; null until then. */
   clientId = null
 
+  /** A string, or a function (sync or async) returning one (or a URL). */
   #url
+  /** Undefined, a string, or a function (sync or async) returning one. */
+  #token
   #WebSocket
   #backoff
   #maxQueue
@@ -58,11 +110,20 @@ export class Synk {
   /** Consecutive reconnects since the last `hello`. */
   #attempt = 0
   #reconnectTimer = null
+  /** Counts connection attempts; an async URL or token of an older one is dropped. */
+  #connectSeq = 0
+  /** True while the constructor runs: errors wait a microtask for listeners. */
+  #constructing = true
   /** Serialized custom messages waiting for an open socket. */
   #queue = []
 
   constructor(url, options = {}) {
-    this.#url = String(url)
+    this.#url = typeof url === "function" ? url : String(url)
+    const { token } = options
+    if (token !== undefined && token !== null && typeof token !== "string" && typeof token !== "function") {
+      throw new TypeError("token must be a string or a function returning one")
+    }
+    this.#token = token ?? undefined
     this.#WebSocket = options.WebSocket || globalThis.WebSocket
     if (typeof this.#WebSocket !== "function") {
       throw new TypeError("no WebSocket implementation: pass options.WebSocket")
@@ -91,11 +152,21 @@ export class Synk {
       onError: error => this.#error(error)
     })
     this.#connect()
+    this.#constructing = false
   }
 
   /** True while the socket is open (sends go out at once). */
   get connected() {
     return this.#isOpen()
+  }
+
+  /**
+   * True once the client has stopped for good: close() was called, the
+   * gateway refused the connection (close code 4401, 4403 or 1008), or no
+   * WebSocket could be created. No reconnect follows.
+   */
+  get closed() {
+    return this.#stopped
   }
 
   /**
@@ -187,19 +258,100 @@ export class Synk {
 
   // ---- socket lifecycle --------------------------------------------------
 
+  /**
+   * One connection attempt: the URL (and token) of this attempt, then the
+   * socket. With a URL or token function that returns a promise, the socket
+   * is created once it settles (unless close() came first).
+   */
   #connect() {
     this.#reconnectTimer = null
+    const seq = ++this.#connectSeq
+    let target
+    try {
+      target = this.#target()
+    } catch (failure) {
+      this.#targetFailed(failure)
+      return
+    }
+    if (!isThenable(target)) {
+      this.#open(target)
+      return
+    }
+    target.then(
+      url => {
+        if (!this.#stopped && seq === this.#connectSeq) this.#open(url)
+      },
+      failure => {
+        if (!this.#stopped && seq === this.#connectSeq) this.#targetFailed(failure)
+      }
+    )
+  }
+
+  /**
+   * The URL to connect to now: the `url` option (called if a function), with
+   * the `token` option (called if a function) as its `token` parameter and
+   * `synk_resnap=1`. A string, or a promise of one if either function
+   * returned a promise. Throws (or rejects) a TargetError.
+   */
+  #target() {
+    const url = this.#call("url", this.#url)
+    const token = this.#call("token", this.#token)
+    const build = (u, t) => {
+      if (typeof u !== "string" && !(typeof URL === "function" && u instanceof URL)) {
+        throw new TargetError("url", `the url function returned ${describe(u)}, not a string or URL`)
+      }
+      if (t !== undefined && t !== null && typeof t !== "string") {
+        throw new TargetError("token", `the token function returned ${describe(t)}, not a string`)
+      }
+      return declaredUrl(tokenUrl(String(u), t))
+    }
+    if (!isThenable(url) && !isThenable(token)) return build(url, token)
+    const settle = (what, value) =>
+      Promise.resolve(value).catch(error => {
+        throw new TargetError(what, `the ${what} function failed: ${error}`, error)
+      })
+    return Promise.all([settle("url", url), settle("token", token)]).then(([u, t]) => build(u, t))
+  }
+
+  /** `option` called if it is a function; a throw becomes a TargetError. */
+  #call(what, option) {
+    if (typeof option !== "function") return option
+    try {
+      return option()
+    } catch (error) {
+      throw new TargetError(what, `the ${what} function failed: ${error}`, error)
+    }
+  }
+
+  /** The URL or token function failed: report it and try again after the backoff. */
+  #targetFailed(failure) {
+    if (!(failure instanceof TargetError)) {
+      failure = new TargetError("url", `cannot build the URL: ${failure}`, failure)
+    }
+    const delay = backoffDelay(this.#attempt++, this.#backoff, this.#random)
+    // Scheduled before reporting, so an "error" listener may still close().
+    this.#reconnectTimer = this.#setTimeout(() => this.#connect(), delay)
+    const error = { code: failure.code, reason: failure.message, delay }
+    if (failure.cause !== undefined) error.error = failure.cause
+    this.#report(error)
+  }
+
+  /** Report `error` now, or a microtask later inside the constructor (no listener yet). */
+  #report(error) {
+    if (this.#constructing) queueMicrotask(() => this.#error(error))
+    else this.#error(error)
+  }
+
+  #open(url) {
     let ws
     try {
-      ws = new this.#WebSocket(declaredUrl(this.#url))
+      ws = new this.#WebSocket(url)
     } catch (error) {
       // Only a bad URL or a blocked port throw here: retrying cannot help.
-      // Reported a microtask later: the first attempt runs inside the
+      // Reported a microtask later when the first attempt runs inside the
       // constructor, before any "error" listener could be attached.
       this.#stopped = true
-      queueMicrotask(() =>
-        this.#error({ code: "socket_error", reason: `cannot connect: ${error}`, error })
-      )
+      this.#report({ code: "socket_error", reason: `cannot connect: ${error}`, error })
       return
     }
     this.#socket = ws
@@ -285,6 +437,11 @@ export class Synk {
     this.clientId = null
     // The next connection snapshots every key again: held mods are moot.
     this.objects.resetPending()
+    const code = event?.code ?? 1006
+    if (Object.hasOwn(FINAL_CLOSE_CODES, code)) {
+      this.#refused(code, event?.reason ?? "", Boolean(event?.wasClean))
+      return
+    }
     const delay = backoffDelay(this.#attempt++, this.#backoff, this.#random)
     // Scheduled before emitting, so a "close" listener may still close().
     this.#reconnectTimer = this.#setTimeout(() => this.#connect(), delay)
@@ -294,6 +451,22 @@ export class Synk {
       wasClean: Boolean(event?.wasClean),
       delay
     })
+  }
+
+  /**
+   * The gateway refused us for good (4401, 4403, 1008): stop as close()
+   * does, then report "close" (no reconnect: delay null) and one "error"
+   * with the close code and reason.
+   */
+  #refused(code, reason, wasClean) {
+    this.#stopped = true
+    const count = this.#queue.length
+    this.#queue = []
+    this.#events.emit("close", { code, reason, wasClean, delay: null })
+    this.#error({ code, reason: reason || FINAL_CLOSE_CODES[code] })
+    if (count) {
+      this.#error({ code: "queue_dropped", reason: `the connection was refused (${code}): ${count} queued messages dropped`, count })
+    }
   }
 
   // ---- sending -----------------------------------------------------------

@@ -8,8 +8,12 @@ stderr. It runs
 - a private ``redis-server`` on a free loopback port (``bench.redis_process``),
 - a gateway on that Redis: by default ``python -m synk.cli serve`` as a
   subprocess, which can be stopped and restarted on the same port; with
-  ``--static DIR`` an in-process ``synk.Gateway`` that also serves ``DIR``
-  at ``/`` (and the JS client at ``/synk-client/``), for browser tests,
+  ``--static DIR``, ``--auth`` or ``--origin`` an in-process ``synk.Gateway``
+  (restartable on its port too) that serves ``DIR`` at ``/`` (and the JS
+  client at ``/synk-client/``), for browser tests; with ``--auth`` its
+  ``authenticate`` hook accepts only the tokens of ``--token`` and of the
+  ``tokens`` command (``handshake.query["token"]``); ``--origin`` (repeatable)
+  is its ``origins`` setting,
 - a ``synk.World`` on the same Redis holding ``Agent`` objects, which the
   commands create, change and delete, and which an optional background
   simulation moves around.
@@ -34,8 +38,16 @@ Commands (``{"cmd": NAME, ...fields}``):
 ``gateway_url``
     → ``{url, http}``: the websocket URL and the page URL
 ``stop_gateway`` / ``start_gateway`` / ``restart_gateway``
-    SIGTERM the gateway subprocess (→ ``{code}``, its exit code) / start it
-    again on the same port / both (``--static`` mode: refused)
+    SIGTERM the gateway subprocess (→ ``{code}``, its exit code; the
+    in-process gateway stops with its clients closed, code null) / start it
+    again on the same port / both
+``tokens`` ``{tokens: [...]}``
+    (``--auth``) the tokens the gateway accepts from now on → ``{}``
+``admissions``
+    → ``{handshakes, refused: {code: n}, tokens: [...]}``: the websocket
+    handshakes the in-process gateway has seen, how many it refused by close
+    code (4401, 4403), and the ``token`` query parameter of each (null when
+    absent), in order
 ``restart_redis``
     restart redis-server on the same port: its data is lost. The harness then
     re-creates its agents from their last-known state in a fresh World: new
@@ -67,8 +79,10 @@ import random
 import re
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -200,6 +214,72 @@ class GatewayProcess:
         return proc.returncode
 
 
+class Admissions:
+    """What the in-process gateway's ``admit`` decided, counted across restarts."""
+
+    def __init__(self) -> None:
+        self.handshakes = 0
+        self.refused: Counter[str] = Counter()
+        self.tokens: list[str | None] = []
+
+    def wrap(self, gateway: Gateway) -> None:
+        """Count every handshake ``gateway`` admits or refuses."""
+        admit = gateway.admit
+
+        async def counted(path: str, headers: dict[str, str], peer: str) -> tuple[int, Any]:
+            refused, identity = await admit(path, headers, peer)
+            self.handshakes += 1
+            self.tokens.append(dict(parse_qsl(urlsplit(path).query)).get("token"))
+            if refused:
+                self.refused[str(refused)] += 1
+            return refused, identity
+
+        gateway.admit = counted  # type: ignore[method-assign]
+
+    def report(self) -> dict[str, Any]:
+        return {"handshakes": self.handshakes, "refused": dict(self.refused), "tokens": self.tokens}
+
+
+class InProcessGateway:
+    """A ``synk.Gateway`` in this process, restartable on the port it first got (a new Gateway each start)."""
+
+    def __init__(
+        self, redis_url: str, static_dir: Path | None, origins: list[str] | str | None, authenticate: Callable[[Any], Any] | None
+    ) -> None:
+        self.redis_url = redis_url
+        self.settings: dict[str, Any] = {"static_dir": static_dir, "origins": origins, "authenticate": authenticate}
+        self.admissions = Admissions()
+        self.port = 0
+        self.url = ""
+        self.proc: contextlib.AsyncExitStack | None = None  # named as GatewayProcess's: set while running
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GATEWAY_START_TIMEOUT
+        while True:
+            stack = contextlib.AsyncExitStack()
+            gateway = Gateway(self.redis_url, **self.settings)
+            self.admissions.wrap(gateway)
+            try:
+                server = await stack.enter_async_context(gateway.serve(HOST, self.port))
+            except OSError:
+                await stack.aclose()
+                if self.port == 0 or loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
+            self.proc = stack
+            self.port = server.port
+            self.url = f"ws://{HOST}:{self.port}/"
+            return
+
+    async def stop(self) -> int | None:
+        stack, self.proc = self.proc, None
+        if stack is not None:
+            await stack.aclose()
+        return None
+
+
 class Simulation:
     """Moves agents at random within a box, one flush per tick."""
 
@@ -245,16 +325,21 @@ class Simulation:
 class Harness:
     """The state behind the commands: Redis, the gateway, the world and its agents."""
 
-    def __init__(self, static_dir: Path | None) -> None:
+    def __init__(
+        self, static_dir: Path | None, auth: bool = False, tokens: list[str] | None = None, origins: list[str] | str | None = None
+    ) -> None:
         self.static_dir = static_dir
+        self.auth = auth
+        #: with --auth: the tokens the gateway's authenticate hook accepts
+        self.tokens: set[str] = set(tokens or [])
+        self.origins = origins
         self.redis = RedisProcess()
         self.world: synk.World
         self.agents: dict[str, Agent] = {}
         #: taken by every command and every simulation tick: they never interleave
         self.lock = asyncio.Lock()
         self.sim: Simulation | None = None
-        self.gateway: GatewayProcess | None = None
-        self._inproc: contextlib.AsyncExitStack | None = None
+        self.gateway: GatewayProcess | InProcessGateway | None = None
         self.ws_url = ""
 
     # -- lifecycle ------------------------------------------------------------------
@@ -262,16 +347,17 @@ class Harness:
     async def start(self) -> None:
         await asyncio.to_thread(self.redis.start)
         self.world = await synk.connect(self.redis.url, types=[Agent])
-        if self.static_dir is None:
+        if self.static_dir is None and not self.auth and self.origins is None:
             self.gateway = GatewayProcess(self.redis.url)
-            await self.gateway.start()
-            self.ws_url = self.gateway.url
         else:
-            stack = contextlib.AsyncExitStack()
-            gateway = Gateway(self.redis.url, static_dir=self.static_dir)
-            server = await stack.enter_async_context(gateway.serve(HOST, 0))
-            self._inproc = stack
-            self.ws_url = f"ws://{HOST}:{server.port}/"
+            self.gateway = InProcessGateway(self.redis.url, self.static_dir, self.origins, self._authenticate if self.auth else None)
+        await self.gateway.start()
+        self.ws_url = self.gateway.url
+
+    def _authenticate(self, handshake: Any) -> dict[str, str] | None:
+        """The --auth hook: the identity ``{"token": ...}`` for an accepted token, else None (4401)."""
+        token = handshake.query.get("token")
+        return {"token": token} if token in self.tokens else None
 
     async def close(self) -> None:
         """Stop everything; safe to call more than once."""
@@ -280,9 +366,6 @@ class Harness:
             self.sim = None
         if self.gateway is not None:
             await self.gateway.stop()
-        if self._inproc is not None:
-            stack, self._inproc = self._inproc, None
-            await stack.aclose()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.world.close(), 5)
         await asyncio.to_thread(self.redis.stop)
@@ -298,9 +381,9 @@ class Harness:
             raise CommandError(f"no agent {oid!r}")
         return agent
 
-    def _gateway(self) -> GatewayProcess:
+    def _gateway(self) -> GatewayProcess | InProcessGateway:
         if self.gateway is None:
-            raise CommandError("the in-process gateway of --static cannot be stopped or restarted")
+            raise CommandError("no gateway")
         return self.gateway
 
     async def cmd_create(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -358,6 +441,21 @@ class Harness:
     async def cmd_restart_gateway(self, msg: dict[str, Any]) -> dict[str, Any]:
         code = (await self.cmd_stop_gateway(msg))["code"]
         return {"code": code, **(await self.cmd_start_gateway(msg))}
+
+    async def cmd_tokens(self, msg: dict[str, Any]) -> dict[str, Any]:
+        tokens = msg.get("tokens")
+        if not self.auth:
+            raise CommandError("tokens needs --auth")
+        if not (isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)):
+            raise CommandError("tokens needs tokens: [strings]")
+        self.tokens = set(tokens)
+        return {}
+
+    async def cmd_admissions(self, msg: dict[str, Any]) -> dict[str, Any]:
+        gateway = self._gateway()
+        if not isinstance(gateway, InProcessGateway):
+            raise CommandError("admissions are counted by the in-process gateway only (--static, --auth or --origin)")
+        return gateway.admissions.report()
 
     async def _recreate(self) -> int:
         """Own new incarnations of every agent, same ids and last-known state, in a fresh World."""
@@ -460,8 +558,10 @@ async def stdin_reader() -> asyncio.StreamReader:
     return reader
 
 
-async def main(static_dir: Path | None) -> None:
-    harness = Harness(static_dir)
+async def main(
+    static_dir: Path | None, auth: bool = False, tokens: list[str] | None = None, origins: list[str] | str | None = None
+) -> None:
+    harness = Harness(static_dir, auth, tokens, origins)
     loop = asyncio.get_running_loop()
     commands = asyncio.current_task()
     assert commands is not None
@@ -480,6 +580,13 @@ async def main(static_dir: Path | None) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--static", type=Path, default=None, help="run the gateway in-process, serving this folder at /")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="run the gateway in-process, its authenticate hook accepting the tokens of --token and of the tokens command",
+    )
+    parser.add_argument("--token", action="append", default=None, help="a token --auth accepts from the start (repeatable)")
+    parser.add_argument("--origin", action="append", default=None, help="the in-process gateway's origins (repeatable; '*': any)")
     return parser.parse_args()
 
 
@@ -487,4 +594,7 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     args = parse_args()
-    asyncio.run(main(args.static.resolve() if args.static else None))
+    origins: list[str] | str | None = args.origin
+    if origins == ["*"]:
+        origins = "*"
+    asyncio.run(main(args.static.resolve() if args.static else None, args.auth, args.token, origins))

@@ -48,15 +48,21 @@ function setup(options = {}) {
       this.onerror({})
       this.onclose({ code, reason: "", wasClean: false })
     }
+    // The gateway closes the connection with a close frame (no error event).
+    closedByGateway(code, reason = "") {
+      this.readyState = 3
+      this.onclose({ code, reason, wasClean: true })
+    }
   }
 
-  const synk = new Synk("ws://gateway/", {
+  const { url = "ws://gateway/", ...rest } = options
+  const synk = new Synk(url, {
     WebSocket: FakeWebSocket,
     setTimeout: clock.setTimeout,
     clearTimeout: clock.clearTimeout,
     random: () => 0.5,
     backoff: { min: 100, max: 1000 },
-    ...options
+    ...rest
   })
   synk.on("open", () => events.push(["open"]))
   synk.on("close", info => events.push(["close", info]))
@@ -522,4 +528,213 @@ test("the gateway is told this client takes resnap, in the URL's query", async (
   assert.strictEqual(declaredUrl("ws://g/"), "ws://g/?synk_resnap=1")
   assert.strictEqual(declaredUrl("ws://g/sync?token=a"), "ws://g/sync?token=a&synk_resnap=1")
   assert.strictEqual(declaredUrl("ws://g/?t=1#x"), "ws://g/?t=1&synk_resnap=1#x")
+})
+
+// ---- final refusals, URL and token functions --------------------------------
+
+/** Let pending promise callbacks (an async url or token function) run. */
+const settle = () => new Promise(resolve => setImmediate(resolve))
+/** An "error" event as [code, reason, delay], leaving out the thrown `error`. */
+const brief = ([name, e]) => (name === "error" ? [name, e.code, e.reason, e.delay] : [name, ...(name === "connect" ? [e] : [])])
+
+for (const [code, reason, reported] of [
+  [4401, "unauthorized", "unauthorized"],
+  [4403, "origin not allowed", "origin not allowed"],
+  [1008, "", "policy violation"]
+]) {
+  test(`close code ${code} is final: one error with code and reason, never a reconnect`, () => {
+    const { synk, events, sockets, socket, clock } = setup()
+    synk.setSubscription(["k1"])
+    assert.strictEqual(synk.closed, false)
+    // The gateway accepts a refused connection, then closes it at once.
+    socket().open()
+    socket().closedByGateway(code, reason)
+    clock.advance(10 * 60_000) // far past any backoff
+    assert.deepStrictEqual(events, [
+      ["connect", "ws://gateway/?synk_resnap=1"],
+      ["send", { method: "updateSubscription", add: ["k1"] }],
+      ["open"],
+      ["close", { code, reason, wasClean: true, delay: null }],
+      ["error", { code, reason: reported }]
+    ])
+    assert.strictEqual(sockets.length, 1, "the WebSocket class is never called again")
+    assert.strictEqual(clock.pending, 0)
+    assert.strictEqual(synk.closed, true)
+    assert.strictEqual(synk.connected, false)
+    assert.strictEqual(synk.send("chat"), false, "sends are refused as after close()")
+    synk.close() // harmless
+    assert.strictEqual(events.at(-1)[1].code, "closed")
+    assert.strictEqual(events.length, 6)
+  })
+}
+
+test("a refusal drops the queued messages and reports them after the refusal", () => {
+  const { synk, events, socket, clock } = setup()
+  synk.send("chat", { n: 1 })
+  socket().closedByGateway(4401, "unauthorized") // refused before "open" got through
+  clock.advance(60_000)
+  assert.deepStrictEqual(events, [
+    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["close", { code: 4401, reason: "unauthorized", wasClean: true, delay: null }],
+    ["error", { code: 4401, reason: "unauthorized" }],
+    ["error", { code: "queue_dropped", reason: "the connection was refused (4401): 1 queued messages dropped", count: 1 }]
+  ])
+})
+
+test("other close codes (1001, 1006, 1009, 1011, 1012, 4408) reconnect with the backoff", () => {
+  const { events, socket, clock } = setup()
+  const codes = [1001, 1006, 1009, 1011, 1012, 4408]
+  for (const code of codes) {
+    socket().open()
+    socket().closedByGateway(code, "bye")
+    clock.advance(10_000)
+  }
+  assert.deepStrictEqual(events.filter(([name]) => name === "close" || name === "error"), codes.map((code, n) =>
+    ["close", { code, reason: "bye", wasClean: true, delay: Math.min(1000, 100 * 2 ** n) / 2 }]
+  ))
+  assert.strictEqual(events.filter(([name]) => name === "connect").length, codes.length + 1)
+})
+
+test("a url function is called before every connect, and its value used", () => {
+  let calls = 0
+  const { synk, events, socket, clock } = setup({ url: () => `ws://gateway/${++calls}` })
+  socket().open()
+  socket().drop()
+  clock.advance(10_000)
+  socket().drop() // a failed attempt calls it again too
+  clock.advance(10_000)
+  assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
+    ["connect", "ws://gateway/1?synk_resnap=1"],
+    ["connect", "ws://gateway/2?synk_resnap=1"],
+    ["connect", "ws://gateway/3?synk_resnap=1"]
+  ])
+  assert.strictEqual(calls, 3)
+  synk.close()
+  clock.advance(10_000)
+  assert.strictEqual(calls, 3, "not after close()")
+})
+
+test("an async url function: the socket is made once it resolves (and returning a URL works)", async () => {
+  let calls = 0
+  const { events, sockets, socket, clock } = setup({ url: async () => new URL(`ws://gateway/a${++calls}`) })
+  assert.strictEqual(sockets.length, 0, "nothing before the promise settles")
+  await settle()
+  socket().open()
+  socket().drop()
+  clock.advance(10_000)
+  await settle()
+  assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
+    ["connect", "ws://gateway/a1?synk_resnap=1"],
+    ["connect", "ws://gateway/a2?synk_resnap=1"]
+  ])
+})
+
+test("an async token function's value goes in the query on every (re)connect", async () => {
+  let calls = 0
+  const { events, socket, clock } = setup({ token: async () => `t ${++calls}/x` })
+  await settle()
+  socket().open()
+  socket().drop()
+  clock.advance(10_000)
+  await settle()
+  socket().open()
+  socket().closedByGateway(1012)
+  clock.advance(10_000)
+  await settle()
+  assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
+    ["connect", "ws://gateway/?token=t%201%2Fx&synk_resnap=1"],
+    ["connect", "ws://gateway/?token=t%202%2Fx&synk_resnap=1"],
+    ["connect", "ws://gateway/?token=t%203%2Fx&synk_resnap=1"]
+  ])
+})
+
+test("the token is added with & to a URL that has a query, replacing its token; a string token works", async () => {
+  let calls = 0
+  const a = setup({ url: () => "ws://gateway/sync?room=1&token=old", token: () => `fresh${++calls}` })
+  a.socket().drop()
+  a.clock.advance(10_000)
+  assert.deepStrictEqual(a.events.filter(([name]) => name === "connect"), [
+    ["connect", "ws://gateway/sync?room=1&token=fresh1&synk_resnap=1"],
+    ["connect", "ws://gateway/sync?room=1&token=fresh2&synk_resnap=1"]
+  ])
+  const b = setup({ token: "s3cret" })
+  assert.deepStrictEqual(b.events, [["connect", "ws://gateway/?token=s3cret&synk_resnap=1"]])
+  const c = setup({ token: () => null }) // no token this time: no parameter
+  assert.deepStrictEqual(c.events, [["connect", "ws://gateway/?synk_resnap=1"]])
+  assert.throws(() => setup({ token: 42 }), TypeError)
+})
+
+test("a token function that throws or rejects emits error and retries with the backoff", async () => {
+  let calls = 0
+  const token = () => {
+    calls++
+    if (calls === 1) throw new Error("expired")
+    if (calls === 2) return Promise.reject(new Error("auth server down"))
+    if (calls === 3) return 7 // not a string
+    return Promise.resolve("good")
+  }
+  const { synk, events, sockets, socket, clock } = setup({ token })
+  await settle() // the first failure, inside the constructor, is reported a microtask later
+  clock.advance(49)
+  events.push("--- 49 ms")
+  clock.advance(1) // attempt 1 after 50 ms
+  await settle()
+  clock.advance(100) // attempt 2 after 100 ms
+  await settle()
+  clock.advance(200) // attempt 3 after 200 ms
+  await settle()
+  assert.deepStrictEqual(events.map(e => (typeof e === "string" ? e : brief(e))), [
+    ["error", "token", "the token function failed: Error: expired", 50],
+    "--- 49 ms",
+    ["error", "token", "the token function failed: Error: auth server down", 100],
+    ["error", "token", "the token function returned number, not a string", 200],
+    ["connect", "ws://gateway/?token=good&synk_resnap=1"]
+  ])
+  assert.strictEqual(events[0][1].error.message, "expired", "the thrown error is in `error`")
+  assert.strictEqual(sockets.length, 1)
+  socket().open()
+  socket().receive({ method: "hello", client: "c1" })
+  assert.strictEqual(synk.connected, true)
+})
+
+test("a url function that throws emits a \"url\" error and retries", () => {
+  let calls = 0
+  const url = () => {
+    if (++calls === 2) throw new Error("no config")
+    return `ws://g/${calls}`
+  }
+  const { events, socket, clock } = setup({ url })
+  socket().open()
+  socket().drop() // attempt 0: 50 ms
+  clock.advance(50) // url() throws; attempt 1: 100 ms
+  clock.advance(100)
+  assert.deepStrictEqual(events.map(brief), [
+    ["connect", "ws://g/1?synk_resnap=1"],
+    ["open"],
+    ["error", "socket_error", "WebSocket error", undefined],
+    ["close"],
+    ["error", "url", "the url function failed: Error: no config", 100],
+    ["connect", "ws://g/3?synk_resnap=1"]
+  ])
+})
+
+test("close() while an async token is pending: no socket is made", async () => {
+  let release
+  const { synk, sockets, events, clock } = setup({ token: () => new Promise(resolve => { release = resolve }) })
+  synk.close()
+  release("late")
+  await settle()
+  clock.advance(60_000)
+  assert.strictEqual(sockets.length, 0)
+  assert.deepStrictEqual(events, [])
+})
+
+test("an error listener may close() after a token failure: no retry", async () => {
+  let calls = 0
+  const { synk, clock } = setup({ token: () => { calls++; throw new Error("expired") } })
+  synk.on("error", e => { if (e.code === "token") synk.close() })
+  await settle()
+  clock.advance(60_000)
+  assert.strictEqual(calls, 1)
+  assert.strictEqual(clock.pending, 0)
 })
