@@ -13,7 +13,7 @@ stderr. It runs
   client at ``/synk-client/``), for browser tests; with ``--auth`` its
   ``authenticate`` hook accepts only the tokens of ``--token`` and of the
   ``tokens`` command (``handshake.query["token"]``); ``--origin`` (repeatable)
-  is its ``origins`` setting,
+  is its ``origins`` setting (with ``allow_own_origin=False``: only those pages),
 - a ``synk.World`` on the same Redis holding ``Agent`` objects, which the
   commands create, change and delete, and which an optional background
   simulation moves around.
@@ -247,7 +247,13 @@ class InProcessGateway:
         self, redis_url: str, static_dir: Path | None, origins: list[str] | str | None, authenticate: Callable[[Any], Any] | None
     ) -> None:
         self.redis_url = redis_url
-        self.settings: dict[str, Any] = {"static_dir": static_dir, "origins": origins, "authenticate": authenticate}
+        # --origin lists the only pages allowed: the gateway's own page is refused too (a test's disallowed origin).
+        self.settings: dict[str, Any] = {
+            "static_dir": static_dir,
+            "origins": origins,
+            "authenticate": authenticate,
+            "allow_own_origin": False,
+        }
         self.admissions = Admissions()
         self.port = 0
         self.url = ""
