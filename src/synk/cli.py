@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from synk import __version__
 
 __all__ = ["main"]
 
@@ -21,10 +26,25 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _token_hooks(env: str | None) -> dict[str, Any]:
+    """``authenticate`` and ``authorize`` checking tokens signed with the secret in ``$env``."""
+    if env is None:
+        return {}
+    from synk.errors import ConfigError
+    from synk.gateway.tokens import TokenAuth
+
+    secret = os.environ.get(env)
+    if not secret:
+        raise ConfigError(f"--jwt-secret-env {env}: the environment variable {env} is not set (or empty)")
+    auth = TokenAuth(secret)
+    return {"authenticate": auth.authenticate, "authorize": auth.authorize}
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from synk.gateway import Gateway
 
-    gateway = Gateway(args.redis, prefix=args.prefix, origins=args.origin or None, max_keys=args.max_keys)
+    settings: dict[str, Any] = {"origins": args.origin or None, "max_keys": args.max_keys, **_token_hooks(args.jwt_secret_env)}
+    gateway = Gateway(args.redis, prefix=args.prefix, **settings)
     async with gateway.serve(args.host, args.port) as server:
         print(f"synk gateway on ws://{args.host}:{server.port}/ serving {args.redis}", flush=True)
         await _stop_on_signals().wait()
@@ -34,21 +54,36 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``synk`` command."""
     parser = argparse.ArgumentParser(prog="synk", description="synk: Python objects, live in browsers.")
+    parser.add_argument("--version", action="version", version=f"synk {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run a websocket gateway over a store")
-    serve.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="store URL (redis://HOST:PORT/DB)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8765)
-    serve.add_argument("--prefix", default="synk:", help="Redis key prefix")
-    serve.add_argument("--origin", action="append", help="allowed Origin (repeatable; '*' for any); default: the gateway's own host")
-    serve.add_argument("--max-keys", type=int, default=1000, help="subscription keys per client")
+    serve = commands.add_parser("serve", help="run a websocket gateway over a store", description="Run a websocket gateway over a store.")
+    serve.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="store URL: redis://HOST:PORT/DB, or any node of a Redis Cluster (default %(default)s)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (default %(default)s; 0 for any free port)")
+    serve.add_argument("--prefix", default="synk:", help="Redis key prefix, the simulation's too (default %(default)s)")
+    serve.add_argument(
+        "--origin", action="append", help="allowed page Origin (repeatable; '*' for any); the gateway's own pages are always allowed"
+    )
+    serve.add_argument("--max-keys", type=int, default=1000, help="subscription keys per client (default %(default)s)")
+    serve.add_argument(
+        "--jwt-secret-env",
+        metavar="NAME",
+        help="require signed tokens (JWT, HS256) whose secret is in the environment variable NAME (never on the command line);"
+        " a token's 'keys' claim lists the keys it may subscribe to (exact, or prefixes ending in '*')",
+    )
 
-    demo = commands.add_parser("demo", help="run a simulation, a gateway and a page in one process")
-    demo.add_argument("--redis", default=None, help="run on Redis instead of the embedded memory:// store")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8765)
-    demo.add_argument("--agents", type=int, default=3000, help="agents on the map (default 3000)")
+    demo = commands.add_parser(
+        "demo", help="run a simulation, a gateway and a page in one process", description="Run a live demo world and its page."
+    )
+    demo.add_argument("--redis", default=None, help="run on Redis (or a Redis Cluster) instead of the embedded memory:// store")
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    demo.add_argument("--port", type=int, default=8765, help="port to listen on (default %(default)s; 0 for any free port)")
+    demo.add_argument("--agents", type=int, default=3000, help="agents on the map (default %(default)s)")
     demo.add_argument("--no-sim", action="store_true", help="serve only (another process simulates); needs --redis")
 
     args = parser.parse_args(argv)
@@ -67,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_demo())
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        print(f"synk: port {args.port} is in use on {args.host}: stop what listens there, or pick another with --port", file=sys.stderr)
+        return 1
     except Exception as exc:  # the CLI's last word: a clear line, not a traceback
         from synk.errors import SynkError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import ipaddress
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from synk.gateway.config import Handshake
 
-__all__ = ["authenticate", "maybe_await", "origin_allowed"]
+__all__ = ["authenticate", "loopback", "maybe_await", "origin_allowed"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -19,6 +20,16 @@ log = logging.getLogger("synk.gateway")
 async def maybe_await(value: Any) -> Any:
     """``value``, awaited first if it is awaitable (hooks may be sync or async)."""
     return await value if inspect.isawaitable(value) else value
+
+
+def loopback(host: str) -> bool:
+    """Whether a listening address is the loopback interface only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve anywhere
 
 
 def origin_allowed(allowed: list[str] | str | None, origin: str | None, host: str | None, own: bool = True) -> bool:

@@ -207,9 +207,20 @@ class Gateway:
     # -- transports ----------------------------------------------------------------
 
     def serve(self, host: str = "127.0.0.1", port: int = 8765) -> Any:
-        """The standalone websocket server: ``async with gateway.serve(host, port) as server``."""
+        """The standalone websocket server: ``async with gateway.serve(host, port) as server``.
+
+        Bound beyond the loopback interface with no ``origins`` given, it
+        warns: the default admits a page whose Origin matches the request's
+        Host header, which a DNS-rebinding page can arrange (docs/gateway.md).
+        """
         from synk.gateway.ws import serve
 
+        if self.config.origins is None and not admission.loopback(host):
+            log.warning(
+                "synk gateway listens on %s with no origins set: pages are admitted when their Origin matches the Host"
+                " header, which a DNS-rebinding page can arrange; list your pages' origins (origins=[...], --origin)",
+                host,
+            )
         return serve(self, host, port)
 
     def asgi_app(self) -> Any:
