@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from synk.gateway.metrics import Metrics
 
 _SAMPLE = re.compile(r'^(synk_[a-z_]+)(\{code="[a-z_]+"\})? (\d+)$')
@@ -23,9 +25,15 @@ NAMES = {
 }
 
 
+HISTOGRAMS = {"synk_delivery_seconds"}
+
+
 def parse(text: str) -> tuple[dict[str, str], dict[str, int]]:
-    """(type of each metric, value of each sample), checking every line's shape."""
+    """(type of each metric, value of each counter and gauge sample); the text must parse
+    with prometheus_client's own parser, every line of it."""
     assert text.endswith("\n")
+    families = list(text_string_to_metric_families(text))
+    assert {f.name for f in families} >= {n.removesuffix("_total") for n in NAMES} | HISTOGRAMS
     types: dict[str, str] = {}
     helps: set[str] = set()
     samples: dict[str, int] = {}
@@ -36,16 +44,16 @@ def parse(text: str) -> tuple[dict[str, str], dict[str, int]]:
             helps.add(name)
         elif line.startswith("# TYPE "):
             name, _, kind = line[7:].partition(" ")
-            assert kind in ("gauge", "counter"), line
+            assert kind in ("gauge", "counter", "histogram"), line
             assert name not in types, f"{name} typed twice"
             types[name] = kind
-        else:
+        elif not any(line.startswith(h) for h in HISTOGRAMS):
             m = _SAMPLE.match(line)
             assert m is not None, f"not a sample line: {line!r}"
             assert m.group(1) in types, f"sample before its TYPE: {line!r}"
             samples[m.group(1) + (m.group(2) or "")] = int(m.group(3))
     assert helps == set(types)
-    return types, samples
+    return {k: v for k, v in types.items() if k not in HISTOGRAMS}, samples
 
 
 def test_every_metric_starts_at_zero() -> None:
@@ -97,3 +105,33 @@ def test_error_codes_are_escaped_as_label_values() -> None:
     m.errors['a"b\\c\nd'] += 1
     [line] = [line for line in m.render().splitlines() if line.startswith("synk_errors_total{")]
     assert line == 'synk_errors_total{code="a\\"b\\\\c\\nd"} 1'
+
+
+def test_the_delivery_histogram_counts_in_cumulative_buckets() -> None:
+    m = Metrics()
+    for seconds in (0.0002, 0.003, 0.003, 0.2, 30.0):
+        m.delivery.observe(seconds)
+    [family] = [f for f in text_string_to_metric_families(m.render()) if f.name == "synk_delivery_seconds"]
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert (buckets["0.0005"], buckets["0.0025"], buckets["0.005"], buckets["0.25"], buckets["10"], buckets["+Inf"]) == (1, 1, 3, 4, 4, 5)
+    [count] = [s.value for s in family.samples if s.name.endswith("_count")]
+    [total] = [s.value for s in family.samples if s.name.endswith("_sum")]
+    assert count == 5 and abs(total - 30.2062) < 1e-6
+
+
+def test_the_prometheus_client_collector_reports_the_same() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from synk.gateway.metrics import PrometheusCollector
+
+    m = Metrics(clients=2, messages_out=9)
+    m.errors["forbidden"] += 3
+    m.delivery.observe(0.004)
+    registry = CollectorRegistry()
+    registry.register(PrometheusCollector(m))
+    text = generate_latest(registry).decode()
+    assert "synk_clients 2.0" in text
+    assert "synk_messages_out_total 9.0" in text
+    assert 'synk_errors_total{code="forbidden"} 3.0' in text
+    assert 'synk_delivery_seconds_bucket{le="0.005"} 1.0' in text
+    assert "synk_delivery_seconds_count 1.0" in text

@@ -33,13 +33,13 @@ from tests.models import Agent, Note
 from tests.wsclient import WsClient
 
 
-def samples(text: str) -> dict[str, int]:
+def samples(text: str) -> dict[str, float]:
     """The sample lines of a Prometheus text exposition."""
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
             name, _, value = line.rpartition(" ")
-            out[name] = int(value)
+            out[name] = float(value)
     return out
 
 
@@ -198,6 +198,12 @@ async def test_metrics_endpoint(backend: str, request: pytest.FixtureRequest) ->
         assert values["synk_clients"] == 0
         assert values["synk_subscribed_keys"] == 0
         assert values["synk_messages_out_total"] >= 5
+        # Latencies: every write to a client is one delivery; a gateway sharing its world's
+        # process shows the world's flushes too.
+        assert values["synk_delivery_seconds_count"] >= 2
+        assert values['synk_delivery_seconds_bucket{le="+Inf"}'] == values["synk_delivery_seconds_count"]
+        if backend == "memory":
+            assert values["synk_flush_seconds_count"] >= 2
         assert values["synk_store_messages_total"] >= 1
 
 
@@ -318,3 +324,24 @@ async def test_asgi_routes_serve_the_path_with_and_without_its_slash(caplog: pyt
             assert "origin 'http://evil.example' is not allowed (path /sync)" in line
         assert gateway.sessions == {}
         assert agent.version == 1
+
+
+async def test_metrics_can_be_turned_off_or_put_behind_authenticate() -> None:
+    async with running(None, metrics="off") as env:
+        status, _, _ = await http_get(env.port, "/metrics")
+        assert status == 404
+    with pytest.raises(synk.ConfigError, match='metrics is "authenticated" but no authenticate hook'):
+        Gateway("memory://", metrics="authenticated")
+
+    def authenticate(handshake: Any) -> str | None:
+        return "ops" if handshake.query.get("token") == "t0ken" or handshake.headers.get("authorization") == "Bearer t0ken" else None
+
+    async with running(None, metrics="authenticated", authenticate=authenticate) as env:
+        status, headers, _ = await http_get(env.port, "/metrics")
+        assert (status, headers["www-authenticate"]) == (401, "Bearer")
+        status, _, body = await http_get(env.port, "/metrics?token=t0ken")
+        assert status == 200 and "synk_clients 0" in body.decode()
+        status, _, _ = await http_request(env.port, "GET", "/metrics", "Authorization: Bearer t0ken\r\n")
+        assert status == 200
+        status, _, _ = await http_get(env.port, "/synk-client/index.js")  # the client's files stay public
+        assert status == 200

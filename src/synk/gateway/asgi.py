@@ -79,7 +79,10 @@ class AsgiApp:
 
     async def _http(self, scope: Scope, send: Send) -> None:
         request = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        answer = self.gateway.http(scope.get("method", "GET"), _local_path(scope), request)
+        client = scope.get("client") or ("", 0)
+        query = scope.get("query_string", b"").decode("latin-1")
+        path = _local_path(scope) + (f"?{query}" if query else "")
+        answer = await self.gateway.http(scope.get("method", "GET"), path, request, str(client[0]))
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers]
         headers.append((b"content-length", str(len(answer.body)).encode()))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})

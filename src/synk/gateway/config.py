@@ -56,6 +56,7 @@ class GatewaySettings(TypedDict, total=False):
     authorize: Callable[[Any, str], Any] | None
     forward_to_world: bool
     static_dir: str | os.PathLike[str] | None
+    metrics: str
 
 
 def _number(value: object) -> bool:
@@ -92,6 +93,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "authorize": ("None or a function (identity, key) -> bool, sync or async", lambda v: v is None or callable(v)),
     "forward_to_world": ("True or False", lambda v: isinstance(v, bool)),
     "static_dir": ("None or a folder's path", lambda v: v is None or isinstance(v, (str, os.PathLike))),
+    "metrics": ('"public", "authenticated" or "off"', lambda v: v in ("public", "authenticated", "off")),
 }
 
 
@@ -113,6 +115,8 @@ class GatewayConfig:
     ``forward_to_world``      True                 post custom client messages to the store,
                                                    for ``world.messages()``
     ``static_dir``            None                 a folder served at ``/``
+    ``metrics``               "public"             ``/metrics``: "public", "authenticated"
+                                                   (behind ``authenticate``) or "off"
     ``max_frame``             65,536               bytes of one client message at most
     ``max_keys``              1,000                keys one client may follow at once
     ``rate`` / ``burst``      50 / 200             client messages a second (token bucket)
@@ -162,6 +166,8 @@ class GatewayConfig:
     forward_to_world: bool = True
     #: a folder served at "/" (the demo's page, say)
     static_dir: str | os.PathLike[str] | None = None
+    #: ``/metrics``: "public", "authenticated" (behind ``authenticate``, as connections are) or "off"
+    metrics: str = "public"
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> GatewayConfig:
@@ -179,6 +185,8 @@ class GatewayConfig:
             value = getattr(self, name)
             if not ok(value):
                 raise ConfigError(f"gateway setting {name} is {value!r}; it must be {kind}")
+        if self.metrics == "authenticated" and self.authenticate is None:
+            raise ConfigError('gateway setting metrics is "authenticated" but no authenticate hook is set to check requests with')
         if self.key_burst is None:
             self.key_burst = 2.0 * self.max_keys
         elif self.key_burst < self.max_keys:

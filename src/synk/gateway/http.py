@@ -17,7 +17,7 @@ from synk.gateway import admission, static
 if TYPE_CHECKING:
     from synk.gateway.config import GatewayConfig
 
-__all__ = ["Response", "respond"]
+__all__ = ["Response", "respond", "unauthorized"]
 
 _TEXT = "text/plain; charset=utf-8"
 _METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,6 +31,11 @@ class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+
+
+def unauthorized() -> Response:
+    """401: the request lacks what ``authenticate`` accepts (a token, say)."""
+    return Response(401, [("content-type", _TEXT), ("www-authenticate", "Bearer")], b"unauthorized\n")
 
 
 def _cors(config: GatewayConfig, headers: dict[str, str]) -> list[tuple[str, str]]:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from typing import Unpack
 
+    from synk.core.histogram import Histogram
     from synk.gateway.http import Response
     from synk.gateway.session import Outlet
     from synk.store.base import Store, Stored, Subscriber
@@ -71,17 +72,21 @@ class Gateway:
     """
 
     def __init__(self, source: World | Store | str, *, prefix: str = "synk:", **settings: Unpack[GatewaySettings]) -> None:
+        flushes: Histogram | None = None
         if isinstance(source, str):
             self.store: Store = open_store(source, prefix=prefix)
             self._owns_store = True
         elif hasattr(source, "store"):
             self.store = source.store
             self._owns_store = False
+            flushes = getattr(source, "flush_seconds", None)
         else:
             self.store = source
             self._owns_store = False
         self.config = GatewayConfig.from_settings(dict(settings))
         self.metrics = Metrics()
+        if flushes is not None:
+            self.metrics.extra.append(flushes)  # the world runs here: its flushes show on /metrics
         self.router = Router()
         self.sessions: dict[str, Session] = {}
         self._handlers: dict[str, Handler] = {}
@@ -287,10 +292,23 @@ class Gateway:
             return p.CLOSE_UNAUTHORIZED, None
         return 0, identity
 
-    def http(self, method: str, path: str, headers: dict[str, str]) -> Response:
+    async def http(self, method: str, path: str, headers: dict[str, str], peer: str = "") -> Response:
         """The answer to a plain HTTP request (``headers`` with lowercase names): ``/metrics``,
-        the JS client's files (with CORS for allowed pages), ``static_dir``; see ``synk.gateway.http``."""
-        return http.respond(self.config, self.metrics.render(), method, path, headers)
+        the JS client's files (with CORS for allowed pages), ``static_dir``; see ``synk.gateway.http``.
+
+        ``/metrics`` is served as the ``metrics`` setting says: to anyone, to
+        requests ``authenticate`` accepts (the token or header a connection
+        would need), or not at all.
+        """
+        metrics: str | None = None
+        if path.split("?", 1)[0] == "/metrics" and self.config.metrics != "off":
+            if self.config.metrics == "authenticated":
+                ok, _ = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
+                if not ok:
+                    log.info("synk gateway refused /metrics to %s: authenticate refused it", peer)
+                    return http.unauthorized()
+            metrics = self.metrics.render()
+        return http.respond(self.config, metrics, method, path, headers)
 
     async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes], path: str = "/") -> None:
         """Serve one connection until ``frames`` ends; the transport calls this.

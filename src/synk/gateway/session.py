@@ -133,6 +133,9 @@ class Session:
         self.holding: dict[str, str] = {}
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        self._loop = asyncio.get_running_loop()
+        #: when the backlog last went from empty to not (for the delivery latency)
+        self._since = 0.0
         self._max_bytes = max_backlog_bytes
         self._max_messages = max_backlog_messages
         self._stuck = stuck_timeout
@@ -202,6 +205,8 @@ class Session:
         """Queue one message; drops the backlog if it passes its bound."""
         if self.lagging or self.closed:
             return
+        if not self._pending:
+            self._since = self._loop.time()
         self._pending.append(data)
         self._pending_bytes += len(data)
         if len(self._pending) - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
@@ -223,6 +228,8 @@ class Session:
         if self.lagging or self.closed or not batch:
             return
         size = sum(map(len, batch))
+        if not self._pending:
+            self._since = self._loop.time()
         self._pending.extend(batch)
         self._pending_bytes += size
         self._slack_messages += len(batch)
@@ -250,9 +257,11 @@ class Session:
         if not batch or self.closed:
             return
         if self.outlet.write_nowait(batch):
+            since = self._since
             _, size = self._take()
             self.metrics.messages_out += len(batch)
             self.metrics.bytes_out += size
+            self.metrics.delivery.observe(self._loop.time() - since)
         else:
             self._ready.set()
 
@@ -266,6 +275,7 @@ class Session:
             while not self.closed:
                 await self._ready.wait()
                 self._ready.clear()
+                since = self._since
                 batch, size = self._take()
                 try:
                     if batch:
@@ -274,6 +284,7 @@ class Session:
                             await self.outlet.write(batch)
                         self.metrics.messages_out += len(batch)
                         self.metrics.bytes_out += size
+                        self.metrics.delivery.observe(self._loop.time() - since)
                     elif self.lagging:
                         async with asyncio.timeout(self._stuck):
                             await self.outlet.write([])

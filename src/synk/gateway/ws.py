@@ -109,7 +109,9 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             # websockets parses GET requests only (it answers others itself).
-            answer = gateway.http("GET", request.path, {k.lower(): v for k, v in request.headers.raw_items()})
+            addr = connection.remote_address
+            request_headers = {k.lower(): v for k, v in request.headers.raw_items()}
+            answer = await gateway.http("GET", request.path, request_headers, str(addr[0]) if addr else "")
             return _response(answer)
         addr = connection.remote_address
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
