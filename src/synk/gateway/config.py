@@ -57,6 +57,7 @@ class GatewaySettings(TypedDict, total=False):
     forward_to_world: bool
     static_dir: str | os.PathLike[str] | None
     metrics: str
+    inspect: bool
 
 
 def _number(value: object) -> bool:
@@ -94,6 +95,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "forward_to_world": ("True or False", lambda v: isinstance(v, bool)),
     "static_dir": ("None or a folder's path", lambda v: v is None or isinstance(v, (str, os.PathLike))),
     "metrics": ('"public", "authenticated" or "off"', lambda v: v in ("public", "authenticated", "off")),
+    "inspect": ("True or False", lambda v: isinstance(v, bool)),
 }
 
 
@@ -117,6 +119,7 @@ class GatewayConfig:
     ``static_dir``            None                 a folder served at ``/``
     ``metrics``               "public"             ``/metrics``: "public", "authenticated"
                                                    (behind ``authenticate``) or "off"
+    ``inspect``               False                serve the inspector page at ``/inspect``
     ``max_frame``             65,536               bytes of one client message at most
     ``max_keys``              1,000                keys one client may follow at once
     ``rate`` / ``burst``      50 / 200             client messages a second (token bucket)
@@ -168,6 +171,8 @@ class GatewayConfig:
     static_dir: str | os.PathLike[str] | None = None
     #: ``/metrics``: "public", "authenticated" (behind ``authenticate``, as connections are) or "off"
     metrics: str = "public"
+    #: serve the inspector page at ``/inspect`` (behind ``authenticate``, as connections are)
+    inspect: bool = False
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> GatewayConfig:

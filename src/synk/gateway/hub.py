@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from synk.errors import ConfigError, ProtocolError
-from synk.gateway import admission, http
+from synk.gateway import admission, http, inspector
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
@@ -300,8 +300,11 @@ class Gateway:
         requests ``authenticate`` accepts (the token or header a connection
         would need), or not at all.
         """
+        local = path.split("?", 1)[0]
+        if self.config.inspect and (local == "/inspect" or local.startswith("/inspect/")):
+            return await inspector.respond(self, method, path, headers, peer)
         metrics: str | None = None
-        if path.split("?", 1)[0] == "/metrics" and self.config.metrics != "off":
+        if local == "/metrics" and self.config.metrics != "off":
             if self.config.metrics == "authenticated":
                 ok, _ = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
                 if not ok:
