@@ -74,7 +74,7 @@ class ClusterSubscriber(Subscriber):
             client = aioredis.Redis.from_url(
                 url, socket_connect_timeout=self._store.connect_timeout, socket_keepalive=True, retry=Retry(NoBackoff(), 0)
             )
-            sub = self._nodes[name] = RedisSubscriber(self._store, client, self._queue, self._on_lost)
+            sub = self._nodes[name] = RedisSubscriber(self._store, client, self._queue, self._on_lost, per_slot=True)
         return sub
 
     def _on_lost(self, _channel: bytes) -> None:
@@ -115,13 +115,19 @@ class ClusterSubscriber(Subscriber):
             down = any(not sub.connected and sub.keys() for sub in self._nodes.values())
             if not (lost or down):
                 continue
+            # Cleared before, not after: a key lost again while re-homing (its new
+            # node refused it, the map being stale) sets it anew, for the next round.
+            self._lost.clear()
             try:
                 await self._rehome()
-                self._lost.clear()
             except (*ERRORS, rexc.RedisClusterException) as exc:
+                self._lost.set()
                 log.warning("synk cluster subscriber cannot learn the slot map yet: %s", exc)
+                await asyncio.sleep(_WATCH)  # the retry's pace while the cluster settles
             except Exception:
+                self._lost.set()
                 log.exception("synk cluster subscriber failed to re-home its keys")
+                await asyncio.sleep(_WATCH)
 
     async def _rehome(self) -> None:
         async with self._lock:

@@ -61,10 +61,14 @@ class RedisSubscriber(Subscriber):
         client: Any = None,
         queue: asyncio.Queue[Event | None] | None = None,
         on_lost: Callable[[bytes], None] | None = None,
+        *,
+        per_slot: bool = False,
     ) -> None:
         """``client``: the Redis to subscribe on (default ``store.pubsub_client``); ``queue``:
         where events go (a cluster subscriber merges its nodes'); ``on_lost``: called with a
-        channel Redis unsubscribed on its own (its slot moved to another node)."""
+        channel Redis unsubscribed on its own (its slot moved to another node); ``per_slot``:
+        one command per slot from the start (a cluster node refuses channels of several
+        slots in one SSUBSCRIBE or SUNSUBSCRIBE with CROSSSLOT)."""
         self._store = store
         self._client = client if client is not None else store.pubsub_client
         self._on_lost = on_lost
@@ -91,8 +95,9 @@ class RedisSubscriber(Subscriber):
         self._to_remove: set[bytes] = set()
         #: channels whose batch was refused: each goes in a command of its own next
         self._alone: set[bytes] = set()
-        #: one SSUBSCRIBE per slot (a cluster refuses channels of several slots: CROSSSLOT)
-        self._per_slot = False
+        #: one SSUBSCRIBE or SUNSUBSCRIBE per slot (a cluster refuses channels of several slots:
+        #: CROSSSLOT); learned from a refusal on a server that did not say it was a cluster
+        self._per_slot = per_slot
         #: channels re-subscribed after a reconnect and not yet confirmed
         self._resubscribing: set[bytes] | None = None
         #: the channels of each SSUBSCRIBE sent and not yet wholly answered, in order
@@ -362,6 +367,11 @@ class RedisSubscriber(Subscriber):
                     # Not asked for: Redis dropped it (its slot moved to another node).
                     self._asked.discard(channel)
                     if self._on_lost is not None:
+                        # Its key is no longer followed here: the cluster subscriber
+                        # subscribes it again where the slot map says, whatever map
+                        # it learns (one that has not heard of the move yet sends it
+                        # back here, to be refused with MOVED and tried again).
+                        self._keys.discard(self._store.key_of_channel(channel))
                         self._on_lost(channel)
 
     @property
