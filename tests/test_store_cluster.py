@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 import synk
@@ -136,3 +137,89 @@ async def test_a_primary_failing_over() -> None:
             assert all(state.live(a.id) for a in agents)  # every object is still there
     finally:
         c.close()
+
+
+def keys_by_node(c: RedisCluster, count: int) -> dict[int, list[str]]:
+    """``count`` keys per primary (by port), each in a slot of its own."""
+    out: dict[int, list[str]] = {}
+    i = 0
+    while len(out) < c.primaries or any(len(v) < count for v in out.values()):
+        key = f"k{i}"
+        found = out.setdefault(c.owner(key_slot(key.encode())).port, [])
+        if len(found) < count:
+            found.append(key)
+        i += 1
+    return out
+
+
+async def next_data(sub: Any, key: str, timeout: float = 15) -> bytes:
+    """The next message of ``key`` (gaps and other keys' messages skipped)."""
+    async with asyncio.timeout(timeout):
+        async for event in sub:
+            if event.key == key:
+                return bytes(event.data)
+    raise AssertionError("the subscriber ended")
+
+
+async def test_leaving_several_slots_at_once_fails_no_other_subscription(cluster: RedisCluster) -> None:
+    [a, b, c, *_] = next(ks for ks in keys_by_node(cluster, 3).values())  # three slots of one node
+    async with world_on(cluster.url, Agent, prefix=PREFIX) as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe([a, b]), 10)
+            # One SUNSUBSCRIBE of two slots' channels would be refused (CROSSSLOT), and the
+            # refusal taken for the answer to the SSUBSCRIBE sent just after it.
+            await asyncio.gather(sub.unsubscribe([a, b]), asyncio.wait_for(sub.subscribe([c]), 10))
+            await world.publish(c, {"method": "greet"})
+            assert await next_data(sub, c) == b'{"method":"greet"}'
+            # And the node did let the two channels go.
+            store = redis_store(world)
+            node = redis.Redis(port=cluster.owner(key_slot(a.encode())).port)
+            try:
+                for key in (a, b):
+                    channel = store.channel(key)
+                    reply = await asyncio.to_thread(node.execute_command, "PUBSUB", "SHARDNUMSUB", channel)
+                    assert reply == [channel.encode(), 0], reply
+            finally:
+                node.close()
+        finally:
+            await sub.close()
+
+
+async def test_a_moved_key_is_followed_even_if_the_first_slot_map_learned_is_stale(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    by_node = keys_by_node(cluster, 1)
+    [key] = next(iter(by_node.values()))
+    source = cluster.owner(key_slot(key.encode()))
+    target = next(n for n in cluster.nodes if n is not source)
+    async with world_on(cluster.url, Agent, prefix=PREFIX) as world:
+        sub = world.subscribe()
+        try:
+            await asyncio.wait_for(sub.subscribe([key]), 10)
+            manager = type(sub._cluster.nodes_manager)  # type: ignore[attr-defined]
+            real = manager.initialize
+            stale = 0
+
+            async def first_stale(self: Any) -> None:
+                # The first node asked has not heard of the move yet: the map stays as it was.
+                nonlocal stale
+                if stale == 0:
+                    stale += 1
+                    return
+                await real(self)
+
+            monkeypatch.setattr(manager, "initialize", first_stale)
+            await asyncio.to_thread(cluster.move_slot, key_slot(key.encode()), target)
+            # Re-subscribed on the stale map's node, refused there (MOVED), then where it lives.
+            async with asyncio.timeout(15):
+                while True:
+                    await world.publish(key, {"method": "after"})
+                    try:
+                        assert await next_data(sub, key, timeout=0.5) == b'{"method":"after"}'
+                        break
+                    except TimeoutError:
+                        continue
+            assert stale == 1
+        finally:
+            await sub.close()
