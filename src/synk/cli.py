@@ -43,10 +43,26 @@ def _token_hooks(env: str | None) -> dict[str, Any]:
 async def _serve(args: argparse.Namespace) -> None:
     from synk.gateway import Gateway
 
-    settings: dict[str, Any] = {"origins": args.origin or None, "max_keys": args.max_keys, **_token_hooks(args.jwt_secret_env)}
+    settings: dict[str, Any] = {
+        "origins": args.origin or None,
+        "max_keys": args.max_keys,
+        "inspect": args.inspect,
+        **_token_hooks(args.jwt_secret_env),
+    }
+    if args.inspect and args.jwt_secret_env is None:
+        from synk.gateway.admission import loopback
+
+        if not loopback(args.host):
+            logging.getLogger("synk.gateway").warning(
+                "synk inspector: open to anyone who reaches %s:%s (no --jwt-secret-env): it shows every client and key",
+                args.host,
+                args.port,
+            )
     gateway = Gateway(args.redis, prefix=args.prefix, **settings)
     async with gateway.serve(args.host, args.port) as server:
         print(f"synk gateway on ws://{args.host}:{server.port}/ serving {args.redis}", flush=True)
+        if args.inspect:
+            print(f"synk inspector on http://{args.host}:{server.port}/inspect", flush=True)
         await _stop_on_signals().wait()
     print("synk gateway stopped", flush=True)
 
@@ -75,6 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME",
         help="require signed tokens (JWT, HS256) whose secret is in the environment variable NAME (never on the command line);"
         " a token's 'keys' claim lists the keys it may subscribe to (exact, or prefixes ending in '*')",
+    )
+    serve.add_argument(
+        "--inspect",
+        action="store_true",
+        help="serve the inspector page at /inspect (live clients, keys and objects); behind --jwt-secret-env's tokens"
+        " when given (open it with ?token=...), otherwise open to anyone who reaches the port: keep --host on loopback",
     )
 
     demo = commands.add_parser(
