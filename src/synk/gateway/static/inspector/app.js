@@ -26,6 +26,7 @@ let synk = null
 let offMirror = []
 const changed = new Set()
 let drawQueued = false
+let polls = 0
 
 // -- formatting ---------------------------------------------------------------------
 
@@ -161,6 +162,7 @@ async function poll() {
       drawKeys(s)
       drawClients(s)
       previous = latest = s
+      polls++
       status("live", `live · ${new Date().toLocaleTimeString()}`)
     }
   } catch (error) {
@@ -251,6 +253,10 @@ window.synkInspector = {
   },
   get state() {
     return latest
+  },
+  /** states read so far */
+  get polls() {
+    return polls
   },
   select,
   stop() {
