@@ -174,3 +174,28 @@ async def test_a_gateway_open_beyond_loopback_without_origins_warns(caplog: pyte
         async with gateway.serve(host, 0):
             pass
         assert any("DNS-rebinding" in r.getMessage() for r in caplog.records) is warned, host
+
+
+async def test_synk_serve_inspect_serves_the_inspector(redis_url: str) -> None:
+    from tests.gateway_env import http_get
+
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "synk.cli", "serve", "--redis", redis_url, "--port", "0", "--inspect"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while "synk inspector on" not in line:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, "synk serve exited"
+        url = line.split(" on ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/inspect")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        status, _, body = await http_get(port, "/inspect/state")
+        assert status == 200
+        assert b'"counts"' in body
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
