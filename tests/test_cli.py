@@ -28,7 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "s3cret-of-at-least-thirty-two-bytes!"
 
 
-def synk_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def synk_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30, answer: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``synk ARGS``; ``answer`` is typed on its standard input (None: none, an end of file)."""
     return subprocess.run(
         [sys.executable, "-m", "synk.cli", *args],
         check=False,
@@ -36,6 +39,7 @@ def synk_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30)
         text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
+        input=answer if answer is not None else "",
     )
 
 
@@ -47,7 +51,7 @@ def test_version_is_the_packages() -> None:
 
 
 def test_every_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("serve", "demo"):
+    for command in ("serve", "demo", "inspect", "purge"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out
@@ -174,3 +178,106 @@ async def test_a_gateway_open_beyond_loopback_without_origins_warns(caplog: pyte
         async with gateway.serve(host, 0):
             pass
         assert any("DNS-rebinding" in r.getMessage() for r in caplog.records) is warned, host
+
+
+async def test_synk_serve_inspect_serves_the_inspector(redis_url: str) -> None:
+    from tests.gateway_env import http_get
+
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "synk.cli", "serve", "--redis", redis_url, "--port", "0", "--inspect"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = ""
+        while "synk inspector on" not in line:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, "synk serve exited"
+        url = line.split(" on ", 1)[1].strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/inspect")
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        status, _, body = await http_get(port, "/inspect/state")
+        assert status == 200
+        assert b'"counts"' in body
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def stored_agents(url: str, prefix: str, count: int, spread: int = 10) -> None:
+    """``count`` agents a0, a1, ... stored under ``prefix``, ``spread`` apart on x (16 is one key each)."""
+    async with synk.connect(url, types=[Agent], prefix=prefix) as world:
+        for n in range(count):
+            world.create(Agent(id=f"a{n}", x=n * spread, y=1))
+        await world.flush()
+
+
+async def test_synk_inspect_lists_keys_objects_and_claims(redis_url: str) -> None:
+    prefix = f"clitest:{time.monotonic_ns()}:"
+    await stored_agents(redis_url, prefix, 5)
+    done = await asyncio.to_thread(synk_cli, "inspect", "--redis", redis_url, "--prefix", prefix)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"prefix {prefix!r} on {redis_url}",
+        "3 keys, 5 live objects",
+        "  key        objects  pending  moved-out  deleted",
+        "  world:0|0        2        0          0        0",
+        "  world:1|0        2        0          0        0",
+        "  world:2|0        1        0          0        0",
+        "claimed ids: 5: a0, a1, a2, a3, a4",
+        "client message stream: 0 entries, 0 bytes; no simulation reads it",
+    ]
+    empty = await asyncio.to_thread(synk_cli, "inspect", "--redis", redis_url, "--prefix", prefix + "nothing:")
+    assert empty.stdout.splitlines()[1:] == ["nothing stored"]
+
+
+async def test_synk_purge_asks_for_the_prefix(redis_url: str) -> None:
+    prefix = f"clitest:{time.monotonic_ns()}:"
+    await stored_agents(redis_url, prefix, 5)
+    args = ("purge", "--redis", redis_url, "--prefix", prefix)
+    for answer, said in (("synk:\n", "'synk:'"), ("", "nothing")):
+        refused = await asyncio.to_thread(synk_cli, *args, answer=answer)
+        assert refused.returncode == 1
+        assert f"this deletes everything stored under {prefix!r}: 3 keys, 5 live objects, 5 claimed ids" in refused.stdout
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"synk: purge cancelled: the answer was {said}, not the prefix {prefix!r}; nothing deleted"
+        )
+    kept = await asyncio.to_thread(synk_cli, "inspect", "--redis", redis_url, "--prefix", prefix)
+    assert "3 keys, 5 live objects" in kept.stdout
+
+    one_key = await asyncio.to_thread(synk_cli, *args, "--key", "world:0|0", "--key", "world:7|7", answer=prefix + "\n")
+    assert one_key.returncode == 0, one_key.stderr
+    assert f"not stored under {prefix!r}: world:7|7" in one_key.stdout
+    # (after the prompt, on its line: the answer's newline came from a pipe, not echoed)
+    assert one_key.stdout.splitlines()[-1].endswith(": purged 1 key (2 stored objects), released 2 claimed ids")
+
+    done = await asyncio.to_thread(synk_cli, *args, answer=prefix + "\n")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].endswith(": purged 2 keys (3 stored objects), released 3 claimed ids")
+    again = await asyncio.to_thread(synk_cli, *args)
+    assert (again.returncode, again.stdout.strip()) == (0, f"nothing stored under {prefix!r} on {redis_url}")
+
+
+def test_synk_purge_refuses_an_empty_prefix(redis_url: str) -> None:
+    for command in ("purge", "inspect"):
+        done = synk_cli(command, "--redis", redis_url, "--prefix", "", "--yes" if command == "purge" else "--ids")
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines()[-1] == (
+            "synk: the prefix is empty: it would select every name in the database; give the prefix synk writes under"
+        )
+
+
+async def test_synk_inspect_and_purge_on_a_cluster(redis_cluster_url: str) -> None:
+    prefix = f"clitest:{time.monotonic_ns()}:"
+    await stored_agents(redis_cluster_url, prefix, 12, spread=16)
+    done = await asyncio.to_thread(synk_cli, "inspect", "--redis", redis_cluster_url, "--prefix", prefix, "--ids")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == [f"prefix {prefix!r} on {redis_cluster_url} (3 primaries)", "12 keys, 12 live objects"]
+    assert f"claimed ids: 12: {', '.join(sorted(f'a{n}' for n in range(12)))}" in lines
+    purged = await asyncio.to_thread(synk_cli, "purge", "--redis", redis_cluster_url, "--prefix", prefix, "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.splitlines()[-1] == "purged 12 keys (12 stored objects), released 12 claimed ids"
+    after = await asyncio.to_thread(synk_cli, "inspect", "--redis", redis_cluster_url, "--prefix", prefix)
+    assert after.stdout.splitlines()[1:] == ["nothing stored"]

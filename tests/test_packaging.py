@@ -1,4 +1,4 @@
-"""What a built wheel and sdist carry: the Lua scripts, the JS client, the demo page."""
+"""What a built wheel and sdist carry: the Lua scripts, the JS client, the demo page, the inspector's page."""
 
 from __future__ import annotations
 
@@ -45,12 +45,19 @@ def build(tree: Path, what: str, out: Path) -> Path:
     return out / result.stdout.strip().splitlines()[-1]
 
 
+def inspector_files() -> set[str]:
+    """The inspector page's files, as a wheel names them."""
+    folder = ROOT / "src/synk/gateway/static/inspector"
+    return {f"synk/gateway/static/inspector/{p.name}" for p in folder.iterdir()}
+
+
 def test_the_wheel_carries_scripts_client_and_demo_page(tree: Path, tmp_path: Path) -> None:
     wheel = build(tree, "wheel", tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"synk/py.typed", "synk/store/lua/apply.lua", "synk/store/lua/release.lua"} <= names
     assert {f"synk/gateway/static/synk-client/{f}" for f in client_files()} <= names
     assert {f"synk/demo/static/{p.name}" for p in (ROOT / "src/synk/demo/static").iterdir()} <= names
+    assert {"synk/gateway/static/inspector/index.html", "synk/gateway/static/inspector/app.js"} <= inspector_files() <= names
     # only what npm publishes: no tests, no node_modules
     assert not [n for n in names if "synk-client/test" in n or "node_modules" in n or "synk-client/e2e" in n]
 
@@ -63,3 +70,4 @@ def test_a_wheel_built_from_the_sdist_carries_the_client(tree: Path, tmp_path: P
     wheel = build(unpacked, "wheel", tmp_path / "wheel")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"synk/gateway/static/synk-client/{f}" for f in client_files()} <= names
+    assert inspector_files() <= names

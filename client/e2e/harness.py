@@ -13,7 +13,9 @@ stderr. It runs
   client at ``/synk-client/``), for browser tests; with ``--auth`` its
   ``authenticate`` hook accepts only the tokens of ``--token`` and of the
   ``tokens`` command (``handshake.query["token"]``); ``--origin`` (repeatable)
-  is its ``origins`` setting (with ``allow_own_origin=False``: only those pages),
+  is its ``origins`` setting (with ``allow_own_origin=False``: only those pages);
+  ``--inspect`` turns on the inspector at ``/inspect`` (``synk serve --inspect``,
+  or the ``inspect`` setting of the in-process gateway),
 - a ``synk.World`` on the same Redis holding ``Agent`` objects, which the
   commands create, change and delete, and which an optional background
   simulation moves around.
@@ -124,8 +126,10 @@ class CommandError(Exception):
 class GatewayProcess:
     """``synk serve`` as a subprocess, restartable on the port it first got."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, extra: list[str] | None = None) -> None:
         self.redis_url = redis_url
+        #: more ``synk serve`` options (``--inspect``)
+        self.extra = extra or []
         self.port = 0
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
@@ -160,6 +164,7 @@ class GatewayProcess:
             HOST,
             "--port",
             str(self.port),
+            *self.extra,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,  # the harness's stderr: the test's log
@@ -244,7 +249,12 @@ class InProcessGateway:
     """A ``synk.Gateway`` in this process, restartable on the port it first got (a new Gateway each start)."""
 
     def __init__(
-        self, redis_url: str, static_dir: Path | None, origins: list[str] | str | None, authenticate: Callable[[Any], Any] | None
+        self,
+        redis_url: str,
+        static_dir: Path | None,
+        origins: list[str] | str | None,
+        authenticate: Callable[[Any], Any] | None,
+        inspect: bool = False,
     ) -> None:
         self.redis_url = redis_url
         # --origin lists the only pages allowed: the gateway's own page is refused too (a test's disallowed origin).
@@ -253,6 +263,7 @@ class InProcessGateway:
             "origins": origins,
             "authenticate": authenticate,
             "allow_own_origin": False,
+            "inspect": inspect,
         }
         self.admissions = Admissions()
         self.port = 0
@@ -332,9 +343,15 @@ class Harness:
     """The state behind the commands: Redis, the gateway, the world and its agents."""
 
     def __init__(
-        self, static_dir: Path | None, auth: bool = False, tokens: list[str] | None = None, origins: list[str] | str | None = None
+        self,
+        static_dir: Path | None,
+        auth: bool = False,
+        tokens: list[str] | None = None,
+        origins: list[str] | str | None = None,
+        inspect: bool = False,
     ) -> None:
         self.static_dir = static_dir
+        self.inspect = inspect
         self.auth = auth
         #: with --auth: the tokens the gateway's authenticate hook accepts
         self.tokens: set[str] = set(tokens or [])
@@ -354,9 +371,11 @@ class Harness:
         await asyncio.to_thread(self.redis.start)
         self.world = await synk.connect(self.redis.url, types=[Agent])
         if self.static_dir is None and not self.auth and self.origins is None:
-            self.gateway = GatewayProcess(self.redis.url)
+            self.gateway = GatewayProcess(self.redis.url, ["--inspect"] if self.inspect else [])
         else:
-            self.gateway = InProcessGateway(self.redis.url, self.static_dir, self.origins, self._authenticate if self.auth else None)
+            self.gateway = InProcessGateway(
+                self.redis.url, self.static_dir, self.origins, self._authenticate if self.auth else None, self.inspect
+            )
         await self.gateway.start()
         self.ws_url = self.gateway.url
 
@@ -565,9 +584,13 @@ async def stdin_reader() -> asyncio.StreamReader:
 
 
 async def main(
-    static_dir: Path | None, auth: bool = False, tokens: list[str] | None = None, origins: list[str] | str | None = None
+    static_dir: Path | None,
+    auth: bool = False,
+    tokens: list[str] | None = None,
+    origins: list[str] | str | None = None,
+    inspect: bool = False,
 ) -> None:
-    harness = Harness(static_dir, auth, tokens, origins)
+    harness = Harness(static_dir, auth, tokens, origins, inspect)
     loop = asyncio.get_running_loop()
     commands = asyncio.current_task()
     assert commands is not None
@@ -593,6 +616,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--token", action="append", default=None, help="a token --auth accepts from the start (repeatable)")
     parser.add_argument("--origin", action="append", default=None, help="the in-process gateway's origins (repeatable; '*': any)")
+    parser.add_argument("--inspect", action="store_true", help="serve the inspector at /inspect (synk serve --inspect)")
     return parser.parse_args()
 
 
@@ -603,4 +627,4 @@ if __name__ == "__main__":
     origins: list[str] | str | None = args.origin
     if origins == ["*"]:
         origins = "*"
-    asyncio.run(main(args.static.resolve() if args.static else None, args.auth, args.token, origins))
+    asyncio.run(main(args.static.resolve() if args.static else None, args.auth, args.token, origins, args.inspect))

@@ -1,4 +1,5 @@
-"""The ``synk`` command: ``synk serve`` runs a gateway, ``synk demo`` a live world."""
+"""The ``synk`` command: ``synk serve`` runs a gateway, ``synk demo`` a live world,
+``synk inspect`` lists what is stored under a prefix and ``synk purge`` deletes it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synk import __version__
+
+if TYPE_CHECKING:
+    from synk.store.admin import Inventory
 
 __all__ = ["main"]
 
@@ -43,12 +47,128 @@ def _token_hooks(env: str | None) -> dict[str, Any]:
 async def _serve(args: argparse.Namespace) -> None:
     from synk.gateway import Gateway
 
-    settings: dict[str, Any] = {"origins": args.origin or None, "max_keys": args.max_keys, **_token_hooks(args.jwt_secret_env)}
+    settings: dict[str, Any] = {
+        "origins": args.origin or None,
+        "max_keys": args.max_keys,
+        "inspect": args.inspect,
+        **_token_hooks(args.jwt_secret_env),
+    }
+    if args.inspect and args.jwt_secret_env is None:
+        from synk.gateway.admission import loopback
+
+        if not loopback(args.host):
+            logging.getLogger("synk.gateway").warning(
+                "synk inspector: open to anyone who reaches %s:%s (no --jwt-secret-env): it shows every client and key",
+                args.host,
+                args.port,
+            )
     gateway = Gateway(args.redis, prefix=args.prefix, **settings)
     async with gateway.serve(args.host, args.port) as server:
         print(f"synk gateway on ws://{args.host}:{server.port}/ serving {args.redis}", flush=True)
+        if args.inspect:
+            print(f"synk inspector on http://{args.host}:{server.port}/inspect", flush=True)
         await _stop_on_signals().wait()
     print("synk gateway stopped", flush=True)
+
+
+#: Claimed ids listed by ``synk inspect`` without ``--ids``.
+_IDS_SHOWN = 20
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as aligned columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        out.append("  " + "  ".join(cells))
+    return out
+
+
+def _n(count: int, word: str) -> str:
+    """``1 key``, ``2 keys``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _ids(ids: list[str], every: bool) -> str:
+    shown = ids if every else ids[:_IDS_SHOWN]
+    more = f" ... and {len(ids) - len(shown)} more (--ids lists them all)" if len(shown) < len(ids) else ""
+    return ", ".join(shown) + more
+
+
+def _inventory_text(url: str, inv: Inventory, every_id: bool = False) -> str:
+    """What ``synk inspect`` prints of an ``Inventory``."""
+    where = f"{url} ({inv.nodes} primaries)" if inv.nodes > 1 else url
+    lines = [f"prefix {inv.prefix!r} on {where}"]
+    if inv.empty:
+        lines.append("nothing stored")
+    else:
+        lines.append(f"{_n(len(inv.keys), 'key')}, {_n(inv.objects, 'live object')}")
+        if inv.keys:
+            rows: list[tuple[str, ...]] = [("key", "objects", "pending", "moved-out", "deleted")]
+            rows += [(k.key, str(k.objects), str(k.pending), str(k.moved), str(k.deleted)) for k in inv.keys]
+            lines += _table(rows)
+        lines.append(f"claimed ids: {len(inv.claims)}" + (f": {_ids(inv.claims, every_id)}" if inv.claims else ""))
+        if inv.unplaced:
+            lines.append(f"claimed but stored live in no key: {len(inv.unplaced)}: {_ids(inv.unplaced, every_id)}")
+        reader = "a simulation reads it" if inv.stream_reader else "no simulation reads it"
+        lines.append(
+            f"client message stream: {_n(inv.stream_length, 'entry').replace('entrys', 'entries')}, {inv.stream_bytes} bytes; {reader}"
+        )
+    if inv.other:
+        lines.append(f"other names under the prefix (not synk's layout; purge leaves them): {inv.other}")
+    return "\n".join(lines)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from synk.store.admin import inventory
+
+    inv = asyncio.run(inventory(args.redis, args.prefix))
+    print(_inventory_text(args.redis, inv, args.ids))
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from synk.errors import ConfigError
+    from synk.store.admin import inventory, purge
+
+    if not args.prefix:
+        raise ConfigError("the prefix is empty: it would select every name in the database; give the prefix synk writes under")
+    inv = asyncio.run(inventory(args.redis, args.prefix))
+    keys: list[str] | None = args.key
+    if keys is not None:
+        stored = {k.key: k for k in inv.keys}
+        missing = [k for k in keys if k not in stored]
+        if missing:
+            print(f"not stored under {args.prefix!r}: {', '.join(missing)}")
+        keys = [k for k in keys if k in stored]
+        if not keys:
+            print("nothing to purge")
+            return 0
+        n = sum(stored[k].objects + stored[k].marks for k in keys)
+        what = f"{_n(len(keys), 'key')} ({', '.join(keys)}) and {_n(n, 'stored object')} (marks included), releasing their ids"
+    else:
+        if inv.empty:
+            print(f"nothing stored under {args.prefix!r} on {args.redis}")
+            return 0
+        what = f"everything stored under {args.prefix!r}: {_n(len(inv.keys), 'key')}, {_n(inv.objects, 'live object')}"
+        what += f", {_n(len(inv.claims), 'claimed id')}"
+        what += ", the client message stream" if inv.stream_length or inv.stream_bytes or inv.stream_reader else ""
+    print(_inventory_text(args.redis, inv))
+    print(f"this deletes {what}, on {args.redis}")
+    if not args.yes:
+        try:
+            answer = input(f"type the prefix ({args.prefix}) to confirm: ")
+        except EOFError:
+            answer = None
+        if answer != args.prefix:
+            said = "nothing" if answer is None else repr(answer)
+            print(f"synk: purge cancelled: the answer was {said}, not the prefix {args.prefix!r}; nothing deleted", file=sys.stderr)
+            return 1
+    done = asyncio.run(purge(args.redis, args.prefix, keys))
+    stream = ", the client message stream" if done.stream else ""
+    print(f"purged {_n(len(done.keys), 'key')} ({_n(done.objects, 'stored object')}), released {_n(done.claims, 'claimed id')}{stream}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="require signed tokens (JWT, HS256) whose secret is in the environment variable NAME (never on the command line);"
         " a token's 'keys' claim lists the keys it may subscribe to (exact, or prefixes ending in '*')",
     )
+    serve.add_argument(
+        "--inspect",
+        action="store_true",
+        help="serve the inspector page at /inspect (live clients, keys and objects); behind --jwt-secret-env's tokens"
+        " when given (open it with ?token=...), otherwise open to anyone who reaches the port: keep --host on loopback",
+    )
 
     demo = commands.add_parser(
         "demo", help="run a simulation, a gateway and a page in one process", description="Run a live demo world and its page."
@@ -86,6 +212,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--agents", type=int, default=3000, help="agents on the map (default %(default)s)")
     demo.add_argument("--no-sim", action="store_true", help="serve only (another process simulates); needs --redis")
 
+    inspect = commands.add_parser(
+        "inspect",
+        help="list what is stored under a prefix: keys, objects, claimed ids, the message stream",
+        description="List what is stored in Redis under a prefix: each key with its objects (and the marks of writes left"
+        " half-way), the claimed object ids, and the client message stream. Reads only (SCAN; every primary of a cluster).",
+    )
+    inspect.add_argument("--redis", required=True, help="store URL: redis://HOST:PORT/DB, or any node of a Redis Cluster")
+    inspect.add_argument("--prefix", default="synk:", help="Redis key prefix, the simulation's (default %(default)s)")
+    inspect.add_argument("--ids", action="store_true", help=f"list every claimed id (default: the first {_IDS_SHOWN})")
+
+    purge = commands.add_parser(
+        "purge",
+        help="delete what is stored under a prefix (or only some keys' objects)",
+        description="Delete what synk stored in Redis under a prefix: every key's objects, the id claims and the client"
+        " message stream; or, with --key, only those keys' objects, releasing their ids. Asks you to type the prefix"
+        " to confirm. Stop the simulation first: a running one writes its objects again.",
+    )
+    purge.add_argument("--redis", required=True, help="store URL: redis://HOST:PORT/DB, or any node of a Redis Cluster")
+    purge.add_argument("--prefix", default="synk:", help="Redis key prefix, the simulation's (default %(default)s; never empty)")
+    purge.add_argument("--key", action="append", metavar="KEY", help="purge only this subscription key's objects (repeatable)")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # One line per HTTP request or connection is noise at this level.
@@ -93,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             asyncio.run(_serve(args))
+        elif args.command == "inspect":
+            return _inspect(args)
+        elif args.command == "purge":
+            return _purge(args)
         else:
             from synk.demo import run
 

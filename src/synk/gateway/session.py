@@ -151,6 +151,23 @@ class Session:
         self.closed = False
         self._writer = asyncio.create_task(self._run())
 
+    @property
+    def backlog_messages(self) -> int:
+        """Messages queued for this client and not yet written to its socket."""
+        return len(self._pending)
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of the messages queued for this client."""
+        return self._pending_bytes
+
+    @property
+    def lag(self) -> float:
+        """Seconds the oldest message queued for this client has waited (0.0 with nothing queued)."""
+        if not self._pending:
+            return 0.0
+        return max(0.0, self._loop.time() - self._since)
+
     def remember_move(self, oid: str, prev_key: str, key: str, data: bytes) -> None:
         """Keep the add (with psKey) left out for this client, until the move it names is settled."""
         moves = self.moves
