@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import chaos
-from bench.chaos.cluster import Cluster
 from bench.chaos.compare import Divergence, compare
 from bench.chaos.faults import FAULTS
 from bench.chaos.redis_ctl import StoredObject, read_store
+from bench.chaos.run import Run
 from bench.fanout.common import BenchError
 
 if TYPE_CHECKING:
@@ -83,42 +83,42 @@ class StormResult:
         }
 
 
-async def mirrors_vs_store(cluster: Cluster) -> tuple[dict[str, StoredObject], dict[str, Divergence]]:
+async def mirrors_vs_store(run: Run) -> tuple[dict[str, StoredObject], dict[str, Divergence]]:
     """The store, and each client's divergence from it."""
-    store = await read_store(cluster.redis.url)
+    store = await read_store(run.redis.url)
     divergences: dict[str, Divergence] = {}
-    reports = await asyncio.gather(*(f.ask({"cmd": "report"}) for f in cluster.fleets if f is not None))
+    reports = await asyncio.gather(*(f.ask({"cmd": "report"}) for f in run.fleets if f is not None))
     for report in reports:
         for client in report["clients"]:
             divergences[client["name"]] = compare(store, client)
     return store, divergences
 
 
-async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> StormResult:
+async def run_storm(run: Run, args: argparse.Namespace, index: int) -> StormResult:
     """One storm: run with faults, heal, quiet, then wait for every mirror to equal the store."""
     seed = args.seed * 1000 + index
     rng = random.Random(seed)
     result = StormResult(index, seed)
-    cluster.events = []
-    crashes_before = len(cluster.crashes)
-    assert cluster.sim is not None
+    run.events = []
+    crashes_before = len(run.crashes)
+    assert run.sim is not None
     kinds = args.faults
     count = max(1, round(args.duration * FAULT_RATE))
     plan = sorted((rng.uniform(0.5, max(0.6, args.duration * 0.8)), rng.choice(kinds)) for _ in range(count))
     result.faults = [kind for _, kind in plan]
-    cluster.log(f"storm {index} (seed {seed}): {args.duration:g} s, faults {', '.join(f'{k}@{t:.1f}s' for t, k in plan)}")
+    run.log(f"storm {index} (seed {seed}): {args.duration:g} s, faults {', '.join(f'{k}@{t:.1f}s' for t, k in plan)}")
 
     async def strike(at: float, kind: str, fault_rng: random.Random) -> None:
         await asyncio.sleep(at)  # the fault's moment in the storm
         try:
-            what = await FAULTS[kind](cluster, fault_rng)
+            what = await FAULTS[kind](run, fault_rng)
         except (BenchError, OSError, RuntimeError) as exc:
-            cluster.log(f"fault {kind} could not complete: {exc}")
+            run.log(f"fault {kind} could not complete: {exc}")
             return
-        cluster.log(f"fault {kind}: {what}")
+        run.log(f"fault {kind}: {what}")
 
-    cluster.sim.send({"cmd": "go"})
-    await cluster.tell_fleets({"cmd": "churn", "on": True})
+    run.sim.send({"cmd": "go"})
+    await run.tell_fleets({"cmd": "churn", "on": True})
     strikes = [asyncio.create_task(strike(at, kind, random.Random(rng.random()))) for at, kind in plan]
     try:
         await asyncio.sleep(args.duration)  # the storm's length
@@ -127,20 +127,20 @@ async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> S
     finally:
         for task in strikes:
             task.cancel()
-    await cluster.heal_all()
-    await cluster.tell_fleets({"cmd": "churn", "on": False})
-    cluster.sim.send({"cmd": "quiet"})
-    quiet = await cluster.sim.read(120)
+    await run.heal_all()
+    await run.tell_fleets({"cmd": "churn", "on": False})
+    run.sim.send({"cmd": "quiet"})
+    quiet = await run.sim.read(120)
     # The simulation counts since it started: the storm's share is the difference.
     totals: dict[str, int] = quiet.get("stats", {})
-    result.sim_stats = {k: v - cluster.sim_totals.get(k, 0) for k, v in totals.items()}
-    cluster.sim_totals = totals
-    cluster.log("simulation quiet; waiting for the mirrors")
+    result.sim_stats = {k: v - run.sim_totals.get(k, 0) for k, v in totals.items()}
+    run.sim_totals = totals
+    run.log("simulation quiet; waiting for the mirrors")
 
     t0 = time.monotonic()
     deadline = t0 + args.converge_timeout
     while True:
-        store, divergences = await mirrors_vs_store(cluster)
+        store, divergences = await mirrors_vs_store(run)
         if all(d.total == 0 for d in divergences.values()):
             result.converge_s = time.monotonic() - t0
             break
@@ -156,9 +156,9 @@ async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> S
     failed_deletes, dropped = set(quiet.get("failed_deletes", [])), set(quiet.get("dropped", []))
     for oid in sorted(orphans)[:5]:
         why = "its delete failed" if oid in failed_deletes else "reload() reported it missing" if oid in dropped else "unknown"
-        cluster.log(f"  orphan {oid} (stored, not owned by the simulation: {why}): {store[oid]}")
+        run.log(f"  orphan {oid} (stored, not owned by the simulation: {why}): {store[oid]}")
         result.orphans.append({"id": oid, "why": why, "store": [store[oid].key, store[oid].version, store[oid].incarnation]})
-    result.crashes = cluster.crashes[crashes_before:]
+    result.crashes = run.crashes[crashes_before:]
     for name, d in sorted(divergences.items()):
         result.missing += d.missing
         result.extra += d.extra
@@ -169,29 +169,29 @@ async def run_storm(cluster: Cluster, args: argparse.Namespace, index: int) -> S
                 result.examples.append({"client": name, "kind": kind, "id": oid, "mirror": mirror, "store": stored})
     if result.diverged:
         counts = f"missing {result.missing}, extra {result.extra}, wrong {result.wrong}"
-        cluster.log(f"storm {index} DIVERGED: {result.diverged_clients} clients, {counts}")
+        run.log(f"storm {index} DIVERGED: {result.diverged_clients} clients, {counts}")
         for e in result.examples[:12]:
-            cluster.log(f"  {e['client']} {e['kind']} {e['id']}: mirror {e['mirror']} store {e['store']}")
-        await save_traces(cluster, index, divergences)
+            run.log(f"  {e['client']} {e['kind']} {e['id']}: mirror {e['mirror']} store {e['store']}")
+        await save_traces(run, index, divergences)
     else:
-        cluster.log(f"storm {index} converged in {result.converge_s:.2f} s")
-    result.events = list(cluster.events)
+        run.log(f"storm {index} converged in {result.converge_s:.2f} s")
+    result.events = list(run.events)
     return result
 
 
-async def save_traces(cluster: Cluster, index: int, divergences: dict[str, Divergence]) -> None:
+async def save_traces(run: Run, index: int, divergences: dict[str, Divergence]) -> None:
     """What each diverged client saw of its diverged objects, into the log folder (``trace-S-CLIENT.json``)."""
     for name, d in divergences.items():
         if not d.total:
             continue
         ids = [oid for _, oid, _, _ in d.examples]
-        for fleet in cluster.fleets:
+        for fleet in run.fleets:
             if fleet is None or not name.startswith(fleet.child.name.replace("clients", "c") + "."):
                 continue
             answer = await fleet.ask({"cmd": "trace", "client": name, "ids": ids})
-            path = cluster.logdir / f"trace-{index}-{name}.json"
+            path = run.logdir / f"trace-{index}-{name}.json"
             path.write_text(json.dumps({"client": name, "ids": ids, "trace": answer.get("trace", [])}, indent=None))
-            cluster.log(f"  trace of {name}: {path}")
+            run.log(f"  trace of {name}: {path}")
 
 
 def table(results: list[StormResult]) -> str:
@@ -210,7 +210,7 @@ def table(results: list[StormResult]) -> str:
 async def orchestrate(args: argparse.Namespace) -> int:
     """The whole run; returns the exit code."""
     logdir = Path(tempfile.mkdtemp(prefix="synk-chaos-logs-"))
-    cluster = Cluster(args, logdir)
+    run = Run(args, logdir)
     results: list[StormResult] = []
     failed: str | None = None
     started = time.monotonic()
@@ -220,22 +220,22 @@ async def orchestrate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        await cluster.start()
+        await run.start()
         for index in range(args.storms):
-            result = await run_storm(cluster, args, index)
+            result = await run_storm(run, args, index)
             results.append(result)
             if result.diverged and index + 1 < args.storms:
-                cluster.log("replacing every client process, so that the next storm starts from fresh mirrors")
-                await cluster.replace_fleets()
-        if cluster.sim is not None:
-            cluster.sim.send({"cmd": "stop"})
+                run.log("replacing every client process, so that the next storm starts from fresh mirrors")
+                await run.replace_fleets()
+        if run.sim is not None:
+            run.sim.send({"cmd": "stop"})
             with contextlib.suppress(BenchError):
-                await cluster.sim.read(30)
+                await run.sim.read(30)
     except (BenchError, OSError, RuntimeError, ValueError, TimeoutError) as exc:
         failed = f"{type(exc).__name__}: {exc}"
         print(f"chaos: the harness failed: {failed}", file=sys.stderr)
     finally:
-        await cluster.close()
+        await run.close()
     diverged = [r for r in results if r.diverged]
     print(table(results))
     out = {

@@ -34,134 +34,134 @@ if TYPE_CHECKING:
     import random
     from collections.abc import Awaitable, Callable
 
-    from bench.chaos.cluster import Cluster
+    from bench.chaos.run import Run
 
 __all__ = ["FAULTS"]
 
 
-async def redis_kill(cluster: Cluster, rng: random.Random, *, wipe: bool = False) -> str:
-    async with cluster.lock("redis"):
-        cluster.redis.kill()
+async def redis_kill(run: Run, rng: random.Random, *, wipe: bool = False) -> str:
+    async with run.lock("redis"):
+        run.redis.kill()
         down = rng.uniform(0.2, 2.0)
-        cluster.log(f"redis killed (-9){', data wiped' if wipe else ''}; restart in {down:.1f} s")
+        run.log(f"redis killed (-9){', data wiped' if wipe else ''}; restart in {down:.1f} s")
         await asyncio.sleep(down)  # the outage itself
         if wipe:
-            cluster.redis.wipe()
-        await wait_started(cluster.redis)
-        cluster.log("redis restarted")
+            run.redis.wipe()
+        await wait_started(run.redis)
+        run.log("redis restarted")
     return f"redis down {down:.1f}s"
 
 
-async def redis_wipe(cluster: Cluster, rng: random.Random) -> str:
-    return await redis_kill(cluster, rng, wipe=True)
+async def redis_wipe(run: Run, rng: random.Random) -> str:
+    return await redis_kill(run, rng, wipe=True)
 
 
-async def redis_stop(cluster: Cluster, rng: random.Random) -> str:
-    async with cluster.lock("redis"):
-        if not cluster.redis.running:
+async def redis_stop(run: Run, rng: random.Random) -> str:
+    async with run.lock("redis"):
+        if not run.redis.running:
             return "redis not running"
         frozen = rng.uniform(2.0, 4.0)
-        cluster.redis.freeze()
-        cluster.log(f"redis SIGSTOP for {frozen:.1f} s")
+        run.redis.freeze()
+        run.log(f"redis SIGSTOP for {frozen:.1f} s")
         await asyncio.sleep(frozen)  # the outage itself
-        cluster.redis.thaw()
-        cluster.log("redis SIGCONT")
+        run.redis.thaw()
+        run.log("redis SIGCONT")
     return f"redis frozen {frozen:.1f}s"
 
 
-async def gateway_kill(cluster: Cluster, rng: random.Random) -> str:
-    i = rng.randrange(len(cluster.gateways))
-    async with cluster.lock(f"gateway{i}"):
-        gateway = cluster.gateways[i]
+async def gateway_kill(run: Run, rng: random.Random) -> str:
+    i = rng.randrange(len(run.gateways))
+    async with run.lock(f"gateway{i}"):
+        gateway = run.gateways[i]
         if gateway is not None:
-            cluster.kill9(gateway)
+            run.kill9(gateway)
             await gateway.proc.wait()
         down = rng.uniform(0.2, 2.0)
-        cluster.log(f"gateway{i} killed (-9); restart in {down:.1f} s")
+        run.log(f"gateway{i} killed (-9); restart in {down:.1f} s")
         await asyncio.sleep(down)  # the outage itself
-        await cluster.start_gateway(i)
-        cluster.log(f"gateway{i} restarted")
+        await run.start_gateway(i)
+        run.log(f"gateway{i} restarted")
     return f"gateway{i} down {down:.1f}s"
 
 
-async def client_kill(cluster: Cluster, rng: random.Random) -> str:
-    j = rng.randrange(len(cluster.fleets))
-    async with cluster.lock(f"fleet{j}"):
-        fleet = cluster.fleets[j]
+async def client_kill(run: Run, rng: random.Random) -> str:
+    j = rng.randrange(len(run.fleets))
+    async with run.lock(f"fleet{j}"):
+        fleet = run.fleets[j]
         if fleet is not None:
-            cluster.kill9(fleet.child)
+            run.kill9(fleet.child)
             await fleet.child.proc.wait()
-        cluster.log(f"client process {j} killed (-9); replacing it")
-        await cluster.start_fleet(j)
-        fresh = cluster.fleets[j]
+        run.log(f"client process {j} killed (-9); replacing it")
+        await run.start_fleet(j)
+        fresh = run.fleets[j]
         if fresh is not None:
             await fresh.ask({"cmd": "churn", "on": True})
     return f"clients{j} replaced"
 
 
-async def _fleet_cmd(cluster: Cluster, rng: random.Random, what: str, n: int, ms: int) -> str:
-    j = rng.randrange(len(cluster.fleets))
-    async with cluster.lock(f"fleet{j}"):
-        fleet = cluster.fleets[j]
+async def _fleet_cmd(run: Run, rng: random.Random, what: str, n: int, ms: int) -> str:
+    j = rng.randrange(len(run.fleets))
+    async with run.lock(f"fleet{j}"):
+        fleet = run.fleets[j]
         if fleet is None or not fleet.child.alive:
             return f"clients{j} not running"
         answer = await fleet.ask({"cmd": what, "n": n, "ms": ms})
-    cluster.log(f"{what} for {ms} ms: {', '.join(answer.get('who', []))}")
+    run.log(f"{what} for {ms} ms: {', '.join(answer.get('who', []))}")
     return f"{what} {len(answer.get('who', []))} clients {ms / 1000:.1f}s"
 
 
-async def client_slow(cluster: Cluster, rng: random.Random) -> str:
-    n = max(1, cluster.fleet_sizes()[0] // 3)
-    return await _fleet_cmd(cluster, rng, "slow", n, rng.randrange(3000, 8000))
+async def client_slow(run: Run, rng: random.Random) -> str:
+    n = max(1, run.fleet_sizes()[0] // 3)
+    return await _fleet_cmd(run, rng, "slow", n, rng.randrange(3000, 8000))
 
 
-async def client_stall(cluster: Cluster, rng: random.Random) -> str:
-    return await _fleet_cmd(cluster, rng, "stall", rng.randint(1, 3), rng.randrange(4000, 14000))
+async def client_stall(run: Run, rng: random.Random) -> str:
+    return await _fleet_cmd(run, rng, "stall", rng.randint(1, 3), rng.randrange(4000, 14000))
 
 
-async def pubsub_kill(cluster: Cluster, rng: random.Random) -> str:
-    async with cluster.lock("redis"):
-        if not cluster.redis.running:
+async def pubsub_kill(run: Run, rng: random.Random) -> str:
+    async with run.lock("redis"):
+        if not run.redis.running:
             return "redis not running"
-        ids = await pubsub_clients(cluster.redis.url)
+        ids = await pubsub_clients(run.redis.url)
         if not ids:
-            cluster.log("pubsub-kill: no pub/sub connection to kill")
+            run.log("pubsub-kill: no pub/sub connection to kill")
             return "no pubsub connection"
         victim = rng.choice(ids)
-        killed = await kill_client(cluster.redis.url, victim)
-        cluster.log(f"CLIENT KILL ID {victim} (one of {len(ids)} pub/sub connections): {killed}")
+        killed = await kill_client(run.redis.url, victim)
+        run.log(f"CLIENT KILL ID {victim} (one of {len(ids)} pub/sub connections): {killed}")
     return f"pubsub {victim} killed"
 
 
-async def net_cut(cluster: Cluster, rng: random.Random) -> str:
-    i = rng.randrange(len(cluster.proxies))
-    async with cluster.lock(f"proxy{i}"):
+async def net_cut(run: Run, rng: random.Random) -> str:
+    i = rng.randrange(len(run.proxies))
+    async with run.lock(f"proxy{i}"):
         cut = rng.uniform(0.5, 4.0)
-        cluster.proxies[i].cut()
-        cluster.log(f"network gateway{i}<->redis cut for {cut:.1f} s")
+        run.proxies[i].cut()
+        run.log(f"network gateway{i}<->redis cut for {cut:.1f} s")
         await asyncio.sleep(cut)  # the outage itself
-        cluster.proxies[i].heal()
-        cluster.log(f"network gateway{i}<->redis back")
+        run.proxies[i].heal()
+        run.log(f"network gateway{i}<->redis back")
     return f"gateway{i} cut {cut:.1f}s"
 
 
-async def net_stall(cluster: Cluster, rng: random.Random) -> str:
-    i = rng.randrange(len(cluster.proxies))
-    async with cluster.lock(f"proxy{i}"):
+async def net_stall(run: Run, rng: random.Random) -> str:
+    i = rng.randrange(len(run.proxies))
+    async with run.lock(f"proxy{i}"):
         stall = rng.uniform(2.0, 6.0)
-        cluster.proxies[i].stall()
-        cluster.log(f"network gateway{i}<->redis stalled for {stall:.1f} s")
+        run.proxies[i].stall()
+        run.log(f"network gateway{i}<->redis stalled for {stall:.1f} s")
         await asyncio.sleep(stall)  # the outage itself
-        cluster.proxies[i].heal()
-        cluster.log(f"network gateway{i}<->redis flowing")
+        run.proxies[i].heal()
+        run.log(f"network gateway{i}<->redis flowing")
     return f"gateway{i} stalled {stall:.1f}s"
 
 
-async def nothing(cluster: Cluster, rng: random.Random) -> str:
+async def nothing(run: Run, rng: random.Random) -> str:
     return "no fault"
 
 
-FAULTS: dict[str, Callable[[Cluster, random.Random], Awaitable[str]]] = {
+FAULTS: dict[str, Callable[[Run, random.Random], Awaitable[str]]] = {
     "none": nothing,
     "redis-kill": redis_kill,
     "redis-wipe": redis_wipe,

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import argparse
     from pathlib import Path
 
-__all__ = ["Cluster"]
+__all__ = ["Run"]
 
 #: How long a started process may take to be ready.
 START_TIMEOUT = 30.0
@@ -47,7 +47,7 @@ class Talker:
                     return answer
 
 
-class Cluster:
+class Run:
     """Redis, its proxies, the gateways, the simulation and the client fleets of one run."""
 
     def __init__(self, args: argparse.Namespace, logdir: Path) -> None:
