@@ -16,6 +16,10 @@ from bench.chaos.redis_ctl import StoredObject, parse_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
+needs_processes = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("node") is None, reason="needs redis-server and node"
+)
+
 STORE = {
     "a": StoredObject("zone:1", 3, "i-a", {"n": 2}),
     "b": StoredObject("zone:2", 1, "i-b", {"n": 0}),
@@ -59,7 +63,27 @@ def test_a_stored_value_is_parsed_as_the_guard_line_and_the_add_message() -> Non
     assert parse_value("zone:4", "x1", b"tok123:8\n>zone:5\n" + value.split(b"\n", 1)[1]) is None  # a move's mark
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("node") is None, reason="needs redis-server and node")
+def chaos(args: list[str], timeout: float) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run ``python -m bench.chaos`` with ``args``; its JSON line (the harness itself must not have failed), and the process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    line: dict[str, Any] = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "chaos" and line["error"] is None, result.stderr[-3000:]
+    return line, result
+
+
+def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str]) -> None:
+    """Every storm: 0 divergent objects, the store invariant holding, every owned object stored as its simulation believes."""
+    log = result.stdout[-3000:] + result.stderr[-6000:]
+    for storm in line["results"]:
+        assert storm["converge_s"] is not None and storm["missing"] == storm["extra"] == storm["wrong"] == 0, log
+        assert storm["invariant"] == [], log
+        assert storm["sim_lost"] == storm["sim_wrong"] == 0 and storm["sim"]["doubled"] == 0, log
+    assert result.returncode == 0, log
+
+
+@needs_processes
 def test_a_short_seeded_storm_run_converges() -> None:
     # Each storm draws its faults from this list (seeded), over 12 clients and 2 gateways.
     args = ["--storms", "3", "--seed", "7", "--duration", "8", "--clients", "12", "--client-procs", "2", "--gateways", "2"]
@@ -75,4 +99,61 @@ def test_a_short_seeded_storm_run_converges() -> None:
     line = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert line["bench"] == "chaos" and line["error"] is None, result.stderr[-3000:]
     assert line["storms"] == 3 and all(r["clients"] == 12 for r in line["results"])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_converged(line, result)
+
+
+# -- on a Redis Cluster (3 primaries, 3 replicas) -------------------------------------------------
+
+CLUSTER = ["--cluster", "--clients", "8", "--client-procs", "2", "--gateways", "2", "--converge-timeout", "20"]
+
+
+@needs_processes
+def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_recovers_through_reload() -> None:
+    # One primary killed (-9) while the simulation writes and clients on both gateways watch
+    # keys on every node; its replica is promoted, the old node comes back as a replica.
+    line, result = chaos([*CLUSTER, "--storms", "1", "--seed", "3", "--duration", "6", "--faults", "primary-kill"], timeout=120)
+    [storm] = line["results"]
+    assert storm["faults"] == ["primary-kill"]
+    assert_converged(line, result)
+    # The simulation's flushes failed during the failover (WriteError), and reload() brought it back.
+    assert storm["sim"]["failed_flushes"] >= 1 and storm["sim"]["reloads"] >= 1, result.stderr[-3000:]
+    assert storm["sim"]["ticks"] > 0 and storm["write_outage_s"] > 0
+    # The interruption is measured and printed (not bounded here: no timed assertions).
+    assert "writes out s" in result.stdout and "no delivery s" in result.stdout
+    assert storm["delivery_gap_s"] >= 0
+    # The gateways stayed up: their clients did not reconnect.
+    assert storm["reconnects"] == 0, result.stderr[-3000:]
+
+
+RESHARD_BUG = (
+    "synk's apply.lua names the key's channel in KEYS; the channel never exists as a key, so from SETSLOT MIGRATING "
+    "to SETSLOT NODE every write to the slot gets TRYAGAIN, which synk gives up on after 10 tries (0.2 s) as REFUSED; "
+    "a move into the slot is then half-done and reload() drops the object (see the branch's report)"
+)
+
+
+@needs_processes
+@pytest.mark.xfail(strict=False, reason=RESHARD_BUG)
+def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_or_doubles_no_write() -> None:
+    # Two slots of subscribed keys move to another primary while the simulations write them
+    # (one of the moves held half-way, so that writes meet ASK and TRYAGAIN).
+    args = [*CLUSTER, "--storms", "1", "--seed", "5", "--duration", "6", "--faults", "reshard", "--faults-per-storm", "2", "--sims", "2"]
+    line, result = chaos(args, timeout=120)
+    [storm] = line["results"]
+    assert storm["faults"] == ["reshard", "reshard"]
+    assert_converged(line, result)
+    assert storm["reconnects"] == 0, result.stderr[-3000:]
+    # No acknowledged write was lost and none applied twice; no object was lost either.
+    assert storm["sim"]["acked_lost"] == storm["sim"]["doubled"] == storm["sim"]["lost"] == 0, result.stderr[-3000:]
+
+
+@needs_processes
+@pytest.mark.xfail(strict=False, reason=RESHARD_BUG)
+def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_converges() -> None:
+    # Seed 18 draws, in one 10 s storm: a primary failover, a slow client, a reshard and a gateway kill.
+    args = [*CLUSTER, "--storms", "1", "--seed", "18", "--duration", "10", "--faults-per-storm", "4", "--sims", "2"]
+    args += ["--faults", "primary-kill,reshard,gateway-kill,client-kill,client-stall,client-slow,pubsub-kill"]
+    line, result = chaos(args, timeout=150)
+    [storm] = line["results"]
+    assert {"primary-kill", "reshard", "gateway-kill"} <= set(storm["faults"])
+    assert_converged(line, result)

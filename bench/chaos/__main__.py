@@ -74,6 +74,11 @@ class StormResult:
         """Some mirror still differed from the store at the deadline."""
         return self.converge_s is None
 
+    @property
+    def broken(self) -> bool:
+        """The store broke its invariant, or holds an owned object otherwise than its simulation believes, or applied a write twice."""
+        return bool(self.invariant) or self.sim_wrong > 0 or self.sim_stats.get("doubled", 0) > 0
+
     def summary(self) -> dict[str, Any]:
         """The storm in the JSON line."""
         return {
@@ -142,7 +147,7 @@ async def run_storm(run: Run, args: argparse.Namespace, index: int) -> StormResu
     run.events = []
     crashes_before = len(run.crashes)
     kinds = args.faults
-    count = max(1, round(args.duration * FAULT_RATE))
+    count = args.faults_per_storm or max(1, round(args.duration * FAULT_RATE))
     plan = sorted((rng.uniform(0.5, max(0.6, args.duration * 0.8)), rng.choice(kinds)) for _ in range(count))
     result.faults = [kind for _, kind in plan]
     run.log(f"storm {index} (seed {seed}): {args.duration:g} s, faults {', '.join(f'{k}@{t:.1f}s' for t, k in plan)}")
@@ -343,6 +348,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     finally:
         await run.close()
     diverged = [r for r in results if r.diverged]
+    broken = [r for r in results if r.broken]
     print(table(results))
     out = {
         "bench": "chaos",
@@ -350,6 +356,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "storms": len(results),
         "diverged": len(diverged),
         "converged": len(results) - len(diverged),
+        "broken": len(broken),
         "clients": args.clients,
         "gateways": args.gateways,
         "sims": args.sims,
@@ -363,14 +370,14 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "error": failed,
         "seconds": round(time.monotonic() - started, 1),
         "results": [r.summary() for r in results],
-        "logs": str(logdir) if (diverged or failed or args.keep_logs) else None,
+        "logs": str(logdir) if (diverged or broken or failed or args.keep_logs) else None,
     }
     print(json.dumps(out))
-    if not (diverged or failed or args.keep_logs):
+    if not (diverged or broken or failed or args.keep_logs):
         shutil.rmtree(logdir, ignore_errors=True)
     if failed:
         return 2
-    return 1 if diverged else 0
+    return 1 if diverged or broken else 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -386,6 +393,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--faults",
         default=None,
         help=f"comma list of fault kinds (default: every kind that applies; {','.join(FAULTS)})",
+    )
+    ap.add_argument(
+        "--faults-per-storm", dest="faults_per_storm", type=int, default=0, help="faults in each storm (default one per 5 s of storm)"
     )
     ap.add_argument("--cluster", action="store_true", help="run on a private Redis Cluster (3 primaries, 3 replicas) instead of one Redis")
     ap.add_argument("--sims", type=int, default=1, help="simulation processes writing the world (default 1)")
