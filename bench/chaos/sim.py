@@ -28,7 +28,10 @@ object's version is *acknowledged*. After a ``reload()``, a stored version
 below the acknowledged one is an acknowledged write lost (``acked_lost``);
 one above it by more than the failed flush could have added is a write
 applied twice (``doubled``). Both must stay 0 whatever the faults, unless the
-store itself loses data (``redis-wipe``).
+store itself loses data (``redis-wipe``). An object ``reload()`` reports
+missing counts as ``lost`` when the store had acknowledged it (nobody else
+deletes this simulation's objects), as ``unflushed`` when it was created by
+the flush that failed (``reload()`` drops what was never stored).
 ``stop``
     answer ``{"stats": {...}}`` and exit
 """
@@ -81,6 +84,7 @@ class Simulation:
                 "reloads",
                 "reload_errors",
                 "lost",
+                "unflushed",
                 "created",
                 "deleted",
                 "moved",
@@ -206,12 +210,17 @@ class Simulation:
                 delay = min(delay * 2, 0.2)
         self.stats["reloads"] += 1
         for obj in report.missing:
-            if self.things.pop(obj.id, None) is not None:
+            if self.things.pop(obj.id, None) is None:
+                continue
+            self.dropped.append(obj.id)
+            acked = self.acked.pop(obj.id, None)
+            if acked is None:
+                # Created by the failed flush: reload() drops what was never stored, as documented.
+                self.stats["unflushed"] += 1
+            else:
+                # The store had acknowledged it, and nobody deleted it: lost (or, after redis-wipe, wiped).
                 self.stats["lost"] += 1
-                self.dropped.append(obj.id)
-                if obj.id in self.acked:
-                    log.warning("lost %s: reload() found it missing, acknowledged at v%d", obj.id, self.acked[obj.id])
-            self.acked.pop(obj.id, None)
+                log.warning("lost %s: reload() found it missing, acknowledged at v%d", obj.id, acked)
         self.check_reloaded()
 
 
