@@ -73,13 +73,40 @@ def chaos(args: list[str], timeout: float) -> tuple[dict[str, Any], subprocess.C
     return line, result
 
 
-def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str]) -> None:
-    """Every storm: 0 divergent objects, the store invariant holding, every owned object stored as its simulation believes."""
+def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bug: str = "") -> None:
+    """Every storm: 0 divergent objects, every owned object stored as its simulation believes, no write applied twice.
+
+    With ``known_bug``, a storm that diverged only in the keys whose slot it
+    moved is marked xfail (that bug's signature), once the other checks passed.
+    """
     log = result.stdout[-3000:] + result.stderr[-6000:]
+    diverged = []
     for storm in line["results"]:
-        assert storm["converge_s"] is not None and storm["missing"] == storm["extra"] == storm["wrong"] == 0, log
-        assert storm["invariant"] == [], log
         assert storm["sim_lost"] == storm["sim_wrong"] == 0 and storm["sim"]["doubled"] == 0, log
+        if storm["converge_s"] is None or storm["missing"] or storm["extra"] or storm["wrong"]:
+            diverged.append(storm)
+    moved = {key for storm in diverged for key in storm["resharded"]}
+
+    def in_moved_keys(example: dict[str, Any]) -> bool:
+        return any(where is not None and where[0] in moved for where in (example["mirror"], example["store"]))
+
+    if known_bug and diverged and all(storm["examples"] and all(map(in_moved_keys, storm["examples"])) for storm in diverged):
+        pytest.xfail(f"{known_bug}: {diverged[0]['examples'][:2]}")
+    assert diverged == [], log
+
+
+def assert_store_sound(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bug: str = "") -> None:
+    """The store invariant held after every storm, and the run exited 0.
+
+    With ``known_bug``, a run whose only faults are that bug's signature (a move
+    left half-way: its object stored nowhere, reload() reporting it missing)
+    is marked xfail instead, once the other checks passed.
+    """
+    log = result.stdout[-3000:] + result.stderr[-6000:]
+    broken = [v for storm in line["results"] for v in storm["invariant"]]
+    if known_bug and broken and all("left half-way" in v or "stored nowhere" in v for v in broken):
+        pytest.xfail(f"{known_bug}: {broken[:2]}")
+    assert broken == [], log
     assert result.returncode == 0, log
 
 
@@ -100,6 +127,7 @@ def test_a_short_seeded_storm_run_converges() -> None:
     assert line["bench"] == "chaos" and line["error"] is None, result.stderr[-3000:]
     assert line["storms"] == 3 and all(r["clients"] == 12 for r in line["results"])
     assert_converged(line, result)
+    assert_store_sound(line, result)
 
 
 # -- on a Redis Cluster (3 primaries, 3 replicas) -------------------------------------------------
@@ -115,6 +143,7 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
     [storm] = line["results"]
     assert storm["faults"] == ["primary-kill"]
     assert_converged(line, result)
+    assert_store_sound(line, result)
     # The simulation's flushes failed during the failover (WriteError), and reload() brought it back.
     assert storm["sim"]["failed_flushes"] >= 1 and storm["sim"]["reloads"] >= 1, result.stderr[-3000:]
     assert storm["sim"]["ticks"] > 0 and storm["write_outage_s"] > 0
@@ -125,15 +154,22 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
     assert storm["reconnects"] == 0, result.stderr[-3000:]
 
 
-RESHARD_BUG = (
-    "synk's apply.lua names the key's channel in KEYS; the channel never exists as a key, so from SETSLOT MIGRATING "
-    "to SETSLOT NODE every write to the slot gets TRYAGAIN, which synk gives up on after 10 tries (0.2 s) as REFUSED; "
-    "a move into the slot is then half-done and reload() drops the object (see the branch's report)"
-)
+#: Until synk writes through a slot migration (see the branch's report): apply.lua names the key's
+#: channel among its KEYS, and a channel never exists as a key, so from SETSLOT MIGRATING to SETSLOT
+#: NODE Redis answers every apply.lua call on the slot TRYAGAIN; synk sends it again 10 times 20 ms
+#: apart, then counts it REFUSED. A move into that slot is left half-way (taken out of its old key,
+#: never put), reload()'s repair is refused the same way, and reload() reports the object missing.
+RESHARD_BUG = "a write into a slot being migrated is refused (TRYAGAIN), and a move into it loses its object"
+
+#: Until a gateway re-homes every key whose slot moved (see the branch's report): when the old owner
+#: drops a moved slot's channel (SUNSUBSCRIBE pushed by Redis), RedisSubscriber forgets the channel but
+#: keeps the key, so has(key) stays True; if the slot map ClusterSubscriber._rehome() then learns comes
+#: from a node that has not heard of the move yet, the key is judged not moved and never subscribed
+#: again: that gateway's clients get nothing more of it, and a new subscription to it never completes.
+REHOME_BUG = "a gateway that learns a stale slot map after a slot moved never subscribes the key again"
 
 
 @needs_processes
-@pytest.mark.xfail(strict=False, reason=RESHARD_BUG)
 def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_or_doubles_no_write() -> None:
     # Two slots of subscribed keys move to another primary while the simulations write them
     # (one of the moves held half-way, so that writes meet ASK and TRYAGAIN).
@@ -141,14 +177,16 @@ def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_o
     line, result = chaos(args, timeout=120)
     [storm] = line["results"]
     assert storm["faults"] == ["reshard", "reshard"]
-    assert_converged(line, result)
     assert storm["reconnects"] == 0, result.stderr[-3000:]
-    # No acknowledged write was lost and none applied twice; no object was lost either.
-    assert storm["sim"]["acked_lost"] == storm["sim"]["doubled"] == storm["sim"]["lost"] == 0, result.stderr[-3000:]
+    # No acknowledged write was lost and none applied twice.
+    assert storm["sim"]["acked_lost"] == storm["sim"]["doubled"] == 0, result.stderr[-3000:]
+    assert_converged(line, result, known_bug=REHOME_BUG)
+    assert_store_sound(line, result, known_bug=RESHARD_BUG)
+    # No object was lost either (reload() reports the object of a move left half-way missing).
+    assert storm["sim"]["lost"] == 0, result.stderr[-3000:]
 
 
 @needs_processes
-@pytest.mark.xfail(strict=False, reason=RESHARD_BUG)
 def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_converges() -> None:
     # Seed 18 draws, in one 10 s storm: a primary failover, a slow client, a reshard and a gateway kill.
     args = [*CLUSTER, "--storms", "1", "--seed", "18", "--duration", "10", "--faults-per-storm", "4", "--sims", "2"]
@@ -156,4 +194,5 @@ def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_conv
     line, result = chaos(args, timeout=150)
     [storm] = line["results"]
     assert {"primary-kill", "reshard", "gateway-kill"} <= set(storm["faults"])
-    assert_converged(line, result)
+    assert_converged(line, result, known_bug=REHOME_BUG)
+    assert_store_sound(line, result, known_bug=RESHARD_BUG)

@@ -62,11 +62,13 @@ class StormResult:
     delivery_gap_s: float = 0.0
     #: clients' reconnections during the storm (a killed gateway or a stuck client causes some)
     reconnects: int = 0
-    #: what breaks the store invariant (tests/store_invariant.py) once the simulations settled
+    #: what breaks the store invariant (tests/store_invariant.py) once the simulations settled, and did not after the last storm
     invariant: list[str] = field(default_factory=list)
     examples: list[dict[str, Any]] = field(default_factory=list)
     orphans: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    #: the keys whose slot moved to another primary during the storm
+    resharded: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +103,7 @@ class StormResult:
             "delivery_gap_s": round(self.delivery_gap_s, 2),
             "reconnects": self.reconnects,
             "invariant": self.invariant[:20],
+            "resharded": self.resharded,
             "crashes": self.crashes,
             "examples": self.examples,
             "orphans": self.orphans,
@@ -145,6 +148,7 @@ async def run_storm(run: Run, args: argparse.Namespace, index: int) -> StormResu
     rng = random.Random(seed)
     result = StormResult(index, seed)
     run.events = []
+    run.resharded = []
     crashes_before = len(run.crashes)
     kinds = args.faults
     count = args.faults_per_storm or max(1, round(args.duration * FAULT_RATE))
@@ -231,7 +235,10 @@ async def run_storm(run: Run, args: argparse.Namespace, index: int) -> StormResu
         why = "its delete failed" if oid in failed_deletes else "reload() reported it missing" if oid in dropped else "unknown"
         run.log(f"  orphan {oid} (stored, not owned by a simulation: {why}): {store[oid]}")
         result.orphans.append({"id": oid, "why": why, "store": [store[oid].key, store[oid].version, store[oid].incarnation]})
-    result.invariant = await check_invariant(run)
+    # The store keeps what an earlier storm broke: this storm's row counts what is new.
+    now_broken = await check_invariant(run)
+    result.invariant = [v for v in now_broken if v not in run.violations]
+    run.violations = set(now_broken)
     for line in result.invariant[:10]:
         run.log(f"  store invariant: {line}")
     result.crashes = run.crashes[crashes_before:]
@@ -252,6 +259,7 @@ async def run_storm(run: Run, args: argparse.Namespace, index: int) -> StormResu
     else:
         run.log(f"storm {index} converged in {result.converge_s:.2f} s")
     result.events = list(run.events)
+    result.resharded = sorted(set(run.resharded))
     return result
 
 

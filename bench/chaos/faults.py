@@ -230,6 +230,7 @@ async def reshard(run: Run, rng: random.Random) -> str:
 
         run.log(f"moving slot {slot} ({key}) from :{source.port} to :{target.port}")
         started = time.monotonic()
+        run.resharded.append(key)
         await asyncio.to_thread(cluster.move_slot, slot, target, between=between if pause else None)
         run.log(f"slot {slot} ({key}) moved to :{target.port} in {time.monotonic() - started:.1f} s")
     return f"{key} moved{f' (held half-way {pause:.1f}s)' if pause else ''}"

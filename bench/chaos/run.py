@@ -76,6 +76,10 @@ class Run:
         self.events: list[str] = []
         #: each simulation's counters at the end of the last storm
         self.sim_totals: list[dict[str, int]] = [{} for _ in range(args.sims)]
+        #: the keys whose slot the current storm moved (reshard), for the report
+        self.resharded: list[str] = []
+        #: the store invariant's violations after the last storm
+        self.violations: set[str] = set()
         #: processes that died without the harness killing them
         self.crashes: list[str] = []
 
