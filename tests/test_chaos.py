@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -73,11 +74,13 @@ def chaos(args: list[str], timeout: float) -> tuple[dict[str, Any], subprocess.C
     return line, result
 
 
-def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bug: str = "") -> None:
+def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bugs: bool = False) -> None:
     """Every storm: 0 divergent objects, every owned object stored as its simulation believes, no write applied twice.
 
-    With ``known_bug``, a storm that diverged only in the keys whose slot it
-    moved is marked xfail (that bug's signature), once the other checks passed.
+    With ``known_bugs``, a storm that diverged only in keys that a known synk
+    bug explains (a key whose slot it moved: ``REHOME_BUG``; a key a gateway
+    refused with CROSSSLOT: ``SUNSUBSCRIBE_BUG``) is marked xfail, once the
+    other checks passed.
     """
     log = result.stdout[-3000:] + result.stderr[-6000:]
     diverged = []
@@ -86,12 +89,14 @@ def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[s
         if storm["converge_s"] is None or storm["missing"] or storm["extra"] or storm["wrong"]:
             diverged.append(storm)
     moved = {key for storm in diverged for key in storm["resharded"]}
+    refused = {m.group(1) for storm in diverged for r in storm["refusals"] if (m := CROSSSLOT_REFUSAL.search(r))}
 
-    def in_moved_keys(example: dict[str, Any]) -> bool:
-        return any(where is not None and where[0] in moved for where in (example["mirror"], example["store"]))
+    def explained(example: dict[str, Any]) -> bool:
+        return any(where is not None and where[0] in moved | refused for where in (example["mirror"], example["store"]))
 
-    if known_bug and diverged and all(storm["examples"] and all(map(in_moved_keys, storm["examples"])) for storm in diverged):
-        pytest.xfail(f"{known_bug}: {diverged[0]['examples'][:2]}")
+    if known_bugs and diverged and all(storm["examples"] and all(map(explained, storm["examples"])) for storm in diverged):
+        bugs = [bug for bug, keys in ((REHOME_BUG, moved), (SUNSUBSCRIBE_BUG, refused)) if keys]
+        pytest.xfail(f"{'; '.join(bugs)}: {diverged[0]['examples'][:2]}")
     assert diverged == [], log
 
 
@@ -142,7 +147,7 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
     line, result = chaos([*CLUSTER, "--storms", "1", "--seed", "3", "--duration", "6", "--faults", "primary-kill"], timeout=120)
     [storm] = line["results"]
     assert storm["faults"] == ["primary-kill"]
-    assert_converged(line, result)
+    assert_converged(line, result, known_bugs=True)
     assert_store_sound(line, result)
     # The simulation's flushes failed during the failover (WriteError), and reload() brought it back.
     assert storm["sim"]["failed_flushes"] >= 1 and storm["sim"]["reloads"] >= 1, result.stderr[-3000:]
@@ -168,6 +173,13 @@ RESHARD_BUG = "a write into a slot being migrated is refused (TRYAGAIN), and a m
 #: again: that gateway's clients get nothing more of it, and a new subscription to it never completes.
 REHOME_BUG = "a gateway that learns a stale slot map after a slot moved never subscribes the key again"
 
+#: Until the cluster subscriber leaves channels one slot at a time (see the branch's report): a node
+#: subscriber sends one SUNSUBSCRIBE for channels of several slots, which the node refuses (CROSSSLOT);
+#: RedisSubscriber._refused() takes that error for the answer to the oldest pending SSUBSCRIBE, and
+#: fails that subscription: the gateway tells the client it "cannot serve" an innocent key.
+SUNSUBSCRIBE_BUG = "a SUNSUBSCRIBE of several slots' channels is refused, and the error fails another key's subscription"
+CROSSSLOT_REFUSAL = re.compile(r"cannot serve key '([^']+)': .*hash to the same slot")
+
 
 @needs_processes
 def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_or_doubles_no_write() -> None:
@@ -180,7 +192,7 @@ def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_o
     assert storm["reconnects"] == 0, result.stderr[-3000:]
     # No acknowledged write was lost and none applied twice.
     assert storm["sim"]["acked_lost"] == storm["sim"]["doubled"] == 0, result.stderr[-3000:]
-    assert_converged(line, result, known_bug=REHOME_BUG)
+    assert_converged(line, result, known_bugs=True)
     assert_store_sound(line, result, known_bug=RESHARD_BUG)
     # No object was lost either (reload() reports the object of a move left half-way missing).
     assert storm["sim"]["lost"] == 0, result.stderr[-3000:]
@@ -194,5 +206,5 @@ def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_conv
     line, result = chaos(args, timeout=150)
     [storm] = line["results"]
     assert {"primary-kill", "reshard", "gateway-kill"} <= set(storm["faults"])
-    assert_converged(line, result, known_bug=REHOME_BUG)
+    assert_converged(line, result, known_bugs=True)
     assert_store_sound(line, result, known_bug=RESHARD_BUG)

@@ -69,6 +69,8 @@ class StormResult:
     events: list[str] = field(default_factory=list)
     #: the keys whose slot moved to another primary during the storm
     resharded: list[str] = field(default_factory=list)
+    #: keys a gateway gave up serving to a client ("cannot serve key" in its log): the client got an error
+    refusals: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
 
     @property
@@ -104,6 +106,7 @@ class StormResult:
             "reconnects": self.reconnects,
             "invariant": self.invariant[:20],
             "resharded": self.resharded,
+            "refusals": self.refusals[:20],
             "crashes": self.crashes,
             "examples": self.examples,
             "orphans": self.orphans,
@@ -258,8 +261,11 @@ async def run_storm(run: Run, args: argparse.Namespace, index: int) -> StormResu
         await save_traces(run, index, divergences)
     else:
         run.log(f"storm {index} converged in {result.converge_s:.2f} s")
-    result.events = list(run.events)
     result.resharded = sorted(set(run.resharded))
+    result.refusals = run.gateway_refusals()
+    for line in result.refusals[:10]:
+        run.log(f"  gateway refused a key: {line}")
+    result.events = list(run.events)
     return result
 
 

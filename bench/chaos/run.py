@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.chaos.common import ALL_KEYS, CLIENTS_JS
@@ -27,7 +28,6 @@ from bench.redis_server import free_port
 
 if TYPE_CHECKING:
     import argparse
-    from pathlib import Path
 
 __all__ = ["Run"]
 
@@ -78,6 +78,8 @@ class Run:
         self.sim_totals: list[dict[str, int]] = [{} for _ in range(args.sims)]
         #: the keys whose slot the current storm moved (reshard), for the report
         self.resharded: list[str] = []
+        #: lines of the gateways' logs already read by ``gateway_warnings()``, per log file
+        self._log_lines: dict[Path, int] = {}
         #: the store invariant's violations after the last storm
         self.violations: set[str] = set()
         #: processes that died without the harness killing them
@@ -183,6 +185,19 @@ class Run:
             if fleet is not None and fleet.child.alive:
                 with contextlib.suppress(BenchError):
                     await fleet.ask(cmd, timeout=10)
+
+    def gateway_refusals(self) -> list[str]:
+        """The gateways' "cannot serve key" warnings logged since the last call: a key a gateway gave up for a client."""
+        out = []
+        for path in sorted(self.logdir.glob("gateway*.log")):
+            try:
+                lines = path.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            seen = self._log_lines.get(path, 0)
+            self._log_lines[path] = len(lines)
+            out += [f"{path.stem}: {line}" for line in lines[seen:] if "cannot serve key" in line]
+        return out
 
     async def ask_fleets(self, cmd: dict[str, Any]) -> list[dict[str, Any]]:
         """``cmd``'s answer from every live fleet (a fleet that dies meanwhile is left out)."""
