@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.chaos.__main__ import longest_common_gap, parse_args
 from bench.chaos.compare import compare
 from bench.chaos.redis_ctl import StoredObject, parse_value
 
@@ -62,6 +63,29 @@ def test_a_stored_value_is_parsed_as_the_guard_line_and_the_add_message() -> Non
     with pytest.raises(ValueError, match="naming"):
         parse_value("zone:5", "x1", value)
     assert parse_value("zone:4", "x1", b"tok123:8\n>zone:5\n" + value.split(b"\n", 1)[1]) is None  # a move's mark
+
+
+def test_the_longest_common_gap_is_time_no_client_process_received_anything() -> None:
+    # Process A heard nothing in 1000-3000 ms, B in 2000-2500 and 2800-4000: together, 2000-2500 and 2800-3000.
+    a = {"since": 0, "gaps": [[1000, 3000]]}
+    b = {"since": 0, "gaps": [[2000, 2500], [2800, 4000]]}
+    assert longest_common_gap([a, b], since=0) == pytest.approx(0.5)
+    # A process started late (a client-kill's replacement) knew nothing before it started.
+    late = {"since": 1500, "gaps": []}
+    assert longest_common_gap([a, late], since=0) == pytest.approx(0.5)
+    assert longest_common_gap([], since=0) == 0.0
+
+
+def test_faults_that_need_one_redis_are_refused_on_the_cluster_and_cluster_faults_without_it(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, why in (
+        (["--cluster", "--faults", "gateway-kill,net-cut"], "net-cut need one Redis"),
+        (["--faults", "reshard"], "need --cluster"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert why in capsys.readouterr().err
+    assert "redis-kill" not in parse_args(["--cluster"]).faults and "primary-kill" in parse_args(["--cluster"]).faults
+    assert "primary-kill" not in parse_args([]).faults and "redis-kill" in parse_args([]).faults
 
 
 def chaos(args: list[str], timeout: float) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
