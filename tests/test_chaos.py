@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,10 +12,15 @@ from typing import Any
 import orjson
 import pytest
 
+from bench.chaos.__main__ import longest_common_gap, parse_args
 from bench.chaos.compare import compare
 from bench.chaos.redis_ctl import StoredObject, parse_value
 
 ROOT = Path(__file__).resolve().parents[1]
+
+needs_processes = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("node") is None, reason="needs redis-server and node"
+)
 
 STORE = {
     "a": StoredObject("zone:1", 3, "i-a", {"n": 2}),
@@ -59,7 +65,84 @@ def test_a_stored_value_is_parsed_as_the_guard_line_and_the_add_message() -> Non
     assert parse_value("zone:4", "x1", b"tok123:8\n>zone:5\n" + value.split(b"\n", 1)[1]) is None  # a move's mark
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("node") is None, reason="needs redis-server and node")
+def test_the_longest_common_gap_is_time_no_client_process_received_anything() -> None:
+    # Process A heard nothing in 1000-3000 ms, B in 2000-2500 and 2800-4000: together, 2000-2500 and 2800-3000.
+    a = {"since": 0, "gaps": [[1000, 3000]]}
+    b = {"since": 0, "gaps": [[2000, 2500], [2800, 4000]]}
+    assert longest_common_gap([a, b], since=0) == pytest.approx(0.5)
+    # A process started late (a client-kill's replacement) knew nothing before it started.
+    late = {"since": 1500, "gaps": []}
+    assert longest_common_gap([a, late], since=0) == pytest.approx(0.5)
+    assert longest_common_gap([], since=0) == 0.0
+
+
+def test_faults_that_need_one_redis_are_refused_on_the_cluster_and_cluster_faults_without_it(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, why in (
+        (["--cluster", "--faults", "gateway-kill,net-cut"], "net-cut need one Redis"),
+        (["--faults", "reshard"], "need --cluster"),
+    ):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert why in capsys.readouterr().err
+    assert "redis-kill" not in parse_args(["--cluster"]).faults and "primary-kill" in parse_args(["--cluster"]).faults
+    assert "primary-kill" not in parse_args([]).faults and "redis-kill" in parse_args([]).faults
+
+
+def chaos(args: list[str], timeout: float) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run ``python -m bench.chaos`` with ``args``; its JSON line (the harness itself must not have failed), and the process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.chaos", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    line: dict[str, Any] = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert line["bench"] == "chaos" and line["error"] is None, result.stderr[-3000:]
+    return line, result
+
+
+def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bugs: bool = False) -> None:
+    """Every storm: 0 divergent objects, every owned object stored as its simulation believes, no write applied twice.
+
+    With ``known_bugs``, a storm that diverged only in keys that a known synk
+    bug explains (a key whose slot it moved: ``REHOME_BUG``; a key a gateway
+    refused with CROSSSLOT: ``SUNSUBSCRIBE_BUG``), or after a failover lost
+    acknowledged writes (``FAILOVER_LOSS``), is marked xfail, once the other
+    checks passed.
+    """
+    log = result.stdout[-3000:] + result.stderr[-6000:]
+    diverged = []
+    for storm in line["results"]:
+        assert storm["sim_lost"] == storm["sim_wrong"] == 0 and storm["sim"]["doubled"] == 0, log
+        if storm["converge_s"] is None or storm["missing"] or storm["extra"] or storm["wrong"]:
+            diverged.append(storm)
+    moved = {key for storm in diverged for key in storm["resharded"]}
+    refused = {m.group(1) for storm in diverged for r in storm["refusals"] if (m := CROSSSLOT_REFUSAL.search(r))}
+
+    def explained(example: dict[str, Any]) -> bool:
+        return any(where is not None and where[0] in moved | refused for where in (example["mirror"], example["store"]))
+
+    if known_bugs and diverged and all(storm["sim"]["acked_lost"] for storm in diverged):
+        pytest.xfail(f"{FAILOVER_LOSS}: {diverged[0]['examples'][:2]}")
+    if known_bugs and diverged and all(storm["examples"] and all(map(explained, storm["examples"])) for storm in diverged):
+        bugs = [bug for bug, keys in ((REHOME_BUG, moved), (SUNSUBSCRIBE_BUG, refused)) if keys]
+        pytest.xfail(f"{'; '.join(bugs)}: {diverged[0]['examples'][:2]}")
+    assert diverged == [], log
+
+
+def assert_store_sound(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bug: str = "") -> None:
+    """The store invariant held after every storm, and the run exited 0.
+
+    With ``known_bug``, a run whose only faults are that bug's signature (a move
+    left half-way: its object stored nowhere, reload() reporting it missing)
+    is marked xfail instead, once the other checks passed.
+    """
+    log = result.stdout[-3000:] + result.stderr[-6000:]
+    broken = [v for storm in line["results"] for v in storm["invariant"]]
+    if known_bug and broken and all("left half-way" in v or "stored nowhere" in v for v in broken):
+        pytest.xfail(f"{known_bug}: {broken[:2]}")
+    assert broken == [], log
+    assert result.returncode == 0, log
+
+
+@needs_processes
 def test_a_short_seeded_storm_run_converges() -> None:
     # Each storm draws its faults from this list (seeded), over 12 clients and 2 gateways.
     args = ["--storms", "3", "--seed", "7", "--duration", "8", "--clients", "12", "--client-procs", "2", "--gateways", "2"]
@@ -75,4 +158,85 @@ def test_a_short_seeded_storm_run_converges() -> None:
     line = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert line["bench"] == "chaos" and line["error"] is None, result.stderr[-3000:]
     assert line["storms"] == 3 and all(r["clients"] == 12 for r in line["results"])
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert_converged(line, result)
+    assert_store_sound(line, result)
+
+
+# -- on a Redis Cluster (3 primaries, 3 replicas) -------------------------------------------------
+
+CLUSTER = ["--cluster", "--clients", "8", "--client-procs", "2", "--gateways", "2", "--converge-timeout", "20"]
+
+
+@needs_processes
+def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_recovers_through_reload() -> None:
+    # One primary killed (-9) while the simulation writes and clients on both gateways watch
+    # keys on every node; its replica is promoted, the old node comes back as a replica.
+    line, result = chaos([*CLUSTER, "--storms", "1", "--seed", "3", "--duration", "6", "--faults", "primary-kill"], timeout=120)
+    [storm] = line["results"]
+    assert storm["faults"] == ["primary-kill"]
+    assert_converged(line, result, known_bugs=True)
+    assert_store_sound(line, result)
+    # The simulation's flushes failed during the failover (WriteError), and reload() brought it back.
+    assert storm["sim"]["failed_flushes"] >= 1 and storm["sim"]["reloads"] >= 1, result.stderr[-3000:]
+    assert storm["sim"]["ticks"] > 0 and storm["write_outage_s"] > 0
+    # The interruption is measured and printed (not bounded here: no timed assertions).
+    assert "writes out s" in result.stdout and "no delivery s" in result.stdout
+    assert storm["delivery_gap_s"] >= 0
+    # The gateways stayed up: their clients did not reconnect.
+    assert storm["reconnects"] == 0, result.stderr[-3000:]
+
+
+#: Until synk writes through a slot migration (see the branch's report): apply.lua names the key's
+#: channel among its KEYS, and a channel never exists as a key, so from SETSLOT MIGRATING to SETSLOT
+#: NODE Redis answers every apply.lua call on the slot TRYAGAIN; synk sends it again 10 times 20 ms
+#: apart, then counts it REFUSED. A move into that slot is left half-way (taken out of its old key,
+#: never put), reload()'s repair is refused the same way, and reload() reports the object missing.
+RESHARD_BUG = "a write into a slot being migrated is refused (TRYAGAIN), and a move into it loses its object"
+
+#: Until a gateway re-homes every key whose slot moved (see the branch's report): when the old owner
+#: drops a moved slot's channel (SUNSUBSCRIBE pushed by Redis), RedisSubscriber forgets the channel but
+#: keeps the key, so has(key) stays True; if the slot map ClusterSubscriber._rehome() then learns comes
+#: from a node that has not heard of the move yet, the key is judged not moved and never subscribed
+#: again: that gateway's clients get nothing more of it, and a new subscription to it never completes.
+REHOME_BUG = "a gateway that learns a stale slot map after a slot moved never subscribes the key again"
+
+#: Until the cluster subscriber leaves channels one slot at a time (see the branch's report): a node
+#: subscriber sends one SUNSUBSCRIBE for channels of several slots, which the node refuses (CROSSSLOT);
+#: RedisSubscriber._refused() takes that error for the answer to the oldest pending SSUBSCRIBE, and
+#: fails that subscription: the gateway tells the client it "cannot serve" an innocent key.
+SUNSUBSCRIBE_BUG = "a SUNSUBSCRIBE of several slots' channels is refused, and the error fails another key's subscription"
+#: Redis Cluster replicates asynchronously and synk does not WAIT for a replica, so a primary killed
+#: (-9) may take acknowledged writes with it: versions go back. A client that saw an object leave its
+#: key at the lost version drops the re-snapshot's older version as stale (client/mirror #isGone), and
+#: reload() looks for the object only in the key its lost move went to, so it reports it missing.
+FAILOVER_LOSS = "a failover lost acknowledged writes (no WAIT): versions went back, and mirrors keep the newer departure"
+CROSSSLOT_REFUSAL = re.compile(r"cannot serve key '([^']+)': .*hash to the same slot")
+
+
+@needs_processes
+def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_or_doubles_no_write() -> None:
+    # Two slots of subscribed keys move to another primary while the simulations write them
+    # (one of the moves held half-way, so that writes meet ASK and TRYAGAIN).
+    args = [*CLUSTER, "--storms", "1", "--seed", "5", "--duration", "6", "--faults", "reshard", "--faults-per-storm", "2", "--sims", "2"]
+    line, result = chaos(args, timeout=120)
+    [storm] = line["results"]
+    assert storm["faults"] == ["reshard", "reshard"]
+    assert storm["reconnects"] == 0, result.stderr[-3000:]
+    # No acknowledged write was lost and none applied twice.
+    assert storm["sim"]["acked_lost"] == storm["sim"]["doubled"] == 0, result.stderr[-3000:]
+    assert_converged(line, result, known_bugs=True)
+    assert_store_sound(line, result, known_bug=RESHARD_BUG)
+    # No object was lost either (reload() reports the object of a move left half-way missing).
+    assert storm["sim"]["lost"] == 0, result.stderr[-3000:]
+
+
+@needs_processes
+def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_converges() -> None:
+    # Seed 18 draws, in one 10 s storm: a primary failover, a slow client, a reshard and a gateway kill.
+    args = [*CLUSTER, "--storms", "1", "--seed", "18", "--duration", "10", "--faults-per-storm", "4", "--sims", "2"]
+    args += ["--faults", "primary-kill,reshard,gateway-kill,client-kill,client-stall,client-slow,pubsub-kill"]
+    line, result = chaos(args, timeout=150)
+    [storm] = line["results"]
+    assert {"primary-kill", "reshard", "gateway-kill"} <= set(storm["faults"])
+    assert_converged(line, result, known_bugs=True)
+    assert_store_sound(line, result, known_bug=RESHARD_BUG)

@@ -13,11 +13,18 @@
 //                                        (their socket paused 80% of the time)
 //   {"cmd": "stall", "n": N, "ms": T}    N random clients stop reading for T ms
 //   {"cmd": "heal"}                      every client reads normally again
+//   {"cmd": "mark"}                      start counting the process's delivery gaps and
+//                                        each client's reconnections afresh (a storm begins)
+//   {"cmd": "gaps"}                      {since, now, gaps: [[from, to], ...], reconnects}: the
+//                                        stretches (over GAP_MS, epoch ms) in which no client of
+//                                        the process received a mod or rem since the mark
+//                                        (or since the process started), the reconnections, and
+//                                        the close codes of the sockets closed ({code: count})
 //   {"cmd": "report"}                    every client's subscription and mirror
 //   {"cmd": "trace", "client": NAME, "ids": [...]}  what that client saw of these objects
 //   {"cmd": "quit"}                      close every client and exit
 //
-// A report is {clients: [{name, url, keys, size, connected, objects: {id: [sKey, v, i, state]}, errors, closes}]}:
+// A report is {clients: [{name, url, keys, size, connected, objects: {id: [sKey, v, i, state]}, errors, closes, reconnects}]}:
 // `objects` lists the mirror's objects in the subscribed keys, `size` counts all of them.
 // The process also exits when stdin ends (the orchestrator died).
 import { createRequire } from "node:module"
@@ -45,6 +52,22 @@ function seeded(seed) {
   }
 }
 const random = seeded(config.seed)
+
+// Delivery gaps: the process's clients as one receiver. A stretch in which
+// none of them got an update is reported when longer than GAP_MS; the
+// orchestrator intersects the processes' stretches, so that what remains is
+// time in which no client at all received anything. Only mod and rem count:
+// a snapshot (a key followed, or re-snapshotted) arrives as adds, which
+// would hide a stop of the simulation's writes; each tick changes objects in
+// most keys, so mods flow to every process as long as writes are delivered.
+const GAP_MS = 200
+const delivery = { since: Date.now(), last: Date.now(), gaps: [], closes: {} }
+function delivered() {
+  const now = Date.now()
+  if (now - delivery.last > GAP_MS) delivery.gaps.push([delivery.last, now])
+  delivery.last = now
+}
+const UPDATES = new Set(["mod", "rem"])
 const pick = (list) => list[Math.floor(random() * list.length)]
 
 /** A random subset of the keys: each key with probability p (at least one key). */
@@ -60,6 +83,9 @@ class Client {
     this.socket = null
     this.errors = {}
     this.closes = 0
+    // Sockets opened, and the count when the storm began (null: count all but the first).
+    this.opens = 0
+    this.opensAtMark = null
     this.churnTimer = null
     this.slowTimer = null
     this.stallTimer = null
@@ -74,9 +100,19 @@ class Client {
         super(u)
         self.socket = this
         self.note("socket", u)
-        this.addEventListener("open", () => self.note("open"))
-        this.addEventListener("close", (e) => self.note("close", e.code))
-        this.addEventListener("message", (e) => self.note("in", JSON.parse(e.data)))
+        this.addEventListener("open", () => {
+          self.opens++
+          self.note("open")
+        })
+        this.addEventListener("close", (e) => {
+          delivery.closes[e.code] = (delivery.closes[e.code] || 0) + 1
+          self.note("close", e.code)
+        })
+        this.addEventListener("message", (e) => {
+          const msg = JSON.parse(e.data)
+          if (UPDATES.has(msg.method)) delivered()
+          self.note("in", msg)
+        })
       }
       send(data) {
         self.note("out", JSON.parse(data))
@@ -173,6 +209,12 @@ class Client {
     this.resume()
   }
 
+  /** Sockets opened again since the storm began (or since the first, for a client started during it). */
+  reconnects() {
+    // The first socket is a connection, not a reconnection (a client may still be connecting at the mark).
+    return Math.max(0, this.opens - Math.max(1, this.opensAtMark ?? 1))
+  }
+
   report() {
     const objects = {}
     const mirror = this.synk.objects
@@ -191,6 +233,7 @@ class Client {
       objects,
       errors: this.errors,
       closes: this.closes,
+      reconnects: this.reconnects(),
     }
   }
 }
@@ -230,6 +273,19 @@ lines.on("line", (line) => {
     case "heal":
       for (const c of clients) c.heal()
       return answer({ seq, ok: true })
+    case "mark":
+      delivery.since = delivery.last = Date.now()
+      delivery.gaps = []
+      delivery.closes = {}
+      for (const c of clients) c.opensAtMark = c.opens
+      return answer({ seq, ok: true })
+    case "gaps": {
+      const now = Date.now()
+      const gaps = [...delivery.gaps]
+      if (now - delivery.last > GAP_MS) gaps.push([delivery.last, now])
+      const reconnects = clients.reduce((n, c) => n + c.reconnects(), 0)
+      return answer({ seq, ok: true, since: delivery.since, now, gaps, reconnects, closes: delivery.closes })
+    }
     case "trace": {
       const c = clients.find((x) => x.name === cmd.client)
       return answer({ seq, ok: true, trace: c ? c.traceOf(cmd.ids) : [] })

@@ -139,18 +139,32 @@ def parse_value(key: str, oid: str, value: bytes) -> StoredObject | None:
     return StoredObject(key, stored.version, stored.token, msg["state"])
 
 
-async def read_store(url: str, keys: list[str] = ALL_KEYS) -> dict[str, StoredObject]:
-    """Every object stored in ``keys``: the hashes ``synk:{KEY}:o`` (see ``synk.store.redis``)."""
-    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        async with client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(f"{PREFIX}{{{key}}}:o")
-            replies: list[dict[bytes, bytes]] = await pipe.execute()
-    finally:
-        await client.aclose()
+async def read_store(urls: str | list[str], keys: list[str] = ALL_KEYS) -> dict[str, StoredObject]:
+    """Every object stored in ``keys``: the hashes ``synk:{KEY}:o`` (see ``synk.store.redis``).
+
+    ``urls`` is one Redis, or every primary of a Redis Cluster: each is read
+    on its own (SCAN, then HGETALL), so that a key found on two primaries, or
+    an object in two keys on different primaries, is an error rather than
+    hidden by a client that follows redirections.
+    """
+    wanted = {f"{PREFIX}{{{key}}}:o": key for key in keys}
+    hashes: dict[str, dict[bytes, bytes]] = {}
+    for url in [urls] if isinstance(urls, str) else urls:
+        client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            names = [n.decode() async for n in client.scan_iter(match=f"{PREFIX}{{*}}:o", count=1000)]
+            for name in names:
+                key = wanted.get(name)
+                if key is None:
+                    continue
+                if key in hashes:
+                    raise ValueError(f"key {key!r} is stored on two primaries (one is {url})")
+                found: dict[bytes, bytes] = await client.hgetall(name)  # type: ignore[assignment]
+                hashes[key] = found
+        finally:
+            await client.aclose()
     out: dict[str, StoredObject] = {}
-    for key, pairs in zip(keys, replies, strict=True):
+    for key, pairs in hashes.items():
         for raw_id, value in pairs.items():
             oid = raw_id.decode()
             obj = parse_value(key, oid, value)
