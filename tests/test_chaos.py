@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -98,14 +97,12 @@ def chaos(args: list[str], timeout: float) -> tuple[dict[str, Any], subprocess.C
     return line, result
 
 
-def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bugs: bool = False) -> None:
+def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, failover: bool = False) -> None:
     """Every storm: 0 divergent objects, every owned object stored as its simulation believes, no write applied twice.
 
-    With ``known_bugs``, a storm that diverged only in keys that a known synk
-    bug explains (a key whose slot it moved: ``REHOME_BUG``; a key a gateway
-    refused with CROSSSLOT: ``SUNSUBSCRIBE_BUG``), or after a failover lost
-    acknowledged writes (``FAILOVER_LOSS``), is marked xfail, once the other
-    checks passed.
+    With ``failover``, a storm that diverged only after a failover lost
+    acknowledged writes (``FAILOVER_LOSS``, a known limitation) is marked
+    xfail, once the other checks passed.
     """
     log = result.stdout[-3000:] + result.stderr[-6000:]
     diverged = []
@@ -113,31 +110,15 @@ def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[s
         assert storm["sim_lost"] == storm["sim_wrong"] == 0 and storm["sim"]["doubled"] == 0, log
         if storm["converge_s"] is None or storm["missing"] or storm["extra"] or storm["wrong"]:
             diverged.append(storm)
-    moved = {key for storm in diverged for key in storm["resharded"]}
-    refused = {m.group(1) for storm in diverged for r in storm["refusals"] if (m := CROSSSLOT_REFUSAL.search(r))}
-
-    def explained(example: dict[str, Any]) -> bool:
-        return any(where is not None and where[0] in moved | refused for where in (example["mirror"], example["store"]))
-
-    if known_bugs and diverged and all(storm["sim"]["acked_lost"] for storm in diverged):
+    if failover and diverged and all(storm["sim"]["acked_lost"] for storm in diverged):
         pytest.xfail(f"{FAILOVER_LOSS}: {diverged[0]['examples'][:2]}")
-    if known_bugs and diverged and all(storm["examples"] and all(map(explained, storm["examples"])) for storm in diverged):
-        bugs = [bug for bug, keys in ((REHOME_BUG, moved), (SUNSUBSCRIBE_BUG, refused)) if keys]
-        pytest.xfail(f"{'; '.join(bugs)}: {diverged[0]['examples'][:2]}")
     assert diverged == [], log
 
 
-def assert_store_sound(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, known_bug: str = "") -> None:
-    """The store invariant held after every storm, and the run exited 0.
-
-    With ``known_bug``, a run whose only faults are that bug's signature (a move
-    left half-way: its object stored nowhere, reload() reporting it missing)
-    is marked xfail instead, once the other checks passed.
-    """
+def assert_store_sound(line: dict[str, Any], result: subprocess.CompletedProcess[str]) -> None:
+    """The store invariant held after every storm, and the run exited 0."""
     log = result.stdout[-3000:] + result.stderr[-6000:]
     broken = [v for storm in line["results"] for v in storm["invariant"]]
-    if known_bug and broken and all("left half-way" in v or "stored nowhere" in v for v in broken):
-        pytest.xfail(f"{known_bug}: {broken[:2]}")
     assert broken == [], log
     assert result.returncode == 0, log
 
@@ -174,7 +155,7 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
     line, result = chaos([*CLUSTER, "--storms", "1", "--seed", "3", "--duration", "6", "--faults", "primary-kill"], timeout=120)
     [storm] = line["results"]
     assert storm["faults"] == ["primary-kill"]
-    assert_converged(line, result, known_bugs=True)
+    assert_converged(line, result, failover=True)
     assert_store_sound(line, result)
     # The simulation's flushes failed during the failover (WriteError), and reload() brought it back.
     assert storm["sim"]["failed_flushes"] >= 1 and storm["sim"]["reloads"] >= 1, result.stderr[-3000:]
@@ -186,31 +167,11 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
     assert storm["reconnects"] == 0, result.stderr[-3000:]
 
 
-#: Until synk writes through a slot migration (see the branch's report): apply.lua names the key's
-#: channel among its KEYS, and a channel never exists as a key, so from SETSLOT MIGRATING to SETSLOT
-#: NODE Redis answers every apply.lua call on the slot TRYAGAIN; synk sends it again 10 times 20 ms
-#: apart, then counts it REFUSED. A move into that slot is left half-way (taken out of its old key,
-#: never put), reload()'s repair is refused the same way, and reload() reports the object missing.
-RESHARD_BUG = "a write into a slot being migrated is refused (TRYAGAIN), and a move into it loses its object"
-
-#: Until a gateway re-homes every key whose slot moved (see the branch's report): when the old owner
-#: drops a moved slot's channel (SUNSUBSCRIBE pushed by Redis), RedisSubscriber forgets the channel but
-#: keeps the key, so has(key) stays True; if the slot map ClusterSubscriber._rehome() then learns comes
-#: from a node that has not heard of the move yet, the key is judged not moved and never subscribed
-#: again: that gateway's clients get nothing more of it, and a new subscription to it never completes.
-REHOME_BUG = "a gateway that learns a stale slot map after a slot moved never subscribes the key again"
-
-#: Until the cluster subscriber leaves channels one slot at a time (see the branch's report): a node
-#: subscriber sends one SUNSUBSCRIBE for channels of several slots, which the node refuses (CROSSSLOT);
-#: RedisSubscriber._refused() takes that error for the answer to the oldest pending SSUBSCRIBE, and
-#: fails that subscription: the gateway tells the client it "cannot serve" an innocent key.
-SUNSUBSCRIBE_BUG = "a SUNSUBSCRIBE of several slots' channels is refused, and the error fails another key's subscription"
 #: Redis Cluster replicates asynchronously and synk does not WAIT for a replica, so a primary killed
 #: (-9) may take acknowledged writes with it: versions go back. A client that saw an object leave its
 #: key at the lost version drops the re-snapshot's older version as stale (client/mirror #isGone), and
 #: reload() looks for the object only in the key its lost move went to, so it reports it missing.
 FAILOVER_LOSS = "a failover lost acknowledged writes (no WAIT): versions went back, and mirrors keep the newer departure"
-CROSSSLOT_REFUSAL = re.compile(r"cannot serve key '([^']+)': .*hash to the same slot")
 
 
 @needs_processes
@@ -224,8 +185,8 @@ def test_a_reshard_storm_on_the_cluster_converges_without_reconnects_and_loses_o
     assert storm["reconnects"] == 0, result.stderr[-3000:]
     # No acknowledged write was lost and none applied twice.
     assert storm["sim"]["acked_lost"] == storm["sim"]["doubled"] == 0, result.stderr[-3000:]
-    assert_converged(line, result, known_bugs=True)
-    assert_store_sound(line, result, known_bug=RESHARD_BUG)
+    assert_converged(line, result)
+    assert_store_sound(line, result)
     # No object was lost either (reload() reports the object of a move left half-way missing).
     assert storm["sim"]["lost"] == 0, result.stderr[-3000:]
 
@@ -238,5 +199,5 @@ def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_conv
     line, result = chaos(args, timeout=150)
     [storm] = line["results"]
     assert {"primary-kill", "reshard", "gateway-kill"} <= set(storm["faults"])
-    assert_converged(line, result, known_bugs=True)
-    assert_store_sound(line, result, known_bug=RESHARD_BUG)
+    assert_converged(line, result, failover=True)
+    assert_store_sound(line, result)
