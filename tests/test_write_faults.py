@@ -263,3 +263,32 @@ async def test_a_timed_out_flush_that_redis_runs_after_the_reload(redis_process:
         assert sorted(f.id for f in info.value.failures) == sorted(a.id for a in movers)
         await recovered(world, redis_process.url, [])
         assert {a.id: a._synk_skey for a in movers} == {f"a{i}": f"world:{(i + 1) % 4}|0" for i in range(6)}
+
+
+async def test_a_repair_the_store_refuses_leaves_the_half_way_move_for_the_next_reload(redis_process: RedisProcess) -> None:
+    # A move cut between its phases is finished by reload(); if the store refuses that repair
+    # (out of memory here; a slot being migrated did so on a cluster), the object is not given
+    # up as missing: reload() raises, and the next one finishes the move.
+    async with faulty(redis_process) as (proxy, world):
+        agents = await populate(world, 4)
+        mover = agents[0]
+        mover.x = 16  # world:0|0 -> world:1|0
+        patch_phase(world, "_phase2", proxy.cut)
+        with pytest.raises(synk.WriteError):
+            await asyncio.wait_for(world.flush(), 30)
+        proxy.heal()
+        r = (await direct(redis_process)).redis
+        await r.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(
+                synk.ConnectionError, match=r"reload\(\) could not finish 1 half-way write\(s\), such as the move of agent 'a0' \(refused"
+            ):
+                await world.reload()
+            assert world._owned.get("a0") is mover  # still this world's
+        finally:
+            await r.config_set("maxmemory", 0)
+        report = await world.reload()
+        assert report.missing == []
+        assert mover.sub_key == "world:1|0"
+        await check(redis_process.url, settled=True, worlds=(world,))
+        await r.aclose()

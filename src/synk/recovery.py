@@ -19,6 +19,7 @@ from synk.core.batch import DELETED, MOVED, PENDING, Batch, Op
 from synk.core.model import Object
 from synk.core.names import check_key
 from synk.errors import ConfigError, ValidationError, WriteError
+from synk.errors import ConnectionError as SynkConnectionError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -163,6 +164,9 @@ class Recovery:
         incarnation of their id) are no longer owned, and are reported:
         ``recreate()`` puts them back from this world's memory.
         Objects created while it runs are kept, to be written by the next flush.
+        Raises ``synk.ConnectionError`` when the store is unreachable, or
+        refuses a repair (out of memory, say): nothing is given up then, and
+        a later ``reload()`` finishes what this one could not.
         """
         await self.drain()
         self._unreported.clear()
@@ -277,6 +281,16 @@ class Recovery:
             applied = await self.store.apply(repair)
             for k, ops in applied.sweeps.items():
                 self._sweeps.setdefault(k, []).extend(ops)
+            transient = [f for f in applied.failures if f.id in fixed and f.reason not in ("exists", "missing", "conflict")]
+            if transient:
+                # Refused, or cut off: nothing says the object is gone (its mark still
+                # says where it was going), so it stays owned, and so do the half-way
+                # writes; the next reload() tries again.
+                f = transient[0]
+                raise SynkConnectionError(
+                    f"reload() could not finish {len(transient)} half-way write(s), such as the {f.op} of {f.type} {f.id!r}"
+                    f" ({f.reason}: {f.detail}); call reload() again"
+                )
             for failure in applied.failures:
                 lost = fixed.pop(failure.id, None)
                 if lost is not None:
