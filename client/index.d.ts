@@ -14,6 +14,13 @@ export type {
 export { Mirror, isValidKey } from "./mirror/index.js"
 export type {
   State,
+  Untyped,
+  TypeKey,
+  ObjectOf,
+  View,
+  ViewOf,
+  AddMessageOf,
+  ModMessageOf,
   AddMessage,
   ModMessage,
   RemMessage,
