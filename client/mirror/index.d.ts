@@ -231,8 +231,8 @@ export class Mirror<Types extends object = Untyped> {
   all<O = ObjectOf<Types>>(): O[]
   /** Iterates every mirrored object (those there when iteration began). */
   [Symbol.iterator](): IterableIterator<ObjectOf<Types>>
-  /** The ids of every mirrored object (a new array). */
-  ids(): string[]
+  /** The ids of every mirrored object, or of those in `sKey` (a new array). */
+  ids(sKey?: string): string[]
   /** The objects mirrored in `sKey` (a new array). */
   byKey<O = ObjectOf<Types>>(sKey: string): O[]
   /** The registered instance or the PlainObject with this id, or undefined. */

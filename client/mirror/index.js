@@ -172,9 +172,10 @@ export class Mirror {
     for (const e of [...this.#entries.values()]) yield e.obj
   }
 
-  /** The ids of every mirrored object (a new array each call). */
-  ids() {
-    return [...this.#entries.keys()]
+  /** The ids of every mirrored object, or of those in `sKey` (a new array each call). */
+  ids(sKey) {
+    if (sKey === undefined) return [...this.#entries.keys()]
+    return [...(this.#index.get(sKey) || [])]
   }
 
   /**

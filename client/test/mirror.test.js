@@ -743,6 +743,8 @@ test("reading: every object, one key's, one by id, the subscribed keys", () => {
   assert.deepStrictEqual(mirror.all(), [a, r, b], "every object, in the order they came")
   assert.deepStrictEqual([...mirror], [a, r, b], "iterating the mirror iterates its objects")
   assert.deepStrictEqual(mirror.ids(), ["a", "r", "b"])
+  assert.deepStrictEqual(mirror.ids("k2"), ["b"])
+  assert.deepStrictEqual(mirror.ids("nope"), [])
   assert.deepStrictEqual(mirror.byKey("k"), [a, r])
   assert.deepStrictEqual(mirror.byKey("k2"), [b])
   assert.deepStrictEqual(mirror.byKey("nope"), [])

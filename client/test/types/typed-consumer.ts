@@ -51,3 +51,15 @@ const ids: string[] = synk.objects.ids()
 const view: ViewOf<SynkTypes> | undefined = synk.objects.view("a")
 if (view && view.t === "agent") console.log(view.state.x.toFixed(1))
 console.log(all, rocks, agent, inKey, keys, ids)
+
+// Stores.
+import { objectsStore, objectStore, holdKeys, type Readable } from "synk-client"
+const inKeyStore: Readable<readonly ViewOf<SynkTypes>[]> = objectsStore(synk, "world:0|0")
+const agentsStore = objectsStore(synk, (v): v is ViewOf<SynkTypes, "agent"> => v.t === "agent")
+const offStore = agentsStore.subscribe(agents => agents.forEach(a => console.log(a.state.x.toFixed(0))))
+const one = objectStore(synk, "a").get()
+if (one?.t === "rock") console.log(one.state.weight + 1)
+const release: () => void = holdKeys(synk, ["world:0|0"])
+offStore()
+release()
+console.log(inKeyStore)
