@@ -52,3 +52,15 @@ test("registering a class that expects another state fails with TS2345", async (
   assert.match(output, /bad-register\.ts\(6,\d+\): error TS2345: .*'SyncedClass<Agent, AgentState, "agent">'/)
   assert.match(output, /Type 'number' is not assignable to type 'string'/)
 })
+
+test("a typed React consumer compiles: typedHooks narrowing with a type guard, useObjects by key and filter, useObject", async () => {
+  const { code, output } = await tsc("react-consumer.tsx")
+  assert.equal(code, 0, output)
+})
+
+test("reading a missing field through a typed hook fails with TS2339", async () => {
+  const { code, output } = await tsc("bad-react-field.tsx")
+  assert.notEqual(code, 0)
+  assert.match(output, /bad-react-field\.tsx\(9,\d+\): error TS2339: Property 'z' does not exist on type 'Readonly<AgentState>'/)
+  assert.equal(output.match(/error TS/g).length, 1, output)
+})
