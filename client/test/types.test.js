@@ -5,6 +5,7 @@
 import { test } from "node:test"
 import assert from "node:assert/strict"
 import { execFile } from "node:child_process"
+import { readFileSync, writeFileSync, rmSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import path from "node:path"
 
@@ -63,4 +64,18 @@ test("reading a missing field through a typed hook fails with TS2339", async () 
   assert.notEqual(code, 0)
   assert.match(output, /bad-react-field\.tsx\(9,\d+\): error TS2339: Property 'z' does not exist on type 'Readonly<AgentState>'/)
   assert.equal(output.match(/error TS/g).length, 1, output)
+})
+
+test("the README's TypeScript example compiles as written (only the map's path differs)", async () => {
+  const readme = readFileSync(path.join(CLIENT, "README.md"), "utf8")
+  const section = readme.split("\n## TypeScript\n")[1].split("\n## ")[0]
+  const code = section.match(/```ts\n([\s\S]*?)```/)[1].replace('"./synk-types"', '"./fixture-types.js"')
+  const file = "readme-example.generated.ts"
+  writeFileSync(path.join(CLIENT, "test", "types", file), code)
+  try {
+    const { code: exit, output } = await tsc(file)
+    assert.equal(exit, 0, output)
+  } finally {
+    rmSync(path.join(CLIENT, "test", "types", file), { force: true })
+  }
 })
