@@ -14,6 +14,13 @@ export type {
 export { Mirror, isValidKey } from "./mirror/index.js"
 export type {
   State,
+  Untyped,
+  TypeKey,
+  ObjectOf,
+  View,
+  ViewOf,
+  AddMessageOf,
+  ModMessageOf,
   AddMessage,
   ModMessage,
   RemMessage,
@@ -30,3 +37,5 @@ export type {
 } from "./mirror/index.js"
 export { createEmitter } from "./emitter/index.js"
 export type { Emitter, Unsubscribe } from "./emitter/index.js"
+export { objectsStore, objectStore, holdKeys } from "./store/index.js"
+export type { Readable, StoreSource } from "./store/index.js"

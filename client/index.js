@@ -4,3 +4,4 @@
 export { Synk, backoffDelay } from "./connection/index.js"
 export { Mirror, isValidKey } from "./mirror/index.js"
 export { createEmitter } from "./emitter/index.js"
+export { objectsStore, objectStore, holdKeys } from "./store/index.js"

@@ -1,5 +1,5 @@
 import type { Unsubscribe } from "../emitter/index.js"
-import type { Mirror } from "../mirror/index.js"
+import type { Mirror, Untyped } from "../mirror/index.js"
 
 /**
  * The subset of the standard WebSocket that synk uses. Handlers receive
@@ -152,14 +152,20 @@ export function backoffDelay(
   random?: () => number
 ): number
 
-export class Synk {
+/**
+ * One connection to a gateway and the mirror it feeds. `Types` is the map
+ * `synk types` generates (`new Synk<SynkTypes>(url)`): it types the
+ * mirror's objects, states, diffs and registered classes. Without it states
+ * are `Record<string, unknown>`.
+ */
+export class Synk<Types extends object = Untyped> {
   /**
    * Connects at once (once an async url or token function resolves), and
    * keeps reconnecting until close() or a final close code.
    */
   constructor(url: SynkUrl, options?: SynkOptions)
   /** The mirror of the subscribed objects. */
-  readonly objects: Mirror
+  readonly objects: Mirror<Types>
   /** From the gateway's `hello`; null while not connected. */
   readonly clientId: string | null
   /** True while the socket is open. */

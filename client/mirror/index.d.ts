@@ -3,13 +3,23 @@ import type { Unsubscribe } from "../emitter/index.js"
 /** Object state as sent by the gateway: every field of the object. */
 export type State = Record<string, unknown>
 
-export interface AddMessage {
+/**
+ * The map from type keys to state types that types a mirror, as `synk
+ * types` generates it: `interface SynkTypes { "agent": AgentState; ... }`.
+ * Without one, every type key is a string and every state a `State`.
+ */
+export type Untyped = { [t: string]: State }
+
+/** The type keys of a type map. */
+export type TypeKey<Types> = keyof Types & string
+
+export interface AddMessage<S = State, K extends string = string> {
   method: "add"
-  t: string
+  t: K
   id: string
   sKey: string
   v: number
-  state: State
+  state: S
   /**
    * The object's incarnation. Versions count within one incarnation; an add
    * of another incarnation than the mirrored one replaces the object's state
@@ -20,14 +30,14 @@ export interface AddMessage {
   psKey?: string
 }
 
-export interface ModMessage {
+export interface ModMessage<S = State, K extends string = string> {
   method: "mod"
-  t: string
+  t: K
   id: string
   sKey: string
   v: number
   /** Only the fields that changed. */
-  diff: State
+  diff: Partial<S>
   /** The object's incarnation (see AddMessage.i); the mirror does not use it. */
   i?: string
   /** The key the object moved to, out of `sKey`. */
@@ -53,6 +63,13 @@ export interface SnapMessage {
   ids: string[]
 }
 
+/** An `add` of any type of the map (a union that narrows on `t`). */
+export type AddMessageOf<Types, K extends TypeKey<Types> = TypeKey<Types>> =
+  K extends TypeKey<Types> ? AddMessage<Types[K], K> : never
+/** A `mod` of any type of the map (a union that narrows on `t`). */
+export type ModMessageOf<Types, K extends TypeKey<Types> = TypeKey<Types>> =
+  K extends TypeKey<Types> ? ModMessage<Types[K], K> : never
+
 /** Cause given to "rem" listeners when the client unsubscribed the key. */
 export interface UnsubscribeCause {
   method: "unsubscribe"
@@ -62,26 +79,55 @@ export interface UnsubscribeCause {
 export type ObjectMessage = AddMessage | ModMessage | RemMessage | SnapMessage
 
 /** What the mirror keeps for objects whose type has no registered class. */
-export interface PlainObject {
+export interface PlainObject<S = State, K extends string = string> {
   id: string
-  t: string
+  t: K
   /** The key the object is in now. */
   sKey: string
   /** The version of `state`. */
   v: number
   /** Updated in place: the same object for the object's whole life. */
-  state: State
+  state: S
 }
 
 /**
- * A class registered for a type. No base class is needed; `update` and
- * `teardown` are optional.
+ * A mirrored object of the map's type `K` (default: of any of its types, a
+ * union that narrows on `t`), in the shape of a PlainObject. Objects of a
+ * type with a registered class are instances of that class: give their type
+ * to the reading methods (`byId<Agent>(id)`) or narrow with `instanceof`.
  */
-export interface SyncedClass<T extends object = object> {
-  new (id: string, state: State, t: string, msg: AddMessage): T & Synced
+export type ObjectOf<Types, K extends TypeKey<Types> = TypeKey<Types>> =
+  K extends TypeKey<Types> ? PlainObject<Types[K], K> : never
+
+/**
+ * An immutable snapshot of a mirrored object (see Mirror.view): frozen,
+ * with a frozen copy of its state, and the same until the object changes.
+ */
+export interface View<S = State, K extends string = string> {
+  readonly id: string
+  readonly t: K
+  readonly sKey: string
+  readonly v: number
+  /** The incarnation, once an add named one. */
+  readonly i?: string
+  readonly state: Readonly<S>
+  /** The live mirrored object: the registered class's instance, or the PlainObject. */
+  readonly obj: unknown
 }
 
-export interface Synced {
+/** A view of the map's type `K` (default: of any of its types, a union that narrows on `t`). */
+export type ViewOf<Types, K extends TypeKey<Types> = TypeKey<Types>> =
+  K extends TypeKey<Types> ? View<Types[K], K> : never
+
+/**
+ * A class registered for a type whose state is `S`. No base class is
+ * needed; `update` and `teardown` are optional.
+ */
+export interface SyncedClass<T extends object = object, S = State, K extends string = string> {
+  new (id: string, state: S, t: K, msg: AddMessage<S, K>): T & Synced<S>
+}
+
+export interface Synced<S = State> {
   /**
    * Called with the changed fields of a `mod` (`msg.method === "mod"`), or
    * with the whole new state when an `add` updates an object already
@@ -89,7 +135,7 @@ export interface Synced {
    * or resync), or of another incarnation (the id was re-created, or the
    * store reset), whatever its version.
    */
-  update?(diff: State, msg: AddMessage | ModMessage): void
+  update?(diff: Partial<S>, msg: AddMessage<S> | ModMessage<S>): void
   /** Called once, after the "rem" event, when the object leaves the mirror. */
   teardown?(): void
 }
@@ -106,15 +152,15 @@ export interface Entry<O = any> {
   obj: O
 }
 
-export interface MirrorEvents {
+export interface MirrorEvents<Types = Untyped> {
   /** A new object entered the mirror. */
-  add(obj: any, msg: AddMessage): void
+  add(obj: ObjectOf<Types>, msg: AddMessageOf<Types>): void
   /**
    * A mirrored object changed: a `mod` applied (possibly a move to another
    * subscribed key, see `msg.nsKey`), or an `add` at a newer version or of
    * another incarnation updated it in place.
    */
-  mod(obj: any, msg: ModMessage | AddMessage): void
+  mod(obj: ObjectOf<Types>, msg: ModMessageOf<Types> | AddMessageOf<Types>): void
   /**
    * An object left the mirror; teardown() follows. `cause` is the message
    * that removed it: `rem`, a `mod` moving it to an unsubscribed key, the
@@ -122,7 +168,7 @@ export interface MirrorEvents {
    * requested with it are in, see `Mirror.expectSnaps`), or the client's own
    * unsubscription.
    */
-  rem(obj: any, cause: RemMessage | ModMessage | SnapMessage | UnsubscribeCause): void
+  rem(obj: ObjectOf<Types>, cause: RemMessage | ModMessageOf<Types> | SnapMessage | UnsubscribeCause): void
   /**
    * A key's snapshot is complete. Its removals were applied, or, while
    * other snapshots requested with it are awaited, are waiting for them.
@@ -166,21 +212,50 @@ export interface MirrorOptions {
 /** True if `key` is a well-formed subscription key (1-200 allowed chars). */
 export function isValidKey(key: unknown): key is string
 
-export class Mirror {
+/**
+ * The mirror of the subscribed objects; `Types` (see Untyped) types their
+ * states, diffs and registered classes.
+ */
+export class Mirror<Types extends object = Untyped> {
   constructor(options?: MirrorOptions)
-  /** Mirror objects of type `t` as instances of `Class` (from now on). */
-  register<T extends object>(t: string, Class: SyncedClass<T>): void
-  on<E extends keyof MirrorEvents>(event: E, fn: MirrorEvents[E]): Unsubscribe
-  /** The registered instance or the PlainObject, or undefined. */
-  get<O = any>(id: string): O | undefined
-  has(id: string): boolean
+  /**
+   * Mirror objects of type `t` as instances of `Class` (from now on); its
+   * constructor gets the type's state, its `update` a Partial of it.
+   */
+  register<K extends TypeKey<Types>, T extends object>(t: K, Class: SyncedClass<T, Types[K], K>): void
+  on<E extends keyof MirrorEvents<Types>>(event: E, fn: MirrorEvents<Types>[E]): Unsubscribe
+
+  // Reading. `O` overrides the objects' type, for registered classes.
+
+  /** Every mirrored object, of every key (a new array). */
+  all<O = ObjectOf<Types>>(): O[]
+  /** Iterates every mirrored object (those there when iteration began). */
+  [Symbol.iterator](): IterableIterator<ObjectOf<Types>>
+  /** The ids of every mirrored object, or of those in `sKey` (a new array). */
+  ids(sKey?: string): string[]
   /** The objects mirrored in `sKey` (a new array). */
-  byKey<O = any>(sKey: string): O[]
+  byKey<O = ObjectOf<Types>>(sKey: string): O[]
+  /** The registered instance or the PlainObject with this id, or undefined. */
+  byId<O = ObjectOf<Types>>(id: string): O | undefined
+  /** The same as byId (the name the client always had). */
+  get<O = ObjectOf<Types>>(id: string): O | undefined
+  has(id: string): boolean
+  /**
+   * An immutable view of the object: the same (===) until it changes (a
+   * new version or key), whatever its class; undefined if not mirrored.
+   */
+  view(id: string): ViewOf<Types> | undefined
   /** A copy of the bookkeeping record, or undefined. */
-  entry<O = any>(id: string): Entry<O> | undefined
+  entry<O = ObjectOf<Types>>(id: string): Entry<O> | undefined
   /** Number of mirrored objects. */
   readonly size: number
-  /** Subscribed keys. */
+  /** The subscribed keys, in the order they were given. */
+  subscribedKeys(): string[]
+  /**
+   * The same as subscribedKeys(): the subscribed keys, not object ids (the
+   * name the client always had).
+   * @deprecated Use subscribedKeys(), whose name says what it returns.
+   */
   keys(): string[]
   isSubscribed(sKey: string): boolean
   /**

@@ -67,7 +67,7 @@ function shapeProblem(msg) {
 const METHODS = new Set(["add", "mod", "rem", "snap"])
 
 export class Mirror {
-  /** id → { id, t, sKey, v, i, obj, plain }; `i` is undefined until an add names it */
+  /** id → { id, t, sKey, v, i, obj, plain, state, view }; `i` is undefined until an add names it */
   #entries = new Map()
   /** sKey → Set of ids mirrored in it (the index behind byKey) */
   #index = new Map()
@@ -140,9 +140,17 @@ export class Mirror {
     return this.#events.on(event, fn)
   }
 
-  /** The instance (registered type) or plain mirror object, or undefined. */
-  get(id) {
+  // Reading. Objects are what `register` made (an instance of the type's
+  // class) or, for unregistered types, a plain {id, t, sKey, v, state}.
+
+  /** The object with id `id` (an instance or a plain object), or undefined. */
+  byId(id) {
     return this.#entries.get(id)?.obj
+  }
+
+  /** The same as byId(id): the name the client always had. */
+  get(id) {
+    return this.byId(id)
   }
 
   has(id) {
@@ -152,6 +160,22 @@ export class Mirror {
   /** Objects currently mirrored in `sKey` (a new array each call). */
   byKey(sKey) {
     return [...(this.#index.get(sKey) || [])].map(id => this.#entries.get(id).obj)
+  }
+
+  /** Every mirrored object, of every key (a new array each call). */
+  all() {
+    return [...this.#entries.values()].map(e => e.obj)
+  }
+
+  /** Iterating the mirror iterates every mirrored object (as all()). */
+  *[Symbol.iterator]() {
+    for (const e of [...this.#entries.values()]) yield e.obj
+  }
+
+  /** The ids of every mirrored object, or of those in `sKey` (a new array each call). */
+  ids(sKey) {
+    if (sKey === undefined) return [...this.#entries.keys()]
+    return [...(this.#index.get(sKey) || [])]
   }
 
   /**
@@ -166,14 +190,37 @@ export class Mirror {
     return out
   }
 
+  /**
+   * An immutable view of the object, whatever its class: a frozen
+   * { id, t, sKey, v, state, obj } (plus `i` once known) whose `state` is a
+   * frozen copy of the object's fields. The same view comes back until the
+   * object changes (a new version, another key): views can be compared with
+   * ===, which is what the store and the React hooks rely on.
+   */
+  view(id) {
+    const e = this.#entries.get(id)
+    if (!e) return undefined
+    if (!e.view) {
+      const view = { id: e.id, t: e.t, sKey: e.sKey, v: e.v, state: Object.freeze({ ...e.state }), obj: e.obj }
+      if (e.i !== undefined) view.i = e.i
+      e.view = Object.freeze(view)
+    }
+    return e.view
+  }
+
   /** Number of mirrored objects. */
   get size() {
     return this.#entries.size
   }
 
-  /** The subscribed keys. */
-  keys() {
+  /** The subscribed keys, in the order they were given. */
+  subscribedKeys() {
     return [...this.#keys]
+  }
+
+  /** The same as subscribedKeys(): the name the client always had (not object ids). */
+  keys() {
+    return this.subscribedKeys()
   }
 
   isSubscribed(sKey) {
@@ -298,10 +345,12 @@ export class Mirror {
     this.#setKey(e, msg.sKey)
     e.v = msg.v
     if (msg.i !== undefined) e.i = msg.i
+    e.view = null
     if (e.plain) {
       syncPlain(e)
       replaceContents(e.obj.state, msg.state)
     } else {
+      replaceContents(e.state, msg.state)
       // Registered classes get the full new state as their "diff": it holds
       // every field, so applying it like a diff gives the new state.
       this.#call(e.obj, "update", msg.state, msg)
@@ -395,7 +444,11 @@ export class Mirror {
       // A copy, so later diffs never write into the caller's message.
       obj = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, state: { ...msg.state } }
     }
-    const e = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, i: msg.i, obj, plain: !Class }
+    // `state`: the object's fields as the gateway sent them, kept in place
+    // (the plain object's own state, or a copy beside a class instance);
+    // `view`: the cached immutable view, dropped on every change.
+    const state = Class ? { ...msg.state } : obj.state
+    const e = { id: msg.id, t: msg.t, sKey: msg.sKey, v: msg.v, i: msg.i, obj, plain: !Class, state, view: null }
     this.#gone.delete(e.id)
     this.#entries.set(e.id, e)
     this.#indexAdd(e.sKey, e.id)
@@ -413,10 +466,12 @@ export class Mirror {
       return
     }
     this.#setKey(e, to)
+    e.view = null
     if (e.plain) {
       syncPlain(e)
       Object.assign(e.obj.state, msg.diff)
     } else {
+      Object.assign(e.state, msg.diff)
       this.#call(e.obj, "update", msg.diff, msg)
     }
     this.#events.emit("mod", e.obj, msg)
@@ -450,6 +505,7 @@ export class Mirror {
 
   #setKey(e, sKey) {
     if (e.sKey === sKey) return
+    e.view = null
     this.#indexDelete(e.sKey, e.id)
     e.sKey = sKey
     this.#indexAdd(sKey, e.id)

@@ -733,3 +733,62 @@ test("rem: a late rem of another incarnation or key leaves the mirrored object",
   ])
   assert.strictEqual(mirror.has("a"), false)
 })
+
+test("reading: every object, one key's, one by id, the subscribed keys", () => {
+  const { mirror } = setup(["k", "k2"])
+  mirror.handle(add("a", 1, { x: 0 }))
+  mirror.handle(plainAdd("r", 1, { x: 1 }))
+  mirror.handle(add("b", 1, { x: 2 }, { sKey: "k2" }))
+  const [a, r, b] = ["a", "r", "b"].map(id => mirror.byId(id))
+  assert.deepStrictEqual(mirror.all(), [a, r, b], "every object, in the order they came")
+  assert.deepStrictEqual([...mirror], [a, r, b], "iterating the mirror iterates its objects")
+  assert.deepStrictEqual(mirror.ids(), ["a", "r", "b"])
+  assert.deepStrictEqual(mirror.ids("k2"), ["b"])
+  assert.deepStrictEqual(mirror.ids("nope"), [])
+  assert.deepStrictEqual(mirror.byKey("k"), [a, r])
+  assert.deepStrictEqual(mirror.byKey("k2"), [b])
+  assert.deepStrictEqual(mirror.byKey("nope"), [])
+  assert.strictEqual(mirror.byId("nope"), undefined)
+  assert.deepStrictEqual(mirror.subscribedKeys(), ["k", "k2"])
+  // The names the client always had.
+  assert.strictEqual(mirror.get("a"), a)
+  assert.deepStrictEqual(mirror.keys(), ["k", "k2"], "keys() stays the subscribed keys")
+  assert.strictEqual(mirror.size, 3)
+  // Iterating while objects leave visits what was there when it began.
+  const seen = []
+  for (const obj of mirror) {
+    seen.push(obj.id)
+    mirror.handle({ method: "rem", t: "agent", id: "b", sKey: "k2" })
+  }
+  assert.deepStrictEqual(seen, ["a", "r", "b"])
+  assert.deepStrictEqual(mirror.ids(), ["a", "r"])
+})
+
+test("views: immutable, the same until the object changes, for instances and plain objects", () => {
+  const { mirror } = setup(["k", "k2"])
+  mirror.handle(add("a", 1, { x: 0, y: 0 }, { i: "i1" }))
+  mirror.handle(plainAdd("r", 1, { x: 1 }))
+  const a1 = mirror.view("a")
+  assert.deepStrictEqual(a1, { id: "a", t: "agent", sKey: "k", v: 1, i: "i1", state: { x: 0, y: 0 }, obj: mirror.get("a") })
+  assert.ok(Object.isFrozen(a1) && Object.isFrozen(a1.state))
+  assert.strictEqual(mirror.view("a"), a1, "cached while nothing changes")
+  const r1 = mirror.view("r")
+  assert.deepStrictEqual(r1, { id: "r", t: "rock", sKey: "k", v: 1, state: { x: 1 }, obj: mirror.get("r") })
+  assert.notStrictEqual(r1.state, mirror.get("r").state, "a copy, not the live state")
+
+  mirror.handle(mod("a", 2, { x: 5 }))
+  const a2 = mirror.view("a")
+  assert.notStrictEqual(a2, a1)
+  assert.deepStrictEqual([a1.state, a2.state, a2.v], [{ x: 0, y: 0 }, { x: 5, y: 0 }, 2], "the old view kept its state")
+  assert.strictEqual(mirror.view("r"), r1, "another object's view is untouched")
+
+  mirror.handle(mod("a", 3, {}, { nsKey: "k2" }))
+  assert.deepStrictEqual([mirror.view("a").sKey, mirror.view("a").v], ["k2", 3], "a move is a change")
+  mirror.handle(add("a", 1, { z: 1 }, { sKey: "k2", i: "i2" }))
+  assert.deepStrictEqual(mirror.view("a").state, { z: 1 }, "a new incarnation replaces the state")
+  assert.strictEqual(mirror.view("a").i, "i2")
+  mirror.handle(plainMod("r", 2, { x: 2 }))
+  assert.deepStrictEqual(mirror.view("r").state, { x: 2 })
+  mirror.handle({ method: "rem", id: "r", sKey: "k" })
+  assert.strictEqual(mirror.view("r"), undefined)
+})
