@@ -8,7 +8,7 @@ import orjson
 
 from synk.gateway import Gateway, Handshake
 from synk.gateway import inspector as inspector_module
-from tests.gateway_env import KEY, http_get, running, until, until_async
+from tests.gateway_env import KEY, http_get, http_request, running, until, until_async
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -55,11 +55,11 @@ async def test_the_page_and_its_files() -> None:
         for path in ("/inspect/nothing", "/inspect/../pyproject.toml", "/inspect/static/inspector/app.js"):
             status, _, _ = await http_get(env.port, path)
             assert status == 404, path
-        # Methods, through the gateway itself (the websockets server answers only GET).
-        post = await env.gateway.http("POST", "/inspect/state", {})
-        assert (post.status, dict(post.headers)["allow"]) == (405, "GET, HEAD")
-        head = await env.gateway.http("HEAD", "/inspect/state", {})
-        assert (head.status, head.body) == (200, b"")
+        # Methods, over the standalone server's own HTTP.
+        status, headers, _ = await http_request(env.port, "POST", "/inspect/state", "Content-Length: 0\r\n")
+        assert (status, headers["allow"]) == (405, "GET, HEAD")
+        status, headers, body = await http_request(env.port, "HEAD", "/inspect/state")
+        assert status == 200 and int(headers["content-length"]) == 0
 
 
 async def test_state_counts_keys_and_clients() -> None:

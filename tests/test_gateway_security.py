@@ -381,3 +381,16 @@ async def test_the_simulation_learns_who_sent_each_message(
         assert (message.method, message.data, message.identity) == ("spawn", {"x": 1}, expected)
         assert message.client == client.of("hello")[0]["client"]
         await client.close()
+
+
+async def test_the_standalone_server_answers_each_method_as_itself() -> None:
+    async with running(None) as env:
+        status, headers, _ = await http_request(env.port, "POST", "/synk-client/index.js", "Content-Length: 0\r\n")
+        assert (status, headers["allow"]) == (405, "GET, HEAD, OPTIONS")
+        status, headers, _ = await http_request(env.port, "DELETE", "/metrics", "Content-Length: 0\r\n")
+        assert status == 405
+        status, headers, body = await http_request(env.port, "HEAD", "/synk-client/index.js")
+        assert status == 200 and body == b"" and int(headers["content-length"]) == 0
+        own = f"Origin: http://127.0.0.1:{env.port}\r\n"
+        status, headers, _ = await http_request(env.port, "OPTIONS", "/synk-client/index.js", own)
+        assert status == 204 and headers["access-control-allow-origin"] == f"http://127.0.0.1:{env.port}"

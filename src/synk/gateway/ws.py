@@ -108,10 +108,12 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
-            # websockets parses GET requests only (it answers others itself).
             addr = connection.remote_address
             request_headers = {k.lower(): v for k, v in request.headers.raw_items()}
-            answer = await gateway.http("GET", request.path, request_headers, str(addr[0]) if addr else "")
+            # Recent websockets parse any method (older ones, GET only): HEAD, OPTIONS
+            # and the refused ones must get their own answers, not GET's.
+            method = getattr(request, "method", "GET")
+            answer = await gateway.http(method, request.path, request_headers, str(addr[0]) if addr else "")
             return _response(answer)
         addr = connection.remote_address
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
