@@ -292,3 +292,37 @@ async def test_a_repair_the_store_refuses_leaves_the_half_way_move_for_the_next_
         assert mover.sub_key == "world:1|0"
         await check(redis_process.url, settled=True, worlds=(world,))
         await r.aclose()
+
+
+async def test_a_refused_repair_of_a_move_redis_ran_late_is_not_given_up(redis_process: RedisProcess) -> None:
+    # The world still thinks the object is in its old key (the take-out ran after the reload)
+    async with faulty(redis_process) as (proxy, world):
+        agents = await populate(world, 4)
+        mover = agents[0]
+        mover.x = 16  # world:0|0 -> world:1|0
+        patch_phase(world, "_phase1", proxy.hold_existing)
+        with pytest.raises(synk.WriteError):
+            await asyncio.wait_for(world.flush(), 30)
+        report = await asyncio.wait_for(world.reload(), 30)
+        assert report.missing == [] and mover._synk_skey == "world:0|0"
+        proxy.heal()  # the take-out runs now: a MOVED mark in world:0|0, nothing yet in world:1|0
+
+        async def taken_out() -> bool:
+            return (await read_state(redis_process.url, PREFIX)).live(mover.id) == []
+
+        await until_async(taken_out, "the late take-out")
+        r = (await direct(redis_process)).redis
+        await r.config_set("maxmemory", 1)
+        try:
+            with pytest.raises(synk.ConnectionError) as info:
+                await world.reload()
+            assert "could not finish 1 half-way write" in str(info.value)
+            assert world._owned.get("a0") is mover
+        finally:
+            await r.config_set("maxmemory", 0)
+        report = await world.reload()
+        assert report.missing == [], "the half-way moved object was given up as missing"
+        state = await read_state(redis_process.url, PREFIX)
+        assert len(state.live("a0")) == 1
+        await check(redis_process.url, settled=True, worlds=(world,))
+        await r.aclose()

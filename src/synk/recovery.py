@@ -214,6 +214,8 @@ class Recovery:
         repair = Batch()
         missing: list[Object] = []
         fixed: dict[str, Object] = {}
+        #: id -> the key a repair moves it from: if the repair fails, the next reload() looks there
+        putting: dict[str, str] = {}
         count = 0
 
         def complete_move(obj: Object, src: str, mark: Stored) -> None:
@@ -227,6 +229,7 @@ class Recovery:
             state = orjson.dumps(obj._synk_values)
             repair.repairs.setdefault(mark.moved_to, []).append(("p", obj.type_key, obj.id, mark.token, mark.version, state, b"", src))
             fixed[obj.id] = obj
+            putting[obj.id] = src
 
         for obj in owned:
             token = obj._synk_token
@@ -285,7 +288,10 @@ class Recovery:
             if transient:
                 # Refused, or cut off: nothing says the object is gone (its mark still
                 # says where it was going), so it stays owned, and so do the half-way
-                # writes; the next reload() tries again.
+                # writes; the next reload() tries again, from the mark's key (reload()
+                # keeps what is in moved_from when this raises).
+                for oid, src in putting.items():
+                    moved_from.setdefault(oid, src)
                 f = transient[0]
                 raise SynkConnectionError(
                     f"reload() could not finish {len(transient)} half-way write(s), such as the {f.op} of {f.type} {f.id!r}"
