@@ -104,7 +104,8 @@ class ClusterSubscriber(Subscriber):
             name = self._home.pop(key, None)
             if name is not None:
                 groups.setdefault(name, []).append(key)
-        await asyncio.gather(*(self._nodes[name].unsubscribe(ks) for name, ks in groups.items()))
+        # A node may be gone from _nodes (a re-home emptied it): its keys are no longer subscribed there.
+        await asyncio.gather(*(sub.unsubscribe(ks) for name, ks in groups.items() if (sub := self._nodes.get(name)) is not None))
 
     async def _watching(self) -> None:
         """Re-home keys whose node went down or dropped them, until closed."""
@@ -145,9 +146,15 @@ class ClusterSubscriber(Subscriber):
                 return
             keys = [k for ks in moved.values() for k in ks]
             log.warning("synk cluster subscriber: %d keys moved to other nodes; subscribing them there", len(keys))
-            await asyncio.gather(*(self._nodes[name].unsubscribe(ks) for name, ks in moved.items() if name in self._nodes))
             groups = self._by_node(keys)
-            await asyncio.gather(*(self._subscriber(name).subscribe(ks) for name, ks in groups.items()))
+            for name in groups:
+                self._subscriber(name)  # before any await: an unsubscribe meanwhile finds the node's subscriber
+            await asyncio.gather(*(sub.unsubscribe(ks) for name, ks in moved.items() if (sub := self._nodes.get(name)) is not None))
+            # Keys the consumer left while this awaited are not subscribed again.
+            groups = {name: [k for k in ks if self._home.get(k) == name] for name, ks in groups.items()}
+            await asyncio.gather(*(self._subscriber(name).subscribe(ks) for name, ks in groups.items() if ks))
+            left = {name: [k for k in ks if self._home.get(k) != name] for name, ks in groups.items()}
+            await asyncio.gather(*(self._subscriber(name).unsubscribe(ks) for name, ks in left.items() if ks))
             for name, sub in list(self._nodes.items()):
                 if not sub.keys():  # a node with nothing followed: let its connection go
                     del self._nodes[name]
