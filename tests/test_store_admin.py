@@ -124,13 +124,17 @@ async def test_purge_of_everything_leaves_other_names_alone(redis_url: str) -> N
     r = aioredis.Redis.from_url(redis_url)
     try:
         await r.set(f"{prefix}not-synks", b"1")
+        # Names of synk's shape holding a key or an id synk never writes are not synk's either.
+        await r.hset(f"{prefix}{{session abc}}:o", "x", b"1")
+        await r.set(f"{prefix}id:{{user:42}}", b"1")
         await r.set(f"{prefix}{{msgs}}:reader", b"1", px=60_000)
         done = await purge(redis_url, prefix)
         assert (sorted(done.keys), done.objects, done.claims, done.stream) == (["world:0|0", "world:1|0", "world:2|0"], 5, 5, True)
         inv = await inventory(redis_url, prefix)
         assert inv.empty
-        assert inv.other == 1
+        assert inv.other == 3
         assert await r.get(f"{prefix}not-synks") == b"1"
+        assert await r.exists(f"{prefix}{{session abc}}:o", f"{prefix}id:{{user:42}}") == 2
     finally:
         await r.aclose()
     assert (await inventory(redis_url, other)).objects == 5  # another prefix is untouched

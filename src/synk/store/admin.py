@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 
 from synk.core.batch import DELETED, MOVED, PENDING
-from synk.errors import ConfigError, SynkError
+from synk.core.names import check_id, check_key
+from synk.errors import ConfigError, SynkError, ValidationError
 from synk.store.base import Stored
 from synk.store.redis import RedisStore
 from synk.store.resp import ERRORS, down
@@ -126,14 +128,24 @@ class _Names:
     other: int = 0
 
 
+def _valid(check: Callable[[object], object], value: str) -> bool:
+    try:
+        check(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def _classify(prefix: str, name: bytes, into: _Names) -> None:
+    # Only names synk could have written count as synk's (and may be purged):
+    # the shape of the layout, and a key or id synk accepts inside it.
     text = name.decode(errors="replace")
     rest = text[len(prefix) :]
     if rest in ("{msgs}", "{msgs}:bytes", "{msgs}:reader"):
         into.stream.append(name)
-    elif rest.startswith("{") and rest.endswith("}:o") and len(rest) > 4:
+    elif rest.startswith("{") and rest.endswith("}:o") and len(rest) > 4 and _valid(check_key, rest[1:-3]):
         into.objects[rest[1:-3]] = name
-    elif rest.startswith("id:{") and rest.endswith("}") and len(rest) > 5:
+    elif rest.startswith("id:{") and rest.endswith("}") and len(rest) > 5 and _valid(check_id, rest[4:-1]):
         into.claims[rest[4:-1]] = name
     else:
         into.other += 1
