@@ -123,7 +123,7 @@ async def test_a_clients_backlog_and_lag_are_reported() -> None:
 
 async def test_identity_is_json_and_lists_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(inspector_module, "MAX_ROWS", 2)
-    async with running(None, inspect=True, authenticate=authenticate) as env:
+    async with running(None, inspect=True, authenticate=authenticate, admin=lambda _identity: True) as env:
         clients = [await WsClient.open(f"{env.url}?token={TOKEN}") for _ in range(3)]
         for n, client in enumerate(clients):
             await client.subscribe([f"room:{n}"])
@@ -136,7 +136,7 @@ async def test_identity_is_json_and_lists_are_bounded(monkeypatch: pytest.Monkey
 
 
 async def test_behind_authenticate() -> None:
-    async with running(None, inspect=True, authenticate=authenticate) as env:
+    async with running(None, inspect=True, authenticate=authenticate, admin=lambda _identity: True) as env:
         for path in ("/inspect", "/inspect/state", "/inspect/state?token=wrong"):
             status, headers, _ = await http_get(env.port, path)
             assert (status, headers.get("www-authenticate")) == (401, "Bearer"), path
@@ -152,7 +152,7 @@ async def test_an_authenticate_hook_that_raises_refuses() -> None:
     def broken(handshake: Handshake) -> Any:
         raise RuntimeError("the user database is down")
 
-    async with running(None, inspect=True, authenticate=broken) as env:
+    async with running(None, inspect=True, authenticate=broken, admin=lambda _identity: True) as env:
         status, _, _ = await http_get(env.port, "/inspect/state?token=t")
         assert status == 401
 

@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.typing import Origin
 
 import synk
-from synk.gateway import Handshake, static
+from synk.gateway import Gateway, Handshake, static
 from synk.store.redis import RedisStore
 from tests.gateway_env import KEY, Env, http_get, http_request, running, store_url
 from tests.models import Agent, Note
@@ -394,3 +394,41 @@ async def test_the_standalone_server_answers_each_method_as_itself() -> None:
         own = f"Origin: http://127.0.0.1:{env.port}\r\n"
         status, headers, _ = await http_request(env.port, "OPTIONS", "/synk-client/index.js", own)
         assert status == 204 and headers["access-control-allow-origin"] == f"http://127.0.0.1:{env.port}"
+
+
+async def test_a_dns_rebinding_page_is_refused_by_a_loopback_gateway() -> None:
+    # The attacker's name resolves to 127.0.0.1: its requests carry that name in Host (and Origin).
+    async with running(None, inspect=True) as env:
+        rebind = f"rebind.attacker.example:{env.port}"
+        for path in ("/metrics", "/inspect/state"):
+            status, _, _ = await http_get(env.port, path)
+            assert status == 200, path  # under its own name (127.0.0.1:PORT, as http_get sends): served
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        writer.write(f"GET /metrics HTTP/1.1\r\nHost: {rebind}\r\nConnection: close\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.read(200), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 403"), head
+        assert await refused_status(env.url, origin=Origin(f"http://{rebind}"), additional_headers={"Host": rebind}) == 4403
+        for name in ("localhost", "127.0.0.1"):
+            client = await WsClient.open(
+                env.url, origin=Origin(f"http://{name}:{env.port}"), additional_headers={"Host": f"{name}:{env.port}"}
+            )
+            await client.close()
+
+
+async def test_the_inspector_behind_authenticate_needs_an_admin() -> None:
+    from synk.gateway.tokens import TokenAuth, mint
+
+    secret = "x" * 32
+    auth = TokenAuth(secret)
+    with pytest.raises(synk.ConfigError, match="inspect is on with an authenticate hook but no admin hook"):
+        Gateway("memory://", inspect=True, authenticate=auth.authenticate)
+    async with running(None, inspect=True, authenticate=auth.authenticate, authorize=auth.authorize, admin=auth.admin) as env:
+        user = mint(secret, "mallory", ["room:mallory"])
+        boss = mint(secret, "ops", ["*"], admin=True)
+        status, _, _ = await http_get(env.port, "/inspect/state")
+        assert status == 401
+        status, _, _ = await http_get(env.port, f"/inspect/state?token={user}")
+        assert status == 403  # a valid connection token is not an admin's
+        status, _, body = await http_get(env.port, f"/inspect/state?token={boss}")
+        assert status == 200 and b'"clients"' in body

@@ -41,7 +41,7 @@ def _token_hooks(env: str | None) -> dict[str, Any]:
     if not secret:
         raise ConfigError(f"--jwt-secret-env {env}: the environment variable {env} is not set (or empty)")
     auth = TokenAuth(secret)
-    return {"authenticate": auth.authenticate, "authorize": auth.authorize}
+    return {"authenticate": auth.authenticate, "authorize": auth.authorize, "admin": auth.admin}
 
 
 async def _serve(args: argparse.Namespace) -> None:

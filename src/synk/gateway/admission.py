@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 if TYPE_CHECKING:
     from synk.gateway.config import Handshake
 
-__all__ = ["authenticate", "loopback", "maybe_await", "origin_allowed"]
+__all__ = ["LOOPBACK_NAMES", "authenticate", "host_trusted", "loopback", "maybe_await", "origin_allowed"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -32,18 +32,40 @@ def loopback(host: str) -> bool:
         return False  # a host name other than localhost: it may resolve anywhere
 
 
-def origin_allowed(allowed: list[str] | str | None, origin: str | None, host: str | None, own: bool = True) -> bool:
+#: The names of the loopback interface, as a Host header gives them.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_trusted(host: str | None, trusted: frozenset[str] | None) -> bool:
+    """Whether a request's Host header names the gateway (None: any name does).
+
+    A DNS-rebinding page reaches the gateway under the attacker's host name:
+    its requests carry that name in Host (and Origin), so a gateway that
+    knows its own names tells them apart.
+    """
+    if trusted is None:
+        return True
+    if not host:
+        return False
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name.strip("[]").lower() in trusted
+
+
+def origin_allowed(
+    allowed: list[str] | str | None, origin: str | None, host: str | None, own: bool = True, trusted: frozenset[str] | None = None
+) -> bool:
     """Whether a browser page from ``origin`` may connect, given the configured ``origins``.
 
     ``own``: the gateway's own pages (an Origin whose host is the request's
-    Host) are allowed besides ``origins``. With no ``origins``, they are
-    the only ones allowed (whatever ``own`` says: otherwise none would be).
+    Host, a Host among ``trusted`` names) are allowed besides ``origins``.
+    With no ``origins``, they are the only ones allowed (whatever ``own``
+    says: otherwise none would be).
     """
     if origin is None:
         return True  # not a browser: browsers always send Origin
     if allowed == "*":
         return True
-    same = host is not None and urlsplit(origin).netloc == host
+    same = host is not None and urlsplit(origin).netloc == host and host_trusted(host, trusted)
     if allowed is None:
         return same
     return origin in allowed or (own and same)

@@ -54,6 +54,8 @@ class GatewaySettings(TypedDict, total=False):
     allow_own_origin: bool
     authenticate: Callable[[Handshake], Any] | None
     authorize: Callable[[Any, str], Any] | None
+    admin: Callable[[Any], Any] | None
+    hosts: list[str] | None
     forward_to_world: bool
     static_dir: str | os.PathLike[str] | None
     metrics: str
@@ -92,6 +94,11 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "allow_own_origin": ("True or False", lambda v: isinstance(v, bool)),
     "authenticate": ("None or a function (handshake) -> identity, sync or async", lambda v: v is None or callable(v)),
     "authorize": ("None or a function (identity, key) -> bool, sync or async", lambda v: v is None or callable(v)),
+    "admin": ("None or a function (identity) -> bool, sync or async", lambda v: v is None or callable(v)),
+    "hosts": (
+        "None or a list of host names",
+        lambda v: v is None or (isinstance(v, (list, tuple)) and all(isinstance(h, str) and h for h in v)),
+    ),
     "forward_to_world": ("True or False", lambda v: isinstance(v, bool)),
     "static_dir": ("None or a folder's path", lambda v: v is None or isinstance(v, (str, os.PathLike))),
     "metrics": ('"public", "authenticated" or "off"', lambda v: v in ("public", "authenticated", "off")),
@@ -114,6 +121,10 @@ class GatewayConfig:
                                                    async): None or raising refuses (4401)
     ``authorize``             None                 ``(identity, key) -> bool``: may this
                                                    client subscribe to ``key``
+    ``admin``                 None                 ``(identity) -> bool``: may this client
+                                                   see ``/inspect`` (and guarded metrics)
+    ``hosts``                 None                 Host names trusted for own pages,
+                                                   ``/inspect``, ``/metrics``
     ``forward_to_world``      True                 post custom client messages to the store,
                                                    for ``world.messages()``
     ``static_dir``            None                 a folder served at ``/``
@@ -165,6 +176,12 @@ class GatewayConfig:
     allow_own_origin: bool = True
     authenticate: Callable[[Handshake], Any] | None = None
     authorize: Callable[[Any, str], Any] | None = None
+    #: who may see ``/inspect`` (and ``/metrics`` when "authenticated"): given what ``authenticate``
+    #: returned; needed for the inspector when ``authenticate`` is set
+    admin: Callable[[Any], Any] | None = None
+    #: Host names the gateway answers to for its own pages, ``/inspect`` and ``/metrics``
+    #: (DNS rebinding); None: loopback names when it listens on loopback, else any
+    hosts: list[str] | None = None
     #: post custom client messages to the store for ``world.messages()``
     forward_to_world: bool = True
     #: a folder served at "/" (the demo's page, say)
@@ -190,6 +207,11 @@ class GatewayConfig:
             value = getattr(self, name)
             if not ok(value):
                 raise ConfigError(f"gateway setting {name} is {value!r}; it must be {kind}")
+        if self.inspect and self.authenticate is not None and self.admin is None:
+            raise ConfigError(
+                "gateway setting inspect is on with an authenticate hook but no admin hook: every client that may connect"
+                " could read every other client's identity; give admin=(identity) -> bool"
+            )
         if self.metrics == "authenticated" and self.authenticate is None:
             raise ConfigError('gateway setting metrics is "authenticated" but no authenticate hook is set to check requests with')
         if self.key_burst is None:

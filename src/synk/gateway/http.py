@@ -17,7 +17,7 @@ from synk.gateway import admission, static
 if TYPE_CHECKING:
     from synk.gateway.config import GatewayConfig
 
-__all__ = ["Response", "respond", "unauthorized"]
+__all__ = ["Response", "respond", "unauthorized", "wrong_host"]
 
 _TEXT = "text/plain; charset=utf-8"
 _METRICS = "text/plain; version=0.0.4; charset=utf-8"
@@ -33,24 +33,31 @@ class Response:
     body: bytes = b""
 
 
+def wrong_host(host: str | None) -> Response:
+    """403: the request names a host the gateway does not answer to as itself (DNS rebinding)."""
+    return Response(403, [("content-type", _TEXT)], f"host {host!r} is not one of this gateway's names\n".encode())
+
+
 def unauthorized() -> Response:
     """401: the request lacks what ``authenticate`` accepts (a token, say)."""
     return Response(401, [("content-type", _TEXT), ("www-authenticate", "Bearer")], b"unauthorized\n")
 
 
-def _cors(config: GatewayConfig, headers: dict[str, str]) -> list[tuple[str, str]]:
+def _cors(config: GatewayConfig, headers: dict[str, str], trusted: frozenset[str] | None) -> list[tuple[str, str]]:
     """The CORS headers for a request from ``Origin`` (none if it is absent or not allowed)."""
     origin = headers.get("origin")
-    if origin is None or not admission.origin_allowed(config.origins, origin, headers.get("host"), config.allow_own_origin):
+    if origin is None or not admission.origin_allowed(config.origins, origin, headers.get("host"), config.allow_own_origin, trusted):
         return [("vary", "Origin")]
     return [("access-control-allow-origin", "*" if config.origins == "*" else origin), ("vary", "Origin")]
 
 
-def respond(config: GatewayConfig, metrics_text: str | None, method: str, path: str, headers: dict[str, str]) -> Response:
+def respond(
+    config: GatewayConfig, metrics_text: str | None, method: str, path: str, headers: dict[str, str], trusted: frozenset[str] | None = None
+) -> Response:
     """The answer to one plain HTTP request; ``headers`` have lowercase names.
 
     ``metrics_text`` is the rendered ``/metrics`` page, or None when it
-    is not served.
+    is not served; ``trusted``, the Host names the gateway answers to as itself.
     """
     method = method.upper()
     local = path.split("?", 1)[0]
@@ -65,7 +72,7 @@ def respond(config: GatewayConfig, metrics_text: str | None, method: str, path: 
     found = static.resolve(path, config.static_dir)
     if found is None:
         return Response(404, [("content-type", _TEXT)], b"not found\n")
-    cors = _cors(config, headers)
+    cors = _cors(config, headers, trusted)
     if method == "OPTIONS":
         # A preflight: a module script's plain GET needs none, but a page's fetch() with headers does.
         return Response(204, [*cors, ("allow", _ALLOW), ("access-control-allow-methods", "GET, HEAD")])

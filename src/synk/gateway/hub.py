@@ -84,6 +84,8 @@ class Gateway:
             self.store = source
             self._owns_store = False
         self.config = GatewayConfig.from_settings(dict(settings))
+        #: it listens on loopback only (set by serve()): its own names are then the loopback ones
+        self._on_loopback = False
         self.metrics = Metrics()
         if flushes is not None:
             self.metrics.extra.append(flushes)  # the world runs here: its flushes show on /metrics
@@ -220,6 +222,7 @@ class Gateway:
         """
         from synk.gateway.ws import serve
 
+        self._on_loopback = admission.loopback(host)
         if self.config.origins is None and not admission.loopback(host):
             log.warning(
                 "synk gateway listens on %s with no origins set: pages are admitted when their Origin matches the Host"
@@ -278,7 +281,7 @@ class Gateway:
         Nothing is served before the close. Each refusal is logged at INFO.
         """
         origin = headers.get("origin")
-        if not admission.origin_allowed(self.config.origins, origin, headers.get("host"), self.config.allow_own_origin):
+        if not admission.origin_allowed(self.config.origins, origin, headers.get("host"), self.config.allow_own_origin, self.trusted_hosts):
             log.info("synk gateway refused a connection from %s: origin %r is not allowed (path %s)", peer, origin, path.split("?", 1)[0])
             return p.CLOSE_FORBIDDEN, None
         ok, identity = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
@@ -301,17 +304,51 @@ class Gateway:
         would need), or not at all.
         """
         local = path.split("?", 1)[0]
+        trusted = self.trusted_hosts
+        private = local == "/metrics" or (self.config.inspect and (local == "/inspect" or local.startswith("/inspect/")))
+        if private and not admission.host_trusted(headers.get("host"), trusted):
+            log.info("synk gateway refused %s to %s: host %r is not one of its names", local, peer, headers.get("host"))
+            return http.wrong_host(headers.get("host"))
         if self.config.inspect and (local == "/inspect" or local.startswith("/inspect/")):
             return await inspector.respond(self, method, path, headers, peer)
         metrics: str | None = None
         if local == "/metrics" and self.config.metrics != "off":
             if self.config.metrics == "authenticated":
-                ok, _ = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
-                if not ok:
-                    log.info("synk gateway refused /metrics to %s: authenticate refused it", peer)
-                    return http.unauthorized()
+                refusal = await self.admit_admin(path, headers, peer)
+                if refusal is not None:
+                    return refusal
             metrics = self.metrics.render()
-        return http.respond(self.config, metrics, method, path, headers)
+        return http.respond(self.config, metrics, method, path, headers, trusted)
+
+    @property
+    def trusted_hosts(self) -> frozenset[str] | None:
+        """The Host names taken as this gateway's own: the ``hosts`` setting, else the
+        loopback names when it listens on loopback only, else None (any)."""
+        if self.config.hosts is not None:
+            return frozenset(h.lower() for h in self.config.hosts)
+        return admission.LOOPBACK_NAMES if self._on_loopback else None
+
+    async def admit_admin(self, path: str, headers: dict[str, str], peer: str) -> Response | None:
+        """None if the request may see the gateway's insides (``/inspect``, guarded ``/metrics``),
+        else the refusal: 401 without what ``authenticate`` accepts, 403 when ``admin`` says no."""
+        if self.config.authenticate is None:
+            return None
+        ok, identity = await admission.authenticate(self.config.authenticate, Handshake(path, headers, peer))
+        if not ok:
+            log.info("synk gateway refused %s to %s: authenticate refused it", path.split("?", 1)[0], peer)
+            return http.unauthorized()
+        hook = self.config.admin
+        if hook is None:
+            return None
+        try:
+            allowed = await _maybe(hook(identity))
+        except Exception:
+            log.exception("synk admin hook raised; refused")
+            allowed = False
+        if not allowed:
+            log.info("synk gateway refused %s to %s: admin refused its identity", path.split("?", 1)[0], peer)
+            return http.Response(403, [("content-type", "text/plain; charset=utf-8")], b"forbidden: not an admin\n")
+        return None
 
     async def attach(self, outlet: Outlet, identity: Any, frames: AsyncIterator[str | bytes], path: str = "/") -> None:
         """Serve one connection until ``frames`` ends; the transport calls this.

@@ -29,8 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from synk.gateway import admission, http
-from synk.gateway.config import Handshake
+from synk.gateway import http
 
 if TYPE_CHECKING:
     from synk.gateway.http import Response
@@ -135,10 +134,9 @@ async def respond(gateway: Gateway, method: str, path: str, headers: dict[str, s
         return _answer(200, _FILES[name], _file(name), method)
     if local not in ("/inspect", "/inspect/state"):
         return _answer(404, _TEXT, b"not found\n", method)
-    ok, _ = await admission.authenticate(gateway.config.authenticate, Handshake(path, headers, peer))
-    if not ok:
-        log.info("synk gateway refused %s to %s: authenticate refused it", local, peer)
-        return http.unauthorized()
+    refusal = await gateway.admit_admin(path, headers, peer)
+    if refusal is not None:
+        return refusal
     if local == "/inspect":
         return _answer(200, _FILES["index.html"], _file("index.html"), method)
     return _answer(200, "application/json", orjson.dumps(state(gateway)), method)

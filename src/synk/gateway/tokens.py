@@ -125,3 +125,8 @@ class TokenAuth:
     def authorize(identity: Any, key: str) -> bool:
         """Whether the token's ``keys`` claim allows ``key``."""
         return isinstance(identity, dict) and key_allowed(identity.get("keys", []), key)
+
+    @staticmethod
+    def admin(identity: Any) -> bool:
+        """Whether the token says ``"admin": true``: it may see the inspector (``mint(..., admin=True)``)."""
+        return isinstance(identity, dict) and identity.get("admin") is True
