@@ -251,7 +251,8 @@ def _compile(t: Any) -> FieldType:
         for v in args:
             if not (v is None or type(v) in (str, int, bool)):
                 raise Unsupported(f"Literal value {v!r} is a {type(v).__name__}; JSON literals are str, int, bool or None")
-        return FieldType("literal", literals=tuple(dict.fromkeys(args)))
+        # Deduplicated by type and value: 1 and True are one dict key but two JSON values.
+        return FieldType("literal", literals=tuple({(type(v), v): v for v in args}.values()))
     if origin is list:
         if len(args) != 1:
             raise Unsupported("say what the list holds: list[X]")
