@@ -272,3 +272,31 @@ def test_declared_attributes_can_be_assigned() -> None:
 def test_a_read_only_property_stays_read_only() -> None:
     with pytest.raises(AttributeError, match="has no setter"):
         Agent().sub_key = "x"  # type: ignore[misc]
+
+
+def test_typing_spellings_and_new_types() -> None:
+    import typing
+
+    user_id = typing.NewType("user_id", str)
+    cls = type(
+        "Spelled",
+        (synk.Object,),
+        {"__annotations__": {"u": user_id, "xs": typing.List[int], "t": typing.Tuple[int, str]}, "u": "", "xs": [], "t": (0, "")},  # noqa: UP006
+    )
+    obj: Any = cls(id="s1")
+    obj.u = "ann"
+    obj.xs = [1]
+    obj.t = [2, "b"]
+    with pytest.raises(synk.ValidationError, match=r"^Spelled 's1' field 'u': expected str, got int$"):
+        obj.u = 1
+    for bare in (typing.List, typing.Tuple, typing.Dict):  # noqa: UP006
+        with pytest.raises(synk.ConfigError, match="say what the"):
+            type("Bare", (synk.Object,), {"__annotations__": {"b": bare}})
+
+
+def test_an_int_too_big_for_a_float_field_is_refused_not_rounded() -> None:
+    e = Every(id="e1")
+    with pytest.raises(synk.ValidationError, match=r"^every 'e1' field 'f': integer 9007199254740992 is outside"):
+        e.f = 2**53
+    with pytest.raises(synk.ValidationError, match=r"^every 'e1' field 'f': integer 1797693134862315907"):
+        e.f = 2**1023 * 2

@@ -23,7 +23,7 @@ import types
 import typing
 from typing import Any, Literal, NoReturn, Union
 
-from synk.core.values import freeze
+from synk.core.values import MAX_SAFE_INT, freeze
 from synk.errors import ValidationError
 
 __all__ = ["SUPPORTED", "FieldType", "Unsupported", "compile_annotation", "resolve"]
@@ -122,7 +122,8 @@ class FieldType:
         ``where`` names the object and field for the message.
         """
         self._check(value, where)
-        if self.to_float and type(value) is not bool and isinstance(value, int):
+        # (Beyond the safe range an int stays one, for freeze to refuse it.)
+        if self.to_float and type(value) is not bool and isinstance(value, int) and -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
             value = float(value)
         return freeze(value, where)
 
@@ -235,6 +236,8 @@ def _compile(t: Any) -> FieldType:
         return _compile(args[0])
     if t is Any:
         return FieldType("any")
+    if isinstance(t, typing.NewType):
+        return _compile(t.__supertype__)  # UserId = NewType("UserId", str) is a str on the wire
     if t in _SCALARS if _hashable(t) else False:
         return FieldType(_SCALARS[t])
     if origin in (Union, types.UnionType):
@@ -255,9 +258,11 @@ def _compile(t: Any) -> FieldType:
         return FieldType("literal", literals=tuple({(type(v), v): v for v in args}.values()))
     if origin is list:
         if len(args) != 1:
-            raise Unsupported("say what the list holds: list[X]")
+            raise Unsupported(_HINTS[list])
         return FieldType("list", (_compile(args[0]),), array="list")
     if origin is tuple:
+        if t is typing.Tuple:  # noqa: UP006  # the bare typing.Tuple, whose args look like tuple[()]'s
+            raise Unsupported(_HINTS[tuple])
         if len(args) == 2 and args[1] is Ellipsis:
             return FieldType("list", (_compile(args[0]),), array="tuple")
         if Ellipsis in args:
