@@ -266,6 +266,8 @@ class Run:
     redis_cpu: float = 0.0
     #: synk only: time spent in the synchronous ``world.flush()`` call (planning)
     plan_time: float = 0.0
+    #: synk only: time spent in the simulation's assignments (``work.tick()``), before the flush
+    sim_time: float = 0.0
 
     @property
     def ticks(self) -> int:
@@ -389,7 +391,9 @@ async def run_synk(
     run = Run(name, len(work.units))
     r0 = await cpu.now()
     for _ in range(ticks):
+        s0 = time.perf_counter()
         work.tick()
+        run.sim_time += time.perf_counter() - s0
         if profile is not None:
             profile.enable()
         c0 = time.process_time()
@@ -690,7 +694,8 @@ def print_table(res: Results) -> None:
         per = 1e6 / (s.objects * s.ticks)
         print(
             f"synk wall time per write: {per * s.plan_time:.2f} µs in world.flush() itself (planning), "
-            f"{per * (s.wall - s.plan_time):.2f} µs awaiting the store (packing, Redis, replies, phase 2)"
+            f"{per * (s.wall - s.plan_time):.2f} µs awaiting the store (packing, Redis, replies, phase 2); "
+            f"and {per * s.sim_time:.2f} µs before it, in the simulation's assignments (field checks, diffs)"
         )
     if res.raw.redis_us:
         print(
@@ -753,6 +758,8 @@ def json_line(res: Results) -> str:
         "raw_guarded_writes_per_s": round(res.raw_guarded.writes_per_s) if res.raw_guarded is not None else None,
         "fraction_of_raw_guarded": round(res.fraction_of_raw_guarded, 3),
         "synk_plan_fraction": round(res.synk.plan_time / res.synk.wall, 3) if res.synk.wall else None,
+        "synk_plan_us_per_write": round(1e6 * res.synk.plan_time / (res.objects * res.synk.ticks), 3) if res.synk.ticks else None,
+        "synk_sim_us_per_write": round(1e6 * res.synk.sim_time / (res.objects * res.synk.ticks), 3) if res.synk.ticks else None,
         "cpu_us_per_write": {
             r: {"client": round(run.client_us, 2), "redis": round(run.redis_us, 2)}
             for r, run in (

@@ -51,7 +51,7 @@ def test_version_is_the_packages() -> None:
 
 
 def test_every_option_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("serve", "demo", "inspect", "purge"):
+    for command in ("serve", "demo", "inspect", "purge", "types"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         text = capsys.readouterr().out

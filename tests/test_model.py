@@ -31,6 +31,14 @@ class Person(synk.Object):
     sub_key: str = "people"
 
 
+class Loose(synk.Object):
+    """A field annotated Any: only the JSON checks apply."""
+
+    type_key = "loose"
+    v: Any = 0
+    sub_key: str = "loose"
+
+
 def register(cls: type[synk.Object]) -> None:
     synk.World(MemoryStore()).register(cls)
 
@@ -77,34 +85,32 @@ def test_diff_is_a_copy() -> None:
 
 @pytest.mark.parametrize(("new", "kind"), [(1.0, float), (True, bool)])
 def test_values_equal_in_python_but_not_in_json_are_a_change(new: Any, kind: type) -> None:
-    c = Counter(a=1)
-    c.a = new
+    c = Loose(v=1)
+    c.v = new
     assert c.changed
-    assert type(c.diff["a"]) is kind
-    assert type(c.a) is kind
-    c.a = 1
+    assert type(c.diff["v"]) is kind
+    assert type(c.v) is kind
+    c.v = 1
     assert not c.changed
-    assert type(c.a) is int
+    assert type(c.v) is int
 
 
 def test_type_aware_comparison_against_the_committed_value() -> None:
-    c = Counter(a=1)
-    one_float: Any = 1.0
-    c.a = one_float
-    c.a = True  # still different from the committed int 1
-    assert c.diff == {"a": True} and type(c.diff["a"]) is bool
-    c.a = 1
+    c = Loose(v=1)
+    c.v = 1.0
+    c.v = True  # still different from the committed int 1
+    assert c.diff == {"v": True} and type(c.diff["v"]) is bool
+    c.v = 1
     assert c.diff == {}
 
 
 def test_zero_false_and_zero_float_are_distinct() -> None:
-    c = Counter()
-    c.a = False
+    c = Loose()
+    c.v = False
     assert c.changed
-    zero_float: Any = 0.0
-    c.a = zero_float
-    assert c.changed and type(c.a) is float
-    c.a = 0
+    c.v = 0.0
+    assert c.changed and type(c.v) is float
+    c.v = 0
     assert not c.changed
 
 
@@ -149,9 +155,16 @@ def test_a_string_utf8_cannot_encode_is_refused_on_assignment() -> None:
     ],
 )
 def test_assigned_scalars_are_checked(value: Any, message: str) -> None:
+    a = Loose(id="a1", v=3)
+    with pytest.raises(synk.ValidationError, match=rf"^loose 'a1' field 'v': {message}"):
+        a.v = value
+    assert a.v == 3 and not a.changed
+
+
+def test_an_int_field_checks_the_safe_range_too() -> None:
     a = Agent(id="a1", x=3)
-    with pytest.raises(synk.ValidationError, match=rf"^agent 'a1' field 'x': {message}"):
-        a.x = value
+    with pytest.raises(synk.ValidationError, match=r"^agent 'a1' field 'x': integer 9007199254740992 is outside"):
+        a.x = 2**53
     assert a.x == 3 and not a.changed
 
 
@@ -161,9 +174,9 @@ def test_assigned_scalars_at_the_limits() -> None:
     assert a.x == 2**53 - 1
     a.x = -(2**53 - 1)
     assert a.x == -(2**53 - 1)
-    big: Any = 1.7976931348623157e308
-    a.x = big
-    assert a.x == big
+    b = Loose()
+    b.v = 1.7976931348623157e308
+    assert b.v == 1.7976931348623157e308
 
 
 def test_assigned_subclass_scalars_become_plain() -> None:
@@ -173,12 +186,12 @@ def test_assigned_subclass_scalars_become_plain() -> None:
     class Count(int):
         pass
 
-    a = Agent()
-    meters: Any = Meters(2.5)
-    a.x = meters
-    assert type(a.x) is float
-    a.y = Count(4)
-    assert type(a.y) is int and a.diff == {"x": 2.5, "y": 4}
+    a = Loose()
+    a.v = Meters(2.5)
+    assert type(a.v) is float
+    b = Agent()
+    b.y = Count(4)
+    assert type(b.y) is int and b.diff == {"y": 4}
 
 
 # -- state ---------------------------------------------------------------------------
@@ -230,8 +243,10 @@ def test_required_field_without_default() -> None:
 
 
 def test_constructor_values_are_checked() -> None:
-    with pytest.raises(synk.ValidationError, match=r"agent 'a1' field 'x': float nan is not finite"):
-        Agent(id="a1", x=float("nan"))
+    with pytest.raises(synk.ValidationError, match=r"loose 'a1' field 'v': float nan is not finite"):
+        Loose(id="a1", v=float("nan"))
+    with pytest.raises(synk.ValidationError, match=r"agent 'a1' field 'x': expected int, got str"):
+        Agent(id="a1", x="3")
 
 
 @pytest.mark.parametrize("name", ["id", "version", "diff", "changed", "state", "type_key"])
@@ -416,4 +431,4 @@ def test_assigned_lists_are_frozen_copies() -> None:
 
 def test_bad_default_is_refused_at_class_creation() -> None:
     with pytest.raises(synk.ValidationError, match=r"Broken\.when default: a object cannot be encoded as JSON"):
-        type("Broken", (synk.Object,), {"__annotations__": {"when": "object"}, "when": object()})
+        type("Broken", (synk.Object,), {"__annotations__": {"when": "Any"}, "when": object()})

@@ -10,6 +10,8 @@ import pytest
 
 PURE = [
     "synk.core.model",
+    "synk.core.fieldtypes",
+    "synk.core.typegen",
     "synk.core.batch",
     "synk.core.messages",
     "synk.core.names",

@@ -1,5 +1,6 @@
 """The ``synk`` command: ``synk serve`` runs a gateway, ``synk demo`` a live world,
-``synk inspect`` lists what is stored under a prefix and ``synk purge`` deletes it."""
+``synk inspect`` lists what is stored under a prefix and ``synk purge`` deletes it;
+``synk types`` writes TypeScript declarations (or JSON Schema) of synced classes."""
 
 from __future__ import annotations
 
@@ -171,6 +172,50 @@ def _purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _types(args: argparse.Namespace) -> int:
+    import importlib
+    import json
+    from pathlib import Path
+
+    from synk.core.typegen import find_types, json_schema, typescript
+    from synk.errors import ConfigError
+
+    # As `python -m` would: the user's modules are usually in the current directory.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    modules = []
+    for name in args.modules:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as exc:
+            raise ConfigError(f"cannot import {name}: {exc}") from None
+    classes = find_types(modules)
+    if not classes:
+        raise ConfigError(f"no synk.Object subclass with a type_key in {', '.join(args.modules)}")
+    if args.format == "json-schema":
+        text = json.dumps(json_schema(classes, args.modules), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = typescript(classes, args.modules)
+    if args.output is None:
+        if args.check:
+            raise ConfigError("--check compares with --output FILE; give the file")
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    if args.check:
+        current = out.read_text(encoding="utf-8") if out.exists() else None
+        if current != text:
+            state = "does not exist" if current is None else "is out of date"
+            print(f"synk: {out} {state}; write it with: synk types {' '.join(args.modules)} -o {out}", file=sys.stderr)
+            return 1
+        print(f"{out} is up to date")
+        return 0
+    out.write_text(text, encoding="utf-8")
+    count = _n(len(classes), "type")
+    print(f"wrote {out}: {count} ({', '.join(c.type_key for c in classes)})")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``synk`` command."""
     parser = argparse.ArgumentParser(prog="synk", description="synk: Python objects, live in browsers.")
@@ -234,6 +279,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     purge.add_argument("--key", action="append", metavar="KEY", help="purge only this subscription key's objects (repeatable)")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
 
+    types = commands.add_parser(
+        "types",
+        help="write TypeScript declarations (or JSON Schema) of the synced classes in Python modules",
+        description="Import each MODULE, find every synk.Object subclass with a type_key, and write its state's types:"
+        " a TypeScript interface <ClassName>State per type and a SynkTypes map from type_key to state (or, with"
+        " --format json-schema, the same as JSON Schema). Docstrings and #: comments on fields become docs.",
+    )
+    types.add_argument(
+        "modules",
+        nargs="+",
+        metavar="MODULE",
+        help="module to import, as in an import statement (myapp.models); the current directory is on the path",
+    )
+    types.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
+    types.add_argument(
+        "--format",
+        choices=["typescript", "json-schema"],
+        default="typescript",
+        help="typescript: a .d.ts (default); json-schema: a JSON Schema (draft 2020-12) document, for other languages",
+    )
+    types.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if --output FILE differs from what would be written (for CI)"
+    )
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # One line per HTTP request or connection is noise at this level.
@@ -245,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args)
         elif args.command == "purge":
             return _purge(args)
+        elif args.command == "types":
+            return _types(args)
         else:
             from synk.demo import run
 

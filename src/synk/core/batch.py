@@ -318,16 +318,20 @@ def _encode(created: list[Object], changed: list[Object], deleted: list[Object],
 
 def _commit(created: list[Object], changed: list[Object], keys: list[str], batch: Batch) -> None:
     """Take the planned changes as committed: new versions and keys, nothing pending."""
+    # Straight into each instance dict: Object.__setattr__ is for fields, and
+    # going through it here would cost every write a Python call per line.
     for obj, (key, i) in zip(created, batch.creates, strict=True):
         op = batch.ops[key][i]
-        obj._synk_base = {}
-        obj._synk_token = op[3]
-        obj._synk_version = 1
-        obj._synk_skey = key
+        d = obj.__dict__
+        d["_synk_base"] = {}
+        d["_synk_token"] = op[3]
+        d["_synk_version"] = 1
+        d["_synk_skey"] = key
     for obj, new in zip(changed, keys[len(created) :], strict=True):
-        obj._synk_base = {}
-        obj._synk_version += 1
-        obj._synk_skey = new
+        d = obj.__dict__
+        d["_synk_base"] = {}
+        d["_synk_version"] += 1
+        d["_synk_skey"] = new
 
 
 def _check_encodes(obj: Object) -> None:

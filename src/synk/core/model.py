@@ -24,6 +24,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from synk.core.fieldtypes import SUPPORTED, FieldType, Unsupported, compile_annotation, resolve
 from synk.core.names import check_id, check_key, new_id
 from synk.core.values import MAX_SAFE_INT, freeze, thaw
 from synk.errors import ConfigError, ValidationError
@@ -62,6 +63,7 @@ class _Field:
         return obj._synk_values[self.name]
 
     def __set__(self, obj: Object, value: Any) -> None:
+        # Only for object.__setattr__(obj, ...): Object.__setattr__ handles fields itself.
         obj._synk_set(self.name, value)
 
 
@@ -75,16 +77,58 @@ def _is_classvar(annotation: object) -> bool:
     return "ClassVar" in text.split("[", 1)[0]
 
 
+def _field_type(cls: type, name: str, annotation: Any, globalns: dict[str, Any], localns: dict[str, Any]) -> FieldType:
+    """The compiled annotation of field ``name``, or a ConfigError naming the class and field."""
+    if isinstance(annotation, str):
+        text = annotation
+    else:
+        text = annotation.__qualname__ if isinstance(annotation, type) else repr(annotation).replace("typing.", "")
+    try:
+        resolved = resolve(annotation, globalns, localns)
+    except Exception as exc:  # whatever evaluating the annotation raised
+        raise ConfigError(
+            f"{cls.__name__}.{name}: annotation {text!r} cannot be resolved ({type(exc).__name__}: {exc}); synk reads annotations"
+            " when the class is defined, so the names they use must exist at module level by then"
+        ) from None
+    try:
+        return compile_annotation(resolved)
+    except Unsupported as exc:
+        raise ConfigError(f"{cls.__name__}.{name}: annotation {text!r} is not supported: {exc}; supported: {SUPPORTED}") from None
+
+
 class Object:
     """Base class of synced objects.
 
     Attributes: ``id`` (str), ``version`` (int, 0 until created), ``diff``
     (dict of pending changes), ``changed`` (bool), ``state()`` (every field,
     pending values included) and ``sub_key`` (the interest area).
+
+    Each field's annotation is checked on assignment (and in the
+    constructor): a value that does not fit raises ``synk.ValidationError``
+    and records nothing. Supported: ``int``, ``float`` (an int is stored as a
+    float), ``str``, ``bool``, ``X | None``, ``list[X]``, ``tuple[X, ...]``,
+    ``dict[str, X]``, ``Literal[...]``, nested, and ``Any`` to opt out (the
+    value must still be JSON). Any other annotation is a ``ConfigError`` when
+    the class is defined. See ``synk.core.fieldtypes``.
+
+    Assigning a name that is neither a field nor declared by the class (a
+    property, a ``ClassVar``, a method) raises ``AttributeError``, with the
+    field it was probably meant to be. Attributes kept on the object but
+    never synced (a cache, a handle) take a name starting with ``_``::
+
+        class Agent(synk.Object):
+            type_key = "agent"
+            x: int = 0
+            _path: list[int]  # local to this process: not a field, not sent
+
+        agent._path = [1, 2]  # fine; agent.pth = [] raises AttributeError
     """
 
     type_key: ClassVar[str] = ""
     _synk_fields: ClassVar[dict[str, Any]] = {}
+    _synk_types: ClassVar[dict[str, FieldType]] = {}
+    #: field name to the exact value types taken on the fast path of assignment
+    _synk_accept: ClassVar[dict[str, frozenset[type]]] = {}
 
     _synk_id: str
     _synk_values: dict[str, Any]
@@ -97,19 +141,27 @@ class Object:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         fields: dict[str, Any] = dict(cls._synk_fields)
+        ftypes: dict[str, FieldType] = dict(cls._synk_types)
+        module = sys.modules.get(cls.__module__)
+        globalns: dict[str, Any] = dict(vars(module)) if module is not None else {}
+        localns: dict[str, Any] = dict(vars(cls))
         for name, annotation in cls.__dict__.get("__annotations__", {}).items():
             if name.startswith("_") or _is_classvar(annotation):
                 continue
             if name in _RESERVED:
                 raise ConfigError(f"{cls.__name__}.{name}: {name!r} is reserved by synk.Object and cannot be a field")
+            ftype = _field_type(cls, name, annotation, globalns, localns)
             default = cls.__dict__.get(name, _MISSING)
             if isinstance(default, _Field):
                 default = default.default
             if default is not _MISSING:
-                default = freeze(default, f"{cls.__name__}.{name} default")
+                default = ftype.convert(default, f"{cls.__name__}.{name} default")
             fields[name] = default
+            ftypes[name] = ftype
             setattr(cls, name, _Field(name, default))
         cls._synk_fields = fields
+        cls._synk_types = ftypes
+        cls._synk_accept = {name: t.exact for name, t in ftypes.items()}
 
     def __init__(self, id: str | None = None, **fields: Any) -> None:
         cls = type(self)
@@ -117,20 +169,17 @@ class Object:
         values: dict[str, Any] = {}
         for name, default in cls._synk_fields.items():
             if name in fields:
-                values[name] = freeze(fields.pop(name), f"{cls.type_key or cls.__name__} {oid!r} field {name!r}")
+                values[name] = cls._synk_types[name].convert(fields.pop(name), f"{cls.type_key or cls.__name__} {oid!r} field {name!r}")
             elif default is _MISSING:
                 raise ValidationError(f"{cls.__name__} {oid!r}: field {name!r} has no default and was not given")
             else:
                 values[name] = default
         if fields:
             raise ValidationError(f"{cls.__name__} has no field(s) {', '.join(sorted(fields))}")
-        self._synk_id = oid
-        self._synk_values = values
-        self._synk_base = {}
-        self._synk_version = 0
-        self._synk_token = ""
-        self._synk_skey = None
-        self._synk_world = None
+        # Straight into the instance dict: these are internals, not fields.
+        vars(self).update(
+            _synk_id=oid, _synk_values=values, _synk_base={}, _synk_version=0, _synk_token="", _synk_skey=None, _synk_world=None
+        )
 
     # -- public attributes -------------------------------------------------
 
@@ -166,30 +215,66 @@ class Object:
     # -- internals used by the world ----------------------------------------
 
     def _synk_set(self, name: str, value: Any) -> None:
+        """Assign ``name``: a field is checked and its change recorded; see ``__setattr__``."""
+        try:
+            accept = self._synk_accept[name]
+        except KeyError:
+            self._synk_set_other(name, value)
+            return
         kind = type(value)
-        # The hot path of a simulation: plain scalars need no freezing, and
-        # the error location is only built when something is wrong.
+        # The hot path of a simulation: a plain scalar of a type the field
+        # takes needs only the JSON checks, and the error location is only
+        # built when something is wrong.
         if not (
-            (kind is str and value.isascii())
-            or (kind is float and _FINITE_MIN <= value <= _FINITE_MAX)
-            or (kind is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT)
-            or kind is bool
-            or value is None
+            kind in accept
+            and (
+                (kind is str and value.isascii())
+                or (kind is float and _FINITE_MIN <= value <= _FINITE_MAX)
+                or (kind is int and -MAX_SAFE_INT <= value <= MAX_SAFE_INT)
+                or kind is bool
+                or value is None
+            )
         ):
-            value = freeze(value, f"{self.type_key or type(self).__name__} {self._synk_id!r} field {name!r}")
+            value = self._synk_types[name].convert(value, f"{self.type_key or type(self).__name__} {self._synk_id!r} field {name!r}")
+            kind = type(value)
         base = self._synk_base
         values = self._synk_values
+        # _same(), inlined: this runs on every assignment.
         if name in base:
-            if _same(value, base[name]):
+            old = base[name]
+            if kind is type(old) and value == old:
                 del base[name]
             values[name] = value
             return
-        if _same(value, values[name]):
+        old = values[name]
+        if kind is type(old) and value == old:
             return
         if not base and self._synk_world is not None:
             self._synk_world._mark(self)
-        base[name] = values[name]
+        base[name] = old
         values[name] = value
+
+    if not TYPE_CHECKING:
+        # Every assignment, fields and others, in one call (no descriptor
+        # call on top). Hidden from type checkers, which would otherwise take
+        # any attribute name as assignable and miss the typos this catches.
+        __setattr__ = _synk_set
+
+    def _synk_set_other(self, name: str, value: Any) -> None:
+        """Assign a name that is not a field: a local (``_name``) or declared attribute, else AttributeError."""
+        cls = type(self)
+        if name.startswith("_") or any(name in vars(k) or name in vars(k).get("__annotations__", {}) for k in cls.__mro__):
+            object.__setattr__(self, name, value)
+            return
+        import difflib
+
+        names = [*cls._synk_fields, *(n for k in cls.__mro__[:-1] for n in vars(k) if not n.startswith("_") and n not in cls._synk_fields)]
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"its fields are {', '.join(cls._synk_fields) or 'none'}"
+        raise AttributeError(
+            f"{cls.__name__} {self._synk_id!r} has no field or attribute {name!r}; {hint}"
+            " (an attribute kept on the object but never synced takes a name starting with '_')"
+        )
 
     def _synk_discard(self) -> None:
         """Drop pending changes, going back to the committed values."""
@@ -202,18 +287,18 @@ class Object:
 
     @classmethod
     def _synk_restore(cls, oid: str, state: Mapping[str, Any], version: int, token: str, key: str) -> Object:
-        """Build an object from stored state, bypassing ``__init__``."""
+        """Build an object from stored state, bypassing ``__init__``.
+
+        Stored values are frozen but not checked against the annotations:
+        synk wrote them, and a class changed since must still load them.
+        """
         obj = cls.__new__(cls)
         values: dict[str, Any] = {}
         for name, default in cls._synk_fields.items():
             values[name] = freeze(state[name], f"{cls.type_key} {oid!r} field {name!r}") if name in state else default
-        obj._synk_id = oid
-        obj._synk_values = values
-        obj._synk_base = {}
-        obj._synk_version = version
-        obj._synk_token = token
-        obj._synk_skey = key
-        obj._synk_world = None
+        vars(obj).update(
+            _synk_id=oid, _synk_values=values, _synk_base={}, _synk_version=version, _synk_token=token, _synk_skey=key, _synk_world=None
+        )
         return obj
 
     @classmethod
