@@ -31,9 +31,10 @@ from synk.core.batch import DELETED, MOVED, PENDING, Batch, Op, expected, kind, 
 from synk.errors import ConfigError, Failure
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Applied", "Event", "Store", "Stored", "Subscriber"]
+__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Applied", "Event", "Store", "Stored", "Subscriber", "queued_events"]
 
 #: Result codes of guarded operations, shared with the Lua scripts; REFUSED
 #: is the store refusing the whole call (out of memory, say): nothing applied.
@@ -117,6 +118,15 @@ def _failure(key: str, op: Op, reason: str, detail: str | None = None) -> Failur
         line = expected(op).partition(b"\n")[0].decode()
         detail = f"in key {key!r}, expected {line}"
     return Failure(op[2], op[1], kind(op).value, reason, detail)
+
+
+async def queued_events(queue: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
+    """The events put on ``queue``, until a None says the subscriber closed."""
+    while True:
+        event = await queue.get()
+        if event is None:
+            return
+        yield event
 
 
 class Subscriber(abc.ABC):

@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from synk.store.base import Event, Subscriber
+from synk.store.base import Event, Subscriber, queued_events
 from synk.store.redis_subscriber import RedisSubscriber
 from synk.store.resp import ERRORS
 
@@ -162,12 +162,8 @@ class ClusterSubscriber(Subscriber):
             # Messages of the moved keys may have been missed meanwhile.
             self._queue.put_nowait(Event(None, gap=frozenset(keys)))
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            yield event
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return queued_events(self._queue)
 
     async def close(self) -> None:
         if self._closed:

@@ -13,7 +13,7 @@ from redis import exceptions as rexc
 from redis.crc import key_slot
 
 from synk.errors import ConfigError
-from synk.store.base import Event, Subscriber
+from synk.store.base import Event, Subscriber, queued_events
 from synk.store.resp import ERRORS
 
 if TYPE_CHECKING:
@@ -177,12 +177,8 @@ class RedisSubscriber(Subscriber):
                         self._unconfirmed[c] = self._unconfirmed.get(c, 0) + 1
                     await ps.ssubscribe(*(c.decode() for c in batch))
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
-            yield event
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return queued_events(self._queue)
 
     async def close(self) -> None:
         if self._closed:
