@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
 from bench.redis_process import RedisProcess, free_port
 
@@ -103,6 +104,21 @@ class RedisCluster:
     def primary_urls(self) -> list[str]:
         """The URLs of the live nodes that are primaries now."""
         return [n.url for n in self.nodes if n.proc is not None and b"role:master" in command(n.port, "INFO", "replication")]
+
+    def keys_by_node(self, name: Callable[[int], str], count: int) -> dict[int, list[str]]:
+        """``count`` keys ``name(0)``, ``name(1)``... per primary, by its port: keys that span every node.
+
+        A key's slot is that of its hash tag (``{KEY}``), the text itself."""
+        slots = {n.port: n for n in self.primaries_now()}
+        out: dict[int, list[str]] = {port: [] for port in slots}
+        i = 0
+        while any(len(v) < count for v in out.values()):
+            key = name(i)
+            found = out.setdefault(self.owner(key_slot(key.encode())).port, [])
+            if len(found) < count:
+                found.append(key)
+            i += 1
+        return out
 
     def owner(self, slot: int) -> RedisProcess:
         """The primary that serves ``slot`` now (asked of a live node)."""

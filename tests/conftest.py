@@ -11,6 +11,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import pytest
 
 import synk
+from bench.redis_cluster import RedisCluster
 from bench.redis_process import RedisProcess
 
 
@@ -52,7 +53,6 @@ WorldFactory = Callable[..., AbstractAsyncContextManager[synk.World]]
 @pytest.fixture(scope="session")
 def redis_cluster_url() -> Iterator[str]:
     """A private Redis Cluster of three primaries for the session; the URL of one node."""
-    from bench.redis_cluster import RedisCluster
 
     cluster = RedisCluster(3)
     cluster.start()
@@ -60,6 +60,18 @@ def redis_cluster_url() -> Iterator[str]:
         yield cluster.url
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def cluster() -> Iterator[RedisCluster]:
+    """A private Redis Cluster of three primaries for one test (which may move its slots)."""
+
+    c = RedisCluster(3)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])

@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 from redis.crc import key_slot
 
 import synk
@@ -28,29 +26,6 @@ from tests.wsclient import WsClient
 def slot_of(key: str) -> int:
     """The slot of a subscription key (its data and channel share the hash tag ``{key}``)."""
     return key_slot(key.encode())
-
-
-def keys_on_every_node(c: RedisCluster, per_node: int = 2) -> dict[int, list[str]]:
-    """Map keys ``world:i|0`` by the port of the primary serving them, ``per_node`` each."""
-    out: dict[int, list[str]] = {}
-    i = 0
-    while len(out) < c.primaries or any(len(v) < per_node for v in out.values()):
-        key = f"world:{i}|0"
-        found = out.setdefault(c.owner(slot_of(key)).port, [])
-        if len(found) < per_node:
-            found.append(key)
-        i += 1
-    return out
-
-
-@pytest.fixture
-def cluster() -> Iterator[RedisCluster]:
-    c = RedisCluster(3)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def x_of(key: str) -> int:
@@ -68,7 +43,7 @@ async def check_store(c: RedisCluster, world: synk.World) -> None:
 
 
 async def test_a_slot_moved_while_written_and_watched(cluster: RedisCluster) -> None:
-    by_node = keys_on_every_node(cluster)
+    by_node = cluster.keys_by_node(lambda i: f"world:{i}|0", 2)
     keys = [k for ks in by_node.values() for k in ks]
     moved_key = keys[0]
     source = cluster.owner(slot_of(moved_key))
@@ -124,7 +99,7 @@ async def test_a_primary_failing_over_under_a_watching_gateway() -> None:
     c = RedisCluster(3, replicas=True)
     c.start()
     try:
-        by_node = keys_on_every_node(c)
+        by_node = c.keys_by_node(lambda i: f"world:{i}|0", 2)
         keys = [k for ks in by_node.values() for k in ks]
         victim_key = keys[0]
         victim_keys = set(by_node[c.owner(slot_of(victim_key)).port])
@@ -184,7 +159,7 @@ async def test_a_primary_failing_over_under_a_watching_gateway() -> None:
 
 async def test_a_key_subscribed_again_after_its_slot_moved_is_served_from_its_new_node(cluster: RedisCluster) -> None:
     """A key left by every client, its slot moved meanwhile, then followed again."""
-    by_node = keys_on_every_node(cluster, 1)
+    by_node = cluster.keys_by_node(lambda i: f"world:{i}|0", 1)
     keys = [k for ks in by_node.values() for k in ks]
     async with running(cluster.url) as env:
         client = await WsClient.open(env.url)

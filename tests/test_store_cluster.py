@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,16 +18,6 @@ from tests.redis_env import redis_store, world_on
 from tests.store_invariant import read_state, violations
 
 PREFIX = "cl:"
-
-
-@pytest.fixture
-def cluster() -> Iterator[RedisCluster]:
-    c = RedisCluster(3)
-    c.start()
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 async def check(c: RedisCluster, *worlds: synk.World) -> None:
@@ -139,19 +128,6 @@ async def test_a_primary_failing_over() -> None:
         c.close()
 
 
-def keys_by_node(c: RedisCluster, count: int) -> dict[int, list[str]]:
-    """``count`` keys per primary (by port), each in a slot of its own."""
-    out: dict[int, list[str]] = {}
-    i = 0
-    while len(out) < c.primaries or any(len(v) < count for v in out.values()):
-        key = f"k{i}"
-        found = out.setdefault(c.owner(key_slot(key.encode())).port, [])
-        if len(found) < count:
-            found.append(key)
-        i += 1
-    return out
-
-
 async def next_data(sub: Any, key: str, timeout: float = 15) -> bytes:
     """The next message of ``key`` (gaps and other keys' messages skipped)."""
     async with asyncio.timeout(timeout):
@@ -162,7 +138,7 @@ async def next_data(sub: Any, key: str, timeout: float = 15) -> bytes:
 
 
 async def test_leaving_several_slots_at_once_fails_no_other_subscription(cluster: RedisCluster) -> None:
-    [a, b, c, *_] = next(ks for ks in keys_by_node(cluster, 3).values())  # three slots of one node
+    [a, b, c, *_] = next(ks for ks in cluster.keys_by_node(lambda i: f"k{i}", 3).values())  # three slots of one node
     async with world_on(cluster.url, Agent, prefix=PREFIX) as world:
         sub = world.subscribe()
         try:
@@ -189,7 +165,7 @@ async def test_leaving_several_slots_at_once_fails_no_other_subscription(cluster
 async def test_a_moved_key_is_followed_even_if_the_first_slot_map_learned_is_stale(
     cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    by_node = keys_by_node(cluster, 1)
+    by_node = cluster.keys_by_node(lambda i: f"k{i}", 1)
     [key] = next(iter(by_node.values()))
     source = cluster.owner(key_slot(key.encode()))
     target = next(n for n in cluster.nodes if n is not source)
