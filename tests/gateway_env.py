@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -152,3 +153,30 @@ async def big_rounds(
         await world.flush()
         await normal.wait(lambda: len(normal.of("mod")) == len(agents) * rounds, timeout=round_timeout)  # noqa: B023 - awaited at once
     return rounds
+
+
+async def first_world_message(world: synk.World, client: WsClient, msg: dict[str, Any]) -> synk.ClientMessage:
+    """Send ``msg`` from ``client`` until ``world.messages()`` yields one, and return it.
+
+    The store keeps client messages only while a simulation reads them, and
+    the reader starts listening at its first step: a message sent before may
+    be dropped, so it is sent again until one arrives.
+    """
+    received: list[synk.ClientMessage] = []
+
+    async def read() -> None:
+        async for m in world.messages():
+            received.append(m)
+            return
+
+    reader = asyncio.create_task(read())
+    try:
+        async with asyncio.timeout(10):
+            while not reader.done():
+                await client.send(msg)
+                await asyncio.wait({reader}, timeout=0.1)
+    finally:
+        reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    return received[0]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_env import Env, running, store_url, store_view
+from tests.gateway_env import Env, first_world_message, running, store_url, store_view
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -214,26 +214,10 @@ async def test_custom_messages(env: Env) -> None:
         seen.append((client.id, msg))
         client.send({"method": "chatAck", "text": msg["text"]})
 
-    received = []
-
-    async def read() -> None:
-        async for m in env.world.messages():
-            received.append(m)
-            return
-
-    reader = asyncio.create_task(read())
     client = await WsClient.open(env.url)
     hello = client.of("hello")[0]["client"]
-    # The reader listens from its first step; send until it has one.
-    try:
-        async with asyncio.timeout(10):
-            while not reader.done():
-                await client.send({"method": "chat", "text": "hi"})
-                await asyncio.wait({reader}, timeout=0.1)
-    finally:
-        reader.cancel()
-    await reader
+    message = await first_world_message(env.world, client, {"method": "chat", "text": "hi"})
     await client.wait(lambda: bool(client.of("chatAck")))
     assert seen[0] == (hello, {"text": "hi"})
-    assert (received[0].client, received[0].method, received[0].data) == (hello, "chat", {"text": "hi"})
+    assert (message.client, message.method, message.data) == (hello, "chat", {"text": "hi"})
     await client.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from websockets.typing import Origin
 import synk
 from synk.gateway import Gateway, Handshake, static
 from synk.store.redis import RedisStore
-from tests.gateway_env import KEY, Env, http_get, http_request, running, store_url
+from tests.gateway_env import KEY, Env, first_world_message, http_get, http_request, running, store_url
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
 
@@ -358,26 +357,8 @@ async def test_the_simulation_learns_who_sent_each_message(
     backend: str, request: pytest.FixtureRequest, identity: Any, expected: Any
 ) -> None:
     async with running(store_url(backend, request), authenticate=lambda _handshake: identity) as env:
-        received: list[synk.ClientMessage] = []
-
-        async def read() -> None:
-            async for m in env.world.messages():
-                received.append(m)
-                return
-
-        reader = asyncio.create_task(read())
         client = await WsClient.open(env.url)
-        try:
-            async with asyncio.timeout(10):
-                # The reader listens from its first step; send until it has one.
-                while not reader.done():
-                    await client.send({"method": "spawn", "x": 1})
-                    await asyncio.wait({reader}, timeout=0.1)
-        finally:
-            reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        [message] = received
+        message = await first_world_message(env.world, client, {"method": "spawn", "x": 1})
         assert (message.method, message.data, message.identity) == ("spawn", {"x": 1}, expected)
         assert message.client == client.of("hello")[0]["client"]
         await client.close()
