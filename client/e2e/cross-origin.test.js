@@ -6,38 +6,14 @@
 import { test, before, after } from "node:test"
 import assert from "node:assert/strict"
 import { spawn } from "node:child_process"
-import { connect, createServer as netServer } from "node:net"
 import { createServer } from "node:http"
 import { chromium } from "playwright-core"
-import { CHROMIUM, CHROMIUM_ARGS, browserSkip, python, ROOT, startSynk, stop, until } from "./python.js"
+import { CHROMIUM, CHROMIUM_ARGS, browserSkip, freePort, python, ROOT, startRedis, startSynk, stop, until } from "./python.js"
 
 const skip = browserSkip()
 let redis, gateway, allowed, other, browser
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = netServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
-  })
-}
 
-async function startRedis() {
-  const port = await freePort()
-  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
-  await until(
-    () =>
-      new Promise((resolve) => {
-        const socket = connect(port, "127.0.0.1", () => socket.end(() => resolve(true)))
-        socket.on("error", () => resolve(false))
-      }),
-    "redis-server to listen"
-  )
-  return { proc, url: `redis://127.0.0.1:${port}/0` }
-}
 
 /** A plain web server (another origin than the gateway's) serving one page that uses the gateway. */
 function pageServer(gatewayHttp, gatewayWs) {

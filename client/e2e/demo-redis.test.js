@@ -5,39 +5,13 @@
 // primaries (the same commands, the URL of any node).
 import { describe, test, before, after } from "node:test"
 import assert from "node:assert/strict"
-import { spawn } from "node:child_process"
-import { connect, createServer } from "node:net"
 import { chromium } from "playwright-core"
-import { CHROMIUM, CHROMIUM_ARGS, browserSkip, startPython, startSynk, stop, until } from "./python.js"
+import { CHROMIUM, CHROMIUM_ARGS, browserSkip, startPython, startRedis, startSynk, stop, until } from "./python.js"
 import { mirrored } from "./demo.js"
 
 const skip = browserSkip()
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
-  })
-}
 
-async function startRedis() {
-  const port = await freePort()
-  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
-  const url = `redis://127.0.0.1:${port}/0`
-  await until(
-    () =>
-      new Promise((resolve) => {
-        const socket = connect(port, "127.0.0.1", () => socket.end(() => resolve(true)))
-        socket.on("error", () => resolve(false))
-      }),
-    "redis-server to listen"
-  )
-  return { proc, url }
-}
 
 async function startCluster() {
   return startPython(["-m", "bench.redis_cluster"], /redis cluster ready: (redis:\/\/\S+)/, 60000)

@@ -1,5 +1,6 @@
 // Starting the Python side (synk's CLI, or a Python harness) for e2e tests.
 import { spawn } from "node:child_process"
+import { connect, createServer } from "node:net"
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import path from "node:path"
@@ -83,4 +84,32 @@ export async function until(fn, what, timeoutMs = 10000, everyMs = 50) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await new Promise((r) => setTimeout(r, everyMs))
   }
+}
+
+/** A TCP port free on 127.0.0.1 now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once("error", reject)
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address()
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** Whether something accepts connections on 127.0.0.1:`port`. */
+export function listening(port) {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1", () => socket.end(() => resolve(true)))
+    socket.on("error", () => resolve(false))
+  })
+}
+
+/** A private redis-server (no persistence) on a free port: {proc, port, url}, once it listens. */
+export async function startRedis() {
+  const port = await freePort()
+  const proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" })
+  await until(() => listening(port), "redis-server to listen")
+  return { proc, port, url: `redis://127.0.0.1:${port}/0` }
 }

@@ -7,33 +7,16 @@ import { test, before, after } from "node:test"
 import assert from "node:assert/strict"
 import { spawn } from "node:child_process"
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from "node:fs"
-import { connect, createServer as netServer } from "node:net"
 import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import path from "node:path"
 import { chromium } from "playwright-core"
-import { CHROMIUM, CHROMIUM_ARGS, browserSkip, python, ROOT, stop, until } from "./python.js"
+import { CHROMIUM, CHROMIUM_ARGS, browserSkip, freePort, listening, python, ROOT, startRedis, stop, until } from "./python.js"
 
 const skip = browserSkip()
 let redis, browser, dir
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = netServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address()
-      server.close(() => resolve(port))
-    })
-  })
-}
 
-function listening(port) {
-  return new Promise((resolve) => {
-    const socket = connect(port, "127.0.0.1", () => socket.end(() => resolve(true)))
-    socket.on("error", () => resolve(false))
-  })
-}
 
 /** The README's code blocks of one language, below a heading. */
 function blocks(heading, lang) {
@@ -44,9 +27,7 @@ function blocks(heading, lang) {
 
 before(async () => {
   if (skip) return
-  const port = await freePort()
-  redis = { port, proc: spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], { stdio: "ignore" }) }
-  await until(() => listening(port), "redis-server to listen")
+  redis = await startRedis()
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })
   dir = mkdtempSync(path.join(tmpdir(), "synk-readme-"))
 })
