@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Recovery", "ReloadReport"]
 
+#: Keys followed along an object's move marks: each failed flush between two
+#: reloads adds at most one; marks beyond are not swept (nobody flushes 16
+#: times into a failing store without a reload in between).
+_TRAIL_HOPS = 16
+
 
 @dataclass(frozen=True)
 class ReloadReport:
@@ -211,6 +216,9 @@ class Recovery:
                 further.setdefault(here.moved_to, []).append(obj.id)
         for key, ids in further.items():
             found[key] = await self.store.fetch(key, ids)
+        trails = await self._trails(owned, moved_from, wanted, found)
+        #: marks of moves that did land (their replies lost): swept by the next flushes, oldest first
+        stale: dict[str, list[Op]] = {}
         repair = Batch()
         missing: list[Object] = []
         fixed: dict[str, Object] = {}
@@ -242,6 +250,12 @@ class Recovery:
                 if here.live:
                     self._refresh(obj, key, here)
                     count += 1
+                    # It got here, so every mark its unsure moves left on the way is
+                    # stale: unswept, one would later point at a key the object has
+                    # left, and read as a move left half-way.
+                    for k, mark in trails.get(obj.id, ()):
+                        if k != key:
+                            stale.setdefault(k, []).append(("x", obj.type_key, obj.id, token, mark.version, b"", b"", MOVED))
                     continue
                 if here.mark == PENDING:  # stored, but its claim unknown: claim again, then make it live
                     obj._synk_discard()
@@ -306,7 +320,43 @@ class Recovery:
             if self._owned.get(obj.id) is obj:
                 del self._owned[obj.id]
             obj._synk_world = None
+        for k, ops in stale.items():
+            self._sweeps.setdefault(k, []).extend(ops)
         return ReloadReport(missing, count)
+
+    async def _trails(
+        self, owned: list[Object], moved_from: dict[str, str], wanted: dict[str, list[str]], found: dict[str, dict[str, Stored]]
+    ) -> dict[str, list[tuple[str, Stored]]]:
+        """The move marks each object of an unsure move left, from the key it left, in order.
+
+        A flush whose move failed (its outcome unknown) may still have
+        landed whole, and later flushes may have moved the object on: its
+        marks form a trail, each naming the next key. Read hop by hop, each
+        hop's keys at once.
+        """
+        seen = {(key, oid): found[key].get(oid) for key, ids in wanted.items() for oid in ids}
+        tokens = {obj.id: obj._synk_token for obj in owned}
+        at = {oid: src for oid, src in moved_from.items() if oid in tokens}
+        out: dict[str, list[tuple[str, Stored]]] = {}
+        for _hop in range(_TRAIL_HOPS):
+            need: dict[str, list[str]] = {}
+            for oid, key in at.items():
+                if (key, oid) not in seen:
+                    need.setdefault(key, []).append(oid)
+            for key, ids in need.items():
+                got = await self.store.fetch(key, ids)
+                for oid in ids:
+                    seen[(key, oid)] = got.get(oid)
+            onward: dict[str, str] = {}
+            for oid, key in at.items():
+                mark = seen[(key, oid)]
+                if mark is not None and mark.token == tokens[oid] and mark.mark == MOVED and mark.moved_to != key:
+                    out.setdefault(oid, []).append((key, mark))
+                    onward[oid] = mark.moved_to
+            at = onward
+            if not at:
+                break
+        return out
 
     def recreate(self, objects: Iterable[Object]) -> list[Object]:
         """Create again, from this world's memory, objects that ``reload()`` reported missing.
