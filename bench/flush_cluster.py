@@ -1,7 +1,9 @@
 """``python -m bench.flush --cluster``: synk's flush on one Redis against a 3-primary Redis Cluster.
 
-One run starts a private single ``redis-server`` and a private cluster of
-3 primaries (``bench.redis_cluster``, no replicas: throughput only), and on
+One run starts a private single ``redis-server``, a private cluster of 3
+primaries (``bench.redis_cluster``, no replicas: throughput only) and one
+of 3 primaries with a replica each (``replicated``: each primary's batch
+then ends with ``WAIT 1``, what durability across a failover costs), and on
 each measures ``await world.flush()`` (the workload of ``bench.flush``) in 1
 and then 2 simulation processes writing at once, each its own objects in the
 same subscription keys. A process is a child (``python -m bench.flush --role
@@ -212,12 +214,13 @@ def _backends() -> Generator[tuple[str, str, list[str]]]:
         yield "single", single.url, [single.url]
     finally:
         single.close()
-    cluster = RedisCluster(PRIMARIES)
-    try:
-        cluster.start()
-        yield "cluster", cluster.url, cluster.primary_urls()
-    finally:
-        cluster.close()
+    for name, replicas in (("cluster", False), ("replicated", True)):
+        cluster = RedisCluster(PRIMARIES, replicas=replicas)
+        try:
+            cluster.start()
+            yield name, cluster.url, cluster.primary_urls()
+        finally:
+            cluster.close()
 
 
 def compare(args: argparse.Namespace) -> int:
@@ -228,7 +231,7 @@ def compare(args: argparse.Namespace) -> int:
     # closing(): a failed measurement stops the backend in use at once, not when the generator is collected
     with contextlib.closing(_backends()) as backends:
         for backend, url, primaries in backends:
-            if backend == "cluster":
+            if backend != "single":
                 keys_per_node = key_share(primaries, [f"k{i}" for i in range(args.keys)])
             for n in PROCESSES:
                 print(f"flush on {backend} ({len(primaries)} primaries), {n} process(es) ...", file=sys.stderr)
@@ -236,6 +239,7 @@ def compare(args: argparse.Namespace) -> int:
     by = {r.name: r for r in rows}
     ratio = by["cluster_1"].writes_per_s / by["single_1"].writes_per_s if by["single_1"].writes_per_s else 0.0
     ratio2 = by["cluster_2"].writes_per_s / by["single_2"].writes_per_s if by["single_2"].writes_per_s else 0.0
+    waited = by["replicated_1"].writes_per_s / by["cluster_1"].writes_per_s if by["cluster_1"].writes_per_s else 0.0
     met = ratio >= TARGET_CLUSTER_FRACTION
     moves = round(args.objects * args.move_fraction)
     print(
@@ -246,15 +250,17 @@ def compare(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for r in rows:
-        label = "one node" if r.backend == "single" else f"cluster, {len(r.nodes)} primaries"
+        n = len(r.nodes)
+        label = {"single": "one node", "cluster": f"cluster, {n} primaries"}.get(r.backend, f"cluster, {n} + {n} replicas")
         print(f"{label:<24} {r.processes:>5} {r.writes_per_s:>12,.0f} {r.median_ms:>14.1f} {r.client_us:>18.2f} {r.redis_us:>6.2f}")
     for r in rows:
-        if r.backend == "cluster":
-            print(f"cluster, {r.processes} process(es): {share_line(r.nodes, keys_per_node)}")
+        if r.backend != "single":
+            print(f"{r.backend}, {r.processes} process(es): {share_line(r.nodes, keys_per_node)}")
     cpus = os.cpu_count() or 1
     busy = " (busy machine: wall-clock figures are skewed, the CPU columns less so)" if load > 0.5 * cpus else ""
     print(f"load average at start: {load:.2f} on {cpus} CPUs{busy}")
     print(f"cluster / one node: {ratio:.0%} with 1 process, {ratio2:.0%} with 2 processes")
+    print(f"with a replica per primary (each batch waits for it) / without: {waited:.0%} with 1 process")
     print(f"target: 1 process on the cluster >= {TARGET_CLUSTER_FRACTION:.0%} of one node: {'MET' if met else 'MISSED'}\n")
     out = {
         "bench": "flush-cluster",
@@ -267,6 +273,7 @@ def compare(args: argparse.Namespace) -> int:
         "rows": {r.name: r.as_json() for r in rows},
         "cluster_vs_single_1proc": round(ratio, 3),
         "cluster_vs_single_2proc": round(ratio2, 3),
+        "replicated_vs_cluster_1proc": round(waited, 3),
         "targets_met": {f"cluster_1proc_ge_{TARGET_CLUSTER_FRACTION:g}_of_single": met},
         "loadavg_1m": round(load, 2),
         "cpus": cpus,

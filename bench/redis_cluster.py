@@ -136,6 +136,16 @@ class RedisCluster:
                         return next(n for n in self.nodes if n.port == port)
         raise LookupError(f"no live primary serves slot {slot}")
 
+    def replica_of(self, primary: RedisProcess) -> RedisProcess:
+        """A live replica of ``primary`` (asked of a live node)."""
+        master = self.node_id(primary.port)
+        for line in command(primary.port, "CLUSTER", "NODES").decode().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and "slave" in fields[2] and "fail" not in fields[2] and fields[3] == master:
+                port = int(fields[1].split(":")[1].split("@")[0])
+                return next(n for n in self.nodes if n.port == port and n.proc is not None)
+        raise LookupError(f"primary on port {primary.port} has no live replica")
+
     def primaries_now(self) -> list[RedisProcess]:
         """The live nodes that are primaries now."""
         return [n for n in self.nodes if n.proc is not None and b"role:master" in command(n.port, "INFO", "replication")]

@@ -61,13 +61,13 @@ def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_proc
     line = run_bench("bench.flush", ["--cluster", "--objects", "200", "--keys", "9", "--ticks", "2", "--move-fraction", "0.1"], timeout=120)
     assert (line["bench"], line["primaries"]) == ("flush-cluster", 3)
     assert len(line["keys_per_node"]) == 3 and sum(line["keys_per_node"]) == 9
-    assert set(line["rows"]) == {"single_1", "single_2", "cluster_1", "cluster_2"}
+    assert set(line["rows"]) == {"single_1", "single_2", "cluster_1", "cluster_2", "replicated_1", "replicated_2"}
     for name, row in line["rows"].items():
         assert row["writes_per_s"] > 0, name
         # every primary is listed, and the cluster's all took some of the writes
-        assert len(row["nodes"]) == (3 if name.startswith("cluster") else 1), name
+        assert len(row["nodes"]) == (1 if name.startswith("single") else 3), name
         assert all(node["commands"] > 0 for node in row["nodes"]), name
-    assert line["cluster_vs_single_1proc"] > 0
+    assert line["cluster_vs_single_1proc"] > 0 and line["replicated_vs_cluster_1proc"] > 0
     assert set(line["targets_met"]) == {"cluster_1proc_ge_0.7_of_single"}
 
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
 import time
 
+import pytest
 from redis.crc import key_slot
 
 import synk
@@ -177,3 +179,44 @@ async def test_a_key_subscribed_again_after_its_slot_moved_is_served_from_its_ne
         await client.wait(lambda: client.mirror["late"]["state"]["name"] == "moved")
         await until(lambda: client.close_code is None, "the client to stay connected")
         await client.close()
+
+
+async def test_a_flush_is_acknowledged_only_once_a_replica_holds_its_writes() -> None:
+    # Redis Cluster replicates asynchronously: a primary answers before its
+    # replica has the writes, and if it is killed then, the promoted replica
+    # never had them. So a flush ends each primary's batch with WAIT; with the
+    # replica stopped (SIGSTOP), no replica holds the writes, and the flush
+    # must fail as one whose outcome is unknown, not report them stored.
+    c = RedisCluster(3, replicas=True)
+    c.start()
+    world = await synk.connect(c.url)
+    replica = None
+    try:
+        key = c.keys_by_node(lambda i: f"world:{i}|0", 1)[c.primaries_now()[0].port][0]
+        agents = [world.create(Agent(id=f"w{i}", x=x_of(key))) for i in range(5)]
+        await world.flush()
+        replica = c.replica_of(c.owner(slot_of(key)))
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGSTOP)
+        for a in agents:
+            a.name = "unreplicated"
+        with pytest.raises(synk.WriteError) as info:
+            await asyncio.wait_for(world.flush(), 15)
+        failures = info.value.failures
+        assert failures and all(f.reason == "connection" and "no replica held its writes" in f.detail for f in failures), failures
+        replica.proc.send_signal(signal.SIGCONT)
+        replica = None
+        # The writes ran on the primary: reload() settles the unknown outcome, and flushes land again.
+        await asyncio.wait_for(world.reload(), 15)
+        for a in agents:
+            a.name = "replicated"
+        await world.flush()
+        stored = await world.store.snapshot(key)
+        assert sorted(s.id for s in stored) == sorted(a.id for a in agents)
+        assert all(b'"replicated"' in s.record for s in stored), stored
+        await check_store(c, world)
+    finally:
+        if replica is not None and replica.proc is not None:
+            replica.proc.send_signal(signal.SIGCONT)
+        await world.close()
+        c.close()

@@ -77,10 +77,10 @@ async def test_a_flush_is_one_round_trip_per_node_and_phase(cluster: RedisCluste
         assert routing is not None
         original = routing._run
 
-        async def counting(calls: Any, pool: Any = None, counts: Any = None, where: str = "") -> list[Any]:
+        async def counting(calls: Any, pool: Any = None, counts: Any = None, where: str = "", wait_ms: int = 0) -> list[Any]:
             sent = list(calls)
             runs.append(len(sent))
-            return await original(sent, pool, counts, where)
+            return await original(sent, pool, counts, where, wait_ms)
 
         agents = [world.create(Agent(id=f"r{i}", x=16 * (i % 16))) for i in range(2000)]
         await world.flush()

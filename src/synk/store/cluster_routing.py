@@ -34,6 +34,13 @@ __all__ = ["ClusterRouting", "cluster_option"]
 TRYAGAIN_S = 0.02
 #: Times a cluster call redirected (MOVED, ASK, TRYAGAIN) is sent again before it is given up.
 REDIRECTS = 10
+#: Milliseconds a write batch waits, on a primary that has replicas, for one
+#: of them to hold its writes (WAIT). Redis Cluster replicates asynchronously:
+#: without it, a primary killed just after answering takes acknowledged writes
+#: with it, and the replica promoted in its place never had them. On loopback
+#: a replica acknowledges in well under a millisecond; the bound only matters
+#: when the replica is gone, until the cluster marks it failed.
+WAIT_MS = 1000
 _BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
@@ -54,7 +61,9 @@ def cluster_option(url: str) -> tuple[str, bool | None]:
 class Runner(Protocol):
     """Sends calls on one connection of ``pool`` and returns a reply each (the store's ``_run``)."""
 
-    async def __call__(self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "") -> list[Any]: ...
+    async def __call__(
+        self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "", wait_ms: int = 0
+    ) -> list[Any]: ...
 
 
 class NodePool:
@@ -88,18 +97,33 @@ class ClusterRouting:
         self._run = run
         #: a node failed last time: it may have failed over, so learn the slot map first
         self.stale = False
+        #: the names (host:port) of the primaries that have a replica: a write
+        #: batch sent to one of them ends with WAIT (see ``send``)
+        self.replicated: frozenset[str] = frozenset()
 
     async def learn(self) -> None:
-        """Learn the slot map again (a node failed, or said a slot moved)."""
+        """Learn the slot map again (a node failed, or said a slot moved), and which primaries have replicas."""
         try:
             await self.cluster.nodes_manager.initialize()
+            nodes = await self.cluster.cluster_nodes()
         except ERRORS as exc:
             raise down(self.url, exc) from exc
         except rexc.RedisClusterException as exc:
             raise SynkConnectionError(f"redis cluster at {self.url} has no usable slot map: {exc}") from exc
+        # From CLUSTER NODES, not the slot map: CLUSTER SLOTS leaves out a
+        # replica until it has replicated some write, so a new cluster's map
+        # lists none. A replica flagged failed (or suspected: "fail?") is not
+        # waited for, so a primary whose replica died stops waiting once the
+        # map is learned again.
+        names = {info["node_id"]: name for name, info in nodes.items()}
+        self.replicated = frozenset(
+            names[info["master_id"]]
+            for info in nodes.values()
+            if "slave" in str(info["flags"]) and "fail" not in str(info["flags"]) and info["master_id"] in names
+        )
         self.stale = False
 
-    async def send(self, calls: Iterable[Call]) -> list[Any]:
+    async def send(self, calls: Iterable[Call], *, durable: bool = False) -> list[Any]:
         """Send calls where their slots live; a reply each, in order.
 
         A call answered MOVED or ASK was not run (the slot is elsewhere): it
@@ -108,6 +132,11 @@ class ClusterRouting:
         migrated) is sent again after a short pause. Nothing else is sent
         twice: a node that fails mid-batch fails the whole batch, whose
         outcome is then unknown (the world's ``reload()`` settles it).
+
+        ``durable`` (writes): on a primary that has replicas, the batch ends
+        with ``WAIT 1`` (up to ``WAIT_MS``); if no replica has its writes by
+        then, the batch fails as a node that failed would, since a failover
+        could still lose them.
         """
         if self.stale:
             await self.learn()
@@ -116,6 +145,7 @@ class ClusterRouting:
         results: list[Any] = [None] * len(listed)
         todo = list(range(len(listed)))
         asking: dict[int, rexc.AskError] = {}
+        replicated = self.replicated if durable else frozenset()
         for _ in range(REDIRECTS):
             groups: dict[str, tuple[ClusterNode, list[int]]] = {}
             for i in todo:
@@ -129,15 +159,19 @@ class ClusterRouting:
                         continue
                 groups.setdefault(node.name, (node, []))[1].append(i)
 
-            async def one(node: ClusterNode, indices: list[int], asking: dict[int, rexc.AskError]) -> None:
+            async def one(node: ClusterNode, indices: list[int], asking: dict[int, rexc.AskError], replicated: frozenset[str]) -> None:
                 # An ASK redirection is followed with ASKING just before the call.
                 sent = [(ASKING + listed[i][1]) if i in asking else listed[i][1] for i in indices]
                 counts = [2 if i in asking else 1 for i in indices]
-                replies = await self._run(sent, NodePool(node), counts, where=f"{node.name} (a node of the cluster at {self.url})")
+                where = f"{node.name} (a node of the cluster at {self.url})"
+                wait_ms = WAIT_MS if node.name in replicated else 0
+                replies = await self._run(sent, NodePool(node), counts, where=where, wait_ms=wait_ms)
                 for i, reply in zip(indices, replies, strict=True):
                     results[i] = reply
 
-            outcomes = await asyncio.gather(*(one(node, indices, asking) for node, indices in groups.values()), return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(one(node, indices, asking, replicated) for node, indices in groups.values()), return_exceptions=True
+            )
             failed = [o for o in outcomes if isinstance(o, BaseException)]
             if failed:
                 self.stale = True
@@ -148,6 +182,7 @@ class ClusterRouting:
             asking = {i: results[i] for i in todo if isinstance(results[i], rexc.AskError)}
             if any(isinstance(results[i], rexc.MovedError) for i in todo):  # the slot map changed: learn the new one
                 await self.learn()
+                replicated = self.replicated if durable else frozenset()
             if any(isinstance(results[i], rexc.TryAgainError) for i in todo):
                 # The slot is half-way through a MIGRATE: some of the call's
                 # keys have left, some not. Nothing ran; the move is quick.

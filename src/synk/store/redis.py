@@ -199,7 +199,7 @@ class RedisStore(Store):
     async def open(self) -> None:
         try:
             await asyncio.wait_for(self._connect(), self.connect_timeout)
-        except ConfigError:
+        except (ConfigError, SynkConnectionError):
             await self.close()
             raise
         except ERRORS as exc:
@@ -222,8 +222,8 @@ class RedisStore(Store):
             raise ConfigError(f"{self.url} names database {db}, but a redis cluster has database 0 only: end the URL with /0")
         if mode:
             self.cluster = RedisCluster.from_url(self._plain_url, socket_connect_timeout=self.connect_timeout, socket_keepalive=True)
-            await self.cluster.initialize()
             self.routing = ClusterRouting(self.cluster, self.url, self._run)
+            await self.routing.learn()
             # Scripts are loaded on each node as its first call finds them missing (NOSCRIPT).
             return
         await self._load_scripts()
@@ -240,17 +240,21 @@ class RedisStore(Store):
         if self.cluster is not None:
             await self.cluster.aclose()
 
-    async def _send(self, calls: Iterable[Call]) -> list[Any]:
+    async def _send(self, calls: Iterable[Call], *, durable: bool = False) -> list[Any]:
         """Send calls where their slots live; a reply each, in order.
 
         On one Redis, one connection (``_run``); on a cluster, each to the
-        node that serves its slot, every node at once (``ClusterRouting``).
+        node that serves its slot, every node at once (``ClusterRouting``),
+        and with ``durable`` (a flush's writes) each primary's batch is
+        answered only once a replica holds it.
         """
         if self.routing is None:
             return await self._run(call for _, call in calls)
-        return await self.routing.send(calls)
+        return await self.routing.send(calls, durable=durable)
 
-    async def _run(self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "") -> list[Any]:
+    async def _run(
+        self, calls: Iterable[bytes], pool: Any = None, counts: list[int] | None = None, where: str = "", wait_ms: int = 0
+    ) -> list[Any]:
         """Send calls on one connection, in slices as they come; a reply each.
 
         ``calls`` may be a generator that encodes as it goes: each slice is
@@ -259,6 +263,11 @@ class RedisStore(Store):
         script cache, and none of those calls ran) are retried once. Fails
         with synk.ConnectionError when Redis neither takes data nor answers
         for over the connection's socket timeout (see ``_Progress``).
+
+        ``wait_ms``: after every call (NOSCRIPT ones sent again included),
+        ``WAIT 1 wait_ms`` on the same connection, which answers how many
+        replicas hold everything this connection wrote; none is a
+        synk.ConnectionError (the writes ran, but a failover may lose them).
         """
         if pool is None:
             pool = self.redis.connection_pool
@@ -305,6 +314,15 @@ class RedisStore(Store):
                         again = [counts[i] for i in missing]
                         for i, reply in zip(missing, last_of(await self._replies(conn, sum(again), progress), again), strict=True):
                             results[i] = reply
+                    if wait_ms:
+                        await conn.send_packed_command(command(b"WAIT", b"1", b"%d" % wait_ms), check_health=False)
+                        progress.made()
+                        [held] = await self._replies(conn, 1, progress)
+                        if not isinstance(held, int) or held < 1:
+                            raise SynkConnectionError(
+                                f"redis at {where} ran the batch, but no replica held its writes after {wait_ms} ms"
+                                f" (WAIT answered {held!r}): a failover could lose them, so their outcome is unknown"
+                            )
             except ERRORS as exc:
                 await conn.disconnect()
                 if progress.expired:
@@ -442,7 +460,7 @@ class RedisStore(Store):
             yield from self._key_calls(groups, index)
             yield from claim_calls
 
-        results = await self._send(calls())
+        results = await self._send(calls(), durable=True)
         n, m = len(swept), len(swept) + len(index)
         claimed = [self._claimed(op, r) for op, r in zip(claims, results[m:], strict=True)]
         return self._gather(swept, results[:n]), self._gather(index, results[n:m]), claimed
@@ -454,7 +472,7 @@ class RedisStore(Store):
             yield from self._key_calls(groups, index)
             yield from self._release_calls(releases)
 
-        results = await self._send(calls())
+        results = await self._send(calls(), durable=True)
         n = len(index)
         return self._gather(index, results[:n]), [REFUSED if isinstance(r, Exception) else int(r) for r in results[n:]]
 
