@@ -11,6 +11,8 @@ nodes. Redirections are followed only where Redis says the call did not run.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ClusterRouting", "cluster_option"]
 
+log = logging.getLogger("synk")
+
 #: Seconds before a call answered TRYAGAIN (its slot half-migrated) is sent again.
 TRYAGAIN_S = 0.02
 #: Times a cluster call redirected (MOVED, ASK, TRYAGAIN) is sent again before it is given up.
@@ -41,6 +45,8 @@ REDIRECTS = 10
 #: a replica acknowledges in well under a millisecond; the bound only matters
 #: when the replica is gone, until the cluster marks it failed.
 WAIT_MS = 1000
+#: Seconds between two readings of which primaries have replicas (CLUSTER NODES).
+REPLICAS_EVERY_S = 5.0
 _BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
 
 
@@ -100,28 +106,42 @@ class ClusterRouting:
         #: the names (host:port) of the primaries that have a replica: a write
         #: batch sent to one of them ends with WAIT (see ``send``)
         self.replicated: frozenset[str] = frozenset()
+        self._replicas_at = 0.0
 
     async def learn(self) -> None:
         """Learn the slot map again (a node failed, or said a slot moved), and which primaries have replicas."""
         try:
             await self.cluster.nodes_manager.initialize()
-            nodes = await self.cluster.cluster_nodes()
+            await self._learn_replicas()
         except ERRORS as exc:
             raise down(self.url, exc) from exc
         except rexc.RedisClusterException as exc:
             raise SynkConnectionError(f"redis cluster at {self.url} has no usable slot map: {exc}") from exc
+        self.stale = False
+
+    async def _learn_replicas(self) -> None:
         # From CLUSTER NODES, not the slot map: CLUSTER SLOTS leaves out a
         # replica until it has replicated some write, so a new cluster's map
         # lists none. A replica flagged failed (or suspected: "fail?") is not
-        # waited for, so a primary whose replica died stops waiting once the
-        # map is learned again.
+        # waited for, so a primary whose replica died stops waiting for it.
+        nodes = await self.cluster.cluster_nodes()
         names = {info["node_id"]: name for name, info in nodes.items()}
         self.replicated = frozenset(
             names[info["master_id"]]
             for info in nodes.values()
             if "slave" in str(info["flags"]) and "fail" not in str(info["flags"]) and info["master_id"] in names
         )
-        self.stale = False
+        self._replicas_at = time.monotonic()
+
+    async def _replicas_now(self) -> frozenset[str]:
+        """Which primaries have a replica, learned again every ``REPLICAS_EVERY_S`` (one may have come back, or died)."""
+        if time.monotonic() - self._replicas_at >= REPLICAS_EVERY_S:
+            try:
+                await self._learn_replicas()
+            except (*ERRORS, rexc.RedisError) as exc:  # the node asked is down: the batch's own nodes may not be
+                log.debug("synk could not learn the replicas of the cluster at %s: %s", self.url, exc)
+                self._replicas_at = time.monotonic()
+        return self.replicated
 
     async def send(self, calls: Iterable[Call], *, durable: bool = False) -> list[Any]:
         """Send calls where their slots live; a reply each, in order.
@@ -145,7 +165,7 @@ class ClusterRouting:
         results: list[Any] = [None] * len(listed)
         todo = list(range(len(listed)))
         asking: dict[int, rexc.AskError] = {}
-        replicated = self.replicated if durable else frozenset()
+        replicated = await self._replicas_now() if durable else frozenset()
         for _ in range(REDIRECTS):
             groups: dict[str, tuple[ClusterNode, list[int]]] = {}
             for i in todo:
