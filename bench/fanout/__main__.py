@@ -148,6 +148,7 @@ async def run_system(
     name: str = "",
     gateways: int = 1,
     primaries: Sequence[str] = (),
+    workers: int = 1,
 ) -> SystemResult:
     """One system's run: server(s), simulation, clients, warm-up, the measured window.
 
@@ -155,7 +156,8 @@ async def run_system(
     of a cluster); ``gateways`` synk servers share the client processes
     (client process j talks to gateway j modulo ``gateways``); ``primaries``,
     when given, are the Redis nodes whose counters (``bench.node_stats``) are
-    read at the window's edges.
+    read at the window's edges; ``workers``: ``synk serve --workers``, whose
+    CPU is summed over its worker processes.
     """
     result = SystemResult(name or system)
     ports = [free_port() for _ in range(gateways if system == "synk" else 1)]
@@ -165,6 +167,7 @@ async def run_system(
         for i, port in enumerate(ports):
             if system == "synk":
                 server_argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", args.redis, "--port", str(port), "--prefix", PREFIX]
+                server_argv += ["--workers", str(workers)]
             else:
                 server_argv = child_argv("socketio-server", args, "--port", str(port), "--server", args.socketio_server)
             server = await Child.start(f"{system}-server{i}", server_argv, logdir, talk=False)
@@ -333,9 +336,12 @@ async def orchestrate(args: argparse.Namespace) -> int:
     try:
         await asyncio.to_thread(redis.start)
         args.redis = redis.url
+        pids = [redis.proc.pid] if redis.proc else []
         for system in systems:
-            print(f"running {system} ...", file=sys.stderr)
-            results.append(await run_system(system, args, [redis.proc.pid] if redis.proc else [], logdir))
+            for n in args.workers if system == "synk" else [1]:
+                name = system if n == 1 else f"{system}_{n}_workers"
+                print(f"running {name} ...", file=sys.stderr)
+                results.append(await run_system(system, args, pids, logdir, name=name, workers=n))
     except BenchError as exc:
         print(f"fanout failed: {exc}\n(logs in {logdir})", file=sys.stderr)
         return 1
@@ -359,6 +365,15 @@ async def orchestrate(args: argparse.Namespace) -> int:
         targets["cpu_per_msg_at_most_third_of_socketio"] = ratio <= TARGET_CPU_RATIO
     if "synk" in by:
         targets["synk_p99_under_50ms"] = by["synk"].percentile(0.99) < TARGET_P99_MS
+    for n in args.workers:
+        many = by.get(f"synk_{n}_workers")
+        if many is not None and "synk" in by:
+            # At the same offered rate: what more workers change is latency (and throughput once one saturates).
+            out[f"synk_{n}_workers_vs_one"] = {
+                "delivered": round(many.delivered_per_s / max(1.0, by["synk"].delivered_per_s), 3),
+                "p99": round(many.percentile(0.99) / max(0.1, by["synk"].percentile(0.99)), 3),
+                "cpu_per_delivery": round(many.cpu_s_per_million / max(1e-9, by["synk"].cpu_s_per_million), 3),
+            }
     out["targets_met"] = targets
     print(json.dumps(out))
     shutil.rmtree(logdir, ignore_errors=True)
@@ -450,6 +465,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cluster",
         action="store_true",
         help="synk only, on one Redis and on a private 3-primary cluster, with 1 and 2 gateways (clients split between them)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1],
+        help="synk serve --workers: a comma-separated list, one synk run each (default 1; 1,2 compares one and two)",
     )
     ap.add_argument("--client-procs", dest="client_procs", type=int, default=2)
     ap.add_argument("--client-lib", dest="client_lib", choices=["raw", "aiohttp", "websockets"], default="raw")

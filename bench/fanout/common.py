@@ -90,6 +90,16 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its running descendants (Linux: /proc/PID/task/TID/children)."""
+    total = proc_cpu(pid)
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(tree_cpu(int(child)) for child in f.read().split())
+    return total
+
+
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of every core, from /proc/stat."""
     with open("/proc/stat", "rb") as f:
@@ -176,7 +186,8 @@ class Child:
                     return obj
 
     def cpu(self) -> float:
-        return proc_cpu(self.proc.pid) if self.alive else 0.0
+        """CPU seconds of the process and of those it started (``synk serve --workers``'s workers)."""
+        return tree_cpu(self.proc.pid) if self.alive else 0.0
 
     async def stop(self, timeout: float = 10.0) -> None:
         if not self.alive:

@@ -64,12 +64,43 @@ async def _serve(args: argparse.Namespace) -> None:
                 args.port,
             )
     gateway = Gateway(args.redis, prefix=args.prefix, **settings)
-    async with gateway.serve(args.host, args.port) as server:
+    async with gateway.serve(args.host, args.port, reuse_port=args.reuse_port) as server:
         print(f"synk gateway on ws://{args.host}:{server.port}/ serving {args.redis}", flush=True)
         if args.inspect:
             print(f"synk inspector on http://{args.host}:{server.port}/inspect", flush=True)
         await _stop_on_signals().wait()
     print("synk gateway stopped", flush=True)
+
+
+async def _serve_workers(args: argparse.Namespace, argv: list[str]) -> None:
+    """``synk serve --workers N``: N ``synk serve`` processes sharing the port (``synk.workers``)."""
+    from synk.workers import Supervisor, reserve_port
+
+    stop = _stop_on_signals()
+    holder = reserve_port(args.host, args.port)
+    try:
+        port = holder.getsockname()[1]
+        supervisor = Supervisor([*argv, "--workers", "1", "--reuse-port", "--port", str(port)], args.workers)
+        await supervisor.start()
+        pids = ", ".join(map(str, supervisor.pids))
+        print(f"synk gateway on ws://{args.host}:{port}/ serving {args.redis} in {args.workers} workers (pids {pids})", flush=True)
+        if args.inspect:
+            print(f"synk inspector on http://{args.host}:{port}/inspect (of whichever worker answers)", flush=True)
+        await supervisor.run(stop)
+    finally:
+        holder.close()
+    print("synk gateway stopped", flush=True)
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
 
 
 #: Claimed ids listed by ``synk inspect`` without ``--ids``.
@@ -248,6 +279,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         " when given (open it with ?token=...), otherwise open to anyone who reaches the port: keep --host on loopback",
     )
 
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="run N gateway processes sharing the port (SO_REUSEPORT), one per core; a worker that dies is started again"
+        " (default %(default)s)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # a worker's socket (synk.workers)
+
     demo = commands.add_parser(
         "demo", help="run a simulation, a gateway and a page in one process", description="Run a live demo world and its page."
     )
@@ -303,12 +344,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--check", action="store_true", help="write nothing; exit 1 if --output FILE differs from what would be written (for CI)"
     )
 
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(given)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # One line per HTTP request or connection is noise at this level.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
-        if args.command == "serve":
+        if args.command == "serve" and args.workers > 1:
+            asyncio.run(_serve_workers(args, given))
+        elif args.command == "serve":
             asyncio.run(_serve(args))
         elif args.command == "inspect":
             return _inspect(args)

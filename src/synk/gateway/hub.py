@@ -213,8 +213,12 @@ class Gateway:
 
     # -- transports ----------------------------------------------------------------
 
-    def serve(self, host: str = "127.0.0.1", port: int = 8765) -> Any:
+    def serve(self, host: str = "127.0.0.1", port: int = 8765, *, reuse_port: bool = False) -> Any:
         """The standalone websocket server: ``async with gateway.serve(host, port) as server``.
+
+        ``reuse_port``: listen with SO_REUSEPORT, so that several gateway
+        processes share the port and the kernel spreads connections across
+        them (what ``synk serve --workers N`` does).
 
         Bound beyond the loopback interface with no ``origins`` given, it
         warns: the default admits a page whose Origin matches the request's
@@ -229,7 +233,7 @@ class Gateway:
                 " header, which a DNS-rebinding page can arrange; list your pages' origins (origins=[...], --origin)",
                 host,
             )
-        return serve(self, host, port)
+        return serve(self, host, port, reuse_port=reuse_port)
 
     def asgi_app(self) -> Any:
         """An ASGI application serving websockets, ``/metrics`` and the client files.

@@ -102,8 +102,8 @@ def _response(answer: HttpResponse) -> Response:
     return Response(status.value, status.phrase, headers, answer.body)
 
 
-def serve(gateway: Gateway, host: str, port: int) -> Any:
-    """A websockets server for ``gateway``; use as ``async with``."""
+def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -> Any:
+    """A websockets server for ``gateway``; use as ``async with`` (``reuse_port``: SO_REUSEPORT)."""
     cfg = gateway.config
 
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
@@ -150,6 +150,7 @@ def serve(gateway: Gateway, host: str, port: int) -> Any:
             ping_timeout=cfg.ping_timeout,
             write_limit=cfg.write_high_water,
             close_timeout=2,
+            reuse_port=reuse_port,
         ),
     )
 
