@@ -139,6 +139,6 @@ def test_messages_of_other_keys_are_held_until_the_barrier() -> None:
     s.read(again, [_stored("x", 1)], "t")
     out = s.barrier("t")
     assert out is not None and out.held == [("b", add), ("b", later)] and out.ids == frozenset({"x"})
-    assert s.held == []
+    assert not s.held
     s.hold("b", later)
     assert s.leave() == [("b", later)]  # the client left this key: the holder sends them

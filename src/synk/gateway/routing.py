@@ -9,7 +9,7 @@ here; the gateway's fan-out applies them per client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,12 +58,12 @@ def route(data: bytes) -> Routed:
     )
 
 
-def replay(buffered: list[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[bytes]:
+def replay(buffered: Sequence[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[bytes]:
     """What to send of messages that raced with a snapshot (see :func:`replay_routed`)."""
     return [m.data for m in replay_routed(buffered, snapshot)]
 
 
-def replay_routed(buffered: list[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[Routed]:
+def replay_routed(buffered: Sequence[Routed], snapshot: Mapping[str, tuple[int, str]]) -> list[Routed]:
     """The messages to send of those that raced with a snapshot.
 
     ``snapshot`` maps the snapshot's objects to their (version, incarnation).

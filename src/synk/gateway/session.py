@@ -146,10 +146,11 @@ class Session:
         #: how much of the backlog is snapshots, which the bound lets through
         self._slack_messages = 0
         self._slack_bytes = 0
-        self._ready = asyncio.Event()
         self.lagging = False
         self.closed = False
-        self._writer = asyncio.create_task(self._run())
+        #: the task that waits out a full socket, only while there is one: an idle
+        #: client costs no task (10,000 idle clients, 10,000 tasks less)
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def backlog_messages(self) -> int:
@@ -268,7 +269,7 @@ class Session:
         """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
         self._marked = False
         if self.lagging and not self.closed:
-            self._ready.set()  # the writer waits out the drain, then re-snapshots
+            self._wake()  # the writer waits out the drain, then re-snapshots
             return
         batch = self._pending
         if not batch or self.closed:
@@ -280,7 +281,12 @@ class Session:
             self.metrics.bytes_out += size
             self.metrics.delivery.observe(self._loop.time() - since)
         else:
-            self._ready.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Start the writer task, unless it runs: it writes until nothing is left, waiting out the socket."""
+        if self._writer is None and not self.closed:
+            self._writer = self._loop.create_task(self._run())
 
     def push_many(self, batch: list[bytes]) -> None:
         """Queue several messages."""
@@ -289,9 +295,9 @@ class Session:
 
     async def _run(self) -> None:
         try:
-            while not self.closed:
-                await self._ready.wait()
-                self._ready.clear()
+            # Until nothing is queued and the client is not lagging: a push while
+            # this awaits the socket is taken by the next turn of the loop.
+            while not self.closed and (self._pending or self.lagging):
                 since = self._since
                 batch, size = self._take()
                 try:
@@ -317,21 +323,23 @@ class Session:
         except Exception:
             log.exception("synk gateway writer of client %s failed", self.id)
             self.closed = True
+        finally:
+            if self._writer is asyncio.current_task():
+                self._writer = None
 
     async def close(self, code: int, reason: str) -> None:
         """Stop writing and close the connection."""
         if self.closed:
             return
         self.closed = True
-        self._ready.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.outlet.close(code, reason), 5)
 
     async def stop(self) -> None:
         """Stop the writer (the connection is gone)."""
         self.closed = True
-        self._ready.set()
-        if self._writer is not asyncio.current_task():
-            self._writer.cancel()
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._writer
+                await writer

@@ -73,12 +73,14 @@ class KeyState:
         self.max_buffer = max_buffer
         self.state = State.READING
         self.epoch = 0
-        self.buffer: list[Routed] = []
+        # Outside a snapshot window the two lists are the empty tuple: a live key
+        # holds no list of its own (10 keys of 10,000 clients: 200,000 lists less).
+        self.buffer: list[Routed] | tuple[()] = []
         self.stored: Sequence[Stored] = ()
         #: the barrier awaited while in BARRIER
         self.token: str | None = None
         #: messages of other keys held back until this key's barrier, as (key, message)
-        self.held: list[tuple[str, Routed]] = []
+        self.held: list[tuple[str, Routed]] | tuple[()] = ()
 
     def __len__(self) -> int:
         """The messages buffered for the replay."""
@@ -128,15 +130,18 @@ class KeyState:
         """The held barrier is dropped: forget the read and the buffer until :meth:`snapshot`."""
         if self.state in (State.READING, State.BARRIER):
             self.state = State.PARKED
-            self.buffer = []
+            self.buffer = ()
             self.stored = ()
             self.token = None
 
     def message(self, routed: Routed) -> bool:
         """A message of the key while not live: buffered. True: past the bound, snapshot again."""
         if self.state in (State.READING, State.BARRIER):
-            self.buffer.append(routed)
-            return len(self.buffer) > self.max_buffer
+            buffer = self.buffer
+            if not isinstance(buffer, list):  # a window opens with a list (snapshot()): never here
+                buffer = self.buffer = []
+            buffer.append(routed)
+            return len(buffer) > self.max_buffer
         return False
 
     def hold(self, key: str, routed: Routed) -> None:
@@ -147,12 +152,15 @@ class KeyState:
         be judged once this key's snapshot and replay are known. Held across
         restarts of the snapshot.
         """
-        self.held.append((key, routed))
+        held = self.held
+        if not isinstance(held, list):
+            held = self.held = []
+        held.append((key, routed))
 
     def drop_held(self, key: str) -> set[str]:
         """Forget the held messages of ``key`` (the client left it); the ids they were about."""
         ids = {m.id for k, m in self.held if k == key and m.id is not None}
-        self.held = [(k, m) for k, m in self.held if k != key]
+        self.held = [(k, m) for k, m in self.held if k != key] or ()
         return ids
 
     def barrier(self, token: str) -> Flush | None:
@@ -164,20 +172,20 @@ class KeyState:
             [*(s.record for s in stored), p.encode_snap(self.key, [s.id for s in stored])],
             replay_routed(self.buffer, {s.id: (s.version, s.token) for s in stored}),
             frozenset(s.id for s in stored),
-            self.held,
+            list(self.held),
         )
-        self.held = []
+        self.held = ()
         self.state = State.LIVE
-        self.buffer = []
+        self.buffer = ()
         self.stored = ()
         self.token = None
         return out
 
     def leave(self) -> list[tuple[str, Routed]]:
         """The client left the key: nothing more of it. Returns the messages of other keys it held."""
-        held, self.held = self.held, []
+        held, self.held = list(self.held), ()
         self.state = State.GONE
-        self.buffer = []
+        self.buffer = ()
         self.stored = ()
         self.token = None
         return held
