@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 import struct
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -25,6 +27,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 
 from synk.gateway import protocol as p
+from synk.gateway.keepalive import Keepalive
 from synk.gateway.session import Outlet
 
 if TYPE_CHECKING:
@@ -33,7 +36,9 @@ if TYPE_CHECKING:
     from synk.gateway.http import Response as HttpResponse
     from synk.gateway.hub import Gateway
 
-__all__ = ["WebsocketOutlet", "serve"]
+__all__ = ["WebsocketOutlet", "ping", "serve"]
+
+log = logging.getLogger("synk.gateway")
 
 _TEXT_FIN = 0x81
 #: Seconds a close handshake may take before the connection is dropped.
@@ -41,6 +46,17 @@ CLOSE_WAIT = 1.0
 
 
 _SMALL_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
+#: An unmasked final ping frame with a 4-byte payload (RFC 6455 §5.5.2).
+_PING_HEAD = bytes((0x89, 4))
+
+
+def _tick_seconds(interval: float) -> float:
+    """How often the keepalive timer runs: a quarter of the interval, at most a second.
+
+    A connection is pinged at most this late, and a missing pong noticed at
+    most this late after ``ping_timeout``.
+    """
+    return min(1.0, interval / 4)
 
 
 def frame_header(size: int) -> bytes:
@@ -123,6 +139,10 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
         connection.synk_path = request.path  # type: ignore[attr-defined]
         return None
 
+    keepalive: Keepalive[ServerConnection] | None = None
+    if cfg.ping_interval is not None:
+        keepalive = Keepalive(cfg.ping_interval, cfg.ping_timeout)
+
     async def handler(connection: ServerConnection) -> None:
         refused = getattr(connection, "synk_refused", 0)
         if refused:
@@ -135,7 +155,13 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
                 async for frame in connection:
                     yield frame
 
-        await gateway.attach(WebsocketOutlet(connection), identity, frames(), getattr(connection, "synk_path", "/"))
+        if keepalive is not None:
+            keepalive.add(connection, connection.loop.time())
+        try:
+            await gateway.attach(WebsocketOutlet(connection), identity, frames(), getattr(connection, "synk_path", "/"))
+        finally:
+            if keepalive is not None:
+                keepalive.remove(connection)
 
     return _Server(
         gateway,
@@ -146,22 +172,62 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
             process_request=process_request,
             compression=None,
             max_size=cfg.max_frame,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_timeout,
+            # Pings come from one timer for every connection (``_Server``), not a task each.
+            ping_interval=None,
+            ping_timeout=None,
             write_limit=cfg.write_high_water,
             close_timeout=2,
             reuse_port=reuse_port,
         ),
+        keepalive,
     )
 
 
-class _Server:
-    """Starts the gateway with the server, and closes clients with 1001 on exit."""
+def ping(connection: ServerConnection) -> asyncio.Future[float] | None:
+    """Send a ping now, without waiting (None if the connection is not open); the future is its pong.
 
-    def __init__(self, gateway: Gateway, inner: Any) -> None:
+    websockets' own ``ping()`` awaits the socket's drain, which a slow
+    client would hold up for every other connection's ping. The pong is
+    matched by websockets (its ``pending_pings``), as for its own pings.
+    """
+    if connection.protocol.state is not State.OPEN:
+        return None
+    pings = connection.pending_pings
+    data = struct.pack("!I", random.getrandbits(32))
+    while data in pings:
+        data = struct.pack("!I", random.getrandbits(32))
+    pong = connection.loop.create_future()
+    pings[data] = (pong, connection.loop.time())
+    connection.transport.write(_PING_HEAD + data)
+    return pong
+
+
+class _Server:
+    """Starts the gateway with the server, pings its clients, and closes them with 1001 on exit."""
+
+    def __init__(self, gateway: Gateway, inner: Any, keepalive: Keepalive[ServerConnection] | None = None) -> None:
         self.gateway = gateway
         self._inner = inner
         self.server: Any = None
+        self._keepalive = keepalive
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _tick(self) -> None:
+        keepalive = self._keepalive
+        assert keepalive is not None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        to_ping, late = keepalive.tick(now)
+        for connection in late:
+            # No pong within ping_timeout: a dead peer or a dead network. There is
+            # nobody to hand a close frame to: drop it (its handler then ends).
+            log.info("synk gateway dropped a client that left a keepalive ping unanswered")
+            connection.transport.abort()
+        for connection in to_ping:
+            pong = ping(connection)
+            if pong is not None:
+                keepalive.pinged(connection, pong.done, now)
+        self._timer = loop.call_later(_tick_seconds(keepalive.interval), self._tick)
 
     @property
     def port(self) -> int:
@@ -171,9 +237,13 @@ class _Server:
     async def __aenter__(self) -> _Server:
         await self.gateway.start()
         self.server = await self._inner.__aenter__()
+        if self._keepalive is not None:
+            self._timer = asyncio.get_running_loop().call_later(_tick_seconds(self._keepalive.interval), self._tick)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self.server.close(close_connections=False)
         await self.gateway.close()
         await asyncio.wait_for(self._inner.__aexit__(None, None, None), 10)
