@@ -135,3 +135,43 @@ def test_the_prometheus_client_collector_reports_the_same() -> None:
     assert 'synk_errors_total{code="forbidden"} 3.0' in text
     assert 'synk_delivery_seconds_bucket{le="0.005"} 1.0' in text
     assert "synk_delivery_seconds_count 1.0" in text
+
+
+async def test_loop_stalls_and_full_collections_are_measured() -> None:
+    import asyncio
+    import gc
+    import time
+
+    from synk.gateway import Gateway
+    from tests.gateway_env import until
+
+    gateway = Gateway("memory://")
+    await gateway.start()
+    try:
+        pauses = gateway.pauses
+        await until(lambda: pauses.lag.count >= 2, "the lag probe to run")
+        assert pauses.lag.counts[-1] == 0
+        # A callback that holds the loop for 0.3 s (the stall under test, not a wait): the
+        # probe due meanwhile runs that late.
+        stalled = asyncio.get_running_loop().create_future()
+
+        def hog() -> None:
+            time.sleep(0.3)
+            stalled.set_result(None)
+
+        asyncio.get_running_loop().call_soon(hog)
+        await stalled
+        # The probe due within the stall ran at least 0.2 s late: a count above 0.1 s
+        # (bucket i counts the values up to bounds[i], above bounds[i - 1]).
+        await until(lambda: sum(pauses.lag.counts[pauses.lag.bounds.index(0.25) :]) >= 1, "the stall to be recorded")
+        before = pauses.gc.count
+        gc.collect()  # a full collection
+        assert pauses.gc.count == before + 1
+        text = gateway.metrics.render()
+        assert "synk_loop_lag_seconds_count" in text and "synk_gc_seconds_count" in text
+    finally:
+        await gateway.close()
+    # Closed: the collector callback is gone.
+    count = gateway.pauses.gc.count
+    gc.collect()
+    assert gateway.pauses.gc.count == count

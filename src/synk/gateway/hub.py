@@ -26,6 +26,7 @@ from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
+from synk.gateway.pauses import Pauses
 from synk.gateway.routing import Routed, Router, route
 from synk.gateway.session import Client, Session
 from synk.gateway.snapshots import KeyState, ReadQueue, State
@@ -89,6 +90,9 @@ class Gateway:
         self.metrics = Metrics()
         if flushes is not None:
             self.metrics.extra.append(flushes)  # the world runs here: its flushes show on /metrics
+        #: loop stalls and full garbage collections, while started
+        self.pauses = Pauses()
+        self.metrics.extra += [self.pauses.lag, self.pauses.gc]
         self.router = Router()
         self.sessions: dict[str, Session] = {}
         self._handlers: dict[str, Handler] = {}
@@ -129,6 +133,7 @@ class Gateway:
             if self._owns_store:
                 await self.store.open()
             self._subscribe()
+            self.pauses.start()
         except BaseException:
             self._life.failed()
             raise
@@ -195,6 +200,7 @@ class Gateway:
             self._parked.clear()
             self._queued.clear()
             self._dirty.clear()
+            self.pauses.stop()
             self._life.released()
             transition.set_result(None)
 
