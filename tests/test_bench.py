@@ -55,6 +55,18 @@ def test_bench_fanout_runs_both_servers_and_delivers_everything() -> None:
         assert line[system]["delivered"] > 0.8 * line[system]["expected"] > 0, system
         assert line[system]["client_errors"] == [], system
     assert set(line["targets_met"]) == {"cpu_per_msg_at_most_third_of_socketio", "synk_p99_under_50ms"}
+    # synk's stalls over the window, from its own /metrics: the lag probe ran (every 0.1 s)
+    pauses = line["synk"]["pauses"]
+    assert pauses["lag_probes"] >= 5 and pauses["lag_over_50ms"] >= 0 and pauses["full_gcs"] >= 0
+
+
+def test_bench_fanout_compares_one_worker_with_two() -> None:
+    line = run_bench("bench.fanout", [*FANOUT, "--only", "synk", "--workers", "1,2"])
+    for name in ("synk", "synk_2_workers"):
+        assert line[name]["delivered"] > 0.8 * line[name]["expected"] > 0, name
+        assert line[name]["client_errors"] == [], name
+        assert line[name]["server_cpu_s"] > 0, name  # summed over the workers
+    assert set(line["synk_2_workers_vs_one"]) == {"delivered", "p99", "cpu_per_delivery"}
 
 
 def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_processes() -> None:

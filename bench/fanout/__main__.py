@@ -12,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +67,8 @@ class SystemResult:
     redis_cpu_s: float = 0.0
     #: what each Redis primary did during the window (``--cluster`` runs)
     nodes: list[NodeDelta] = field(default_factory=list)
+    #: the gateway's own stall figures over the window, from its /metrics (synk, one gateway process)
+    pauses: dict[str, Any] = field(default_factory=dict)
 
     def percentile(self, q: float) -> float:
         total = sum(self.hist.values())
@@ -113,6 +116,7 @@ class SystemResult:
             "client_errors": self.client_errors[:3],
             "closed_clients": self.closed,
             **({"nodes": [n.as_json() for n in self.nodes]} if self.nodes else {}),
+            **({"pauses": self.pauses} if self.pauses else {}),
         }
 
 
@@ -205,6 +209,9 @@ async def run_system(
             "clients": lambda: sum(c.cpu() for c in fleet),
         }
         await asyncio.sleep(max(0.0, t0 - time.time()))
+        # Behind one port, /metrics is any one worker's: read only a single process's.
+        scrape = system == "synk" and workers == 1 and gateways == 1
+        metrics0 = await asyncio.to_thread(histograms, ports[0]) if scrape else {}
         spy = await start_py_spy(args, system, servers[0].proc.pid)
         nodes0 = await asyncio.to_thread(sample, list(primaries))
         cpu0 = {k: f() for k, f in procs.items()}
@@ -213,6 +220,8 @@ async def run_system(
         await asyncio.sleep(max(0.0, t1 - time.time()))
         cpu1 = {k: f() for k, f in procs.items()}
         busy1 = machine_busy()
+        if scrape:
+            result.pauses = pauses_between(metrics0, await asyncio.to_thread(histograms, ports[0]))
         wall = time.monotonic() - w0
         result.nodes = deltas(nodes0, await asyncio.to_thread(sample, list(primaries)))
         if spy is not None:
@@ -272,6 +281,42 @@ CLUSTER_ROWS: list[tuple[str, Callable[[SystemResult], str]]] = [
 ]
 
 
+def histograms(port: int) -> dict[str, dict[str, float]]:
+    """The gateway's histogram samples (``NAME_bucket{le=...}``, ``NAME_sum``, ``NAME_count``) from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:  # our own loopback gateway
+        text = answer.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        sample, _, value = line.rpartition(" ")
+        for name in ("synk_loop_lag_seconds", "synk_gc_seconds"):
+            if sample.startswith(name):
+                out.setdefault(name, {})[sample[len(name) :]] = float(value)
+    return out
+
+
+def pauses_between(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Loop stalls and full collections during the window: counts above 50 ms, the worst bucket, GC time."""
+
+    def delta(name: str, part: str) -> float:
+        return after.get(name, {}).get(part, 0.0) - before.get(name, {}).get(part, 0.0)
+
+    lag = "synk_loop_lag_seconds"
+    under_50ms = delta(lag, '_bucket{le="0.05"}')
+    probes = delta(lag, "_count")
+    # Cumulative buckets: the smallest bound that holds every probe bounds the worst lag.
+    bounds = sorted((float(part.split('"')[1]), part) for part in after.get(lag, {}) if part.startswith("_bucket") and "+Inf" not in part)
+    worst = next((f"{b:g}" for b, part in bounds if delta(lag, part) >= probes), "+Inf") if probes else "-"
+    return {
+        "lag_probes": int(probes),
+        "lag_over_50ms": int(probes - under_50ms),
+        "lag_worst_at_most_s": worst,
+        "full_gcs": int(delta("synk_gc_seconds", "_count")),
+        "full_gc_s": round(delta("synk_gc_seconds", "_sum"), 3),
+    }
+
+
 def table(results: list[SystemResult], extra: Sequence[tuple[str, Callable[[SystemResult], str]]] = ()) -> str:
     rows: list[tuple[str, Callable[[SystemResult], str]]] = [
         ("delivered msgs/s", lambda r: f"{r.delivered_per_s:,.0f}"),
@@ -289,6 +334,8 @@ def table(results: list[SystemResult], extra: Sequence[tuple[str, Callable[[Syst
         ("CPU % other (not the bench)", lambda r: f"{r.cpu_pct['other']:.0f}"),
         ("machine busy % (all cores)", lambda r: f"{r.machine_busy_pct:.0f}"),
         ("subscribe time s", lambda r: f"{r.subscribe_s:.1f}"),
+        ("loop stalls > 50 ms (probes)", lambda r: f"{r.pauses['lag_over_50ms']} ({r.pauses['lag_probes']})" if r.pauses else "-"),
+        ("full GCs (total s)", lambda r: f"{r.pauses['full_gcs']} ({r.pauses['full_gc_s']:.2f})" if r.pauses else "-"),
         *extra,
     ]
     width = max(len(name) for name, _ in rows)
