@@ -92,3 +92,15 @@ def test_bench_fanout_cluster_runs_one_node_and_the_cluster_with_1_and_2_gateway
         assert run["delivered"] > 0.8 * run["expected"] > 0, name
         assert run["client_errors"] == [], name
         assert len(run["nodes"]) == (3 if name.startswith("cluster") else 1), name
+
+
+def test_bench_idle_measures_memory_and_cpu_of_idle_clients() -> None:
+    line = run_bench("bench.idle", ["--clients", "200", "--seconds", "2", "--settle", "1"], timeout=120)
+    assert (line["bench"], line["clients"], line["keys"], line["ping_interval_s"]) == ("idle", 200, 100, 20.0)
+    assert set(line["rows"]) == {"1_worker"}
+    row = line["rows"]["1_worker"]
+    assert set(row) >= {"rss_before_mb", "rss_after_mb", "kb_per_client", "cpu_pct_of_core", "subscribe_s"}
+    assert row["rss_before_mb"] > 0 and row["kb_per_client"] > 0 and row["cpu_pct_of_core"] >= 0 and row["subscribe_s"] > 0
+    # every client stayed connected through the window
+    assert (row["closed_clients"], row["client_errors"]) == (0, [])
+    assert set(line["targets_met"]) == {"kb_per_client_le_16", "cpu_le_3pct_of_core"}
