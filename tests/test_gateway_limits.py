@@ -629,3 +629,20 @@ async def test_held_barriers_are_bounded(redis_url: str) -> None:
         await client.close()
     with pytest.raises(synk.ConfigError, match="gateway setting max_barriers is 0; it must be a positive integer"):
         Gateway("memory://", max_barriers=0)
+
+
+def test_a_clients_identity_costs_its_size_not_the_encoders_buffer() -> None:
+    # Kept for as long as the client stays: at 10,000 clients, 4 KB each would be 40 MB.
+    import tracemalloc
+
+    from synk.gateway.session import json_identity
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [json_identity({"sub": f"user-{i}", "keys": ["world:*"]}) for i in range(1000)]
+        per_identity = (tracemalloc.get_traced_memory()[0] - before) / len(kept)
+    finally:
+        tracemalloc.stop()
+    assert per_identity < 512, f"{per_identity:.0f} bytes per identity"
+    assert json_identity(None) is json_identity(None)
