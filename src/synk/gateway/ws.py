@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import struct
+import weakref
 from collections.abc import AsyncIterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Response
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from synk.gateway import protocol as p
@@ -31,8 +32,6 @@ from synk.gateway.keepalive import Keepalive
 from synk.gateway.session import Outlet
 
 if TYPE_CHECKING:
-    from websockets.http11 import Request
-
     from synk.gateway.http import Response as HttpResponse
     from synk.gateway.hub import Gateway
 
@@ -46,6 +45,8 @@ CLOSE_WAIT = 1.0
 
 
 _SMALL_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
+#: Every connection's ``request`` once its handshake is over (see ``serve``).
+_HANDSHAKE_DONE = Request("/", Headers())
 #: An unmasked final ping frame with a 4-byte payload (RFC 6455 §5.5.2).
 _PING_HEAD = bytes((0x89, 4))
 
@@ -122,6 +123,11 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
     """A websockets server for ``gateway``; use as ``async with`` (``reuse_port``: SO_REUSEPORT)."""
     cfg = gateway.config
 
+    #: what the handshake decided, for the handler: (refusal close code, identity, path). Not
+    #: attributes of the connection: three more would grow its __dict__ by 1.5 KB a client.
+    #: Weak: a handshake that fails after process_request never reaches the handler.
+    admitted: weakref.WeakKeyDictionary[ServerConnection, tuple[int, Any, str]] = weakref.WeakKeyDictionary()
+
     async def process_request(connection: ServerConnection, request: Request) -> Response | None:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             addr = connection.remote_address
@@ -134,9 +140,7 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
         addr = connection.remote_address
         headers = {k.lower(): v for k, v in request.headers.raw_items()}
         refused, identity = await gateway.admit(request.path, headers, str(addr[0]) if addr else "")
-        connection.synk_refused = refused  # type: ignore[attr-defined]
-        connection.synk_identity = identity  # type: ignore[attr-defined]
-        connection.synk_path = request.path  # type: ignore[attr-defined]
+        admitted[connection] = (refused, identity, request.path)
         return None
 
     keepalive: Keepalive[ServerConnection] | None = None
@@ -144,11 +148,16 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
         keepalive = Keepalive(cfg.ping_interval, cfg.ping_timeout)
 
     async def handler(connection: ServerConnection) -> None:
-        refused = getattr(connection, "synk_refused", 0)
+        refused, identity, path = admitted.pop(connection, (0, None, "/"))
+        # The handshake's request and response (their headers) are not read again:
+        # kept, they would cost every client about 2 KB for as long as it stays.
+        # (websockets reads a request of None as "handshake under way": a shared
+        # empty one stands in.)
+        connection.request = _HANDSHAKE_DONE
+        connection.response = None
         if refused:
             await connection.close(refused, p.REFUSALS[refused])
             return
-        identity = getattr(connection, "synk_identity", None)
 
         async def frames() -> AsyncIterator[str | bytes]:
             with contextlib.suppress(ConnectionClosed):
@@ -158,7 +167,7 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
         if keepalive is not None:
             keepalive.add(connection, connection.loop.time())
         try:
-            await gateway.attach(WebsocketOutlet(connection), identity, frames(), getattr(connection, "synk_path", "/"))
+            await gateway.attach(WebsocketOutlet(connection), identity, frames(), path)
         finally:
             if keepalive is not None:
                 keepalive.remove(connection)
