@@ -646,3 +646,48 @@ def test_a_clients_identity_costs_its_size_not_the_encoders_buffer() -> None:
         tracemalloc.stop()
     assert per_identity < 512, f"{per_identity:.0f} bytes per identity"
     assert json_identity(None) is json_identity(None)
+
+
+async def test_an_idle_client_costs_the_gateway_little_memory() -> None:
+    # What 10,000 idle clients cost comes down to what one costs: the Python heap a
+    # connected, subscribed client holds in the gateway (the session, its keys, the
+    # websockets connection), measured with tracemalloc; the clients are another
+    # process (bench.fanout's load generator), so only the gateway is traced.
+    import gc
+    import subprocess
+    import sys
+    import tracemalloc
+
+    from synk.gateway import Gateway
+
+    count = 300
+    gateway = Gateway("memory://")
+    async with gateway.serve("127.0.0.1", 0) as server:
+        argv = [sys.executable, "-m", "bench.fanout", "--role", "clients", "--redis", "memory://", "--keys", "100"]
+        argv += ["--keys-per-client", "10", "--objects-per-key", "10", "--system", "synk", "--port", str(server.port)]
+
+        async def clients(first: int, n: int) -> asyncio.subprocess.Process:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, "--first", str(first), "--count", str(n), "--lib", "raw", "--gate", "8", "--loop", "asyncio",
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            ready = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert b'"ready": true' in ready or b'"ready":true' in ready, ready
+            return proc
+
+        warm = await clients(0, 1)  # the first client's one-off set-up is not per client
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            many = await clients(1, count)
+            gc.collect()
+            per_client = (tracemalloc.get_traced_memory()[0] - before) / count
+        finally:
+            tracemalloc.stop()
+        for proc in (warm, many):
+            proc.kill()
+            await proc.wait()
+    # 29 KB before the idle-client work (docs: bench/README.md, bench.idle); 14 KB after.
+    assert per_client < 20 * 1024, f"{per_client / 1024:.1f} KB per idle client"

@@ -24,7 +24,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 from websockets.protocol import State
 
 from synk.gateway import protocol as p
@@ -32,6 +32,8 @@ from synk.gateway.keepalive import Keepalive
 from synk.gateway.session import Outlet
 
 if TYPE_CHECKING:
+    from websockets.http11 import Request
+
     from synk.gateway.http import Response as HttpResponse
     from synk.gateway.hub import Gateway
 
@@ -45,8 +47,8 @@ CLOSE_WAIT = 1.0
 
 
 _SMALL_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
-#: Every connection's ``request`` once its handshake is over (see ``serve``).
-_HANDSHAKE_DONE = Request("/", Headers())
+#: Every connection's request headers once its handshake is over (see ``serve``).
+_NO_HEADERS = Headers()
 #: An unmasked final ping frame with a 4-byte payload (RFC 6455 §5.5.2).
 _PING_HEAD = bytes((0x89, 4))
 
@@ -151,9 +153,10 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
         refused, identity, path = admitted.pop(connection, (0, None, "/"))
         # The handshake's request and response (their headers) are not read again:
         # kept, they would cost every client about 2 KB for as long as it stays.
-        # (websockets reads a request of None as "handshake under way": a shared
-        # empty one stands in.)
-        connection.request = _HANDSHAKE_DONE
+        # The request object itself stays (websockets reads a request of None as
+        # "handshake under way", and its parser keeps a reference): its headers go.
+        if connection.request is not None:
+            connection.request.headers = _NO_HEADERS
         connection.response = None
         if refused:
             await connection.close(refused, p.REFUSALS[refused])
