@@ -179,6 +179,7 @@ async def run_workers(args: argparse.Namespace, workers: int, logdir: Path) -> R
     children: list[Child] = []
     try:
         argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", args.redis, "--port", str(port), "--prefix", PREFIX]
+        argv += ["--ping-interval", str(args.ping_interval)]
         argv += ["--workers", str(workers)]
         # talk=True: its stdout is a pipe, read for the ready line (its stderr, the log, goes to the log file).
         server = await Child.start(f"gateway-{workers}w", argv, logdir, talk=True)
@@ -287,7 +288,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     print(
         f"idle: {args.clients} clients x {args.keys_per_client} of {args.keys} keys, {args.objects_per_key} objects/key, "
         f"{args.client_procs} client process(es) ({args.client_loop}); settle {args.settle:g} s, CPU window {args.seconds:g} s; "
-        f"websocket ping every {PING_INTERVAL_S:g} s (the gateway's default: synk serve has no option for it); {cores} cores",
+        f"websocket ping every {args.ping_interval:g} s (synk serve --ping-interval; its default is {PING_INTERVAL_S:g}); {cores} cores",
         file=sys.stderr,
     )
     redis: RedisProcess | None = None
@@ -323,8 +324,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "settle_s": args.settle,
         "seconds": args.seconds,
         "cores": cores,
-        "ping_interval_s": PING_INTERVAL_S,
-        "ping_interval_source": "gateway default (synk serve has no option)",
+        "ping_interval_s": args.ping_interval,
         "rows": {r.name: r.summary(args.clients) for r in rows},
         "targets_met": met,
     }
@@ -353,6 +353,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--settle", type=float, default=5.0, help="seconds between the last subscription and the RSS reading (default %(default)s)"
     )
     ap.add_argument("--seconds", type=float, default=30.0, help="the idle CPU window (default %(default)s)")
+    ap.add_argument(
+        "--ping-interval",
+        dest="ping_interval",
+        type=float,
+        default=PING_INTERVAL_S,
+        help="synk serve --ping-interval: seconds between keepalive pings to each client (default %(default)s, the gateway's)",
+    )
     ap.add_argument(
         "--subscribing", type=int, default=8, help="clients connecting and subscribing at once, over all client processes (default 8)"
     )
