@@ -12,11 +12,11 @@ def run(k: Keepalive[str], until: float, answers: dict[str, bool], step: float =
     events: list[tuple[float, str, str]] = []
     now = 0.0
     while now <= until:
-        ping, late = k.tick(now)
+        ping, late = k.tick(now, lambda c, token: answers[c] and token == c.encode())
         events += [(now, "drop", c) for c in late]
         for c in ping:
             events.append((now, "ping", c))
-            k.pinged(c, lambda c=c: answers[c], now)  # type: ignore[misc]
+            k.pinged(c, c.encode(), now)
         now += step
     return events
 
@@ -40,11 +40,12 @@ def test_a_removed_connection_is_neither_pinged_nor_dropped() -> None:
     k: Keepalive[str] = Keepalive(interval=1.0, timeout=0.5)
     k.add("a", 0.0)
     k.add("b", 0.0)
-    assert k.tick(1.0) == (["a", "b"], [])
-    k.pinged("a", lambda: False, 1.0)
+    never = lambda _c, _t: False  # noqa: E731
+    assert k.tick(1.0, never) == (["a", "b"], [])
+    k.pinged("a", b"a", 1.0)
     k.remove("a")
     k.remove("b")
-    assert k.tick(5.0) == ([], [])
+    assert k.tick(5.0, never) == ([], [])
     assert len(k) == 0
 
 

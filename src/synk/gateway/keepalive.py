@@ -30,8 +30,8 @@ class Keepalive(Generic[C]):
         self.timeout = timeout
         #: (when its next ping is due, connection), due times in order (each is now + interval)
         self._due: deque[tuple[float, C]] = deque()
-        #: (when the pong is late, connection, whether it came), in order likewise
-        self._waiting: deque[tuple[float, C, Callable[[], bool]]] = deque()
+        #: (when the pong is late, connection, the ping's token), in order likewise
+        self._waiting: deque[tuple[float, C, bytes]] = deque()
         self._live: set[C] = set()
 
     def __len__(self) -> int:
@@ -47,16 +47,17 @@ class Keepalive(Generic[C]):
         """The connection is gone (its entries are skipped when reached)."""
         self._live.discard(conn)
 
-    def tick(self, now: float) -> tuple[list[C], list[C]]:
+    def tick(self, now: float, answered: Callable[[C, bytes], bool]) -> tuple[list[C], list[C]]:
         """(connections to ping now, connections whose ping went unanswered for ``timeout``).
 
-        A connection reported unanswered is removed.
+        ``answered(connection, token)`` says whether the pong of that ping
+        came. A connection reported unanswered is removed.
         """
         late: list[C] = []
         waiting = self._waiting
         while waiting and waiting[0][0] <= now:
-            _, conn, answered = waiting.popleft()
-            if conn in self._live and not answered():
+            _, conn, token = waiting.popleft()
+            if conn in self._live and not answered(conn, token):
                 self._live.discard(conn)
                 late.append(conn)
         ping: list[C] = []
@@ -68,7 +69,7 @@ class Keepalive(Generic[C]):
                 due.append((now + self.interval, conn))
         return ping, late
 
-    def pinged(self, conn: C, answered: Callable[[], bool], now: float) -> None:
-        """A ping went to ``conn``; ``answered()`` says whether its pong came."""
+    def pinged(self, conn: C, token: bytes, now: float) -> None:
+        """Ping ``token`` went to ``conn`` (its pong is checked ``timeout`` seconds from now)."""
         if self.timeout is not None:
-            self._waiting.append((now + self.timeout, conn, answered))
+            self._waiting.append((now + self.timeout, conn, token))

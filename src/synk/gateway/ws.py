@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from synk.gateway.http import Response as HttpResponse
     from synk.gateway.hub import Gateway
 
-__all__ = ["WebsocketOutlet", "ping", "serve"]
+__all__ = ["WebsocketOutlet", "answered", "ping", "serve"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -195,12 +195,15 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
     )
 
 
-def ping(connection: ServerConnection) -> asyncio.Future[float] | None:
-    """Send a ping now, without waiting (None if the connection is not open); the future is its pong.
+def ping(connection: ServerConnection, done: asyncio.Future[float]) -> bytes | None:
+    """Send a ping now, without waiting; its payload, the token ``answered`` checks (None: not open).
 
     websockets' own ``ping()`` awaits the socket's drain, which a slow
-    client would hold up for every other connection's ping. The pong is
-    matched by websockets (its ``pending_pings``), as for its own pings.
+    client would hold up for every other connection's ping, and makes a
+    future per ping. Here the pong is matched by websockets as for its own
+    pings (``pending_pings``, which drops the entry when the pong comes),
+    against ``done``, one future that is done already: nothing per ping
+    lives on for the garbage collector to walk.
     """
     if connection.protocol.state is not State.OPEN:
         return None
@@ -208,10 +211,14 @@ def ping(connection: ServerConnection) -> asyncio.Future[float] | None:
     data = struct.pack("!I", random.getrandbits(32))
     while data in pings:
         data = struct.pack("!I", random.getrandbits(32))
-    pong = connection.loop.create_future()
-    pings[data] = (pong, connection.loop.time())
+    pings[data] = (done, connection.loop.time())
     connection.transport.write(_PING_HEAD + data)
-    return pong
+    return data
+
+
+def answered(connection: ServerConnection, token: bytes) -> bool:
+    """Whether the pong of ping ``token`` came (websockets removed it from ``pending_pings``)."""
+    return token not in connection.pending_pings
 
 
 class _Server:
@@ -223,22 +230,28 @@ class _Server:
         self.server: Any = None
         self._keepalive = keepalive
         self._timer: asyncio.TimerHandle | None = None
+        #: what websockets resolves when a pong comes: done already (see ``ping``)
+        self._done: asyncio.Future[float] | None = None
 
     def _tick(self) -> None:
         keepalive = self._keepalive
         assert keepalive is not None
         loop = asyncio.get_running_loop()
         now = loop.time()
-        to_ping, late = keepalive.tick(now)
+        to_ping, late = keepalive.tick(now, answered)
         for connection in late:
             # No pong within ping_timeout: a dead peer or a dead network. There is
             # nobody to hand a close frame to: drop it (its handler then ends).
             log.info("synk gateway dropped a client that left a keepalive ping unanswered")
             connection.transport.abort()
+        done = self._done
+        if done is None:
+            done = self._done = loop.create_future()
+            done.set_result(0.0)
         for connection in to_ping:
-            pong = ping(connection)
-            if pong is not None:
-                keepalive.pinged(connection, pong.done, now)
+            token = ping(connection, done)
+            if token is not None:
+                keepalive.pinged(connection, token, now)
         self._timer = loop.call_later(_tick_seconds(keepalive.interval), self._tick)
 
     @property
