@@ -46,12 +46,12 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import synk
-from bench.fanout.__main__ import child_argv
+from bench.fanout.__main__ import child_argv, histograms, pauses_between
 from bench.fanout.common import BenchError, Child, key_name, raise_nofile, wait_port
 from bench.redis_process import RedisProcess, free_port
 
@@ -92,6 +92,8 @@ class Row:
     #: clients whose connection ended before the end of the window (should be 0)
     closed: int = 0
     errors: tuple[str, ...] = ()
+    #: full GCs and loop stalls from the gateway's start to the window's end (its /metrics; 1 worker only)
+    pauses: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -114,6 +116,7 @@ class Row:
             "subscribe_s": round(self.subscribe_s, 1),
             "closed_clients": self.closed,
             "client_errors": list(self.errors[:3]),
+            **({"pauses_since_start": self.pauses} if self.pauses else {}),
         }
 
 
@@ -225,6 +228,8 @@ async def run_workers(args: argparse.Namespace, workers: int, logdir: Path) -> R
         row.cpu_s = cpu1 - cpu0
         if not server.alive:
             raise BenchError(f"{server.name} exited during the window\n{server.tail()}")
+        if workers == 1:  # behind one port, /metrics is any one worker's
+            row.pauses = pauses_between({}, await asyncio.to_thread(histograms, port))
 
         # Did every client stay connected (a gateway that dropped idle clients would look cheap)?
         for c in fleet:
@@ -309,6 +314,14 @@ async def orchestrate(args: argparse.Namespace) -> int:
             await asyncio.to_thread(redis.close)
     print(table(rows, args.clients))
     met = targets(rows, args.clients)
+    for r in rows:
+        if r.pauses:
+            p = r.pauses
+            print(
+                f"{r.workers} worker, from its start (the clients subscribing included): {p['full_gcs']} full GCs taking"
+                f" {p['full_gc_s']:.2f} s, {p['lag_over_50ms']} of {p['lag_probes']} loop-lag probes over 50 ms,"
+                f" the worst at most {p['lag_worst_at_most_s']} s"
+            )
     for name, ok in met.items():
         print(f"target {name} (1 worker): {'MET' if ok else 'MISSED'}")
     for r in rows:

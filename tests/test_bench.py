@@ -104,3 +104,5 @@ def test_bench_idle_measures_memory_and_cpu_of_idle_clients() -> None:
     # every client stayed connected through the window
     assert (row["closed_clients"], row["client_errors"]) == (0, [])
     assert set(line["targets_met"]) == {"kb_per_client_le_16", "cpu_le_3pct_of_core"}
+    # the gateway's own stall figures since its start, from its /metrics
+    assert row["pauses_since_start"]["lag_probes"] > 0 and row["pauses_since_start"]["full_gcs"] >= 0
