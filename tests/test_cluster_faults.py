@@ -18,7 +18,7 @@ import pytest
 from redis.crc import key_slot
 
 import synk
-from bench.redis_cluster import RedisCluster
+from bench.redis_cluster import RedisCluster, command
 from tests.gateway_env import Env, running, store_view, until
 from tests.models import Agent
 from tests.store_invariant import read_state, violations
@@ -246,5 +246,31 @@ async def test_a_flush_is_acknowledged_only_once_a_replica_holds_its_writes() ->
     finally:
         if replica is not None and replica.proc is not None:
             replica.proc.send_signal(signal.SIGCONT)
+        await world.close()
+        c.close()
+
+
+async def test_a_flush_to_a_primary_demoted_by_a_manual_failover_follows_the_redirection() -> None:
+    # CLUSTER FAILOVER on the replica: the old primary, now a replica, answers the
+    # next flush's calls MOVED. Nothing was written there, so no WAIT is sent (a
+    # replica refuses it, which would fail the flush as an unknown outcome).
+    c = RedisCluster(3, replicas=True)
+    c.start()
+    world = await synk.connect(c.url)
+    try:
+        key = c.keys_by_node(lambda i: f"world:{i}|0", 1)[c.primaries_now()[0].port][0]
+        agents = [world.create(Agent(id=f"m{i}", x=x_of(key))) for i in range(5)]
+        await world.flush()
+        old = c.owner(slot_of(key))
+        replica = c.replica_of(old)
+        command(replica.port, "CLUSTER", "FAILOVER")
+        await until(lambda: c.owner(slot_of(key)) is replica, "the replica to take over", 30)
+        for a in agents:
+            a.name = "after the failover"
+        await asyncio.wait_for(world.flush(), 15)  # no WriteError: the MOVED was followed
+        stored = await world.store.snapshot(key)
+        assert all(b'"after the failover"' in s.record for s in stored) and len(stored) == len(agents)
+        await check_store(c, world)
+    finally:
         await world.close()
         c.close()

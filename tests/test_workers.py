@@ -176,3 +176,13 @@ def test_workers_below_one_is_one_clear_line(redis_url: str) -> None:
     with pytest.raises(SystemExit) as info:
         main(["serve", "--redis", redis_url, "--workers", "0"])
     assert info.value.code == 2
+
+
+def test_a_worker_whose_supervisor_is_gone_exits(redis_url: str) -> None:
+    # The supervisor died between starting it and its first line: it must not serve on, unwatched.
+    import subprocess
+
+    env = {**os.environ, "SYNK_SUPERVISOR_PID": "1"}  # not its parent
+    argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", redis_url, "--port", "0", "--reuse-port"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0 and "supervisor of this worker is gone" in done.stderr, done.stderr

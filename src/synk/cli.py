@@ -48,6 +48,11 @@ def _token_hooks(env: str | None) -> dict[str, Any]:
 async def _serve(args: argparse.Namespace) -> None:
     from synk.gateway import Gateway
 
+    if args.reuse_port:  # a worker of synk serve --workers
+        from synk.workers import die_with_supervisor
+
+        die_with_supervisor()
+
     settings: dict[str, Any] = {
         "origins": args.origin or None,
         "max_keys": args.max_keys,
@@ -83,7 +88,7 @@ async def _serve_workers(args: argparse.Namespace, argv: list[str]) -> None:
     try:
         port = holder.getsockname()[1]
         supervisor = Supervisor([*argv, "--workers", "1", "--reuse-port", "--port", str(port)], args.workers)
-        await supervisor.start()
+        await supervisor.start(stop)
         pids = ", ".join(map(str, supervisor.pids))
         print(f"synk gateway on ws://{args.host}:{port}/ serving {args.redis} in {args.workers} workers (pids {pids})", flush=True)
         if args.inspect:

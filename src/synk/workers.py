@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -45,6 +46,8 @@ STOP_TIMEOUT = 10.0
 YOUNG_S = 5.0
 #: The longest pause before starting a worker again (seconds); the first is 0.1 s, doubling.
 MAX_PAUSE_S = 5.0
+#: The environment variable that gives a worker its supervisor's pid.
+SUPERVISOR_ENV = "SYNK_SUPERVISOR_PID"
 #: What a worker prints once it listens (``synk serve``'s first line).
 READY_LINE = b"synk gateway on "
 
@@ -87,15 +90,19 @@ class Supervisor:
     restarts: int = 0
     _workers: list[_Worker | None] = field(default_factory=list)
     _pause: float = 0.0
-    _stopping: bool = False
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def pids(self) -> list[int]:
         """The workers' process ids now."""
         return [w.proc.pid for w in self._workers if w is not None]
 
-    async def start(self) -> None:
-        """Start every worker and wait until each listens; raises SystemExit with a worker's code if one cannot start."""
+    async def start(self, stop: asyncio.Event) -> None:
+        """Start every worker and wait until each listens; raises SystemExit with a worker's code if one cannot start.
+
+        ``stop`` set meanwhile stops the workers started and raises SystemExit(0).
+        """
+        self._stop = stop
         self._workers = [None] * self.count
         try:
             for i in range(self.count):
@@ -116,16 +123,27 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            # The worker asks to die with this process (see synk.cli), and exits if it is already gone.
+            env={**os.environ, SUPERVISOR_ENV: str(os.getpid())},
         )
         worker = _Worker(index, proc, time.monotonic())
+        # Listed at once: a stop while it gets ready stops it too.
+        self._workers[index] = worker
         assert proc.stdout is not None
+        ready = asyncio.ensure_future(proc.stdout.readline())
+        stopping = asyncio.ensure_future(self._stop.wait())
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)
-        except TimeoutError:
+            await asyncio.wait([ready, stopping], timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not ready.done():
+            ready.cancel()
+            if self._stop.is_set():
+                raise SystemExit(0)
             proc.kill()
             await proc.wait()
-            raise SystemExit(f"synk: worker {index} did not listen within {READY_TIMEOUT:g} s") from None
+            raise SystemExit(f"synk: worker {index} did not listen within {READY_TIMEOUT:g} s")
+        line = ready.result()
         if not line.startswith(READY_LINE):
             # It exited (its error is on stderr, which it shares with us).
             code = await proc.wait()
@@ -205,12 +223,22 @@ class Supervisor:
         self._workers = [None] * self.count
 
 
-def _die_with_parent() -> None:
-    """In the worker before it runs (Linux): SIGTERM when the supervisor dies, even by SIGKILL, rather than serve on unwatched."""
+def die_with_supervisor() -> None:
+    """In a worker, first thing (Linux): SIGTERM when the supervisor dies, even by SIGKILL, rather than serve on unwatched.
+
+    The supervisor's pid is in ``SYNK_SUPERVISOR_PID``; if the worker's
+    parent is already another process, the supervisor died before this ran,
+    and the worker exits.
+    """
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor is None or sys.platform != "linux":
+        return
     import ctypes
 
     pr_set_pdeathsig = 1
     ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != int(supervisor):
+        raise SystemExit("synk: the supervisor of this worker is gone")
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:

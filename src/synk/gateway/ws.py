@@ -238,6 +238,8 @@ class _Server:
         assert keepalive is not None
         loop = asyncio.get_running_loop()
         now = loop.time()
+        # Scheduled first: an error below must not end every client's keepalive.
+        self._timer = loop.call_later(_tick_seconds(keepalive.interval), self._tick)
         to_ping, late = keepalive.tick(now, answered)
         for connection in late:
             # No pong within ping_timeout: a dead peer or a dead network. There is
@@ -252,7 +254,6 @@ class _Server:
             token = ping(connection, done)
             if token is not None:
                 keepalive.pinged(connection, token, now)
-        self._timer = loop.call_later(_tick_seconds(keepalive.interval), self._tick)
 
     @property
     def port(self) -> int:

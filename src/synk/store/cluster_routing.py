@@ -11,6 +11,7 @@ nodes. Redirections are followed only where Redis says the call did not run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,12 +108,13 @@ class ClusterRouting:
         #: batch sent to one of them ends with WAIT (see ``send``)
         self.replicated: frozenset[str] = frozenset()
         self._replicas_at = 0.0
+        self._refresh: asyncio.Task[None] | None = None
 
     async def learn(self) -> None:
         """Learn the slot map again (a node failed, or said a slot moved), and which primaries have replicas."""
         try:
             await self.cluster.nodes_manager.initialize()
-            await self._learn_replicas()
+            await self._learn_replicas_or_warn()
         except ERRORS as exc:
             raise down(self.url, exc) from exc
         except rexc.RedisClusterException as exc:
@@ -124,24 +126,51 @@ class ClusterRouting:
         # replica until it has replicated some write, so a new cluster's map
         # lists none. A replica flagged failed (or suspected: "fail?") is not
         # waited for, so a primary whose replica died stops waiting for it.
-        nodes = await self.cluster.cluster_nodes()
-        names = {info["node_id"]: name for name, info in nodes.items()}
-        self.replicated = frozenset(
-            names[info["master_id"]]
-            for info in nodes.values()
-            if "slave" in str(info["flags"]) and "fail" not in str(info["flags"]) and info["master_id"] in names
-        )
         self._replicas_at = time.monotonic()
+        nodes = await self.cluster.cluster_nodes()
+        # A node may be named by its address or, with cluster-preferred-endpoint-type
+        # hostname, by its host name: the slot map's names are one or the other.
+        names: dict[str, list[str]] = {}
+        for address, info in nodes.items():
+            port = address.rsplit(":", 1)[-1]
+            names[str(info["node_id"])] = [address] + ([f"{info['hostname']}:{port}"] if info.get("hostname") else [])
+        self.replicated = frozenset(
+            name
+            for info in nodes.values()
+            if "slave" in str(info["flags"]) and "fail" not in str(info["flags"]) and str(info["master_id"]) in names
+            for name in names[str(info["master_id"])]
+        )
+
+    async def _learn_replicas_or_warn(self) -> None:
+        try:
+            await self._learn_replicas()
+        except rexc.ResponseError as exc:  # CLUSTER NODES refused (an ACL): no WAIT, said once per learn
+            log.warning("synk cannot tell which primaries of %s have replicas (%s): flushes do not wait for replicas", self.url, exc)
 
     async def _replicas_now(self) -> frozenset[str]:
-        """Which primaries have a replica, learned again every ``REPLICAS_EVERY_S`` (one may have come back, or died)."""
-        if time.monotonic() - self._replicas_at >= REPLICAS_EVERY_S:
-            try:
-                await self._learn_replicas()
-            except (*ERRORS, rexc.RedisError) as exc:  # the node asked is down: the batch's own nodes may not be
-                log.debug("synk could not learn the replicas of the cluster at %s: %s", self.url, exc)
-                self._replicas_at = time.monotonic()
+        """Which primaries have a replica, read again in the background every ``REPLICAS_EVERY_S``.
+
+        In the background: the node asked may be the one that is down, and
+        a flush must not wait for that (it uses the last reading meanwhile).
+        """
+        if time.monotonic() - self._replicas_at >= REPLICAS_EVERY_S and (self._refresh is None or self._refresh.done()):
+            self._replicas_at = time.monotonic()
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_replicas())
         return self.replicated
+
+    async def close(self) -> None:
+        """Stop a reading of the replicas under way."""
+        refresh, self._refresh = self._refresh, None
+        if refresh is not None and not refresh.done():
+            refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh
+
+    async def _refresh_replicas(self) -> None:
+        try:
+            await self._learn_replicas_or_warn()
+        except (*ERRORS, rexc.RedisError) as exc:  # the node asked is down: the next reading may reach another
+            log.debug("synk could not learn the replicas of the cluster at %s: %s", self.url, exc)
 
     async def send(self, calls: Iterable[Call], *, durable: bool = False) -> list[Any]:
         """Send calls where their slots live; a reply each, in order.

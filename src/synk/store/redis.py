@@ -235,6 +235,8 @@ class RedisStore(Store):
         await pipe.execute()
 
     async def close(self) -> None:
+        if self.routing is not None:
+            await self.routing.close()
         await self.redis.aclose()
         await self.pubsub_client.aclose()
         if self.cluster is not None:
@@ -314,7 +316,11 @@ class RedisStore(Store):
                         again = [counts[i] for i in missing]
                         for i, reply in zip(missing, last_of(await self._replies(conn, sum(again), progress), again), strict=True):
                             results[i] = reply
-                    if wait_ms:
+                    # Only if something may have been written: a batch answered all
+                    # MOVED/ASK/TRYAGAIN wrote nothing, and a demoted primary (now a
+                    # replica) refuses WAIT, which would hide the redirection.
+                    redirected = (rexc.MovedError, rexc.AskError, rexc.TryAgainError)
+                    if wait_ms and not all(isinstance(r, redirected) for r in results):
                         await conn.send_packed_command(command(b"WAIT", b"1", b"%d" % wait_ms), check_health=False)
                         progress.made()
                         [held] = await self._replies(conn, 1, progress)
