@@ -116,20 +116,9 @@ async def test_a_primary_failing_over_under_a_watching_gateway() -> None:
 
             killed = time.monotonic()
             old, _new = await asyncio.to_thread(c.kill_primary, slot_of(victim_key))
-            failures = 0
-            while True:
-                # Flushes fail (each within a bounded time) until a replica
-                # takes over; reload() then resumes and the next flush lands.
-                for a in agents:
-                    a.y = (a.y + 1) % 16
-                try:
-                    await asyncio.wait_for(world.flush(), 15)
-                    break
-                except synk.WriteError:
-                    failures += 1
-                with contextlib.suppress(synk.ConnectionError):
-                    await asyncio.wait_for(world.reload(), 15)
-                assert time.monotonic() - killed < 60, "no replica took over within 60 s"
+            # Flushes fail (each within a bounded time) until a replica
+            # takes over; reload() then resumes and the next flush lands.
+            failures = await flush_until_it_lands(world, agents, "a replica to take over", timeout=60)
             writes_back = time.monotonic() - killed
             for a in agents:
                 a.name = "after"
