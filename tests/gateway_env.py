@@ -180,27 +180,3 @@ async def first_world_message(world: synk.World, client: WsClient, msg: dict[str
     with contextlib.suppress(asyncio.CancelledError):
         await reader
     return received[0]
-
-
-def patch_snapshots(store: Any, per_key: Callable[..., Awaitable[Any]]) -> None:
-    """Send the gateway's batched snapshot reads through ``per_key(key, marks=False)``, each key on its own.
-
-    The gateway reads the keys asked in one loop turn together
-    (``store.snapshots``); a test that holds or slows one key's read
-    replaces the per-key read, and the keys of a batch run concurrently.
-    """
-
-    async def snapshots(keys: list[str]) -> list[Any]:
-        return list(await asyncio.gather(*(per_key(key, marks=False) for key in keys)))
-
-    store.snapshots = snapshots
-
-
-def patch_publishes(store: Any, per_message: Callable[[str, bytes], Awaitable[None]]) -> None:
-    """Send the gateway's batched publishes (``store.publish_many``) through ``per_message(key, data)``, in order."""
-
-    async def publish_many(messages: list[tuple[str, bytes]]) -> None:
-        for key, data in messages:
-            await per_message(key, data)
-
-    store.publish_many = publish_many

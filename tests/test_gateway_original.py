@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_env import Env, patch_snapshots, running, store_url
+from tests.gateway_env import Env, running, store_url
 from tests.models import Agent
 from tests.original_client import violations
 from tests.wsclient import WsClient
@@ -51,7 +51,7 @@ async def _hold_reads_of(env: Env, key: str, *, before: bool) -> tuple[asyncio.E
         await release.wait()
         return out
 
-    patch_snapshots(store, held)
+    store.snapshot = held  # type: ignore[method-assign,assignment]
     return reached, release
 
 

@@ -23,7 +23,6 @@ from synk.errors import ConfigError, ProtocolError
 from synk.gateway import admission, http, inspector
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
-from synk.gateway.batching import Batch
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
@@ -114,10 +113,8 @@ class Gateway:
         #: snapshot reads, round-robin between clients: one asking for a thousand keys
         #: delays another client's new key by a few reads, not a thousand
         self._reads: ReadQueue[str, tuple[str, asyncio.Future[None]]] = ReadQueue(SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
+        self._publishes = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
         self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
-        #: snapshot reads and barrier publishes asked in the same loop turn go in one round trip
-        self._snapshot_reads: Batch[str, list[Stored]] = Batch(self._read_many, self._spawn)
-        self._barrier_publishes: Batch[tuple[str, bytes], None] = Batch(self._publish_many, self._spawn)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -590,7 +587,8 @@ class Gateway:
                     return
                 self._barriers[token] = (key, session, state)
                 try:
-                    await self._barrier_publishes((key, BARRIER + token.encode() + b'"}'))
+                    async with self._publishes:
+                        await self.store.publish(key, BARRIER + token.encode() + b'"}')
                 except BaseException:
                     state.unread(epoch)
                     if self._barriers.pop(token, None) is not None:  # it will never come back
@@ -631,7 +629,7 @@ class Gateway:
             try:
                 if self._queued.get(key) is fut:
                     del self._queued[key]  # sent from here on: newcomers need their own
-                fut.set_result(await self._snapshot_reads(key))
+                fut.set_result(await self.store.snapshot(key))
             finally:
                 self._grant(self._reads.done(session.id))
         except BaseException as exc:
@@ -642,13 +640,6 @@ class Gateway:
                 fut.exception()  # retrieved here; the sharers get it too, and retry
             raise
         return fut.result()
-
-    async def _read_many(self, keys: list[str]) -> list[list[Stored] | Exception]:
-        return await self.store.snapshots(keys)
-
-    async def _publish_many(self, messages: list[tuple[str, bytes]]) -> list[Exception | None]:
-        await self.store.publish_many(messages)
-        return [None] * len(messages)
 
     async def _turn(self, cid: str) -> None:
         """Wait until client ``cid`` may read; the caller then reports ``_reads.done``."""

@@ -255,26 +255,6 @@ class Store(abc.ABC):
     async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
         """Every object in ``key``, read atomically; with ``marks``, the marks of half-way writes too."""
 
-    async def snapshots(self, keys: list[str]) -> list[list[Stored] | Exception]:
-        """The live objects of each key (as ``snapshot``), or the error reading that key raised.
-
-        A store with round trips reads them all in one (the Redis store
-        does); each key is still read atomically, on its own. Raises only
-        when the store itself failed (synk.ConnectionError), for every key.
-        """
-        out: list[list[Stored] | Exception] = []
-        for key in keys:
-            try:
-                out.append(await self.snapshot(key))
-            except ConfigError as exc:
-                out.append(exc)
-        return out
-
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        """``publish`` each (key, data), in order; a store with round trips sends them in one."""
-        for key, data in messages:
-            await self.publish(key, data)
-
     @abc.abstractmethod
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         """What ``key`` holds of ``ids``: objects, or marks of half-way writes."""

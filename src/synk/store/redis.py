@@ -493,36 +493,10 @@ class RedisStore(Store):
 
     async def snapshot(self, key: str, *, marks: bool = False) -> list[Stored]:
         [flat] = await self._retry_once([keyed(b"HGETALL", self.objects_key(key).encode())])
-        return self._objects(key, flat, marks)
-
-    @staticmethod
-    def _objects(key: str, flat: Any, marks: bool) -> list[Stored]:
         # RESP3 answers HGETALL with a map, RESP2 with a flat list.
         pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=True)
         found = [Stored.parse(key, oid.decode(), value) for oid, value in pairs]
         return found if marks else [s for s in found if s.live]
-
-    async def snapshots(self, keys: list[str]) -> list[list[Stored] | Exception]:
-        # One pipelined round trip (per node, on a cluster) for every key: a crowd of
-        # clients subscribing at once costs a round trip per batch, not per key.
-        calls = [keyed(b"HGETALL", self.objects_key(key).encode()) for key in keys]
-        try:
-            replies = await self._send(calls)
-        except SynkConnectionError:  # a pooled connection to a restarted Redis fails on first use
-            replies = await self._send(calls)
-        out: list[list[Stored] | Exception] = []
-        for key, reply in zip(keys, replies, strict=True):
-            try:
-                if isinstance(reply, Exception):
-                    self._raise_errors([reply])
-                out.append(self._objects(key, reply, False))
-            except (ConfigError, rexc.ResponseError) as exc:
-                out.append(exc if isinstance(exc, ConfigError) else ConfigError(f"key {key!r} cannot be read: {exc}"))
-        return out
-
-    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
-        if messages:
-            await self._retry_once([keyed(b"SPUBLISH", self.channel(key).encode(), data) for key, data in messages])
 
     async def fetch(self, key: str, ids: list[str]) -> dict[str, Stored]:
         name = self.objects_key(key).encode()
