@@ -28,6 +28,16 @@ def client(world: synk.World) -> Redis:
     return redis_store(world).redis
 
 
+@asynccontextmanager
+async def out_of_memory(r: Redis) -> AsyncIterator[None]:
+    """Redis refuses every write (``maxmemory`` 1 byte) inside the block, and takes them again after it."""
+    await r.config_set("maxmemory", 1)
+    try:
+        yield
+    finally:
+        await r.config_set("maxmemory", 0)
+
+
 async def next_event(sub: Subscriber, timeout: float = 10.0) -> Event:
     """The subscriber's next event, waiting at most ``timeout`` seconds."""
     it = sub.__aiter__()

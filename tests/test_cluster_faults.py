@@ -19,7 +19,7 @@ from redis.crc import key_slot
 
 import synk
 from bench.redis_cluster import RedisCluster, command
-from tests.gateway_env import Env, running, store_view, until
+from tests.gateway_env import Env, running, store_view, until, until_async
 from tests.models import Agent
 from tests.store_invariant import read_state, violations
 from tests.wsclient import WsClient
@@ -219,12 +219,13 @@ async def test_a_flush_is_acknowledged_only_once_a_replica_holds_its_writes() ->
         assert name not in routing.replicated
         replica.proc.send_signal(signal.SIGCONT)
         replica = None
+
         # The replica is back: flushes wait for it again once synk reads the replicas again.
-        deadline = time.monotonic() + 30
-        while name not in routing.replicated:
-            assert time.monotonic() < deadline, "the replica that came back is not waited for"
-            await flush_until_it_lands(world, agents, "with the replica back")
-            await asyncio.sleep(0.1)  # a tick: the world's own pace, not a wait for the condition
+        async def waited_for_again() -> bool:
+            await flush_until_it_lands(world, agents, "with the replica back")  # a flush reads the replicas again, when due
+            return name in routing.replicated
+
+        await until_async(waited_for_again, "the replica that came back to be waited for", 30)
         for a in agents:
             a.name = "replicated"
         await world.flush()

@@ -27,7 +27,7 @@ from bench.redis_process import RedisProcess
 from synk.store.redis import RedisStore
 from tests.gateway_env import until_async
 from tests.models import Agent
-from tests.redis_env import world_on
+from tests.redis_env import out_of_memory, world_on
 from tests.store_invariant import read_state, violations
 
 PREFIX = "wf:"
@@ -283,15 +283,12 @@ async def test_a_repair_the_store_refuses_leaves_the_half_way_move_for_the_next_
             await asyncio.wait_for(world.flush(), 30)
         proxy.heal()
         r = (await direct(redis_process)).redis
-        await r.config_set("maxmemory", 1)
-        try:
+        async with out_of_memory(r):
             with pytest.raises(
                 synk.ConnectionError, match=r"reload\(\) could not finish 1 half-way write\(s\), such as the move of agent 'a0' \(refused"
             ):
                 await world.reload()
             assert world._owned.get("a0") is mover  # still this world's
-        finally:
-            await r.config_set("maxmemory", 0)
         report = await world.reload()
         assert report.missing == []
         assert mover.sub_key == "world:1|0"
@@ -317,14 +314,11 @@ async def test_a_refused_repair_of_a_move_redis_ran_late_is_not_given_up(redis_p
 
         await until_async(taken_out, "the late take-out")
         r = (await direct(redis_process)).redis
-        await r.config_set("maxmemory", 1)
-        try:
+        async with out_of_memory(r):
             with pytest.raises(synk.ConnectionError) as info:
                 await world.reload()
             assert "could not finish 1 half-way write" in str(info.value)
             assert world._owned.get("a0") is mover
-        finally:
-            await r.config_set("maxmemory", 0)
         report = await world.reload()
         assert report.missing == [], "the half-way moved object was given up as missing"
         state = await read_state(redis_process.url, PREFIX)

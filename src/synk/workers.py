@@ -86,8 +86,6 @@ class Supervisor:
 
     argv: Sequence[str]
     count: int
-    #: how many workers were started again after exiting
-    restarts: int = 0
     _workers: list[_Worker | None] = field(default_factory=list)
     _pause: float = 0.0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -197,7 +195,6 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self._pause)
                 continue
-            self.restarts += 1
             new = self._workers[worker.index]
             assert new is not None
             log.info("synk worker %d started again (pid %d)", worker.index, new.proc.pid)

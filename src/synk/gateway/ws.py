@@ -246,12 +246,9 @@ class _Server:
             # nobody to hand a close frame to: drop it (its handler then ends).
             log.info("synk gateway dropped a client that left a keepalive ping unanswered")
             connection.transport.abort()
-        done = self._done
-        if done is None:
-            done = self._done = loop.create_future()
-            done.set_result(0.0)
+        assert self._done is not None
         for connection in to_ping:
-            token = ping(connection, done)
+            token = ping(connection, self._done)
             if token is not None:
                 keepalive.pinged(connection, token, now)
 
@@ -264,7 +261,10 @@ class _Server:
         await self.gateway.start()
         self.server = await self._inner.__aenter__()
         if self._keepalive is not None:
-            self._timer = asyncio.get_running_loop().call_later(_tick_seconds(self._keepalive.interval), self._tick)
+            loop = asyncio.get_running_loop()
+            self._done = loop.create_future()
+            self._done.set_result(0.0)
+            self._timer = loop.call_later(_tick_seconds(self._keepalive.interval), self._tick)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
