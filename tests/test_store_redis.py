@@ -12,6 +12,7 @@ import pytest
 from redis.crc import key_slot
 
 import synk
+from bench.chaos.proxy import Proxy
 from bench.redis_process import RedisProcess, free_port
 from synk.core.messages import encode_add
 from synk.store.base import Event
@@ -163,6 +164,42 @@ async def test_client_messages_are_dropped_while_no_simulation_reads_them(redis_
             await until(lambda: len(received) == 1, "the message read")
             assert received == [synk.ClientMessage("c", "m", {"n": 1})]
             assert await r.type("t1:{msgs}") == b"stream"
+        finally:
+            reader.cancel()
+
+
+async def test_a_client_message_posted_between_two_reads_of_the_stream_is_read(redis_process: RedisProcess) -> None:
+    """The reader's XREAD blocks for a second at a time: a message appended after
+    one read timed out and before the next reached Redis must still be read
+    (the demo's first click was lost that way, one run in five)."""
+    async with (
+        Proxy(redis_process.port) as proxy,
+        world_on(proxy.url, prefix="t1:") as world,
+        world_on(redis_process.url, prefix="t1:") as gateway,
+    ):
+        r = client(gateway)
+        received: list[synk.ClientMessage] = []
+
+        async def read() -> None:
+            async for msg in world.messages():
+                received.append(msg)
+
+        async def blocked() -> bool:
+            """Whether a connection waits in a blocking XREAD now."""
+            return any("b" in c["flags"] for c in await r.client_list())
+
+        async def not_blocked() -> bool:
+            return not await blocked()
+
+        reader = asyncio.create_task(read())
+        try:
+            await until_async(blocked, "the reader blocked in XREAD")
+            proxy.hold_existing()  # the reader's next XREAD waits in the proxy
+            await until_async(not_blocked, "the reader's XREAD to time out", timeout=5)
+            assert await gateway.store.post(b'{"client":"c","method":"m","data":{"n":1}}') is True
+            proxy.heal()
+            await until(lambda: len(received) == 1, "the message read")
+            assert received == [synk.ClientMessage("c", "m", {"n": 1})]
         finally:
             reader.cancel()
 

@@ -532,7 +532,11 @@ class RedisStore(Store):
         return bool(appended)
 
     async def read_posts(self) -> AsyncIterator[bytes]:
-        last = "$"
+        # Read from an entry id, never from "$" after the first step: "$" means
+        # "what is added once this XREAD reaches Redis", so a message appended
+        # between one XREAD's timeout and the next (a busy loop, a slow link)
+        # was acknowledged to its gateway and then never read.
+        last: str | bytes | None = None
         delay = 0.05
         flag = f"{self._stream}:reader"
         refreshed = -math.inf
@@ -543,6 +547,10 @@ class RedisStore(Store):
                     # Clients' messages are kept only while someone reads them.
                     await self.commands.set(flag, b"1", px=_READER_TTL_MS)
                     refreshed = loop.time()
+                if last is None:
+                    # From now on: after the newest entry, or from the start of an empty stream.
+                    newest: Any = await self.commands.xrevrange(self._stream, count=1)
+                    last = newest[0][0] if newest else b"0-0"
                 replies: Any = await self.commands.xread({self._stream: last}, block=1000, count=500)
                 delay = 0.05
             except ERRORS:
