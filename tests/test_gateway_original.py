@@ -35,19 +35,27 @@ async def _marker(env: Env, client: WsClient, key: str) -> None:
 
 
 async def _hold_reads_of(env: Env, key: str, *, before: bool) -> tuple[asyncio.Event, asyncio.Event]:
-    """Hold the gateway's next snapshot read of ``key`` (``before`` it reads, or after): (read reached, release)."""
+    """Hold the gateway's next snapshot read of ``key`` (``before`` it reads, or after): (read reached, release).
+
+    ``reached`` is set once the read is held: before it is sent, or once its
+    reply is in (set on entry, a write the test makes next could land first).
+    """
     store = env.gateway.store
     real = store.snapshot
     reached, release = asyncio.Event(), asyncio.Event()
+    taken = False
 
     async def held(k: str, *, marks: bool = False) -> Any:
-        if k != key or reached.is_set():
+        nonlocal taken
+        if k != key or taken:
             return await real(k, marks=marks)
-        reached.set()
+        taken = True
         if before:
+            reached.set()
             await release.wait()
             return await real(k, marks=marks)
         out = await real(k, marks=marks)
+        reached.set()
         await release.wait()
         return out
 
