@@ -23,6 +23,8 @@ class WsClient:
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
+        #: every frame received, as it came (a batch frame holds several messages)
+        self.frames: list[str | bytes] = []
         self.messages: list[dict[str, Any]] = []
         self.mirror: dict[str, dict[str, Any]] = {}
         self.keys: set[str] = set()
@@ -31,15 +33,18 @@ class WsClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, *, resnap: bool = True, **kwargs: Any) -> WsClient:
+    async def open(cls, url: str, *, resnap: bool = True, batch: bool | None = None, **kwargs: Any) -> WsClient:
         """Connect to ``url`` and wait for the gateway's ``hello``.
 
         ``resnap``: declare (``synk_resnap=1``) that it takes re-snapshots on
         the live socket, as synk-client does; False connects as the original
-        synk-js client.
+        synk-js client. ``batch``: declare (``synk_batch=1``) that it takes
+        batch frames, as synk-client does (by default, when ``resnap``).
         """
         if resnap:
             url += ("&" if "?" in url else "?") + "synk_resnap=1"
+        if resnap if batch is None else batch:
+            url += ("&" if "?" in url else "?") + "synk_batch=1"
         client = cls(await connect(url, **kwargs))
         await client.wait(lambda: any(m["method"] == "hello" for m in client.messages))
         return client
@@ -47,9 +52,11 @@ class WsClient:
     async def _read(self) -> None:
         try:
             async for frame in self.conn:
-                msg = orjson.loads(frame)
-                self.messages.append(msg)
-                self._apply(msg)
+                self.frames.append(frame)
+                decoded = orjson.loads(frame)
+                for msg in decoded if isinstance(decoded, list) else [decoded]:
+                    self.messages.append(msg)
+                    self._apply(msg)
                 async with self._changed:
                     self._changed.notify_all()
         except ConnectionClosed:

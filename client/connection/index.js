@@ -40,13 +40,14 @@ export function backoffDelay(attempt, { min, max }, random = Math.random) {
 }
 
 /**
- * `url` with `synk_resnap=1` in its query: it tells the gateway that this
- * client takes `snap`, `resnap` and an `add` of an object it holds, so the
- * gateway may re-snapshot on the live socket instead of closing it (the
- * original synk-js client takes none of them).
+ * `url` with `synk_resnap=1&synk_batch=1` in its query. `synk_resnap=1` tells
+ * the gateway that this client takes `snap`, `resnap` and an `add` of an
+ * object it holds, so the gateway may re-snapshot on the live socket instead
+ * of closing it; `synk_batch=1` that it takes batch frames (a JSON array of
+ * messages in one frame). The original synk-js client takes none of them.
  */
 export function declaredUrl(url) {
-  return withParam(url, "synk_resnap", "1")
+  return withParam(withParam(url, "synk_resnap", "1"), "synk_batch", "1")
 }
 
 /**
@@ -392,15 +393,28 @@ export class Synk {
       this.#error({ code: "bad_frame", reason: "binary frame", data })
       return
     }
-    let msg
+    let parsed
     try {
-      msg = JSON.parse(data)
+      parsed = JSON.parse(data)
     } catch {
       this.#error({ code: "bad_frame", reason: "frame is not JSON", data })
       return
     }
+    // A batch frame holds the messages of one gateway write, in order.
+    if (!Array.isArray(parsed)) {
+      this.#onOne(parsed, data, "frame is")
+      return
+    }
+    for (const msg of parsed) {
+      // A listener may close the connection mid-batch: the rest is moot.
+      if (this.#stopped) return
+      this.#onOne(msg, data, "batch frame holds a message that is")
+    }
+  }
+
+  #onOne(msg, data, what) {
     if (!isRecord(msg) || typeof msg.method !== "string") {
-      this.#error({ code: "bad_frame", reason: "frame is not an object with a string method", data })
+      this.#error({ code: "bad_frame", reason: `${what} not an object with a string method`, data })
       return
     }
     if (msg.method === "hello") {

@@ -35,7 +35,7 @@ const at = (cx, cy = 0, dx = 1, dy = 1) => ({ x: cx * CHUNK + dx, y: cy * CHUNK 
 /**
  * A client following `keys`, with "agent" registered as a class that logs
  * its construction and teardown, and every socket frame it receives kept
- * in `frames` (a tap on the "ws" WebSocket).
+ * in `frames` (a tap on the "ws" WebSocket; a batch frame's messages one by one).
  */
 function client(keys) {
   // snapsAtHello[n]: how many snaps had come when the (n+1)th hello did.
@@ -44,7 +44,7 @@ function client(keys) {
     constructor(url) {
       super(url)
       c.sockets.push(this)
-      this.addEventListener("message", (e) => c.frames.push(JSON.parse(e.data)))
+      this.addEventListener("message", (e) => c.frames.push(...[JSON.parse(e.data)].flat()))
     }
   }
   class Agent {

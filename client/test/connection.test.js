@@ -93,7 +93,7 @@ test("on open the whole subscription goes out as one add, then hello", () => {
   socket().open()
   socket().receive({ method: "hello", client: "c7" })
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
     ["open"],
     ["hello", "c7"]
@@ -105,7 +105,7 @@ test("on open the whole subscription goes out as one add, then hello", () => {
 test("an empty subscription sends nothing on open", () => {
   const { events, socket } = setup()
   socket().open()
-  assert.deepStrictEqual(events, [["connect", "ws://gateway/?synk_resnap=1"], ["open"]])
+  assert.deepStrictEqual(events, [["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"], ["open"]])
 })
 
 test("setSubscription sends only the difference, and drops removed keys' objects", () => {
@@ -118,7 +118,7 @@ test("setSubscription sends only the difference, and drops removed keys' objects
   synk.setSubscription(new Set(["k3", "k2"])) // same set: nothing to send
   assert.throws(() => synk.setSubscription(["k 4"]), TypeError)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["open"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"], remove: [] }],
     ["add", "a", 1],
@@ -155,9 +155,9 @@ test("reconnects with backoff, re-sends the whole subscription, reconciles in pl
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
     "--- 49 ms",
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     socketError, ["close", closeInfo(100)],
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["hello", "c2"],
@@ -202,7 +202,7 @@ test("reconnect: an object that moved between followed keys while away is moved 
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
     ["open"],
     ["hello", "c2"],
@@ -293,7 +293,7 @@ test("after a store reset, the reconnect snapshot's new incarnations update in p
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["hello", "c2"],
@@ -324,13 +324,13 @@ test("sends made while disconnected are queued and flushed on (re)open", () => {
   clock.advance(50)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["send", { method: "chat", text: "early" }],
     ["open"],
     ["send", { method: "chat", text: "live" }],
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["send", { method: "chat", text: "while away 1" }],
     ["send", { method: "ping" }],
@@ -347,10 +347,10 @@ test("a socket closing (CLOSING state) queues sends instead of losing them", () 
   clock.advance(50)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["open"],
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "chat", n: 1 }],
     ["open"]
   ])
@@ -363,7 +363,7 @@ test("a full queue reports the dropped message through error", () => {
   assert.strictEqual(synk.send("chat", { n: 3 }), false)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["error", {
       code: "queue_full",
       reason: "\"chat\" dropped: 2 messages already wait for a connection",
@@ -391,7 +391,8 @@ test("bad frames and shapes are reported through error, never thrown", () => {
   socket().receive(add("a", 1)) // the connection still works
   assert.deepStrictEqual(events.map(([name, e]) => (name === "error" ? [name, e.code, e.reason] : [name])), [
     ["error", "bad_frame", "frame is not JSON"],
-    ["error", "bad_frame", "frame is not an object with a string method"],
+    ["error", "bad_frame", "batch frame holds a message that is not an object with a string method"],
+    ["error", "bad_frame", "batch frame holds a message that is not an object with a string method"],
     ["error", "bad_frame", "frame is not an object with a string method"],
     ["error", "bad_frame", "binary frame"],
     ["error", "bad_shape", "add without a string id"],
@@ -429,7 +430,7 @@ test("an unfilled version gap sends a resync of the key", () => {
   socket().receive(snap("k1", ["a"]))
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["add", "a", 1],
@@ -462,7 +463,7 @@ test("an \"error\" listener that throws goes to the console, not back to \"error
   socket().receive({ method: "error", code: "forbidden", reason: "no access to k9" })
   socket().receive({ method: "chat" }) // the connection still works
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["open"],
     ["error", { code: "forbidden", reason: "no access to k9" }],
     ["message", { method: "chat" }]
@@ -481,7 +482,7 @@ test("close() stops for good: no reconnect, sends refused, queue reported", () =
   assert.strictEqual(synk.send("chat", { n: 2 }), false)
   clock.advance(60_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["add", "a", 1],
@@ -502,7 +503,7 @@ test("close() of an open socket closes it with 1000 and emits nothing more", () 
   synk.close() // idempotent
   assert.strictEqual(ws.onclose, null)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["open"],
     ["socket.close", 1000]
   ])
@@ -523,11 +524,48 @@ test("a WebSocket constructor that throws is reported, without retry loops", asy
   ])
 })
 
-test("the gateway is told this client takes resnap, in the URL's query", async () => {
+test("the gateway is told this client takes resnap and batch frames, in the URL's query", async () => {
   const { declaredUrl } = await import("../connection/index.js")
-  assert.strictEqual(declaredUrl("ws://g/"), "ws://g/?synk_resnap=1")
-  assert.strictEqual(declaredUrl("ws://g/sync?token=a"), "ws://g/sync?token=a&synk_resnap=1")
-  assert.strictEqual(declaredUrl("ws://g/?t=1#x"), "ws://g/?t=1&synk_resnap=1#x")
+  assert.strictEqual(declaredUrl("ws://g/"), "ws://g/?synk_resnap=1&synk_batch=1")
+  assert.strictEqual(declaredUrl("ws://g/sync?token=a"), "ws://g/sync?token=a&synk_resnap=1&synk_batch=1")
+  assert.strictEqual(declaredUrl("ws://g/?t=1#x&synk_batch=0"), "ws://g/?t=1&synk_resnap=1&synk_batch=1#x&synk_batch=0")
+  assert.strictEqual(declaredUrl("ws://g/?synk_batch=0"), "ws://g/?synk_resnap=1&synk_batch=1")
+})
+
+test("a batch frame's messages are taken in order, as if each came alone", () => {
+  const { synk, events, socket } = setup()
+  synk.setSubscription(["k1"])
+  socket().open()
+  events.length = 0
+  socket().receive([
+    { method: "hello", client: "c1" },
+    add("a", 1),
+    add("b", 1),
+    snap("k1", ["a", "b"]),
+    { method: "mod", t: "agent", id: "a", sKey: "k1", v: 2, diff: { x: 1 } },
+    { method: "chat", text: "hi" },
+    { method: "rem", t: "agent", id: "b", sKey: "k1" }
+  ])
+  assert.deepStrictEqual(events, [
+    ["hello", "c1"],
+    ["add", "a", 1],
+    ["add", "b", 1],
+    ["mod", "a", 2, "mod"],
+    ["message", { method: "chat", text: "hi" }],
+    ["rem", "b", "rem"],
+    ["teardown", "b"]
+  ])
+  assert.deepStrictEqual(synk.objects.byKey("k1").map((o) => o.id), ["a"])
+})
+
+test("a listener that closes the connection mid-batch stops the rest of the batch", () => {
+  const { synk, events, socket } = setup()
+  synk.setSubscription(["k1"])
+  socket().open()
+  synk.on("message", () => synk.close())
+  events.length = 0
+  socket().receive([{ method: "chat" }, add("a", 1)])
+  assert.deepStrictEqual(events.filter(([name]) => name === "message" || name === "add"), [["message", { method: "chat" }]])
 })
 
 // ---- final refusals, URL and token functions --------------------------------
@@ -551,7 +589,7 @@ for (const [code, reason, reported] of [
     socket().closedByGateway(code, reason)
     clock.advance(10 * 60_000) // far past any backoff
     assert.deepStrictEqual(events, [
-      ["connect", "ws://gateway/?synk_resnap=1"],
+      ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
       ["send", { method: "updateSubscription", add: ["k1"] }],
       ["open"],
       ["close", { code, reason, wasClean: true, delay: null }],
@@ -574,7 +612,7 @@ test("a refusal drops the queued messages and reports them after the refusal", (
   socket().closedByGateway(4401, "unauthorized") // refused before "open" got through
   clock.advance(60_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
     ["close", { code: 4401, reason: "unauthorized", wasClean: true, delay: null }],
     ["error", { code: 4401, reason: "unauthorized" }],
     ["error", { code: "queue_dropped", reason: "the connection was refused (4401): 1 queued messages dropped", count: 1 }]
@@ -604,9 +642,9 @@ test("a url function is called before every connect, and its value used", () => 
   socket().drop() // a failed attempt calls it again too
   clock.advance(10_000)
   assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/1?synk_resnap=1"],
-    ["connect", "ws://gateway/2?synk_resnap=1"],
-    ["connect", "ws://gateway/3?synk_resnap=1"]
+    ["connect", "ws://gateway/1?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/2?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/3?synk_resnap=1&synk_batch=1"]
   ])
   assert.strictEqual(calls, 3)
   synk.close()
@@ -624,8 +662,8 @@ test("an async url function: the socket is made once it resolves (and returning 
   clock.advance(10_000)
   await settle()
   assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/a1?synk_resnap=1"],
-    ["connect", "ws://gateway/a2?synk_resnap=1"]
+    ["connect", "ws://gateway/a1?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/a2?synk_resnap=1&synk_batch=1"]
   ])
 })
 
@@ -642,9 +680,9 @@ test("an async token function's value goes in the query on every (re)connect", a
   clock.advance(10_000)
   await settle()
   assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/?token=t%201%2Fx&synk_resnap=1"],
-    ["connect", "ws://gateway/?token=t%202%2Fx&synk_resnap=1"],
-    ["connect", "ws://gateway/?token=t%203%2Fx&synk_resnap=1"]
+    ["connect", "ws://gateway/?token=t%201%2Fx&synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?token=t%202%2Fx&synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?token=t%203%2Fx&synk_resnap=1&synk_batch=1"]
   ])
 })
 
@@ -654,13 +692,13 @@ test("the token is added with & to a URL that has a query, replacing its token; 
   a.socket().drop()
   a.clock.advance(10_000)
   assert.deepStrictEqual(a.events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/sync?room=1&token=fresh1&synk_resnap=1"],
-    ["connect", "ws://gateway/sync?room=1&token=fresh2&synk_resnap=1"]
+    ["connect", "ws://gateway/sync?room=1&token=fresh1&synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/sync?room=1&token=fresh2&synk_resnap=1&synk_batch=1"]
   ])
   const b = setup({ token: "s3cret" })
-  assert.deepStrictEqual(b.events, [["connect", "ws://gateway/?token=s3cret&synk_resnap=1"]])
+  assert.deepStrictEqual(b.events, [["connect", "ws://gateway/?token=s3cret&synk_resnap=1&synk_batch=1"]])
   const c = setup({ token: () => null }) // no token this time: no parameter
-  assert.deepStrictEqual(c.events, [["connect", "ws://gateway/?synk_resnap=1"]])
+  assert.deepStrictEqual(c.events, [["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"]])
   assert.throws(() => setup({ token: 42 }), TypeError)
 })
 
@@ -688,7 +726,7 @@ test("a token function that throws or rejects emits error and retries with the b
     "--- 49 ms",
     ["error", "token", "the token function failed: Error: auth server down", 100],
     ["error", "token", "the token function returned number, not a string", 200],
-    ["connect", "ws://gateway/?token=good&synk_resnap=1"]
+    ["connect", "ws://gateway/?token=good&synk_resnap=1&synk_batch=1"]
   ])
   assert.strictEqual(events[0][1].error.message, "expired", "the thrown error is in `error`")
   assert.strictEqual(sockets.length, 1)
@@ -709,12 +747,12 @@ test("a url function that throws emits a \"url\" error and retries", () => {
   clock.advance(50) // url() throws; attempt 1: 100 ms
   clock.advance(100)
   assert.deepStrictEqual(events.map(brief), [
-    ["connect", "ws://g/1?synk_resnap=1"],
+    ["connect", "ws://g/1?synk_resnap=1&synk_batch=1"],
     ["open"],
     ["error", "socket_error", "WebSocket error", undefined],
     ["close"],
     ["error", "url", "the url function failed: Error: no config", 100],
-    ["connect", "ws://g/3?synk_resnap=1"]
+    ["connect", "ws://g/3?synk_resnap=1&synk_batch=1"]
   ])
 })
 

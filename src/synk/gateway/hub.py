@@ -365,7 +365,8 @@ class Gateway:
 
         ``path`` is the request's path and query: ``synk_resnap=1`` in it
         declares a client that takes ``snap``, ``resnap`` and an ``add`` of
-        an object it holds (PROTOCOL.md).
+        an object it holds, ``synk_batch=1`` one that takes batch frames
+        (PROTOCOL.md).
         """
         await self.start()
         cid = f"{next(self._counter)}-{secrets.token_hex(4)}"
@@ -384,7 +385,9 @@ class Gateway:
             on_lag=self._resnapshot_all,
             on_dirty=self._dirty_session,
         )
-        session.resnap = Handshake(path, {}).query.get("synk_resnap") == "1"
+        query = Handshake(path, {}).query
+        session.resnap = query.get("synk_resnap") == "1"
+        session.batch = query.get("synk_batch") == "1"
         self.sessions[cid] = session
         self.metrics.clients = len(self.sessions)
         session.push(p.encode_hello(cid))

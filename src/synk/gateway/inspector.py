@@ -93,6 +93,7 @@ def state(gateway: Gateway) -> dict[str, Any]:
                 "lag": round(s.lag, 6),
                 "lagging": s.lagging,
                 "resnap": s.resnap,
+                "batch": s.batch,
             }
         )
     return {

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from synk.gateway.metrics import Metrics
     from synk.gateway.snapshots import KeyState
 
-__all__ = ["Client", "Outlet", "Session"]
+__all__ = ["BATCH_FRAME_BYTES", "Client", "Outlet", "Session", "batch_frames"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -48,6 +48,36 @@ def json_identity(identity: Any) -> orjson.Fragment:
 
 
 _NULL = orjson.Fragment(b"null")
+
+
+#: Bytes of messages one batch frame holds at most (a client's write may take several):
+#: a snapshot of a big key goes out in parts a client parses one at a time.
+BATCH_FRAME_BYTES = 1 << 20
+
+
+def batch_frames(batch: list[bytes], most: int = BATCH_FRAME_BYTES) -> list[bytes]:
+    """The messages of one write as batch frames, in order, each up to ``most`` bytes of messages.
+
+    A batch frame is a JSON array of messages, or one message alone (PROTOCOL.md,
+    "Batch frames"): one frame per write instead of one per message, so a frame
+    header and a client-side frame event less per message. A message larger
+    than ``most`` gets a frame of its own.
+    """
+    if len(batch) == 1:
+        return batch
+    out: list[bytes] = []
+    start, size = 0, 0
+    for i, data in enumerate(batch):
+        if size and size + len(data) > most:
+            out.append(_array(batch[start:i]))
+            start, size = i, 0
+        size += len(data) + 1
+    out.append(_array(batch[start:]))
+    return out
+
+
+def _array(messages: list[bytes]) -> bytes:
+    return messages[0] if len(messages) == 1 else b"[%b]" % b",".join(messages)
 
 
 class Outlet(abc.ABC):
@@ -129,6 +159,9 @@ class Session:
         #: the client declared (``?synk_resnap=1``) that it takes ``snap``, ``resnap`` and an
         #: ``add`` of an object it holds; the original synk-js client does not
         self.resnap = False
+        #: the client declared (``?synk_batch=1``) that it takes batch frames: each write
+        #: to it is one frame holding a JSON array of messages; the original client does not
+        self.batch = False
         #: object id -> (old key, new key, the add with psKey left out for it): this client
         #: got the move as the mod with nsKey of the old key instead, unless it leaves
         #: the old key before that mod reached it (see :meth:`remember_move`)
@@ -282,7 +315,7 @@ class Session:
         batch = self._pending
         if not batch or self.closed:
             return
-        if self.outlet.write_nowait(batch):
+        if self.outlet.write_nowait(batch_frames(batch) if self.batch else batch):
             since = self._since
             _, size = self._take()
             self.metrics.messages_out += len(batch)
@@ -312,7 +345,7 @@ class Session:
                     if batch:
                         # Not wait_for: it wraps every write in a new Task.
                         async with asyncio.timeout(self._stuck):
-                            await self.outlet.write(batch)
+                            await self.outlet.write(batch_frames(batch) if self.batch else batch)
                         self.metrics.messages_out += len(batch)
                         self.metrics.bytes_out += size
                         self.metrics.delivery.observe(self._loop.time() - since)

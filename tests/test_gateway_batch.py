@@ -1,0 +1,58 @@
+"""Batch frames: a client that declares ``synk_batch=1`` gets each write as one frame (PROTOCOL.md, "Batch frames")."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from synk.gateway.session import batch_frames
+from tests.gateway_env import Env, running, store_url
+from tests.models import Agent
+from tests.wsclient import WsClient
+
+KEY = "world:0|0"
+
+
+@pytest.fixture
+async def env(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Env]:
+    async with running(store_url(backend, request)) as e:
+        yield e
+
+
+def test_batch_frames_keep_the_order_and_bound_each_frame() -> None:
+    one = [b'{"method":"a"}']
+    assert batch_frames(one) == one  # a message alone is its own frame
+    batch = [b'{"n":%d}' % i for i in range(10)]
+    assert batch_frames(batch) == [b"[" + b",".join(batch) + b"]"]
+    frames = batch_frames(batch, most=30)
+    assert [m for f in frames for m in (orjson.loads(f) if f.startswith(b"[") else [orjson.loads(f)])] == [{"n": i} for i in range(10)]
+    assert all(len(f) <= 30 + 2 for f in frames) and len(frames) == 4
+    big = b'{"big":"' + b"x" * 100 + b'"}'
+    assert batch_frames([one[0], big, one[0]], most=50) == [one[0], big, one[0]]
+
+
+async def test_a_flush_reaches_a_batch_client_in_fewer_frames_and_the_same_messages(env: Env) -> None:
+    agents = [env.world.create(Agent(id=f"a{i}", x=1)) for i in range(50)]
+    await env.world.flush()
+    batched = await WsClient.open(env.url)  # synk_batch=1, as synk-client declares
+    plain = await WsClient.open(env.url, batch=False)
+    for client in (batched, plain):
+        await client.subscribe([KEY])
+    # The snapshot (50 adds and a snap) went to the batch client in one frame or a few.
+    assert len(batched.frames) < len(batched.messages) / 10
+    assert len(plain.frames) == len(plain.messages)
+    bf, pf, pm = len(batched.frames), len(plain.frames), len(plain.messages)
+    for a in agents:
+        a.name = "changed"
+    await env.world.flush()
+    for client in (batched, plain):
+        await client.wait(lambda c=client: sum(m["method"] == "mod" for m in c.messages) == 50)  # type: ignore[misc]
+    assert [m for m in batched.messages if m["method"] != "hello"] == [m for m in plain.messages if m["method"] != "hello"]
+    assert len(plain.frames) - pf == len(plain.messages) - pm == 50
+    assert len(batched.frames) - bf < 50
+    assert any(isinstance(f, str) and f.startswith("[") for f in batched.frames[bf:])
+    assert batched.mirror == plain.mirror and len(batched.mirror) == 50
+    await batched.close()
+    await plain.close()
