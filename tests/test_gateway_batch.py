@@ -1,4 +1,4 @@
-"""Batch frames: a client that declares ``synk_batch=1`` gets each write as one frame (PROTOCOL.md, "Batch frames")."""
+"""Batch frames (a client that declares ``synk_batch=1`` gets each write as one frame) and the write interval."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from synk.gateway.session import batch_frames
-from tests.gateway_env import Env, running, store_url
+from tests.gateway_env import Env, running, store_url, until
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -56,3 +56,37 @@ async def test_a_flush_reaches_a_batch_client_in_fewer_frames_and_the_same_messa
     assert batched.mirror == plain.mirror and len(batched.mirror) == 50
     await batched.close()
     await plain.close()
+
+
+async def test_a_write_interval_sends_several_flushes_to_a_client_in_one_write() -> None:
+    async with running(None, write_interval=2.0) as env:
+        a = env.world.create(Agent(id="a", x=1))
+        await env.world.flush()
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY])
+        [session] = env.gateway.sessions.values()
+        start = len(client.frames)
+        for i in range(5):
+            a.name = f"n{i}"
+            await env.world.flush()
+            # Queued, not written: the write-out waits for the interval since the snapshot's.
+            await until(lambda n=i + 1: session.backlog_messages == n, f"mod {i + 1} queued")  # type: ignore[misc]
+        await client.wait(lambda: len(client.of("mod")) == 5)
+        assert len(client.frames) == start + 1
+        assert [m["diff"]["name"] for m in client.of("mod")] == [f"n{i}" for i in range(5)]
+        await client.close()
+
+
+async def test_without_a_write_interval_each_flush_is_written_at_once() -> None:
+    async with running(None) as env:
+        a = env.world.create(Agent(id="a", x=1))
+        await env.world.flush()
+        client = await WsClient.open(env.url)
+        await client.subscribe([KEY])
+        start = len(client.frames)
+        for i in range(5):
+            a.name = f"n{i}"
+            await env.world.flush()
+            await client.wait(lambda n=i + 1: len(client.of("mod")) == n)  # type: ignore[misc]
+        assert len(client.frames) == start + 5
+        await client.close()

@@ -36,6 +36,8 @@ def test_a_misspelled_setting_names_itself_and_the_valid_ones() -> None:
         ("max_keys", 0, "a positive integer"),
         ("rate", True, "a positive number"),
         ("ping_interval", -1, "None or a positive number"),
+        ("write_interval", -1, "a number of seconds from 0 to 10"),
+        ("write_interval", None, "a number of seconds from 0 to 10"),
         ("origins", ["https://a.example", 3], 'None, "*", or a list of origins'),
         ("forward_to_world", "no", "True or False"),
         ("static_dir", 42, "None or a folder's path"),

@@ -58,6 +58,7 @@ async def _serve(args: argparse.Namespace) -> None:
         "max_keys": args.max_keys,
         "ping_interval": args.ping_interval,
         "ping_timeout": args.ping_interval,
+        "write_interval": args.write_interval,
         "inspect": args.inspect,
         **_token_hooks(args.jwt_secret_env),
     }
@@ -280,6 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="seconds between keepalive pings to each client; one that leaves a ping unanswered as long is dropped"
         " (default %(default)s; each ping costs CPU: 10,000 clients at 20 s are 500 pings a second)",
+    )
+    serve.add_argument(
+        "--write-interval",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="least time between two writes to clients (default %(default)s: at once); under load, more messages per write"
+        " for less CPU, at up to this much latency (see docs/gateway.md)",
     )
     serve.add_argument(
         "--jwt-secret-env",

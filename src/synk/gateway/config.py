@@ -50,6 +50,7 @@ class GatewaySettings(TypedDict, total=False):
     max_barriers: int
     ping_interval: float | None
     ping_timeout: float | None
+    write_interval: float
     origins: list[str] | str | None
     allow_own_origin: bool
     authenticate: Callable[[Handshake], Any] | None
@@ -90,6 +91,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "max_barriers": ("a positive integer", lambda v: _integer(v) and v > 0),
     "ping_interval": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
     "ping_timeout": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
+    "write_interval": ("a number of seconds from 0 to 10", lambda v: _number(v) and 0 <= v <= 10),
     "origins": ('None, "*", or a list of origins such as "https://example.com"', _origins),
     "allow_own_origin": ("True or False", lambda v: isinstance(v, bool)),
     "authenticate": ("None or a function (handshake) -> identity, sync or async", lambda v: v is None or callable(v)),
@@ -147,6 +149,8 @@ class GatewayConfig:
                                                    once, gateway-wide
     ``ping_interval`` /       20 s / 20 s          websocket keepalive (None: off)
     ``ping_timeout``
+    ``write_interval``        0                    seconds between two writes to a client at
+                                                   least (0: as soon as messages are ready)
     ========================  ===================  ==========================================
 
     A name that is not a setting, or a value of the wrong kind, is a
@@ -170,6 +174,9 @@ class GatewayConfig:
     max_barriers: int = 10_000
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    #: writes to clients come at most this often (seconds): under load a client gets
+    #: more messages per write, for less CPU per message and up to this much latency
+    write_interval: float = 0.0
     #: allowed Origin values; None means the gateway's own host only, "*" any
     origins: list[str] | str | None = None
     #: pages the gateway serves itself (Origin matching Host) may connect besides ``origins``

@@ -13,6 +13,7 @@ import collections
 import contextlib
 import itertools
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -109,7 +110,11 @@ class Gateway:
         #: keys whose read was dropped past ``max_barriers``, with its epoch: read again,
         #: oldest first, one per barrier that comes back (or is forgotten)
         self._parked: collections.deque[tuple[Session, KeyState, int]] = collections.deque()
+        #: sessions with messages queued since the last write-out, which comes once per
+        #: burst (and at most once per ``write_interval``)
         self._dirty: list[Session] = []
+        #: when the last write-out ran (the loop's clock)
+        self._written = -math.inf
         #: snapshot reads, round-robin between clients: one asking for a thousand keys
         #: delays another client's new key by a few reads, not a thousand
         self._reads: ReadQueue[str, tuple[str, asyncio.Future[None]]] = ReadQueue(SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
@@ -749,17 +754,25 @@ class Gateway:
         return m.data
 
     def _dirty_session(self, session: Session) -> None:
-        # One flush per burst, once what is ready now has run: what a burst
+        # One write-out per burst, once what is ready now has run: what a burst
         # queues for a client leaves in one write, without a task switch per
-        # client (the writer task only waits out a full socket).
+        # client (the writer task only waits out a full socket). With a
+        # write_interval, write-outs come at most that often: a busy client
+        # then gets several ticks' messages in one write (and one batch frame).
         if not self._dirty:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            interval = self.config.write_interval
+            if interval:
+                loop.call_at(max(loop.time(), self._written + interval), self._write_out)
+            else:
+                loop.call_soon(self._write_out)
         self._dirty.append(session)
 
-    def _flush(self) -> None:
+    def _write_out(self) -> None:
+        self._written = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, []
         for session in dirty:
-            session.flush()
+            session.write_out()
 
     # -- fan-out ----------------------------------------------------------------------------
 

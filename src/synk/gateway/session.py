@@ -181,7 +181,7 @@ class Session:
         self._max_messages = max_backlog_messages
         self._stuck = stuck_timeout
         self._on_lag = on_lag
-        #: called on the first push after a flush; the gateway then calls flush() once per burst
+        #: called on the first push after a write; the gateway then calls write_out() once per burst
         self._on_dirty = on_dirty
         self._marked = False
         #: how much of the backlog is snapshots, which the bound lets through
@@ -306,7 +306,7 @@ class Session:
         self._pending, self._pending_bytes, self._slack_messages, self._slack_bytes = [], 0, 0, 0
         return batch, size
 
-    def flush(self) -> None:
+    def write_out(self) -> None:
         """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
         self._marked = False
         if self.lagging and not self.closed:
