@@ -287,6 +287,28 @@ async def test_asgi_app_at_the_root(backend: str, request: pytest.FixtureRequest
             await check_asgi(world, gateway, "", port)
 
 
+async def test_a_busy_asgi_client_is_written_by_one_task_and_gets_batch_frames() -> None:
+    """An ASGI send must be awaited, so every write goes through the client's writer task;
+    made again for every write, it cost a task per client per tick. It lingers instead."""
+    async with world_and_gateway(None) as (world, gateway), uvicorn_app(gateway.asgi_app()) as port:
+        agents = [world.create(Agent(id=f"b{i}")) for i in range(20)]
+        await world.flush()
+        client = await WsClient.open(f"ws://127.0.0.1:{port}/")
+        await client.subscribe([KEY])
+        [session] = gateway.sessions.values()
+        writers = []
+        for round_ in range(1, 6):
+            for a in agents:
+                a.name = f"r{round_}"
+            await world.flush()
+            await client.wait(lambda r=round_: len(client.of("mod")) == 20 * r)  # type: ignore[misc]
+            writers.append(session._writer)  # the task that wrote this round, still waiting for more
+        assert None not in writers and len(set(map(id, writers))) == 1
+        # One send per write: 20 mods of a flush in one frame, or a few.
+        assert len(client.frames) < len(client.messages) / 5
+        await client.close()
+
+
 async def test_asgi_app_mounted_in_starlette(backend: str, request: pytest.FixtureRequest) -> None:
     async with world_and_gateway(store_url(backend, request)) as (world, gateway):
 

@@ -2,7 +2,8 @@
 
 Websocket connections at any path, ``GET /metrics``, and the JS client's
 files. The ASGI server frames and pings; messages leave one ``send`` each,
-since ASGI has no way to coalesce frames (the standalone server does).
+since ASGI has no way to coalesce frames (the standalone server does): a
+client that takes batch frames gets one ``send`` per write.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class _AsgiOutlet(Outlet):
+    # Every write goes through the client's writer task (an ASGI send must be
+    # awaited): while the client is busy, one task serves its writes.
+    linger = 5.0
+
     def __init__(self, send: Send) -> None:
         self._send = send
         self.closed = False

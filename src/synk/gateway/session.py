@@ -95,6 +95,11 @@ class Outlet(abc.ABC):
         """Send these messages now if that needs no waiting; False (the default) means use ``write``."""
         return False
 
+    #: Seconds a client's writer task waits for more messages before it ends. An outlet
+    #: whose ``write_nowait`` never succeeds (ASGI) writes every batch from the task:
+    #: kept alive while the client is busy, it is not made again for every write.
+    linger = 0.0
+
 
 class Client:
     """What a custom-message handler sees of a client."""
@@ -192,6 +197,8 @@ class Session:
         #: the task that waits out a full socket, only while there is one: an idle
         #: client costs no task (10,000 idle clients, 10,000 tasks less)
         self._writer: asyncio.Task[None] | None = None
+        #: set when messages wait for a lingering writer (see ``Outlet.linger``)
+        self._more: asyncio.Event | None = None
 
     @property
     def backlog_messages(self) -> int:
@@ -326,8 +333,12 @@ class Session:
 
     def _wake(self) -> None:
         """Start the writer task, unless it runs: it writes until nothing is left, waiting out the socket."""
-        if self._writer is None and not self.closed:
+        if self.closed:
+            return
+        if self._writer is None:
             self._writer = self._loop.create_task(self._run())
+        elif self._more is not None:
+            self._more.set()
 
     def push_many(self, batch: list[bytes]) -> None:
         """Queue several messages."""
@@ -338,7 +349,7 @@ class Session:
         try:
             # Until nothing is queued and the client is not lagging: a push while
             # this awaits the socket is taken by the next turn of the loop.
-            while not self.closed and (self._pending or self.lagging):
+            while not self.closed and (self._pending or self.lagging or await self._lingered()):
                 since = self._since
                 batch, size = self._take()
                 try:
@@ -367,6 +378,20 @@ class Session:
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None
+
+    async def _lingered(self) -> bool:
+        """Wait up to ``outlet.linger`` seconds for messages to write; whether some came."""
+        linger = self.outlet.linger
+        if not linger or self.closed:
+            return False
+        more = self._more
+        if more is None:
+            more = self._more = asyncio.Event()
+        more.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(linger):
+                await more.wait()
+        return not self.closed and bool(self._pending or self.lagging)
 
     async def close(self, code: int, reason: str) -> None:
         """Stop writing and close the connection."""
