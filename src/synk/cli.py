@@ -59,6 +59,7 @@ async def _serve(args: argparse.Namespace) -> None:
         "ping_interval": args.ping_interval,
         "ping_timeout": args.ping_interval,
         "write_interval": args.write_interval,
+        "gc_freeze": args.gc_freeze,
         "inspect": args.inspect,
         **_token_hooks(args.jwt_secret_env),
     }
@@ -289,6 +290,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="least time between two writes to clients (default %(default)s: at once); under load, more messages per write"
         " for less CPU, at up to this much latency (see docs/gateway.md)",
+    )
+    serve.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="do not freeze what survives full garbage collections (on by default: shorter collections with many clients;"
+        " see docs/gateway.md, gc_freeze)",
     )
     serve.add_argument(
         "--jwt-secret-env",

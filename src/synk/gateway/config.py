@@ -51,6 +51,7 @@ class GatewaySettings(TypedDict, total=False):
     ping_interval: float | None
     ping_timeout: float | None
     write_interval: float
+    gc_freeze: bool
     origins: list[str] | str | None
     allow_own_origin: bool
     authenticate: Callable[[Handshake], Any] | None
@@ -92,6 +93,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "ping_interval": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
     "ping_timeout": ("None or a positive number (seconds)", lambda v: v is None or (_number(v) and v > 0)),
     "write_interval": ("a number of seconds from 0 to 10", lambda v: _number(v) and 0 <= v <= 10),
+    "gc_freeze": ("True or False", lambda v: isinstance(v, bool)),
     "origins": ('None, "*", or a list of origins such as "https://example.com"', _origins),
     "allow_own_origin": ("True or False", lambda v: isinstance(v, bool)),
     "authenticate": ("None or a function (handshake) -> identity, sync or async", lambda v: v is None or callable(v)),
@@ -151,6 +153,8 @@ class GatewayConfig:
     ``ping_timeout``
     ``write_interval``        0                    seconds between two writes to a client at
                                                    least (0: as soon as messages are ready)
+    ``gc_freeze``             False                freeze what survives full garbage
+                                                   collections (a process of its own only)
     ========================  ===================  ==========================================
 
     A name that is not a setting, or a value of the wrong kind, is a
@@ -177,6 +181,10 @@ class GatewayConfig:
     #: writes to clients come at most this often (seconds): under load a client gets
     #: more messages per write, for less CPU per message and up to this much latency
     write_interval: float = 0.0
+    #: freeze (``gc.freeze()``) what survives each full garbage collection, so the next ones
+    #: walk only newer objects; process-wide: for a process that is the gateway's alone
+    #: (``synk serve`` turns it on), see synk/gateway/freezer.py
+    gc_freeze: bool = False
     #: allowed Origin values; None means the gateway's own host only, "*" any
     origins: list[str] | str | None = None
     #: pages the gateway serves itself (Origin matching Host) may connect besides ``origins``

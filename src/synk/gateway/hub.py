@@ -25,6 +25,7 @@ from synk.gateway import admission, http, inspector
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
+from synk.gateway.freezer import Freezer
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.pauses import Pauses
@@ -93,6 +94,8 @@ class Gateway:
             self.metrics.extra.append(flushes)  # the world runs here: its flushes show on /metrics
         #: loop stalls and full garbage collections, while started
         self.pauses = Pauses()
+        #: freezes the survivors of full garbage collections (the ``gc_freeze`` setting)
+        self.freezer = Freezer(lambda: len(self.sessions))
         self.metrics.extra += [self.pauses.lag, self.pauses.gc]
         self.router = Router()
         self.sessions: dict[str, Session] = {}
@@ -139,6 +142,8 @@ class Gateway:
                 await self.store.open()
             self._subscribe()
             self.pauses.start()
+            if self.config.gc_freeze:
+                self.freezer.start()
         except BaseException:
             self._life.failed()
             raise
@@ -206,6 +211,7 @@ class Gateway:
             self._queued.clear()
             self._dirty.clear()
             self.pauses.stop()
+            self.freezer.stop()
             self._life.released()
             transition.set_result(None)
 
@@ -404,6 +410,7 @@ class Gateway:
             self.metrics.clients = len(self.sessions)
             await session.stop()
             await self._unsubscribe(session, list(session.keys))
+            self.freezer.departed()
 
     # -- client messages -------------------------------------------------------------
 
