@@ -184,6 +184,8 @@ async def run_workers(args: argparse.Namespace, workers: int, logdir: Path) -> R
         argv = [sys.executable, "-m", "synk.cli", "serve", "--redis", args.redis, "--port", str(port), "--prefix", PREFIX]
         argv += ["--ping-interval", str(args.ping_interval)]
         argv += ["--workers", str(workers)]
+        if not args.gc_freeze:
+            argv += ["--no-gc-freeze"]
         # talk=True: its stdout is a pipe, read for the ready line (its stderr, the log, goes to the log file).
         server = await Child.start(f"gateway-{workers}w", argv, logdir, talk=True)
         children.append(server)
@@ -338,6 +340,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "seconds": args.seconds,
         "cores": cores,
         "ping_interval_s": args.ping_interval,
+        "gc_freeze": args.gc_freeze,
         "rows": {r.name: r.summary(args.clients) for r in rows},
         "targets_met": met,
     }
@@ -366,6 +369,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--settle", type=float, default=5.0, help="seconds between the last subscription and the RSS reading (default %(default)s)"
     )
     ap.add_argument("--seconds", type=float, default=30.0, help="the idle CPU window (default %(default)s)")
+    ap.add_argument(
+        "--no-gc-freeze", dest="gc_freeze", action="store_false", help="serve with synk serve --no-gc-freeze (to compare its full GCs)"
+    )
     ap.add_argument(
         "--ping-interval",
         dest="ping_interval",
