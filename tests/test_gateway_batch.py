@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
 
-from synk.gateway.session import batch_frames
+from synk.gateway.session import Session, batch_frames
 from tests.gateway_env import Env, running, store_url, until
 from tests.models import Agent
 from tests.wsclient import WsClient
@@ -21,16 +22,24 @@ async def env(backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Env
         yield e
 
 
+def _messages(frames: list[bytes]) -> list[Any]:
+    return [m for f in frames for m in (orjson.loads(f) if f.startswith(b"[") else [orjson.loads(f)])]
+
+
 def test_batch_frames_keep_the_order_and_bound_each_frame() -> None:
     one = [b'{"method":"a"}']
-    assert batch_frames(one) == one  # a message alone is its own frame
+    assert batch_frames(one, 1) == one  # a message alone is its own frame
     batch = [b'{"n":%d}' % i for i in range(10)]
-    assert batch_frames(batch) == [b"[" + b",".join(batch) + b"]"]
-    frames = batch_frames(batch, most=30)
-    assert [m for f in frames for m in (orjson.loads(f) if f.startswith(b"[") else [orjson.loads(f)])] == [{"n": i} for i in range(10)]
+    assert batch_frames(batch, 10) == [b"[" + b",".join(batch) + b"]"]
+    frames = batch_frames(batch, 10, most=30)
+    assert _messages(frames) == [{"n": i} for i in range(10)]
     assert all(len(f) <= 30 + 2 for f in frames) and len(frames) == 4
     big = b'{"big":"' + b"x" * 100 + b'"}'
-    assert batch_frames([one[0], big, one[0]], most=50) == [one[0], big, one[0]]
+    assert _messages(batch_frames([one[0], big, one[0]], 3, most=50)) == [{"method": "a"}, orjson.loads(big), {"method": "a"}]
+    # An item may hold several messages (a key's run, joined once for every client).
+    joined = b",".join(batch[:3])
+    assert batch_frames([joined], 3) == [b"[" + joined + b"]"]
+    assert _messages(batch_frames([joined, batch[3]], 4)) == [{"n": i} for i in range(4)]
 
 
 async def test_a_flush_reaches_a_batch_client_in_fewer_frames_and_the_same_messages(env: Env) -> None:
@@ -89,4 +98,39 @@ async def test_without_a_write_interval_each_flush_is_written_at_once() -> None:
             await env.world.flush()
             await client.wait(lambda n=i + 1: len(client.of("mod")) == n)  # type: ignore[misc]
         assert len(client.frames) == start + 5
+        await client.close()
+
+
+async def test_a_keys_run_of_messages_is_joined_once_for_all_its_batch_clients(
+    env: Env, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agents = [env.world.create(Agent(id=f"r{i}", x=1)) for i in range(20)]
+    await env.world.flush()
+    batched = [await WsClient.open(env.url) for _ in range(3)]
+    plain = await WsClient.open(env.url, batch=False)
+    original = await WsClient.open(env.url, resnap=False)
+    clients = [*batched, plain, original]
+    for client in clients:
+        await client.subscribe([KEY])
+    joins: list[tuple[str, int, int]] = []
+    real = Session.push_joined
+
+    def spy(self: Session, messages: list[bytes], joined: bytes) -> None:
+        joins.append((self.id, len(messages), id(joined)))
+        real(self, messages, joined)
+
+    monkeypatch.setattr(Session, "push_joined", spy)
+    for a in agents:
+        a.name = "run"
+    await env.world.flush()
+    for client in clients:
+        await client.wait(lambda c=client: len(c.of("mod")) == 20)  # type: ignore[misc]
+    mods = [[m for m in c.messages if m["method"] == "mod"] for c in clients]
+    assert all(m == mods[0] for m in mods)  # the same messages, in the same order, for every kind of client
+    if backend != "memory":
+        # Redis brings a flush's messages of a key in one publish: one run, one join for every client of synk's own.
+        assert len({j[2] for j in joins}) == 1 and sum(j[1] for j in joins) == 20 * 4
+        assert {j[0] for j in joins} == {s.id for s in env.gateway.sessions.values() if s.resnap}
+    assert len(plain.frames) == len(plain.messages)
+    for client in clients:
         await client.close()

@@ -112,12 +112,13 @@ async def test_a_clients_backlog_and_lag_are_reported() -> None:
         # Messages queued and not yet written: what a slow socket leaves behind.
         session._pending.extend([b"x" * 10, b"y" * 20])
         session._pending_bytes += 30
+        session._count += 2
         session._since = session._loop.time() - 2.5
         [row] = inspector_module.state(env.gateway)["clients"]
         assert (row["backlog_messages"], row["backlog_bytes"]) == (2, 30)
         assert 2.5 <= row["lag"] < 10
         session._pending.clear()
-        session._pending_bytes = 0
+        session._pending_bytes = session._count = 0
         await client.close()
 
 

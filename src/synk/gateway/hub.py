@@ -50,6 +50,9 @@ log = logging.getLogger("synk.gateway")
 
 #: Snapshots read at once: each holds a pooled Redis connection (redis-py's pool has 100).
 SNAPSHOT_CONCURRENCY = 32
+#: Events the fan-out takes at once, besides the one it waited for: runs of a key's
+#: messages among them go to each client in one push.
+READY_AT_ONCE = 1024
 
 #: Snapshot reads one client may have under way at once; the others wait their turn.
 READS_PER_CLIENT = 4
@@ -784,61 +787,107 @@ class Gateway:
     # -- fan-out ----------------------------------------------------------------------------
 
     async def _fan_out(self, subscriber: Subscriber) -> None:
+        async for first in subscriber:
+            # What came with it (a flush publishes a key's messages together)
+            # is handled as runs of one key's messages: a run goes to a live
+            # client of synk's own in one push, joined once for all of them.
+            events = [first, *subscriber.ready(READY_AT_ONCE)]
+            i, n = 0, len(events)
+            while i < n:
+                event = events[i]
+                key = event.key
+                if key is None:
+                    self._gap(event.gap)
+                    i += 1
+                    continue
+                if event.data.startswith(BARRIER):
+                    self._barrier(key, event.data)
+                    i += 1
+                    continue
+                j = i + 1
+                while j < n and events[j].key == key and not events[j].data.startswith(BARRIER):
+                    j += 1
+                if j == i + 1:
+                    self._deliver(key, event.data)
+                else:
+                    self._deliver_run(key, [e.data for e in events[i:j]])
+                i = j
+
+    def _gap(self, gap: frozenset[str] | None) -> None:
+        """The subscriber may have missed messages: of the keys in ``gap``, or of every key (None)."""
+        self.metrics.store_reconnects += 1
+        if gap is None:
+            self._live.clear()
+            self._barriers.clear()
+            self._parked.clear()
+        for session in list(self.sessions.values()):
+            self._resnapshot(session, gap)
+
+    def _deliver_run(self, key: str, run: list[bytes]) -> None:
+        """Messages of ``key`` that came together, in order."""
+        self.metrics.store_messages += len(run)
         sessions = self.sessions
-        clients_of = self.router.clients
-        async for event in subscriber:
-            key = event.key
-            if key is None:
-                self.metrics.store_reconnects += 1
-                gap = event.gap
-                if gap is None:
-                    self._live.clear()
-                    self._barriers.clear()
-                    self._parked.clear()
-                for session in list(sessions.values()):
-                    self._resnapshot(session, gap)
+        joined: bytes | None = None
+        routed: list[Routed | None] = [None] * len(run)
+        for cid in self.router.clients(key):
+            target = sessions.get(cid)
+            if target is None:
                 continue
-            data = event.data
-            if data.startswith(BARRIER):
-                self._barrier(key, data)
+            state = target.keys.get(key)
+            if state is None:
                 continue
-            self.metrics.store_messages += 1
-            routed = None
+            if state.live and target.resnap and not target.moves:
+                # synk's own client, live on the key: every message goes as it is.
+                if joined is None:
+                    joined = b",".join(run)
+                target.push_joined(run, joined)
+                continue
+            for i, data in enumerate(run):
+                routed[i] = self._deliver_to(target, key, data, routed[i])
+
+    def _deliver(self, key: str, data: bytes) -> None:
+        """One message of ``key``, to every client of the key."""
+        self.metrics.store_messages += 1
+        sessions = self.sessions
+        routed: Routed | None = None
+        for cid in self.router.clients(key):
+            target = sessions.get(cid)
+            if target is not None:
+                routed = self._deliver_to(target, key, data, routed)
+
+    def _deliver_to(self, target: Session, key: str, data: bytes, routed: Routed | None) -> Routed | None:
+        """Message ``data`` of ``key`` to one client; ``routed`` is its decoding if made already (returned, made or not)."""
+        state = target.keys.get(key)
+        if state is None:
+            return routed  # not in its keys yet, or any more: nothing of the key is owed
+        if state.live:
+            if target.moves:
+                if routed is None:
+                    routed = route(data)
+                if routed.id is not None:
+                    target.settle_move(routed.id, key, routed.leaves)
             # Only a move needs decoding on the live path (and, for clients
             # with left-out adds or held messages, any message of an object).
-            moving = b'"psKey":' in data or b'"nsKey":' in data
-            for cid in clients_of(key):
-                target = sessions.get(cid)
-                if target is None:
-                    continue
-                state = target.keys.get(key)
-                if state is None:
-                    continue  # not in its keys yet, or any more: nothing of the key is owed
-                if state.live:
-                    if target.moves:
-                        if routed is None:
-                            routed = route(data)
-                        if routed.id is not None:
-                            target.settle_move(routed.id, key, routed.leaves)
-                    if not target.resnap and (moving or target.holding):
-                        # The original client must get one half of a move only.
-                        # synk's own client gets both: the mod may have been
-                        # published before it followed the old key, or the new
-                        # key's snapshot read between the two, and it drops the
-                        # add when it has the move.
-                        if routed is None:
-                            routed = route(data)
-                        out = self._to_original(target, key, routed)
-                        if out is not None:
-                            target.push(out)
-                        continue
-                    target.push(data)
-                else:
-                    if routed is None:
-                        routed = route(data)
-                    if state.message(routed):
-                        # The snapshot is slow and the key busy: rather than
-                        # hold its messages without bound, start it over (a
-                        # fresh read covers everything buffered so far).
-                        self.metrics.slow_resyncs += 1
-                        self._snapshots(target, [key])
+            if not target.resnap and (target.holding or b'"psKey":' in data or b'"nsKey":' in data):
+                # The original client must get one half of a move only.
+                # synk's own client gets both: the mod may have been
+                # published before it followed the old key, or the new
+                # key's snapshot read between the two, and it drops the
+                # add when it has the move.
+                if routed is None:
+                    routed = route(data)
+                out = self._to_original(target, key, routed)
+                if out is not None:
+                    target.push(out)
+                return routed
+            target.push(data)
+            return routed
+        if routed is None:
+            routed = route(data)
+        if state.message(routed):
+            # The snapshot is slow and the key busy: rather than
+            # hold its messages without bound, start it over (a
+            # fresh read covers everything buffered so far).
+            self.metrics.slow_resyncs += 1
+            self._snapshots(target, [key])
+        return routed

@@ -55,29 +55,27 @@ _NULL = orjson.Fragment(b"null")
 BATCH_FRAME_BYTES = 1 << 20
 
 
-def batch_frames(batch: list[bytes], most: int = BATCH_FRAME_BYTES) -> list[bytes]:
-    """The messages of one write as batch frames, in order, each up to ``most`` bytes of messages.
+def batch_frames(items: list[bytes], messages: int, most: int = BATCH_FRAME_BYTES) -> list[bytes]:
+    """The backlog of one write as batch frames, in order, each up to ``most`` bytes of messages.
 
+    ``items`` are messages, or several messages joined by commas (a key's
+    batch, joined once for every subscriber); ``messages`` counts them all.
     A batch frame is a JSON array of messages, or one message alone (PROTOCOL.md,
     "Batch frames"): one frame per write instead of one per message, so a frame
-    header and a client-side frame event less per message. A message larger
+    header and a client-side frame event less per message. An item larger
     than ``most`` gets a frame of its own.
     """
-    if len(batch) == 1:
-        return batch
+    if messages == 1:
+        return items
     out: list[bytes] = []
     start, size = 0, 0
-    for i, data in enumerate(batch):
+    for i, data in enumerate(items):
         if size and size + len(data) > most:
-            out.append(_array(batch[start:i]))
+            out.append(b"[%b]" % b",".join(items[start:i]))
             start, size = i, 0
         size += len(data) + 1
-    out.append(_array(batch[start:]))
+    out.append(b"[%b]" % b",".join(items[start:]))
     return out
-
-
-def _array(messages: list[bytes]) -> bytes:
-    return messages[0] if len(messages) == 1 else b"[%b]" % b",".join(messages)
 
 
 class Outlet(abc.ABC):
@@ -178,6 +176,8 @@ class Session:
         #: original client only; see ``KeyState.hold``)
         self.holding: dict[str, str] = {}
         self._pending: list[bytes] = []
+        #: messages in ``_pending`` (an item may hold several, see :meth:`push_joined`)
+        self._count = 0
         self._pending_bytes = 0
         self._loop = asyncio.get_running_loop()
         #: when the backlog last went from empty to not (for the delivery latency)
@@ -203,7 +203,7 @@ class Session:
     @property
     def backlog_messages(self) -> int:
         """Messages queued for this client and not yet written to its socket."""
-        return len(self._pending)
+        return self._count
 
     @property
     def backlog_bytes(self) -> int:
@@ -275,7 +275,27 @@ class Session:
             self._since = self._loop.time()
         self._pending.append(data)
         self._pending_bytes += len(data)
-        if len(self._pending) - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
+        self._count += 1
+        self._queued()
+
+    def push_joined(self, messages: list[bytes], joined: bytes) -> None:
+        """Queue several messages, which ``joined`` holds joined by commas (made once for
+        every subscriber): one item for a client that takes batch frames."""
+        if not self.batch:
+            for data in messages:
+                self.push(data)
+            return
+        if self.lagging or self.closed:
+            return
+        if not self._pending:
+            self._since = self._loop.time()
+        self._pending.append(joined)
+        self._pending_bytes += len(joined)
+        self._count += len(messages)
+        self._queued()
+
+    def _queued(self) -> None:
+        if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
             # Falling behind: drop what is queued and stop queueing until the
             # socket drains, then re-snapshot. Memory stays bounded and the
             # other clients never wait for this one.
@@ -298,6 +318,7 @@ class Session:
             self._since = self._loop.time()
         self._pending.extend(batch)
         self._pending_bytes += size
+        self._count += len(batch)
         self._slack_messages += len(batch)
         self._slack_bytes += size
         self._dirty()
@@ -307,11 +328,14 @@ class Session:
             self._marked = True
             self._on_dirty(self)
 
-    def _take(self) -> tuple[list[bytes], int]:
-        """The backlog and its size in bytes, leaving it empty."""
-        batch, size = self._pending, self._pending_bytes
-        self._pending, self._pending_bytes, self._slack_messages, self._slack_bytes = [], 0, 0, 0
-        return batch, size
+    def _take(self) -> tuple[list[bytes], int, int]:
+        """The backlog, its size in bytes and its count of messages, leaving it empty."""
+        batch, size, count = self._pending, self._pending_bytes, self._count
+        self._pending, self._pending_bytes, self._count, self._slack_messages, self._slack_bytes = [], 0, 0, 0, 0
+        return batch, size, count
+
+    def _frames(self, batch: list[bytes], count: int) -> list[bytes]:
+        return batch_frames(batch, count) if self.batch else batch
 
     def write_out(self) -> None:
         """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
@@ -322,10 +346,10 @@ class Session:
         batch = self._pending
         if not batch or self.closed:
             return
-        if self.outlet.write_nowait(batch_frames(batch) if self.batch else batch):
+        if self.outlet.write_nowait(self._frames(batch, self._count)):
             since = self._since
-            _, size = self._take()
-            self.metrics.messages_out += len(batch)
+            _, size, count = self._take()
+            self.metrics.messages_out += count
             self.metrics.bytes_out += size
             self.metrics.delivery.observe(self._loop.time() - since)
         else:
@@ -351,13 +375,13 @@ class Session:
             # this awaits the socket is taken by the next turn of the loop.
             while not self.closed and (self._pending or self.lagging or await self._lingered()):
                 since = self._since
-                batch, size = self._take()
+                batch, size, count = self._take()
                 try:
                     if batch:
                         # Not wait_for: it wraps every write in a new Task.
                         async with asyncio.timeout(self._stuck):
-                            await self.outlet.write(batch_frames(batch) if self.batch else batch)
-                        self.metrics.messages_out += len(batch)
+                            await self.outlet.write(self._frames(batch, count))
+                        self.metrics.messages_out += count
                         self.metrics.bytes_out += size
                         self.metrics.delivery.observe(self._loop.time() - since)
                     elif self.lagging:

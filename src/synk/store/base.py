@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from synk.core.batch import DELETED, MOVED, PENDING, Batch, Op, expected, kind, put_of, sweep_of
 from synk.errors import ConfigError, Failure
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import AsyncIterator, Iterable
 
-__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Applied", "Event", "Store", "Stored", "Subscriber", "queued_events"]
+__all__ = ["CONFLICT", "MISSING", "OK", "REFUSED", "Applied", "Event", "Store", "Stored", "Subscriber", "queued_events", "take_ready"]
 
 #: Result codes of guarded operations, shared with the Lua scripts; REFUSED
 #: is the store refusing the whole call (out of memory, say): nothing applied.
@@ -120,6 +120,19 @@ def _failure(key: str, op: Op, reason: str, detail: str | None = None) -> Failur
     return Failure(op[2], op[1], kind(op).value, reason, detail)
 
 
+def take_ready(queue: asyncio.Queue[Any], most: int, end: object = None) -> list[Event]:
+    """Up to ``most`` events on ``queue`` now, taken without waiting; ``end`` (the closing
+    sentinel) is left for the iteration, which ends on it."""
+    out: list[Event] = []
+    while len(out) < most and not queue.empty():
+        event = queue.get_nowait()
+        if event is end:
+            queue.put_nowait(end)  # nothing follows it: back at the end is back in place
+            break
+        out.append(event)
+    return out
+
+
 async def queued_events(queue: asyncio.Queue[Event | None]) -> AsyncIterator[Event]:
     """The events put on ``queue``, until a None says the subscriber closed."""
     while True:
@@ -143,6 +156,16 @@ class Subscriber(abc.ABC):
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[Event]:
         """Events until ``close()``."""
+
+    def ready(self, most: int) -> list[Event]:
+        """The next events of the iteration that are here already, up to ``most``, without waiting.
+
+        A consumer that handles what arrived together as one batch (the
+        gateway: a flush's messages of one key) takes them with this between
+        two steps of its iteration. ``[]`` when none, or when the subscriber
+        cannot tell (the default).
+        """
+        return []
 
     @abc.abstractmethod
     async def close(self) -> None:

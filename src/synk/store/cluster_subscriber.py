@@ -25,7 +25,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from synk.store.base import Event, Subscriber, queued_events
+from synk.store.base import Event, Subscriber, queued_events, take_ready
 from synk.store.redis_subscriber import RedisSubscriber
 from synk.store.resp import ERRORS
 
@@ -164,6 +164,9 @@ class ClusterSubscriber(Subscriber):
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return queued_events(self._queue)
+
+    def ready(self, most: int) -> list[Event]:
+        return take_ready(self._queue, most)
 
     async def close(self) -> None:
         if self._closed:

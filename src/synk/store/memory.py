@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from synk.core.batch import apply_op
-from synk.store.base import CONFLICT, MISSING, OK, Event, Store, Stored, Subscriber
+from synk.store.base import CONFLICT, MISSING, OK, Event, Store, Stored, Subscriber, take_ready
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -53,6 +53,9 @@ class _MemorySubscriber(Subscriber):
             if event is _CLOSED:
                 return
             yield event
+
+    def ready(self, most: int) -> list[Event]:
+        return take_ready(self._queue, most, _CLOSED)
 
     async def close(self) -> None:
         if not self._closed:

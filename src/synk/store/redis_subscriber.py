@@ -13,7 +13,7 @@ from redis import exceptions as rexc
 from redis.crc import key_slot
 
 from synk.errors import ConfigError
-from synk.store.base import Event, Subscriber, queued_events
+from synk.store.base import Event, Subscriber, queued_events, take_ready
 from synk.store.resp import ERRORS
 
 if TYPE_CHECKING:
@@ -179,6 +179,9 @@ class RedisSubscriber(Subscriber):
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return queued_events(self._queue)
+
+    def ready(self, most: int) -> list[Event]:
+        return take_ready(self._queue, most)
 
     async def close(self) -> None:
         if self._closed:
