@@ -41,7 +41,7 @@ def test_bench_colyseus_runs_both_rows_and_delivers_everything() -> None:
     for mode, row in rows.items():
         # (the window's edges make delivered and expected differ by a few)
         assert row["delivered"] > 0.8 * row["expected"] > 0, mode
-        assert (row["client_errors"], row["closed_clients"]) == ([], 0), mode
+        assert (row["client_errors"], row["closed_clients"], row["unparsed_patches"]) == ([], 0, 0), mode
         assert row["server_cpu_s"] >= 0 and row["server_rss_mb"] > 0 and row["bytes_per_client_per_s"] > 0, mode
         # patches every 50 ms: a change waits at most one patch interval, and the clients see it soon after
         assert 0 < row["p50_ms"] <= row["p99_ms"], mode
@@ -50,9 +50,11 @@ def test_bench_colyseus_runs_both_rows_and_delivers_everything() -> None:
     assert rows["no-view"]["bytes_per_client_per_s"] > 2 * rows["view"]["bytes_per_client_per_s"]
 
 
-def test_bench_colyseus_steps_through_rates_with_the_listen_hook() -> None:
-    line = run_bench([*TINY, "--only", "view", "--rates", "50,100", "--hook", "listen", "--client-procs", "1"])
+@pytest.mark.parametrize("client", ["changes", "listen"])
+def test_bench_colyseus_steps_through_rates_with_colyseus_js_clients(client: str) -> None:
+    line = run_bench([*TINY, "--only", "view", "--rates", "50,100", "--client", client, "--client-procs", "1"])
     assert [(row["mode"], row["rate"]) for row in line["rows"]] == [("view", 50.0), ("view", 100.0)]
     for row in line["rows"]:
         assert row["delivered"] > 0.8 * row["expected"] > 0, row["rate"]
+        assert row["client_errors"] == [], row["rate"]
     assert line["rows"][1]["expected_per_s"] > 1.5 * line["rows"][0]["expected_per_s"]

@@ -19,7 +19,7 @@ tick, small next to encoding and sending). Patches go out every
 ``--patch-ms`` (Colyseus's default 50 ms, 20 Hz), so a change waits for the
 next patch: the state age includes that wait (25 ms on average at 20 Hz).
 The simulation keeps its rate in wall-clock time when the event loop runs
-late (it catches up at most four ticks' worth a tick), so an overloaded
+late (it catches up, at most a second's worth at once), so an overloaded
 server still gets the offered rate: the late ticks are reported.
 
 Rows:
@@ -36,16 +36,25 @@ Rows:
     rows are different workloads; compare CPU per million client updates,
     not throughput.
 
-The clients are colyseus.js 0.16 clients (``clients.js``) in
-``--client-procs`` Node processes (2 by default), joining the one room with
-``joinById`` (``--joining`` at a time per process). ``--hook raw`` (the
-default) reads each patch's changes from the decoder's raw change list
-(``getRawChangesCallback`` of ``@colyseus/schema``); ``--hook listen`` uses
-colyseus.js's documented state callbacks, a ``listen("ts")`` on every
-object, which costs the load generator more CPU (see the clients' CPU %
-column). Each change of ``ts`` a client decodes is one client update; its
-state age is the receipt time minus ``ts`` (p50/p99, 0.1 ms bins).
-Received bytes are the websocket frames' payloads plus their headers.
+The clients run in ``--client-procs`` Node processes (2 by default), ``--joining``
+at a time per process joining the one room by id (``clients.js``).
+``--client wire`` (the default) speaks Colyseus 0.16's protocol on a bare
+``ws`` websocket: the matchmaking request (``POST /matchmake/joinById``),
+the websocket with its seat's session id, ``JOIN_ROOM`` acknowledged; each
+``ROOM_STATE_PATCH`` is read with ``@colyseus/schema``'s decode primitives
+for the ``ts`` values it carries (in steady state a patch is nothing but
+``ts`` changes of objects; a patch inside the window that is anything else
+is counted in ``unparsed_patches``). It builds no state: a colyseus.js client
+keeps a decoded copy of everything it sees, about 0.9 KB an object here, so
+the no-view row's 1,000 clients would hold 10 million objects, about 9 GB,
+in the load generator (the processes then spend their time in GC and
+receive nothing). ``--client changes`` is colyseus.js 0.16 reading each
+patch's changes from the decoder's raw change list
+(``getRawChangesCallback``); ``--client listen`` is colyseus.js with its
+documented state callbacks, a ``listen("ts")`` on every object. Each change
+of ``ts`` a client receives is one client update; its state age is the
+receipt time minus ``ts`` (p50/p99, 0.1 ms bins). Received bytes are the
+websocket frames' payloads plus their headers.
 
 Per row: client updates/s delivered (received inside the window) and
 expected (changes stamped inside the window times the clients that see

@@ -227,6 +227,7 @@ class Row:
     sim: dict[str, Any] = field(default_factory=dict)
     join_s: float = 0.0
     closed: int = 0
+    unparsed: int = 0
     client_errors: list[str] = field(default_factory=list)
 
     def percentile(self, q: float) -> float:
@@ -282,6 +283,7 @@ class Row:
             "loop_delay_p99_ms": loop.get("p99_ms"),
             "join_s": round(self.join_s, 1),
             "closed_clients": self.closed,
+            "unparsed_patches": self.unparsed,
             "client_errors": self.client_errors[:3],
         }
 
@@ -315,7 +317,7 @@ async def run_mode(mode: str, args: argparse.Namespace, logdir: Path) -> list[Ro
                 "first": bounds[j],
                 "count": bounds[j + 1] - bounds[j],
                 "gate": max(1, args.joining),
-                "hook": args.hook,
+                "client": args.client,
             }
             c = await Child.start(f"{mode}-clients{j}", "clients.js", cfg, logdir)
             children.append(c)
@@ -362,6 +364,7 @@ async def run_mode(mode: str, args: argparse.Namespace, logdir: Path) -> list[Ro
                 row.bytes += int(rep["bytes"])
                 row.messages += int(rep["messages"])
                 row.closed += int(rep["closed"])
+                row.unparsed += int(rep["unparsed"])
                 row.client_errors += rep["errors"]
                 for b, n in rep["hist"].items():
                     row.hist[int(b)] = row.hist.get(int(b), 0) + int(n)
@@ -414,7 +417,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
     print(
         f"colyseus: {args.clients} clients x {args.keys_per_client} of {args.keys} keys, {args.objects_per_key} objects/key, "
         f"rates {', '.join(f'{r:g}' for r in args.rates)} changes/s (sim at {args.tick_hz:g} Hz, patches every {args.patch_ms:g} ms), "
-        f"{args.seconds:g} s window after {args.warmup:g} s warm-up each; {args.client_procs} client process(es), hook {args.hook}",
+        f"{args.seconds:g} s window after {args.warmup:g} s warm-up each; {args.client_procs} client process(es) of {args.client} clients",
         file=sys.stderr,
     )
     print(f"note: {cores} cores shared by the server and the clients (see the CPU % columns)", file=sys.stderr)
@@ -442,7 +445,7 @@ async def orchestrate(args: argparse.Namespace) -> int:
         "tick_hz": args.tick_hz,
         "patch_ms": args.patch_ms,
         "client_procs": args.client_procs,
-        "hook": args.hook,
+        "client": args.client,
         "cores": cores,
         "node": await node_version(),
         "rows": [r.summary(args.clients) for r in rows],
@@ -484,10 +487,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--patch-ms", dest="patch_ms", type=float, default=50.0, help="the room's patchRate (Colyseus's default 50 ms)")
     ap.add_argument(
-        "--hook",
-        choices=["raw", "listen"],
-        default="raw",
-        help="how clients see changes: the decoder's raw change list (default), or colyseus.js listen('ts') callbacks",
+        "--client",
+        choices=["wire", "changes", "listen"],
+        default="wire",
+        help="the clients: Colyseus's protocol on a bare websocket (default) or colyseus.js (the decoder's raw changes, or listen('ts'))",
     )
     ap.add_argument("--joining", type=int, default=8, help="clients joining at once in each client process (default 8)")
     ap.add_argument("--connect-timeout", dest="connect_timeout", type=float, default=300.0)

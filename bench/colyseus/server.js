@@ -66,10 +66,10 @@ class FanoutRoom extends Room {
         objs.push(obj);
       }
       this.byKey.push(objs);
-    }
+}
     for (let j = 0; j < cfg.objectsPerKey; j++) {
       for (let k = 0; k < cfg.keys; k++) this.order.push(this.byKey[k][j]);
-    }
+}
     this.state = state;
     this.setSimulationInterval(() => this.tick(), 1000 / cfg.tickHz);
   }
@@ -80,7 +80,7 @@ class FanoutRoom extends Room {
     client.view = new StateView();
     for (const k of keysOf(Number(options.client), cfg.keys, cfg.keysPerClient)) {
       for (const obj of this.byKey[k]) client.view.add(obj);
-    }
+}
   }
 
   tick() {
@@ -88,7 +88,7 @@ class FanoutRoom extends Room {
     if (!sim.running) {
       sim.last = now;
       return;
-    }
+}
     const dtMs = 1000 / cfg.tickHz;
     const elapsed = now - sim.last;
     sim.last = now;
@@ -96,8 +96,8 @@ class FanoutRoom extends Room {
     const late = elapsed > 2 * dtMs;
     if (late) sim.lateTicks++;
     // The simulation keeps its rate in wall-clock time even when the loop runs late (a busy
-    // server), catching up at most a few ticks' worth: the world does not slow down with the server.
-    sim.owed += (sim.rate * Math.min(elapsed, 4 * dtMs)) / 1000;
+    // server or machine): the world does not slow down with the server. (At most a second's worth at once.)
+    sim.owed += (sim.rate * Math.min(elapsed, 1000)) / 1000;
     const n = Math.floor(sim.owed);
     sim.owed -= n;
     const inWindow = sim.t0 <= now && now < sim.t1;
@@ -108,10 +108,20 @@ class FanoutRoom extends Room {
       sim.pos = (sim.pos + 1) % order.length;
       obj.ts = now;
       if (inWindow) sim.perKey[obj.k]++;
-    }
+}
     sim.changes += n;
     if (inWindow) sim.inWindow += n;
   }
+}
+
+function snapshotLoop() {
+  // The histogram holds whole probe intervals: the loop's lateness is what exceeds the resolution.
+  const late = (ns) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
+  loopSnapshot = {
+    p50_ms: late(loopDelay.percentile(50)),
+    p99_ms: late(loopDelay.percentile(99)),
+    max_ms: late(loopDelay.max),
+  };
 }
 
 function command(cmd) {
@@ -128,16 +138,9 @@ function command(cmd) {
     sim.perKey.fill(0);
     loopSnapshot = null;
     setTimeout(() => loopDelay.reset(), Math.max(0, sim.t0 - nowMs()));
-    setTimeout(() => {
-      // The histogram holds whole probe intervals: the loop's lateness is what exceeds the resolution.
-      const late = (ns) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS);
-      loopSnapshot = {
-        p50_ms: late(loopDelay.percentile(50)),
-        p99_ms: late(loopDelay.percentile(99)),
-        max_ms: late(loopDelay.max),
-      };
-    }, Math.max(0, sim.t1 - nowMs()));
+    setTimeout(() => snapshotLoop(), Math.max(0, sim.t1 - nowMs()));
   } else if (cmd.cmd === "report") {
+    if (loopSnapshot === null) snapshotLoop(); // (a busy loop may read the command before the timer)
     emit({
       changes: sim.changes,
       in_window: sim.inWindow,
