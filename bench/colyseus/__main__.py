@@ -400,6 +400,7 @@ def table(rows: list[Row], clients: int) -> str:
         ("CPU% other", lambda r: f"{r.cpu_pct['other']:.0f}"),
         ("busy %", lambda r: f"{r.machine_busy_pct:.0f}"),
         ("late ticks", lambda r: str(r.sim.get("late_ticks_in_window", 0))),
+        ("loop lag p99 ms", lambda r: f"{(r.sim.get('loop_delay') or {}).get('p99_ms', math.nan):.0f}"),
     ]
     cells = [[head for head, _ in cols]] + [[fmt(r) for _, fmt in cols] for r in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(cols))]
