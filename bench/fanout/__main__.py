@@ -539,8 +539,9 @@ def banner(args: argparse.Namespace, what: str) -> None:
     """The run's workload and set-up, on stderr."""
     print(
         f"{what}: {args.clients} clients x {args.keys_per_client} of {args.keys} keys, {args.objects_per_key} objects/key, "
-        f"{args.rate:g} changes/s at {args.tick_hz:g} Hz, {args.seconds:g} s window after {args.warmup:g} s warm-up; "
-        f"{args.client_procs} client process(es) ({args.client_lib}, {args.client_loop}); socketio served by {args.socketio_server}",
+        + ("" if args.sweep else f"{args.rate:g} changes/s, {args.seconds:g} s window after {args.warmup:g} s warm-up, ")
+        + f"ticks at {args.tick_hz:g} Hz; {args.client_procs} client process(es) ({args.client_lib}, {args.client_loop}); "
+        f"socketio served by {args.socketio_server}",
         file=sys.stderr,
     )
     print(
@@ -726,6 +727,17 @@ async def orchestrate_sweep(args: argparse.Namespace) -> int:
         print(f"{f'  p99 <= {limit:g} ms (CPU-s/M)':<34}" + "  ".join(f"{c:>{col}}" for c in cells))
     print(f"plot: {plot}")
     out: dict[str, Any] = {"bench": "fanout-sweep", **workload(args, cores), "plot": str(plot), "rows": {}}
+    for k in ("rate", "seconds"):  # the sweep's own take their place
+        del out[k]
+    out["sweep"] = {
+        "from": args.sweep_from,
+        "to": args.sweep_to,
+        "refine": args.sweep_refine,
+        "seconds": args.sweep_seconds,
+        "warmup": args.sweep_warmup,
+        "p99_limits_ms": list(SWEEP_LIMITS_MS),
+        "min_delivery_ratio": SWEEP_MIN_DELIVERY,
+    }
     for n, steps in sweeps.items():
         entry: dict[str, Any] = {}
         for limit in SWEEP_LIMITS_MS:
