@@ -54,6 +54,10 @@ SYSTEMS = ("synk", "synk-asgi", "floor", "socketio")
 #: deliveries a step must make to count as keeping up.
 SWEEP_LIMITS_MS = (50.0, 100.0)
 SWEEP_MIN_DELIVERY = 0.97
+#: ``--sweep``: after a failed step, a lower rate waits until no client has received anything
+#: for this long (the server's backlog is out), for at most the timeout
+SWEEP_QUIET_S = 0.5
+SWEEP_DRAIN_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -341,6 +345,24 @@ class Rig:
         for c in reversed(self.children):
             await c.stop()
 
+    async def drain(self, quiet: float, timeout: float) -> float:
+        """Pause the simulation until no client has received anything for ``quiet`` seconds; the seconds it took.
+
+        After an overloaded step the server may still be writing its backlog:
+        a lower rate measured before it is done would be charged for it. Gives
+        up (and goes on) after ``timeout``.
+        """
+        self.set_rate(0.0)
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            await asyncio.sleep(quiet / 2)  # poll interval; the timeout bounds the wait
+            for c in self.fleet:
+                c.send({"cmd": "last"})
+            last = max([float((await c.read(30))["last"]) for c in self.fleet])
+            if time.time() - last >= quiet:
+                break
+        return time.monotonic() - started
+
     def set_rate(self, rate: float) -> None:
         """The simulation's changes a second from its next tick on."""
         if rate != self.rate:
@@ -625,18 +647,19 @@ async def sweep_row(rig: Rig, args: argparse.Namespace) -> list[SystemResult]:
 
     A step fails a limit when its p99 is above it or it delivered under
     ``SWEEP_MIN_DELIVERY`` of what was expected (the server fell behind).
-    Doubling stops after two steps in a row fail 100 ms, or past ``--sweep-to``;
+    Doubling stops after two steps in a row fail 100 ms, one falls behind, or past ``--sweep-to``;
     then, for 100 ms and 50 ms in turn, up to ``--sweep-refine`` steps halve
     the gap between the highest rate that met the limit and the lowest that
-    did not. After a failed step the simulation pauses a moment, so that
-    the next (lower) step does not start behind.
+    did not. Before a lower rate after a failed step, the simulation pauses
+    until the clients receive nothing more (the server's backlog is out),
+    so that the step does not start behind.
     """
     steps: list[SystemResult] = []
 
     async def step(rate: float) -> None:
-        if steps and not steps[-1].meets(SWEEP_LIMITS_MS[-1]):
-            rig.set_rate(0.0)
-            await asyncio.sleep(args.sweep_warmup + 1.0)  # let a backlog drain before a lower rate
+        if steps and not steps[-1].meets(SWEEP_LIMITS_MS[-1]) and rate < steps[-1].rate:
+            took = await rig.drain(SWEEP_QUIET_S, SWEEP_DRAIN_TIMEOUT_S)
+            print(f"  {rig.row.name}: drained for {took:.1f} s", file=sys.stderr, flush=True)
         result = await rig.measure(rate, args.sweep_warmup, args.sweep_seconds)
         steps.append(result)
         print(f"  {rig.row.name}: {sweep_line(result)}", file=sys.stderr, flush=True)
@@ -645,8 +668,11 @@ async def sweep_row(rig: Rig, args: argparse.Namespace) -> list[SystemResult]:
     while True:
         await step(rate)
         # One failed step may be the machine's other work (a shared machine's stalls): two in a row end the doubling.
+        last = steps[-1]
         two_failed = len(steps) >= 2 and not any(s.meets(SWEEP_LIMITS_MS[-1]) for s in steps[-2:])
-        if two_failed or not steps[-1].delivered or rate * 2 > args.sweep_to:
+        # Falling behind (deliveries short of expected) is no accident of the machine: saturated.
+        behind = last.delivered < SWEEP_MIN_DELIVERY * last.expected
+        if two_failed or behind or rate * 2 > args.sweep_to:
             break
         rate *= 2
     for limit in reversed(SWEEP_LIMITS_MS):

@@ -33,6 +33,8 @@ class Tally:
         self.frames = 0
         #: bytes received during the window: on the wire for the raw client, frame payloads for the others
         self.bytes = 0
+        #: when the last text frame arrived (``--sweep`` waits for a backlog to drain)
+        self.last = 0.0
         self.hist = [0] * BINS
         self.subscribed = 0
         self.all_subscribed = asyncio.Event()
@@ -51,6 +53,7 @@ class Tally:
 
     def frame(self, t: float) -> None:
         """A text frame arrived at ``t``."""
+        self.last = t
         if self.t0 <= t < self.t1:
             self.frames += 1
 
@@ -403,6 +406,8 @@ async def clients(args: argparse.Namespace) -> None:
             tally.t0, tally.t1 = cmd["window"]
         elif cmd["cmd"] == "report":
             emit(tally.report())
+        elif cmd["cmd"] == "last":
+            emit({"last": tally.last})
         elif cmd["cmd"] == "stop":
             break
     # A load generator has nothing to close politely: the kernel resets the sockets.
