@@ -696,6 +696,7 @@ def plot_sweep(sweeps: dict[str, list[SystemResult]], path: Path, title: str) ->
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, steps in sweeps.items():
@@ -703,6 +704,8 @@ def plot_sweep(sweeps: dict[str, list[SystemResult]], path: Path, title: str) ->
         ax.plot([x for _, x, _ in points], [y for _, _, y in points], marker="o", label=name)
     for limit in SWEEP_LIMITS_MS:
         ax.axhline(limit, color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate(f"{limit:g} ms", (0, limit), xycoords=("axes fraction", "data"), fontsize=7, color="grey", va="bottom")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / 1000:,.0f}k"))
     ax.set_yscale("log")
     ax.set_xlabel("deliveries / s")
     ax.set_ylabel("p99 latency, ms (log)")
