@@ -69,6 +69,43 @@ def test_bench_fanout_compares_one_worker_with_two() -> None:
     assert set(line["synk_2_workers_vs_one"]) == {"delivered", "p99", "cpu_per_delivery"}
 
 
+def test_bench_fanout_batch_frames_floor_and_asgi_rows_deliver_everything() -> None:
+    # 4 keys, each client on 2: a tick (4 changes) brings a client 2 messages on average, one write
+    workload = [*FANOUT, "--keys", "4", "--rate", "200"]
+    variants = ["--synk-variants", "plain,batch+wi20", "--only", "synk,synk-asgi,floor"]
+    line = run_bench("bench.fanout", [*workload, *variants])
+    names = ["synk", "synk batch wi=0.02", "synk-asgi", "synk-asgi batch wi=0.02", "floor", "floor batch"]
+    assert line["rows"] == names
+    for name in names:
+        row = line[name]
+        assert row["delivered"] > 0.8 * row["expected"] > 0, name
+        assert (row["client_errors"], row["closed_clients"]) == ([], 0), name
+        assert row["bytes_per_client_s"] > 0 and row["server_cpu_s"] >= 0, name
+        if "batch" in name:  # several messages to a frame: fewer frames than messages
+            assert 0 < row["frames"] < 0.8 * row["delivered"], name
+        else:  # one message to a frame
+            assert row["frames"] >= 0.95 * row["delivered"], name
+    assert set(line["cpu_per_delivery_vs_synk"]) == set(names[1:])
+
+
+def test_bench_fanout_sweep_finds_the_rates_and_plots_them(tmp_path: Path) -> None:
+    plot = tmp_path / "sweep.png"
+    sweep = ["--sweep", "--sweep-from", "100", "--sweep-to", "400", "--sweep-seconds", "1", "--sweep-warmup", "0.3"]
+    line = run_bench("bench.fanout", [*FANOUT, "--only", "floor,synk", *sweep, "--sweep-refine", "1", "--plot", str(plot)])
+    assert (line["bench"], line["plot"]) == ("fanout-sweep", str(plot))
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert set(line["rows"]) == {"floor", "synk"}
+    for name, row in line["rows"].items():
+        # 100-400 changes/s are 400-1,600 deliveries/s for 20 clients: both keep up (a shared
+        # machine may fail a step, which ends the doubling early or adds a bisection step)
+        best_50, best_100 = row["max_delivered_per_s_p99_le_50ms"], row["max_delivered_per_s_p99_le_100ms"]
+        assert best_100 is not None and best_100 > 0, name
+        assert best_50 is None or best_100 >= best_50, name
+        rates = [step["rate"] for step in row["steps"]]
+        assert rates[0] == 100.0 and len(rates) >= 2 and all(12.5 <= r <= 400 for r in rates), name
+        assert all(step["cpu_s_per_million"] >= 0 and step["p99_ms"] > 0 for step in row["steps"]), name
+
+
 def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_processes() -> None:
     line = run_bench("bench.flush", ["--cluster", "--objects", "200", "--keys", "9", "--ticks", "2", "--move-fraction", "0.1"], timeout=120)
     assert (line["bench"], line["primaries"]) == ("flush-cluster", 3)

@@ -1,4 +1,4 @@
-"""Fan-out: the synk gateway against python-socketio with its Redis manager.
+"""Fan-out: the synk gateway against python-socketio with its Redis manager (and a pure-Python floor).
 
 Workload (defaults): 1,000 websocket clients, each following 10 of 100
 subscription keys (every key has 100 clients); 100 objects per key; a
@@ -32,6 +32,52 @@ socketio
     ``AsyncRedisManager`` (``emit("mod", msg, room=key)``). Clients speak
     Engine.IO v4 / Socket.IO v5 over a raw websocket (``40`` connect,
     ``42[...]`` events, ``2``/``3`` pings), not the heavy ``AsyncClient``.
+
+synk-asgi
+    The same gateway as ``gateway.asgi_app()`` under uvicorn in its own
+    process (as docs/gateway.md runs it on its own: ``uvicorn module:app``),
+    on asyncio's loop like ``synk serve``, so that it differs from the synk
+    row by the transport alone; the same simulation and clients.
+floor
+    The least a pure-Python server does for this fan-out: a ``websockets``
+    asyncio server with no Redis, running the tick loop itself (the same
+    rate, ticks and objects), building each change's ``mod`` (synk's shape)
+    once and writing each client's messages of a tick with one
+    ``transport.write`` (see ``bench/fanout/floor.py`` for what it leaves
+    out). Its server CPU includes making the changes; there is no Redis hop
+    in its latency.
+
+``--only`` picks the systems, comma-separated, in order (default
+``synk,socketio``; ``--only synk,synk-asgi,floor,socketio`` runs them all).
+
+Variants of synk's rows: ``--batch`` makes the clients declare
+``synk_batch=1`` (each gateway write comes as one frame, a JSON array of
+messages; every message in it counts as a delivery, timed at the frame's
+arrival) and ``--write-interval S`` is ``synk serve --write-interval S``;
+the rows' names say so (``synk batch wi=0.02``). Figures on a shared
+machine move by a fifth between runs, so compare variants side by side in
+one run: ``--synk-variants plain,batch,batch+wi20`` runs a synk row (and a
+synk-asgi row) per variant, each ``plain`` or ``+``-joined ``batch`` and
+``wiMS`` (write interval in milliseconds); the floor gets a row per batch
+setting (it writes once a tick: a write interval changes nothing). The JSON
+line's ``cpu_per_delivery_vs_synk`` gives each row's server CPU per
+delivery against the plain synk row's.
+
+Every row reports the bytes one client received a second (on the wire,
+headers included, for the raw client) and messages per frame.
+
+``--sweep`` measures each row's capacity instead of one rate: with every
+client connected once, the rate starts at ``--sweep-from`` changes a second
+and doubles while p99 stays within 100 ms and nearly every expected delivery
+arrives, then ``--sweep-refine`` bisection steps close in on the limits of
+100 ms and 50 ms; each step is a short window (``--sweep-seconds`` after
+``--sweep-warmup``), printed as it ends. It reports each row's highest
+deliveries/s with p99 at most 50 ms and at most 100 ms, the server's CPU-s
+per million deliveries at every step, and writes a PNG of p99 against
+deliveries/s, one line per row (``--plot PATH``; its path is printed and in
+the JSON line). The load generator and Redis share the cores with the
+server: near 200,000 deliveries/s the clients alone take about a core (see
+above), so every row's ceiling on a 2-core machine is partly theirs.
 
 The clients (the load generator) run in ``--client-procs`` processes. By
 default each connection is a bare asyncio protocol that parses frames in

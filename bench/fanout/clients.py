@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class Tally:
-    """What one client process saw: the mods received inside the window, and their latencies."""
+    """What one client process saw: the mods received inside the window, their latencies, frames and bytes."""
 
     def __init__(self) -> None:
         self.t0 = math.inf
@@ -29,6 +29,12 @@ class Tally:
         self.count = 0
         #: socket reads during the window (the raw client only): how well the server coalesces frames
         self.reads = 0
+        #: text frames received during the window (a batch frame is one, however many messages it holds)
+        self.frames = 0
+        #: bytes received during the window: on the wire for the raw client, frame payloads for the others
+        self.bytes = 0
+        #: when the last text frame arrived (``--sweep`` waits for a backlog to drain)
+        self.last = 0.0
         self.hist = [0] * BINS
         self.subscribed = 0
         self.all_subscribed = asyncio.Event()
@@ -38,13 +44,23 @@ class Tally:
         self.closed = 0
         self.errors: list[str] = []
 
-    def mod(self, stamp: float, now: Callable[[], float] = time.time) -> None:
-        """A mod stamped ``stamp`` arrived: count it if it arrived inside the window."""
-        t = now()
+    def mod(self, stamp: float, t: float) -> None:
+        """A mod stamped ``stamp`` arrived at ``t``: count it if it arrived inside the window."""
         if self.t0 <= t < self.t1:
             self.count += 1
             b = int((t - stamp) * 10_000.0)
             self.hist[b if b < BINS else BINS - 1] += 1
+
+    def frame(self, t: float) -> None:
+        """A text frame arrived at ``t``."""
+        self.last = t
+        if self.t0 <= t < self.t1:
+            self.frames += 1
+
+    def received(self, size: int) -> None:
+        """``size`` bytes arrived (now)."""
+        if self.t0 <= time.time() < self.t1:
+            self.bytes += size
 
     def subscribed_one(self) -> None:
         self.subscribed += 1
@@ -52,17 +68,30 @@ class Tally:
             self.all_subscribed.set()
 
     def report(self) -> dict[str, Any]:
-        return {
+        """The window's figures; then they start again from zero (``--sweep`` measures several windows)."""
+        out = {
             "count": self.count,
             "reads": self.reads,
+            "frames": self.frames,
+            "bytes": self.bytes,
             "closed": self.closed,
             "errors": self.errors[:5],
             "hist": {str(i): c for i, c in enumerate(self.hist) if c},
         }
+        self.count = self.reads = self.frames = self.bytes = 0
+        self.hist = [0] * BINS
+        self.errors = []
+        return out
 
 
 class SynkConn:
-    """One synk client's protocol state: subscribe, wait for the snapshots, time the mods."""
+    """One synk client's protocol state: subscribe, wait for the snapshots, time the mods.
+
+    A frame holds one message (a JSON object) or, for a client that declared
+    ``synk_batch=1``, possibly several (a JSON array, PROTOCOL.md "Batch
+    frames"): every message of an array counts as a delivery of its own,
+    timed at the frame's arrival.
+    """
 
     __slots__ = ("pending", "release", "subscribe", "tally")
 
@@ -77,10 +106,25 @@ class SynkConn:
 
     def handle(self, data: str | bytes, loads: Callable[[str | bytes], Any] = orjson.loads) -> str | None:
         m = loads(data)
+        t = time.time()
+        tally = self.tally
+        tally.frame(t)
+        if type(m) is list:
+            for one in m:
+                if one["method"] == "mod":
+                    tally.mod(one["diff"]["ts"], t)
+                else:
+                    self.other(one)
+        elif m["method"] == "mod":
+            tally.mod(m["diff"]["ts"], t)
+        else:
+            self.other(m)
+        return None
+
+    def other(self, m: dict[str, Any]) -> None:
+        """A message other than a mod: a key's snapshot is complete, or an error."""
         method = m["method"]
-        if method == "mod":
-            self.tally.mod(m["diff"]["ts"])
-        elif method == "snap":
+        if method == "snap":
             self.pending.discard(m["sKey"])
             if not self.pending and self.release is not None:
                 self.release()
@@ -88,7 +132,6 @@ class SynkConn:
                 self.tally.subscribed_one()
         elif method == "error":
             self.tally.errors.append(str(m))
-        return None
 
 
 class SocketioConn:
@@ -109,8 +152,10 @@ class SocketioConn:
             data = data.decode()
         if data.startswith("42"):
             event = loads(data[2:])
+            t = time.time()
+            self.tally.frame(t)
             if event[0] == "mod":
-                self.tally.mod(event[1]["diff"]["ts"])
+                self.tally.mod(event[1]["diff"]["ts"], t)
             return None
         if data == "2":
             return "3"
@@ -169,6 +214,7 @@ async def run_aiohttp(url: str, conns: list[Conn], tally: Tally, gate: Gate) -> 
                 msg = await receive()
                 if msg.type is not text:
                     break
+                tally.received(len(msg.data))
                 reply = handle(msg.data)
                 if reply is not None:
                     await ws.send_str(reply)
@@ -190,6 +236,7 @@ async def run_websockets(url: str, conns: list[Conn], tally: Tally, gate: Gate) 
             await ws.send(conn.opening())
             handle = conn.handle
             async for data in ws:
+                tally.received(len(data))
                 reply = handle(data)
                 if reply is not None:
                     await ws.send(reply)
@@ -254,6 +301,7 @@ class RawClient(asyncio.Protocol):
         tally = self.tally
         if tally.t0 <= time.time() < tally.t1:
             tally.reads += 1
+            tally.bytes += len(data)
         buf = self.buf + data if self.buf else data
         if not self.open:
             end = buf.find(b"\r\n\r\n")
@@ -332,12 +380,12 @@ async def clients(args: argparse.Namespace) -> None:
     commands = await stdin_lines()
     tally = Tally()
     ids = range(args.first, args.first + args.count)
-    if args.system == "synk":
-        path = "/"
-        conns: list[Conn] = [SynkConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
-    else:
+    if args.system == "socketio":
         path = "/socket.io/?EIO=4&transport=websocket"
-        conns = [SocketioConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
+        conns: list[Conn] = [SocketioConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
+    else:  # synk's protocol: the gateway (standalone or ASGI) and the floor
+        path = "/?synk_batch=1" if args.batch else "/"
+        conns = [SynkConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
     tally.expected_subs = len(conns)
     started = time.monotonic()
     gate = Gate(args.gate)
@@ -358,6 +406,8 @@ async def clients(args: argparse.Namespace) -> None:
             tally.t0, tally.t1 = cmd["window"]
         elif cmd["cmd"] == "report":
             emit(tally.report())
+        elif cmd["cmd"] == "last":
+            emit({"last": tally.last})
         elif cmd["cmd"] == "stop":
             break
     # A load generator has nothing to close politely: the kernel resets the sockets.

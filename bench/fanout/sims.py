@@ -29,60 +29,87 @@ class Body(synk.Object):
         return key_name(self.k)
 
 
+class Counts:
+    """The simulation's figures since the last ``window`` command (or its start)."""
+
+    def __init__(self, keys: int) -> None:
+        self.per_key = [0] * keys
+        self.changes = 0
+        self.in_window = 0
+        self.ticks = 0
+        self.late = 0
+        self.step_s = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "changes": self.changes,
+            "in_window": self.in_window,
+            "per_key": self.per_key,
+            "ticks": self.ticks,
+            "late_ticks": self.late,
+            "step_s": self.step_s,
+        }
+
+
 async def drive(args: argparse.Namespace, step: Callable[[int], Awaitable[tuple[float, list[int]]]]) -> None:
     """Run ``step`` at ``args.rate`` changes a second in ticks of ``args.tick_hz``, as the orchestrator says.
 
-    Commands: ``go`` (start ticking), ``window`` [t0, t1] (count the changes
-    stamped inside it, per key), ``stop`` (report and exit).
+    Commands: ``go`` (start ticking), ``rate`` (change the rate from the
+    next tick on: ``--sweep``), ``window`` [t0, t1] (count the changes
+    stamped inside it, per key; the counts start again from zero),
+    ``report`` (print the counts), ``stop`` (print them and exit).
     """
     commands = await stdin_lines()
     emit({"ready": True})
-    state: dict[str, Any] = {"go": asyncio.Event(), "stop": False, "window": (math.inf, math.inf)}
+    go = asyncio.Event()
+    state: dict[str, Any] = {"stop": False, "window": (math.inf, math.inf), "rate": args.rate, "counts": Counts(args.keys)}
 
     async def listen() -> None:
         while True:
             cmd = await read_command(commands)
             if cmd["cmd"] == "go":
-                state["go"].set()
+                go.set()
+            elif cmd["cmd"] == "rate":
+                state["rate"] = float(cmd["rate"])
             elif cmd["cmd"] == "window":
                 state["window"] = tuple(cmd["window"])
+                state["counts"] = Counts(args.keys)
+            elif cmd["cmd"] == "report":
+                emit(state["counts"].as_json())
             elif cmd["cmd"] == "stop":
                 state["stop"] = True
-                state["go"].set()
+                go.set()
                 return
 
     listener = asyncio.create_task(listen())
-    await state["go"].wait()
-    per_key = [0] * args.keys
-    changes = in_window = ticks = late = 0
+    await go.wait()
     dt = 1.0 / args.tick_hz
-    per_tick = args.rate / args.tick_hz
     owed = 0.0
     next_tick = time.monotonic()
-    busy = 0.0
     while not state["stop"]:
-        owed += per_tick
+        owed += state["rate"] / args.tick_hz
         n = int(owed)
         owed -= n
         started = time.monotonic()
         stamp, keys = await step(n)
-        busy += time.monotonic() - started
-        ticks += 1
-        changes += n
+        counts: Counts = state["counts"]
+        counts.step_s += time.monotonic() - started
+        counts.ticks += 1
+        counts.changes += n
         t0, t1 = state["window"]
         if t0 <= stamp < t1:
-            in_window += n
+            counts.in_window += n
             for k in keys:
-                per_key[k] += 1
+                counts.per_key[k] += 1
         next_tick += dt
         wait = next_tick - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
         elif wait < -dt:
-            late += 1
+            counts.late += 1
             next_tick = time.monotonic()  # fell behind by more than a tick: do not burst to catch up
     listener.cancel()
-    emit({"changes": changes, "in_window": in_window, "per_key": per_key, "ticks": ticks, "late_ticks": late, "step_s": busy})
+    emit(state["counts"].as_json())
 
 
 async def sim_synk(args: argparse.Namespace) -> None:
@@ -165,3 +192,20 @@ def socketio_server(args: argparse.Namespace) -> None:
         import uvicorn
 
         uvicorn.run(socketio.ASGIApp(sio), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, lifespan="off")
+
+
+# -- synk's gateway as an ASGI app under uvicorn (child process) -----------------------------------
+
+
+def synk_asgi_server(args: argparse.Namespace) -> None:
+    """``gateway.asgi_app()`` served by uvicorn, as docs/gateway.md shows it run on its own.
+
+    On asyncio's loop, as ``synk serve`` runs (uvicorn would pick uvloop),
+    so that the row differs from synk's by the transport alone.
+    """
+    import uvicorn
+
+    from synk.gateway import Gateway
+
+    gateway = Gateway(args.redis, prefix=PREFIX, write_interval=args.write_interval)
+    uvicorn.run(gateway.asgi_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, loop="asyncio")
