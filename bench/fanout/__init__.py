@@ -36,8 +36,9 @@ socketio
 synk-asgi
     The same gateway as ``gateway.asgi_app()`` under uvicorn in its own
     process (as docs/gateway.md runs it on its own: ``uvicorn module:app``),
-    on asyncio's loop like ``synk serve``, so that it differs from the synk
-    row by the transport alone; the same simulation and clients.
+    on asyncio's loop and with ``gc_freeze`` like ``synk serve``, so that it
+    differs from the synk row by the transport alone; the same simulation
+    and clients.
 floor
     The least a pure-Python server does for this fan-out: a ``websockets``
     asyncio server with no Redis, running the tick loop itself (the same

@@ -201,11 +201,12 @@ def synk_asgi_server(args: argparse.Namespace) -> None:
     """``gateway.asgi_app()`` served by uvicorn, as docs/gateway.md shows it run on its own.
 
     On asyncio's loop, as ``synk serve`` runs (uvicorn would pick uvloop),
-    so that the row differs from synk's by the transport alone.
+    and with ``gc_freeze`` on, as ``synk serve`` has it (the process is the
+    gateway's alone), so that the row differs from synk's by the transport alone.
     """
     import uvicorn
 
     from synk.gateway import Gateway
 
-    gateway = Gateway(args.redis, prefix=PREFIX, write_interval=args.write_interval)
+    gateway = Gateway(args.redis, prefix=PREFIX, write_interval=args.write_interval, gc_freeze=True)
     uvicorn.run(gateway.asgi_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, loop="asyncio")
