@@ -27,6 +27,7 @@ from websockets.typing import Origin
 
 import synk
 from synk.gateway import Gateway
+from synk.gateway import asgi as asgi_module
 from synk.store.memory import MemoryStore
 from tests.gateway_env import KEY, big_rounds, http_get, http_request, open_stalled, running, store_url, until
 from tests.models import Agent, Note
@@ -287,7 +288,7 @@ async def test_asgi_app_at_the_root(backend: str, request: pytest.FixtureRequest
             await check_asgi(world, gateway, "", port)
 
 
-async def test_a_busy_asgi_client_is_written_by_one_task_and_gets_batch_frames() -> None:
+async def test_a_busy_asgi_client_is_written_by_one_task_and_gets_batch_frames(monkeypatch: pytest.MonkeyPatch) -> None:
     """An ASGI send must be awaited, so every write goes through the client's writer task;
     made again for every write, it cost a task per client per tick. It lingers instead."""
     async with world_and_gateway(None) as (world, gateway), uvicorn_app(gateway.asgi_app()) as port:
@@ -306,6 +307,9 @@ async def test_a_busy_asgi_client_is_written_by_one_task_and_gets_batch_frames()
         assert None not in writers and len(set(map(id, writers))) == 1
         # One send per write: 20 mods of a flush in one frame, or a few.
         assert len(client.frames) < len(client.messages) / 5
+        # Idle past its linger, the writer ends: an idle client holds no task.
+        monkeypatch.setattr(asgi_module._AsgiOutlet, "linger", 0.2)
+        await until(lambda: session._writer is None, "the idle writer to end")
         await client.close()
 
 

@@ -30,7 +30,7 @@ from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.pauses import Pauses
 from synk.gateway.routing import Routed, Router, route
-from synk.gateway.session import Client, Session
+from synk.gateway.session import Client, Session, WriterWatch
 from synk.gateway.snapshots import KeyState, ReadQueue, State
 from synk.store import open_store
 
@@ -97,6 +97,8 @@ class Gateway:
             self.metrics.extra.append(flushes)  # the world runs here: its flushes show on /metrics
         #: loop stalls and full garbage collections, while started
         self.pauses = Pauses()
+        #: one timer for every client's running writer task (stuck writes, idle writers)
+        self._watch = WriterWatch(min(1.0, self.config.stuck_timeout / 4))
         #: freezes the survivors of full garbage collections (the ``gc_freeze`` setting)
         self.freezer = Freezer(lambda: len(self.sessions))
         self.metrics.extra += [self.pauses.lag, self.pauses.gc]
@@ -215,6 +217,7 @@ class Gateway:
             self._dirty.clear()
             self.pauses.stop()
             self.freezer.stop()
+            self._watch.stop()
             self._life.released()
             transition.set_result(None)
 
@@ -398,6 +401,7 @@ class Gateway:
             key_burst=float(self.config.key_burst or 0),
             on_lag=self._resnapshot_all,
             on_dirty=self._dirty_session,
+            watch=self._watch,
         )
         query = Handshake(path, {}).query
         session.resnap = query.get("synk_resnap") == "1"

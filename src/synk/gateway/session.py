@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from synk.gateway.metrics import Metrics
     from synk.gateway.snapshots import KeyState
 
-__all__ = ["BATCH_FRAME_BYTES", "Client", "Outlet", "Session", "batch_frames"]
+__all__ = ["BATCH_FRAME_BYTES", "Client", "Outlet", "Session", "WriterWatch", "batch_frames"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -99,6 +99,47 @@ class Outlet(abc.ABC):
     linger = 0.0
 
 
+class WriterWatch:
+    """One timer for every running writer task: a write stuck too long, a writer idle too long.
+
+    A timer per write (``asyncio.timeout``) and per idle wait cost more than
+    the write itself where every write goes through the task (ASGI, whose
+    ``send`` must be awaited): at 1,000 clients and 50 writes a second each,
+    100,000 timers a second. Instead each writer notes when its write or
+    its wait began, and this looks at the running ones every ``period``
+    seconds (so a deadline is kept within a period).
+    """
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._writers: set[Session] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, session: Session) -> None:
+        """``session``'s writer task started."""
+        self._writers.add(session)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + self.period, self._tick)
+
+    def discard(self, session: Session) -> None:
+        """``session``'s writer task ended."""
+        self._writers.discard(session)
+
+    def stop(self) -> None:
+        """Stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for session in list(self._writers):
+            session.check(now)
+        self._timer = loop.call_at(now + self.period, self._tick) if self._writers else None
+
+
 class Client:
     """What a custom-message handler sees of a client."""
 
@@ -144,6 +185,7 @@ class Session:
         key_burst: float,
         on_lag: Callable[[Session], None],
         on_dirty: Callable[[Session], None],
+        watch: WriterWatch | None = None,
     ) -> None:
         self.id = cid
         self.identity = identity
@@ -199,6 +241,14 @@ class Session:
         self._writer: asyncio.Task[None] | None = None
         #: set when messages wait for a lingering writer (see ``Outlet.linger``)
         self._more: asyncio.Event | None = None
+        self._watch = watch if watch is not None else WriterWatch(min(1.0, stuck_timeout / 4))
+        #: when the writer's current write began, or its wait for more (None: neither)
+        self._writing_since: float | None = None
+        self._idle_since: float | None = None
+        #: the watch found the current write stuck (and cancelled the writer)
+        self._stuck_hit = False
+        #: the watch found the writer idle past its linger: it ends
+        self._retire = False
 
     @property
     def backlog_messages(self) -> int:
@@ -361,7 +411,21 @@ class Session:
             return
         if self._writer is None:
             self._writer = self._loop.create_task(self._run())
+            self._watch.add(self)
         elif self._more is not None:
+            self._more.set()
+
+    def check(self, now: float) -> None:
+        """The watch's look at this writer: cancel a write stuck past ``stuck_timeout``,
+        end a wait for more past the outlet's ``linger``."""
+        writer = self._writer
+        if writer is None:
+            return
+        if self._writing_since is not None and now - self._writing_since > self._stuck and not self._stuck_hit:
+            self._stuck_hit = True
+            writer.cancel()
+        elif self._idle_since is not None and now - self._idle_since > self.outlet.linger and self._more is not None:
+            self._retire = True
             self._more.set()
 
     def push_many(self, batch: list[bytes]) -> None:
@@ -376,24 +440,29 @@ class Session:
             while not self.closed and (self._pending or self.lagging or await self._lingered()):
                 since = self._since
                 batch, size, count = self._take()
+                # The watch cancels a write that takes longer than stuck_timeout.
+                self._writing_since = self._loop.time()
                 try:
                     if batch:
-                        # Not wait_for: it wraps every write in a new Task.
-                        async with asyncio.timeout(self._stuck):
-                            await self.outlet.write(self._frames(batch, count))
+                        await self.outlet.write(self._frames(batch, count))
                         self.metrics.messages_out += count
                         self.metrics.bytes_out += size
                         self.metrics.delivery.observe(self._loop.time() - since)
                     elif self.lagging:
-                        async with asyncio.timeout(self._stuck):
-                            await self.outlet.write([])
-                except TimeoutError:
-                    self.metrics.slow_closes += 1
-                    await self.close(4408, "client too slow to drain its backlog")
-                    return
+                        await self.outlet.write([])
+                finally:
+                    self._writing_since = None
                 if self.lagging and not self._pending:
                     self.lagging = False
                     self._on_lag(self)
+        except asyncio.CancelledError:
+            if not self._stuck_hit:
+                raise  # stopped: the connection is gone
+            # The watch cancelled a write stuck past stuck_timeout (the cancel may
+            # land just after it, at the next wait: it was that late anyway).
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self.metrics.slow_closes += 1
+            await self.close(4408, "client too slow to drain its backlog")
         except (ConnectionError, OSError):
             self.closed = True
         except Exception:
@@ -402,6 +471,7 @@ class Session:
         finally:
             if self._writer is asyncio.current_task():
                 self._writer = None
+                self._watch.discard(self)
 
     async def _lingered(self) -> bool:
         """Wait up to ``outlet.linger`` seconds for messages to write; whether some came."""
@@ -412,9 +482,13 @@ class Session:
         if more is None:
             more = self._more = asyncio.Event()
         more.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(linger):
-                await more.wait()
+        self._retire = False
+        # The watch wakes this wait once it has lasted ``linger`` (no timer of its own).
+        self._idle_since = self._loop.time()
+        try:
+            await more.wait()
+        finally:
+            self._idle_since = None
         return not self.closed and bool(self._pending or self.lagging)
 
     async def close(self, code: int, reason: str) -> None:
