@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import colyseus
+from bench.fanout.common import Child as FanoutChild
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -129,16 +130,12 @@ def ensure_node_modules(directory: Path = NODE_DIR) -> None:
         raise BenchError(f"npm ci in {directory} failed (exit code {result.returncode})")
 
 
-class Child:
+class Child(FanoutChild):
     """A Node child process: a JSON config as its argument, JSON lines on stdin and stdout, stderr to a log."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log: Path) -> None:
-        self.name = name
-        self.proc = proc
-        self.log = log
-
     @classmethod
-    async def start(cls, name: str, script: str, config: dict[str, Any], logdir: Path) -> Child:
+    async def spawn(cls, name: str, script: str, config: dict[str, Any], logdir: Path) -> Child:
+        """Start ``node script config`` in the Node project."""
         log = logdir / f"{name}.log"
         err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -155,41 +152,6 @@ class Child:
         finally:
             os.close(err)
         return cls(name, proc, log)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.returncode is None
-
-    def tail(self) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            return ""
-
-    def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        if self.alive:
-            self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-
-    async def read(self, timeout: float) -> dict[str, Any]:
-        """The next JSON object the child prints (other lines are skipped)."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = await asyncio.wait_for(self.proc.stdout.readline(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                raise BenchError(f"{self.name} did not answer within {timeout:g} s\n{self.tail()}") from None
-            if not line:
-                await self.proc.wait()
-                raise BenchError(f"{self.name} exited with code {self.proc.returncode}\n{self.tail()}")
-            with contextlib.suppress(ValueError):
-                obj = json.loads(line)
-                if isinstance(obj, dict):
-                    return obj
-
-    def cpu(self) -> float:
-        return proc_cpu(self.proc.pid) if self.alive else 0.0
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Ask it to exit (``stop``), then SIGTERM, then SIGKILL."""
@@ -304,7 +266,7 @@ async def run_mode(mode: str, args: argparse.Namespace, logdir: Path) -> list[Ro
             "tickHz": args.tick_hz,
             "patchMs": args.patch_ms,
         }
-        server = await Child.start(f"{mode}-server", "server.js", config, logdir)
+        server = await Child.spawn(f"{mode}-server", "server.js", config, logdir)
         children.append(server)
         ready = await server.read(60)
         bounds = [round(i * args.clients / args.client_procs) for i in range(args.client_procs + 1)]
@@ -319,7 +281,7 @@ async def run_mode(mode: str, args: argparse.Namespace, logdir: Path) -> list[Ro
                 "gate": max(1, args.joining),
                 "client": args.client,
             }
-            c = await Child.start(f"{mode}-clients{j}", "clients.js", cfg, logdir)
+            c = await Child.spawn(f"{mode}-clients{j}", "clients.js", cfg, logdir)
             children.append(c)
             fleet.append(c)
         for c in fleet:

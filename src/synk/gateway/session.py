@@ -319,29 +319,26 @@ class Session:
 
     def push(self, data: bytes) -> None:
         """Queue one message; drops the backlog if it passes its bound."""
-        if self.lagging or self.closed:
-            return
-        if not self._pending:
-            self._since = self._loop.time()
-        self._pending.append(data)
-        self._pending_bytes += len(data)
-        self._count += 1
-        self._queued()
+        self._append(data, 1)
 
     def push_joined(self, messages: list[bytes], joined: bytes) -> None:
         """Queue several messages, which ``joined`` holds joined by commas (made once for
         every subscriber): one item for a client that takes batch frames."""
         if not self.batch:
             for data in messages:
-                self.push(data)
+                self._append(data, 1)
             return
+        self._append(joined, len(messages))
+
+    def _append(self, item: bytes, count: int) -> None:
+        """Queue ``item``, which holds ``count`` messages."""
         if self.lagging or self.closed:
             return
         if not self._pending:
             self._since = self._loop.time()
-        self._pending.append(joined)
-        self._pending_bytes += len(joined)
-        self._count += len(messages)
+        self._pending.append(item)
+        self._pending_bytes += len(item)
+        self._count += count
         self._queued()
 
     def _queued(self) -> None:
