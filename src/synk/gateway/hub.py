@@ -50,6 +50,7 @@ log = logging.getLogger("synk.gateway")
 
 #: Snapshots read at once: each holds a pooled Redis connection (redis-py's pool has 100).
 SNAPSHOT_CONCURRENCY = 32
+LIVE = State.LIVE
 #: Events the fan-out takes at once, besides the one it waited for: runs of a key's
 #: messages among them go to each client in one push.
 READY_AT_ONCE = 1024
@@ -856,7 +857,13 @@ class Gateway:
         routed: Routed | None = None
         for cid in self.router.clients(key):
             target = sessions.get(cid)
-            if target is not None:
+            if target is None:
+                continue
+            state = target.keys.get(key)
+            # The hot path, once per message and client: synk's own client, live on the key.
+            if state is not None and state.state is LIVE and target.resnap and not target.moves:
+                target.push(data)
+            else:
                 routed = self._deliver_to(target, key, data, routed)
 
     def _deliver_to(self, target: Session, key: str, data: bytes, routed: Routed | None) -> Routed | None:

@@ -317,29 +317,29 @@ class Session:
         if (key == new_key and leaves) or (key == prev_key and not self.resnap):
             del self.moves[oid]
 
-    def push(self, data: bytes) -> None:
-        """Queue one message; drops the backlog if it passes its bound."""
-        self._append(data, 1)
+    def push(self, data: bytes, count: int = 1) -> None:
+        """Queue one message (or ``count`` of them joined by commas); drops the backlog if it passes its bound.
+
+        The hot path of fan-out, once per message and client: kept to one call.
+        """
+        if self.lagging or self.closed:
+            return
+        pending = self._pending
+        if not pending:
+            self._since = self._loop.time()
+        pending.append(data)
+        self._pending_bytes += len(data)
+        self._count += count
+        self._queued()
 
     def push_joined(self, messages: list[bytes], joined: bytes) -> None:
         """Queue several messages, which ``joined`` holds joined by commas (made once for
         every subscriber): one item for a client that takes batch frames."""
         if not self.batch:
             for data in messages:
-                self._append(data, 1)
+                self.push(data)
             return
-        self._append(joined, len(messages))
-
-    def _append(self, item: bytes, count: int) -> None:
-        """Queue ``item``, which holds ``count`` messages."""
-        if self.lagging or self.closed:
-            return
-        if not self._pending:
-            self._since = self._loop.time()
-        self._pending.append(item)
-        self._pending_bytes += len(item)
-        self._count += count
-        self._queued()
+        self.push(joined, len(messages))
 
     def _queued(self) -> None:
         if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
@@ -349,7 +349,9 @@ class Session:
             self._take()
             self.lagging = True
             self.metrics.slow_resyncs += 1
-        self._dirty()
+        if not self._marked:
+            self._marked = True
+            self._on_dirty(self)
 
     def push_snapshot(self, batch: list[bytes]) -> None:
         """Queue a snapshot whole: it does not count against the backlog bound.
@@ -393,12 +395,13 @@ class Session:
         batch = self._pending
         if not batch or self.closed:
             return
-        if self.outlet.write_nowait(self._frames(batch, self._count)):
-            since = self._since
-            _, size, count = self._take()
-            self.metrics.messages_out += count
-            self.metrics.bytes_out += size
-            self.metrics.delivery.observe(self._loop.time() - since)
+        count = self._count
+        if self.outlet.write_nowait(batch_frames(batch, count) if self.batch else batch):
+            metrics = self.metrics
+            metrics.messages_out += count
+            metrics.bytes_out += self._pending_bytes
+            metrics.delivery.observe(self._loop.time() - self._since)
+            self._pending, self._pending_bytes, self._count, self._slack_messages, self._slack_bytes = [], 0, 0, 0, 0
         else:
             self._wake()
 

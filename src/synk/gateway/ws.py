@@ -73,6 +73,10 @@ def frame_header(size: int) -> bytes:
 
 def framed(batch: list[bytes]) -> bytes:
     """The frames of these messages, back to back."""
+    if len(batch) == 1:  # the most common write: one message, or one batch frame
+        data = batch[0]
+        n = len(data)
+        return (_SMALL_HEADERS[n] if n < 126 else frame_header(n)) + data
     parts: list[bytes] = []
     append = parts.append
     small = _SMALL_HEADERS
