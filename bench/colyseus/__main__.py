@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 NODE_DIR = Path(__file__).resolve().parent
 #: State age histogram: 0.1 ms bins (as clients.js counts them).
 BIN_MS = 0.1
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 #: The two rows: name, and whether the objects map is tagged @view().
 MODES = {"view": ("colyseus StateView", True), "no-view": ("colyseus no view", False)}
@@ -58,17 +57,6 @@ def subscribers(args: argparse.Namespace) -> list[int]:
 
 
 # -- readings of processes and of the machine ---------------------------------------------------
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far; 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def proc_rss_mb(pid: int) -> float:
