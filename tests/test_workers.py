@@ -170,6 +170,26 @@ async def test_a_killed_worker_is_started_again_and_sigterm_stops_them_all(redis
         await world.close()
 
 
+async def test_a_second_supervisor_on_the_same_port_is_refused(redis_url: str) -> None:
+    """SO_REUSEPORT would let it in, silently splitting the connections between two gateways."""
+    async with serving(redis_url, 2) as served:
+        second = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "synk.cli", "serve", "--redis", redis_url, "--prefix", PREFIX),
+            *("--port", str(served.port), "--workers", "2"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(second.communicate(), 60)
+        finally:
+            if second.returncode is None:  # it serves: the bug this test is about
+                second.kill()
+                await second.wait()
+        assert second.returncode == 1, (out, err)
+        assert f"port {served.port} is in use".encode() in err
+        assert served.proc.returncode is None  # the first one serves on
+
+
 def test_workers_below_one_is_one_clear_line(redis_url: str) -> None:
     from synk.cli import main
 

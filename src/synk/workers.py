@@ -57,11 +57,18 @@ def reserve_port(host: str, port: int) -> socket.socket:
 
     With port 0 the system picks a free one (read it from the socket). A
     socket that does not listen gets no connections; the workers' do. Raises
-    OSError (EADDRINUSE) when something else holds the port without
-    SO_REUSEPORT.
+    OSError (EADDRINUSE) when anything holds the port, another ``synk serve
+    --workers`` included: with SO_REUSEPORT alone, a second one on the same
+    port would silently share its connections with the first.
     """
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, addr = infos[0]
+    if port:
+        # First without SO_REUSEPORT: only a free port binds (SO_REUSEADDR lets
+        # connections of an earlier run in TIME_WAIT through, not a listener).
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
