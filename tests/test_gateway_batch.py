@@ -134,3 +134,14 @@ async def test_a_keys_run_of_messages_is_joined_once_for_all_its_batch_clients(
     assert len(plain.frames) == len(plain.messages)
     for client in clients:
         await client.close()
+
+
+async def test_a_snapshot_does_not_wait_for_the_write_interval() -> None:
+    async with running(None, write_interval=10.0) as env:
+        env.world.create(Agent(id="s", x=1))
+        await env.world.flush()
+        client = await WsClient.open(env.url)  # its hello was a write: the next write-out is 10 s away
+        await client.send({"method": "updateSubscription", "add": [KEY]})
+        await client.wait(lambda: bool(client.of("snap")), timeout=5)
+        assert [m["id"] for m in client.of("add")] == ["s"]
+        await client.close()

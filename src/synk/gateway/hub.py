@@ -699,6 +699,11 @@ class Gateway:
         out = state.barrier(token)
         if out is None or session.closed:
             return
+        if self.config.write_interval:
+            # A snapshot goes out at once, not at the next write-out: the
+            # interval trades latency for CPU on changes, not on a page's
+            # first view of a key (this runs after the pushes below).
+            asyncio.get_running_loop().call_soon(session.write_out)
         session.push_snapshot(out.snapshot)
         if session.resnap:
             session.push_many([m.data for m in out.replayed])
