@@ -7,7 +7,7 @@ import pytest
 from synk.core.messages import encode_add, encode_mod
 from synk.gateway import protocol as p
 from synk.gateway.routing import Routed, route
-from synk.gateway.snapshots import Flush, KeyState, ReadQueue, State
+from synk.gateway.snapshots import KeyState, ReadQueue, Released, State
 from synk.store.base import Stored
 
 K = "k"
@@ -32,7 +32,7 @@ def test_subscribe_read_barrier_live() -> None:
     assert s.message(late) is False
     assert len(s) == 2
     assert s.barrier("other") is None  # not the barrier awaited
-    assert s.barrier("t1") == Flush([_stored("a", 2).record, p.encode_snap(K, ["a"])], [late], frozenset({"a"}))
+    assert s.barrier("t1") == Released([_stored("a", 2).record, p.encode_snap(K, ["a"])], [late], frozenset({"a"}))
     assert (s.state, s.live, len(s), s.token) == (State.LIVE, True, 0, None)
     assert s.barrier("t1") is None  # it came back once already
     assert s.message(_mod("a", 4)) is False  # live messages are not the state's to hold
@@ -50,7 +50,7 @@ def test_a_snapshot_started_over_refuses_the_stale_read() -> None:
     assert s.state is State.READING and s.token is None
     assert s.read(second, [_stored("a", 2)], "new") is True
     assert s.barrier("old") is None
-    assert s.barrier("new") == Flush([_stored("a", 2).record, p.encode_snap(K, ["a"])], [], frozenset({"a"}))
+    assert s.barrier("new") == Released([_stored("a", 2).record, p.encode_snap(K, ["a"])], [], frozenset({"a"}))
 
 
 def test_past_the_bound_the_snapshot_starts_over() -> None:
@@ -79,7 +79,7 @@ def test_parked_keeps_nothing_until_snapshotted_again() -> None:
     assert s.barrier("t1") is None
     again = s.snapshot()
     assert s.read(again, [_stored("a", 3)], "t2")
-    assert s.barrier("t2") == Flush([_stored("a", 3).record, p.encode_snap(K, ["a"])], [], frozenset({"a"}))
+    assert s.barrier("t2") == Released([_stored("a", 3).record, p.encode_snap(K, ["a"])], [], frozenset({"a"}))
 
 
 def test_unsubscribe_ends_everything() -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from synk.errors import ConfigError, ProtocolError
-from synk.gateway import admission, http, inspector
+from synk.gateway import admission, http, inspector, original
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
@@ -507,7 +507,7 @@ class Gateway:
             state = session.keys.pop(key, None)
             if state is not None:
                 self._forget_barrier(state)
-                self._release_held(session, state.leave())
+                original.release_held(session, state.leave())
         if session.holding:
             for state in session.keys.values():
                 for key in keys:
@@ -708,70 +708,7 @@ class Gateway:
         if session.resnap:
             session.push_many([m.data for m in out.replayed])
             return
-        for _, m in out.held:
-            if m.id is not None:
-                session.holding.pop(m.id, None)  # decided below, not held any more
-        for m in out.replayed:
-            sent = self._to_original(session, key, m)
-            if sent is not None:
-                session.push(sent)
-        for held_key, m in out.held:
-            if held_key not in session.keys:
-                continue
-            if m.prev_key == key and m.id is not None and (m.id in out.ids or session.moved_out.get(m.id) == (held_key, m.version)):
-                # The client has the move already: the object was in this
-                # key's snapshot, and the replay brought its mod with nsKey.
-                session.remember_move(m.id, key, held_key, m.data)
-                continue
-            # Not in the snapshot, and the mod did not go out: the add is the
-            # client's only news of the object in its new key.
-            session.push(m.data)
-
-    def _release_held(self, session: Session, held: list[tuple[str, Routed]]) -> None:
-        """The client left a key whose snapshot held other keys' messages: they go out now."""
-        for key, m in held:
-            if m.id is not None:
-                session.holding.pop(m.id, None)
-            state = session.keys.get(key)
-            # (a key of theirs being snapshotted again brings the object anyway)
-            if state is not None and state.live:
-                session.push(m.data)
-
-    def _to_original(self, session: Session, key: str, m: Routed) -> bytes | None:
-        """What of message ``m`` of ``key`` goes to an original client now: its bytes, or None (held or dropped).
-
-        Of a move's two messages the original client must get one only: the
-        mod with nsKey from the old key when it gets it, else the add with
-        psKey from the new one (it throws on a second add, and on a version
-        gap). While the old key is being snapshotted, whether the mod reaches
-        the client is known only at the old key's barrier: the add, and the
-        object's later messages, wait for it there.
-        """
-        oid = m.id
-        if oid is None:
-            return m.data
-        holder_key = session.holding.get(oid)
-        if holder_key is not None:
-            holder = session.keys.get(holder_key)
-            if holder is not None and not holder.live:
-                holder.hold(key, m)  # after the add held there: keep the object's order
-                return None
-            del session.holding[oid]
-        if m.prev_key is not None:
-            old = session.keys.get(m.prev_key)
-            if old is not None:
-                if session.moved_out.get(oid) == (key, m.version):
-                    # Kept in case the client leaves the old key before the
-                    # mod reaches it (see Session.remember_move).
-                    session.remember_move(oid, m.prev_key, key, m.data)
-                    return None
-                if not old.live:
-                    old.hold(key, m)
-                    session.holding[oid] = m.prev_key
-                    return None
-        elif m.next_key is not None:
-            session.note_moved_out(oid, m.next_key, m.version)
-        return m.data
+        original.after_barrier(session, key, out)
 
     def _dirty_session(self, session: Session) -> None:
         # One write-out per burst, once what is ready now has run: what a burst
@@ -892,7 +829,7 @@ class Gateway:
                 # add when it has the move.
                 if routed is None:
                     routed = route(data)
-                out = self._to_original(target, key, routed)
+                out = original.to_original(target, key, routed)
                 if out is not None:
                     target.push(out)
                 return routed

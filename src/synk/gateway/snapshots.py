@@ -23,7 +23,7 @@ from synk.gateway.routing import Routed, replay_routed
 if TYPE_CHECKING:
     from synk.store.base import Stored
 
-__all__ = ["Flush", "KeyState", "ReadQueue", "State"]
+__all__ = ["KeyState", "ReadQueue", "Released", "State"]
 
 
 class State(enum.Enum):
@@ -43,7 +43,7 @@ class State(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Flush:
+class Released:
     """What a barrier releases: the snapshot (its adds then ``snap``) and the replayed messages after it.
 
     ``ids`` are the snapshot's objects, and ``held`` the messages of other
@@ -163,12 +163,12 @@ class KeyState:
         self.held = [(k, m) for k, m in self.held if k != key] or ()
         return ids
 
-    def barrier(self, token: str) -> Flush | None:
+    def barrier(self, token: str) -> Released | None:
         """Barrier ``token`` came back: what to send, and the key is live. None: not the one awaited."""
         if self.state is not State.BARRIER or token != self.token:
             return None
         stored = self.stored
-        out = Flush(
+        out = Released(
             [*(s.record for s in stored), p.encode_snap(self.key, [s.id for s in stored])],
             replay_routed(self.buffer, {s.id: (s.version, s.token) for s in stored}),
             frozenset(s.id for s in stored),
