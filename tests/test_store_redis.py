@@ -204,6 +204,36 @@ async def test_a_client_message_posted_between_two_reads_of_the_stream_is_read(r
             reader.cancel()
 
 
+async def test_a_client_message_posted_as_the_reader_starts_is_read(redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A post accepted once the reader's flag is set must be read: the reader takes
+    its starting id before it sets the flag, never after (a post in between was lost)."""
+    async with world_on(redis_process.url, prefix="t1:") as world, world_on(redis_process.url, prefix="t1:") as gateway:
+        store = redis_store(world)
+        real_set = store.commands.set
+        posted: list[bool] = []
+
+        async def set_then_post(*args: Any, **kwargs: Any) -> Any:
+            out = await real_set(*args, **kwargs)
+            if not posted:  # the first flag: a gateway posts right then
+                posted.append(await gateway.store.post(b'{"client":"c","method":"m","data":{"n":1}}'))
+            return out
+
+        monkeypatch.setattr(store.commands, "set", set_then_post)
+        received: list[synk.ClientMessage] = []
+
+        async def read() -> None:
+            async for msg in world.messages():
+                received.append(msg)
+
+        reader = asyncio.create_task(read())
+        try:
+            await until(lambda: bool(posted), "the post")
+            assert posted == [True]  # accepted: the flag was set
+            await until(lambda: len(received) == 1, "the message read", timeout=5)
+        finally:
+            reader.cancel()
+
+
 async def test_the_client_message_stream_is_bounded_in_bytes_and_entries(redis_process: RedisProcess) -> None:
     async with world_on(redis_process.url, prefix="t1:") as world:
         store = redis_store(world)

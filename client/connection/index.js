@@ -408,7 +408,12 @@ export class Synk {
     for (const msg of parsed) {
       // A listener may close the connection mid-batch: the rest is moot.
       if (this.#stopped) return
-      this.#onOne(msg, data, "batch frame holds a message that is")
+      try {
+        this.#onOne(msg, data, "batch frame holds a message that is")
+      } catch (error) {
+        // A bug of ours on one message must not drop the rest of the frame.
+        this.#error({ code: "internal_error", reason: String(error), error })
+      }
     }
   }
 

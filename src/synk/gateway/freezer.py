@@ -13,8 +13,10 @@ reference cycle among frozen objects is never collected while frozen, and
 a closed client's connection holds such cycles. So once a share of the
 clients frozen have left (``THAW_SHARE``, at least ``THAW_MIN``), the
 freezer thaws everything and collects it once (one long pause, at a time of
-churn), then freezes again. Memory held by departed clients is bounded by
-that share; the pauses come once per that many departures, not once per
+churn), then freezes again; and at least every ``THAW_EVERY`` seconds,
+for cycles that are not clients' (a Redis connection replaced after a
+blip). Memory held by departed clients is bounded by that share; the
+pauses come once per that many departures or ten minutes, not once per
 quarter of growth.
 
 ``gc`` is process-wide: only a process that is the gateway's alone (``synk
@@ -29,12 +31,14 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["THAW_MIN", "THAW_SHARE", "Freezer"]
+__all__ = ["THAW_EVERY", "THAW_MIN", "THAW_SHARE", "Freezer"]
 
 #: Departed clients, as a share of those alive at the last freeze, that make the freezer thaw.
 THAW_SHARE = 0.25
 #: ... and at least this many.
 THAW_MIN = 1000
+#: Seconds after which the next freeze is a thaw instead, however few clients left.
+THAW_EVERY = 600.0
 
 
 class Freezer:
@@ -52,6 +56,8 @@ class Freezer:
         self._departed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: asyncio.Handle | None = None
+        #: when the last thaw ran (the loop's clock)
+        self._thawed_at = 0.0
         #: thaws so far (for tests and curiosity)
         self.thaws = 0
 
@@ -65,6 +71,7 @@ class Freezer:
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._thawed_at = self._loop.time()
         gc.callbacks.append(self._on_gc)
 
     def stop(self) -> None:
@@ -93,6 +100,7 @@ class Freezer:
             return
         self.thaws += 1
         self._departed = 0
+        self._thawed_at = self._loop.time()
         gc.unfreeze()
         gc.collect()
 
@@ -103,8 +111,9 @@ class Freezer:
         if loop.is_closed():  # its gateway was never closed: nothing will run the freeze
             self.stop()
             return
-        # Not from inside the collector's callback: the loop's next turn freezes.
-        self._pending = loop.call_soon(self._freeze)
+        # Not from inside the collector's callback, which may run in another thread
+        # (one of the loop's executor's): the loop's next turn freezes.
+        self._pending = loop.call_soon_threadsafe(self._freeze)
 
     def _freeze(self) -> None:
         self._pending = None
@@ -113,6 +122,12 @@ class Freezer:
         # Garbage of the young generations would be frozen with the rest: collect them
         # first (a few thousand objects at most, unlike the full collection just done).
         gc.collect(1)
+        if self._loop.time() - self._thawed_at > THAW_EVERY:
+            # Not only departed clients leave frozen cycles behind: a Redis
+            # connection replaced after a blip, an old subscriber. However few
+            # clients leave, everything is collected once in a while.
+            self.thaw()
+            return  # the thaw's collection freezes again
         gc.freeze()
         # Departures still count: the cycles of those frozen before wait for a thaw.
         self._frozen_clients = self._clients()

@@ -247,8 +247,6 @@ class Session:
         self._idle_since: float | None = None
         #: the watch found the current write stuck (and cancelled the writer)
         self._stuck_hit = False
-        #: the watch found the writer idle past its linger: it ends
-        self._retire = False
 
     @property
     def backlog_messages(self) -> int:
@@ -419,14 +417,13 @@ class Session:
         """The watch's look at this writer: cancel a write stuck past ``stuck_timeout``,
         end a wait for more past the outlet's ``linger``."""
         writer = self._writer
-        if writer is None:
-            return
+        if writer is None or self.closed:
+            return  # (closed: stop() cancels it, which is not a stuck write)
         if self._writing_since is not None and now - self._writing_since > self._stuck and not self._stuck_hit:
             self._stuck_hit = True
             writer.cancel()
         elif self._idle_since is not None and now - self._idle_since > self.outlet.linger and self._more is not None:
-            self._retire = True
-            self._more.set()
+            self._more.set()  # it wakes to nothing queued, and ends
 
     def push_many(self, batch: list[bytes]) -> None:
         """Queue several messages."""
@@ -482,7 +479,6 @@ class Session:
         if more is None:
             more = self._more = asyncio.Event()
         more.clear()
-        self._retire = False
         # The watch wakes this wait once it has lasted ``linger`` (no timer of its own).
         self._idle_since = self._loop.time()
         try:
@@ -496,6 +492,8 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        if self._more is not None:
+            self._more.set()  # a lingering writer ends now, not at the watch's next look
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.outlet.close(code, reason), 5)
 

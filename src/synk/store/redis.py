@@ -543,14 +543,16 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         while True:
             try:
+                if last is None:
+                    # From now on: after the newest entry, or from the start of an empty
+                    # stream. Read before the flag is set: a post accepted once it is
+                    # set gets a later id, so none falls between the two.
+                    newest: Any = await self.commands.xrevrange(self._stream, count=1)
+                    last = newest[0][0] if newest else b"0-0"
                 if loop.time() - refreshed > _READER_REFRESH:
                     # Clients' messages are kept only while someone reads them.
                     await self.commands.set(flag, b"1", px=_READER_TTL_MS)
                     refreshed = loop.time()
-                if last is None:
-                    # From now on: after the newest entry, or from the start of an empty stream.
-                    newest: Any = await self.commands.xrevrange(self._stream, count=1)
-                    last = newest[0][0] if newest else b"0-0"
                 replies: Any = await self.commands.xread({self._stream: last}, block=1000, count=500)
                 delay = 0.05
             except ERRORS:

@@ -1,0 +1,76 @@
+"""A client's writer task and the one timer that watches every writer (gateway/session.py: WriterWatch)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from synk.gateway.metrics import Metrics
+from synk.gateway.session import Outlet, Session, WriterWatch
+
+
+class Stalled(Outlet):
+    """A peer that never reads: every write waits for good."""
+
+    linger = 5.0
+
+    async def write(self, batch: list[bytes]) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+
+def session(outlet: Outlet, metrics: Metrics, watch: WriterWatch) -> Session:
+    return Session(
+        "c1", None, outlet, metrics,
+        max_backlog_bytes=1 << 20, max_backlog_messages=1000, stuck_timeout=10.0,
+        rate=50, burst=200, key_rate=1000, key_burst=2000,
+        on_lag=lambda s: None, on_dirty=lambda s: None, watch=watch,
+    )  # fmt: skip
+
+
+async def test_a_stopped_session_is_not_counted_as_a_stuck_write() -> None:
+    metrics, watch = Metrics(), WriterWatch(3600)
+    s = session(Stalled(), metrics, watch)
+    s.push(b'{"method":"x"}')
+    s.write_out()
+    await asyncio.sleep(0)  # the writer task starts its write
+    stopping = asyncio.create_task(s.stop())  # the connection is gone...
+    await asyncio.sleep(0)  # (stop() has cancelled the writer, which has not run since)
+    s.check(asyncio.get_running_loop().time() + 60)  # ...as the watch looks, long past stuck_timeout
+    await stopping
+    assert metrics.slow_closes == 0
+    watch.stop()
+
+
+async def test_a_write_stuck_past_the_timeout_closes_the_client() -> None:
+    metrics, watch = Metrics(), WriterWatch(3600)
+    s = session(Stalled(), metrics, watch)
+    s.push(b'{"method":"x"}')
+    s.write_out()
+    await asyncio.sleep(0)
+    s.check(asyncio.get_running_loop().time() + 60)
+    writer = s._writer
+    assert writer is not None
+    await writer
+    assert metrics.slow_closes == 1 and s.closed
+    watch.stop()
+
+
+async def test_closing_a_session_ends_its_lingering_writer() -> None:
+    class Quick(Stalled):
+        async def write(self, batch: list[bytes]) -> None:
+            pass
+
+    metrics, watch = Metrics(), WriterWatch(3600)
+    s = session(Quick(), metrics, watch)
+    s.push(b'{"method":"x"}')
+    s.write_out()
+    writer = s._writer
+    assert writer is not None
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # written: the writer lingers for more
+    assert not writer.done()
+    await s.close(1000, "bye")
+    await asyncio.wait_for(writer, 5)
+    watch.stop()
