@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,3 +50,21 @@ async def world_on(url: str, *types: type[synk.Object], prefix: str | None = Non
     """A world on ``url`` with its own prefix (unique unless given)."""
     async with synk.connect(url, types=types, prefix=prefix or f"synktest:{uuid.uuid4().hex[:12]}:") as world:
         yield world
+
+
+@asynccontextmanager
+async def reading_messages(world: synk.World) -> AsyncIterator[list[synk.ClientMessage]]:
+    """``world.messages()`` read in the background, into the list yielded, until the block ends."""
+    received: list[synk.ClientMessage] = []
+
+    async def read() -> None:
+        async for msg in world.messages():
+            received.append(msg)
+
+    reader = asyncio.create_task(read())
+    try:
+        yield received
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader

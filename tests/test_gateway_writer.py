@@ -6,6 +6,7 @@ import asyncio
 
 from synk.gateway.metrics import Metrics
 from synk.gateway.session import Outlet, Session, WriterWatch
+from tests.gateway_env import until
 
 
 class Stalled(Outlet):
@@ -34,7 +35,7 @@ async def test_a_stopped_session_is_not_counted_as_a_stuck_write() -> None:
     s = session(Stalled(), metrics, watch)
     s.push(b'{"method":"x"}')
     s.write_out()
-    await asyncio.sleep(0)  # the writer task starts its write
+    await until(lambda: s._writing_since is not None, "the writer's write to start")
     stopping = asyncio.create_task(s.stop())  # the connection is gone...
     await asyncio.sleep(0)  # (stop() has cancelled the writer, which has not run since)
     s.check(asyncio.get_running_loop().time() + 60)  # ...as the watch looks, long past stuck_timeout
@@ -48,7 +49,7 @@ async def test_a_write_stuck_past_the_timeout_closes_the_client() -> None:
     s = session(Stalled(), metrics, watch)
     s.push(b'{"method":"x"}')
     s.write_out()
-    await asyncio.sleep(0)
+    await until(lambda: s._writing_since is not None, "the writer's write to start")
     s.check(asyncio.get_running_loop().time() + 60)
     writer = s._writer
     assert writer is not None
@@ -68,9 +69,8 @@ async def test_closing_a_session_ends_its_lingering_writer() -> None:
     s.write_out()
     writer = s._writer
     assert writer is not None
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)  # written: the writer lingers for more
-    assert not writer.done()
+    await until(lambda: metrics.messages_out == 1, "the message written")
+    assert not writer.done()  # written: the writer lingers for more
     await s.close(1000, "bye")
     await asyncio.wait_for(writer, 5)
     watch.stop()

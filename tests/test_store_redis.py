@@ -19,7 +19,7 @@ from synk.store.base import Event
 from synk.store.redis import _LOADED, RedisStore
 from tests.gateway_env import until, until_async
 from tests.models import Agent, Note
-from tests.redis_env import client, next_event, redis_store, world_on
+from tests.redis_env import client, next_event, reading_messages, redis_store, world_on
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -147,25 +147,15 @@ async def test_client_messages_are_dropped_while_no_simulation_reads_them(redis_
             assert await world.store.post(b'{"client":"c","method":"m","data":{}}') is False
         assert await r.keys("t1:*") == []  # nothing reads them: nothing is kept
 
-        received: list[synk.ClientMessage] = []
+        async def flagged() -> bool:
+            return bool(await r.exists("t1:{msgs}:reader"))
 
-        async def read() -> None:
-            async for msg in world.messages():
-                received.append(msg)
-
-        reader = asyncio.create_task(read())
-        try:
-
-            async def flagged() -> bool:
-                return bool(await r.exists("t1:{msgs}:reader"))
-
+        async with reading_messages(world) as received:
             await until_async(flagged, "the reader's flag")
             assert await world.store.post(b'{"client":"c","method":"m","data":{"n":1}}') is True
             await until(lambda: len(received) == 1, "the message read")
             assert received == [synk.ClientMessage("c", "m", {"n": 1})]
             assert await r.type("t1:{msgs}") == b"stream"
-        finally:
-            reader.cancel()
 
 
 async def test_a_client_message_posted_between_two_reads_of_the_stream_is_read(redis_process: RedisProcess) -> None:
@@ -178,11 +168,6 @@ async def test_a_client_message_posted_between_two_reads_of_the_stream_is_read(r
         world_on(redis_process.url, prefix="t1:") as gateway,
     ):
         r = client(gateway)
-        received: list[synk.ClientMessage] = []
-
-        async def read() -> None:
-            async for msg in world.messages():
-                received.append(msg)
 
         async def blocked() -> bool:
             """Whether a connection waits in a blocking XREAD now."""
@@ -191,8 +176,7 @@ async def test_a_client_message_posted_between_two_reads_of_the_stream_is_read(r
         async def not_blocked() -> bool:
             return not await blocked()
 
-        reader = asyncio.create_task(read())
-        try:
+        async with reading_messages(world) as received:
             await until_async(blocked, "the reader blocked in XREAD")
             proxy.hold_existing()  # the reader's next XREAD waits in the proxy
             await until_async(not_blocked, "the reader's XREAD to time out", timeout=5)
@@ -200,8 +184,6 @@ async def test_a_client_message_posted_between_two_reads_of_the_stream_is_read(r
             proxy.heal()
             await until(lambda: len(received) == 1, "the message read")
             assert received == [synk.ClientMessage("c", "m", {"n": 1})]
-        finally:
-            reader.cancel()
 
 
 async def test_a_client_message_posted_as_the_reader_starts_is_read(redis_process: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,19 +201,10 @@ async def test_a_client_message_posted_as_the_reader_starts_is_read(redis_proces
             return out
 
         monkeypatch.setattr(store.commands, "set", set_then_post)
-        received: list[synk.ClientMessage] = []
-
-        async def read() -> None:
-            async for msg in world.messages():
-                received.append(msg)
-
-        reader = asyncio.create_task(read())
-        try:
+        async with reading_messages(world) as received:
             await until(lambda: bool(posted), "the post")
             assert posted == [True]  # accepted: the flag was set
             await until(lambda: len(received) == 1, "the message read", timeout=5)
-        finally:
-            reader.cancel()
 
 
 async def test_the_client_message_stream_is_bounded_in_bytes_and_entries(redis_process: RedisProcess) -> None:

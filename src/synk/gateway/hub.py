@@ -775,20 +775,20 @@ class Gateway:
         self.metrics.store_messages += len(run)
         sessions = self.sessions
         joined: bytes | None = None
-        routed: list[Routed | None] = [None] * len(run)
+        routed: list[Routed | None] | None = None  # each message decoded once, if a client needs it
         for cid in self.router.clients(key):
             target = sessions.get(cid)
             if target is None:
                 continue
             state = target.keys.get(key)
-            if state is None:
-                continue
-            if state.live and target.resnap and not target.moves:
-                # synk's own client, live on the key: every message goes as it is.
+            # The hot path, as in _deliver: synk's own client, live on the key.
+            if state is not None and state.state is LIVE and target.resnap and not target.moves:
                 if joined is None:
                     joined = b",".join(run)
                 target.push_joined(run, joined)
                 continue
+            if routed is None:
+                routed = [None] * len(run)
             for i, data in enumerate(run):
                 routed[i] = self._deliver_to(target, key, data, routed[i])
 
