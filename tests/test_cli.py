@@ -78,6 +78,17 @@ def test_a_busy_port_is_one_clear_line(busy_port: int, redis_url: str) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_an_unreachable_redis_is_one_clear_line() -> None:
+    # synk.ConnectionError is an OSError too: it was taken for a failed bind and re-raised.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = int(s.getsockname()[1])  # nothing listens once it is closed
+    done = synk_cli("serve", "--redis", f"redis://127.0.0.1:{closed}/0", "--port", "0")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"synk: redis at redis://127.0.0.1:{closed}/0 is unreachable"), done.stderr
+
+
 def test_a_missing_secret_variable_is_one_clear_line(redis_url: str) -> None:
     done = synk_cli("serve", "--redis", redis_url, "--port", "0", "--jwt-secret-env", "SYNK_TEST_NO_SUCH_VAR")
     assert done.returncode == 1

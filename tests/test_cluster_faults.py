@@ -19,8 +19,10 @@ from redis.crc import key_slot
 
 import synk
 from bench.redis_cluster import RedisCluster, command
+from synk.store.cluster_routing import REDIRECTS
 from tests.gateway_env import Env, running, store_view, until, until_async
 from tests.models import Agent
+from tests.redis_env import redis_store, world_on
 from tests.store_invariant import read_state, violations
 from tests.wsclient import WsClient
 
@@ -263,4 +265,126 @@ async def test_a_flush_to_a_primary_demoted_by_a_manual_failover_follows_the_red
         await check_store(c, world)
     finally:
         await world.close()
+        c.close()
+
+
+async def test_a_client_message_posted_while_its_slot_is_half_migrated_waits_for_the_slot(cluster: RedisCluster) -> None:
+    # post.lua names three keys of the {msgs} slot. With one of them migrated and
+    # the others not, the source answers TRYAGAIN for as long as the migration
+    # lasts: a post must keep trying for a bounded time, not give up after a
+    # few fast tries, and must land once (nothing ran on a TRYAGAIN).
+    async with world_on(cluster.url, Agent, prefix="msg:") as world:
+        store = redis_store(world)
+        stream = store._stream
+        await store.commands.set(f"{stream}:reader", b"1", px=60_000)  # a simulation reads
+        assert await store.post(b'{"n":0}') is True
+        slot = key_slot(stream.encode())
+        source = cluster.owner(slot)
+        target = next(n for n in cluster.primaries_now() if n is not source)
+        half = threading.Event()
+        resume = threading.Event()
+
+        def part_migrated() -> None:
+            command(source.port, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000", "KEYS", f"{stream}:bytes")
+            half.set()
+            resume.wait(30)
+
+        def tryagains() -> int:
+            stats = command(source.port, "INFO", "errorstats").decode()
+            return sum(int(line.split("count=")[1]) for line in stats.splitlines() if line.startswith("errorstat_TRYAGAIN:"))
+
+        moving = asyncio.ensure_future(asyncio.to_thread(cluster.move_slot, slot, target, between=part_migrated))
+        try:
+            await asyncio.to_thread(half.wait, 30)
+            before = tryagains()
+            posting = asyncio.ensure_future(store.post(b'{"n":1}'))
+            # More TRYAGAINs than MOVED/ASK redirections are followed (REDIRECTS):
+            # the post is still trying, not given up.
+            await until(lambda: tryagains() - before > REDIRECTS + 2 or posting.done(), "the post to be answered TRYAGAIN", 20)
+            assert not posting.done(), posting
+        finally:
+            resume.set()
+        await moving
+        assert await asyncio.wait_for(posting, 20) is True
+        entries = await store.commands.xrange(stream)
+        assert [e[1][b"m"] for e in entries] == [b'{"n":0}', b'{"n":1}']
+
+
+async def test_a_client_message_no_replica_holds_is_refused_as_unavailable_not_acknowledged() -> None:
+    # A client's message is acknowledged to the gateway only once a replica of
+    # its primary holds it, as a flush's writes are: a failover right after could
+    # otherwise lose it. With the replica stopped the client is told
+    # "unavailable", once (the gateway does not post it twice).
+    c = RedisCluster(3, replicas=True)
+    c.start()
+    replica = None
+    try:
+        async with running(c.url, forward_to_world=True) as env:
+            store = redis_store(env.world)
+            stream = store._stream
+            messages = env.world.messages()
+            reading = asyncio.ensure_future(anext(messages))
+
+            async def read() -> bool:
+                return bool(await store.commands.exists(f"{stream}:reader"))
+
+            await until_async(read, "the simulation to read messages")
+            client = await WsClient.open(env.url)
+            await client.send({"method": "order", "n": 1})
+            first = await asyncio.wait_for(reading, 20)
+            assert (first.method, first.data) == ("order", {"n": 1})
+            replica = c.replica_of(c.owner(key_slot(stream.encode())))
+            assert replica.proc is not None
+            replica.proc.send_signal(signal.SIGSTOP)
+            await client.send({"method": "order", "n": 2})
+            await client.wait(lambda: bool(client.of("error")), timeout=20)
+            [error] = client.of("error")
+            assert error["code"] == "unavailable" and "no replica held its writes" in error["reason"], error
+            replica.proc.send_signal(signal.SIGCONT)
+            replica = None
+            await client.close()
+    finally:
+        if replica is not None and replica.proc is not None:
+            replica.proc.send_signal(signal.SIGCONT)
+        c.close()
+
+
+async def test_a_gateway_and_a_world_start_while_a_primary_is_down_and_serve_once_it_is_failed_over() -> None:
+    # Started in the failover's window (a primary dead, its replica not yet
+    # promoted): redis-py's client sets itself up through the first primary
+    # of the map, the dead one, and synk serve used to exit at once.
+    c = RedisCluster(3, replicas=True)
+    c.start()
+    try:
+        key = c.keys_by_node(lambda i: f"world:{i}|0", 1)[c.primaries_now()[0].port][0]
+        dead = c.owner(slot_of(key))
+        assert dead.proc is not None
+        live = next(n for n in c.nodes if n is not dead and n.proc is not None)
+        dead.proc.kill()
+        dead.proc.wait(10)
+        dead.proc = None
+        async with running(live.url) as env:
+            world = env.world
+            agents = [world.create(Agent(id=f"s{i}", x=x_of(key))) for i in range(3)]
+            deadline = time.monotonic() + 30
+            while True:  # creates refused in the window are made again once it is over
+                try:
+                    await asyncio.wait_for(world.flush(), 15)
+                    break
+                except synk.WriteError:
+                    pass
+                while True:
+                    assert time.monotonic() < deadline, "no flush landed within 30 s of the failover"
+                    try:
+                        report = await asyncio.wait_for(world.reload(), 15)
+                        break
+                    except synk.ConnectionError:
+                        await asyncio.sleep(0.05)  # polled until the cluster answers
+                world.recreate(report.missing)
+            client = await WsClient.open(env.url)
+            await client.subscribe([key])
+            await converged(env, client, [key])
+            assert set(client.mirror) == {a.id for a in agents}
+            await client.close()
+    finally:
         c.close()

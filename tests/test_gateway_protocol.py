@@ -190,3 +190,21 @@ def test_fuzz_only_protocol_errors() -> None:
         else:
             assert isinstance(cmd, (p.UpdateSubscription, p.Resync, p.Custom))
     assert {p.BAD_JSON, p.BAD_MESSAGE} <= seen
+
+
+def test_the_error_codes_agree_in_python_protocol_md_and_the_client_types() -> None:
+    # The codes are defined once, in protocol.py; PROTOCOL.md's table and the
+    # client's type docs are copies, and must list the same codes.
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    source = (root / "src/synk/gateway/protocol.py").read_text()
+    defined = set(re.findall(r'^[A-Z_]+ = "([a-z_]+)"$', source, re.MULTILINE))
+    doc = (root / "PROTOCOL.md").read_text().split("## Error codes", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", doc, re.MULTILINE))
+    types = (root / "client/connection/index.d.ts").read_text().split("From the gateway", 1)[1].split("From the client", 1)[0]
+    typed = set(re.findall(r'"([a-z_]+)"', types))
+    assert "unavailable" in defined
+    assert documented == defined
+    assert typed == defined

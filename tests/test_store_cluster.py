@@ -199,3 +199,22 @@ async def test_a_moved_key_is_followed_even_if_the_first_slot_map_learned_is_sta
             assert stale == 1
         finally:
             await sub.close()
+
+
+def test_the_primaries_with_a_live_replica_are_read_from_cluster_nodes() -> None:
+    from synk.store.cluster_routing import replicated_primaries
+
+    # Lines as the Redis manual's CLUSTER NODES page gives them: a host name
+    # and auxiliary fields may follow the address.
+    nodes = "\n".join(
+        [
+            "a1 127.0.0.1:7000@17000,node-a myself,master - 0 0 1 connected 0-5460",
+            "b1 127.0.0.1:7001@17001,,shard-id=x master - 0 0 2 connected 5461-10922",
+            "c1 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383",
+            "a2 127.0.0.1:7003@17003,node-d slave a1 0 0 1 connected",
+            "b2 127.0.0.1:7004@17004 slave,fail b1 0 0 2 disconnected",
+            "c2 127.0.0.1:7005@17005 slave,fail? c1 0 0 3 connected",
+            "",
+        ]
+    )
+    assert replicated_primaries(nodes) == {"127.0.0.1:7000", "node-a:7000"}

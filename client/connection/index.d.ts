@@ -83,7 +83,7 @@ export type FinalCloseCode = 1008 | 4401 | 4403
  * gateway refused the connection, `reason` is the close's reason, and the
  * client has stopped. From the gateway (its `error` message, as {code, reason}):
  * "bad_json", "bad_message", "bad_key", "too_many_keys", "forbidden",
- * "not_subscribed", "rate_limited", "unknown_method", "internal".
+ * "not_subscribed", "rate_limited", "unknown_method", "unavailable", "internal".
  * From the client:
  * - "bad_frame": a frame that is not a JSON object with a string method
  *   (`data` holds it);

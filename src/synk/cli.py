@@ -401,18 +401,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_demo())
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        print(f"synk: port {args.port} is in use on {args.host}: stop what listens there, or pick another with --port", file=sys.stderr)
-        return 1
     except Exception as exc:  # the CLI's last word: a clear line, not a traceback
         from synk.errors import SynkError
 
-        if not isinstance(exc, SynkError):
-            raise
-        print(f"synk: {exc}", file=sys.stderr)
-        return 1
+        # SynkError first: synk.ConnectionError is an OSError too.
+        if isinstance(exc, SynkError):
+            print(f"synk: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            print(f"synk: port {args.port} is in use on {args.host}: stop what listens there, or pick another with --port", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 

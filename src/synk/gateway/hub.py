@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from synk.errors import ConfigError, ProtocolError
+from synk.errors import ConnectionError as SynkConnectionError
 from synk.gateway import admission, http, inspector, original
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
@@ -499,7 +500,14 @@ class Gateway:
             await _maybe(handler(session.client, command.data))
         if self.config.forward_to_world:
             message = {"client": session.id, "identity": session.identity_json, "method": command.method, "data": command.data}
-            await self.store.post(orjson.dumps(message))
+            try:
+                await self.store.post(orjson.dumps(message))
+            except SynkConnectionError as exc:
+                # Not retried: it may have been stored (a reply lost, a replica
+                # late), and a second post would reach the simulation twice.
+                raise ProtocolError(
+                    p.UNAVAILABLE, f"the store could not confirm it took method {command.method!r} ({exc}): it may not reach the simulation"
+                ) from exc
 
     async def _unsubscribe(self, session: Session, keys: list[str]) -> None:
         gone = []

@@ -38,6 +38,7 @@ FORBIDDEN = "forbidden"
 NOT_SUBSCRIBED = "not_subscribed"
 RATE_LIMITED = "rate_limited"
 UNKNOWN_METHOD = "unknown_method"
+UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
 
 #: Close codes.

@@ -298,7 +298,11 @@ class Store(abc.ABC):
     async def post(self, data: bytes) -> bool:
         """Pass a client message to the simulation (``world.messages()``); False when
         no simulation reads them now, and it was dropped. A store keeps a bounded
-        backlog of them (the Redis store: 10,000 messages and 8 MiB)."""
+        backlog of them (the Redis store: 10,000 messages and 8 MiB).
+
+        Raises synk.ConnectionError when the store cannot confirm it took the
+        message (Redis down, or on a cluster no replica held it in time): the
+        message may or may not reach the simulation, and is never sent twice."""
 
     @abc.abstractmethod
     def read_posts(self) -> AsyncIterator[bytes]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -22,7 +23,7 @@ from redis.crc import key_slot
 
 from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
-from synk.store.resp import ASKING, ERRORS, down
+from synk.store.resp import ASKING, ERRORS, command, down
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -35,9 +36,17 @@ __all__ = ["ClusterRouting", "cluster_option"]
 
 log = logging.getLogger("synk")
 
-#: Seconds before a call answered TRYAGAIN (its slot half-migrated) is sent again.
+#: Seconds before a call answered TRYAGAIN (its slot half-migrated) is first
+#: sent again; the pause doubles each time, up to ``TRYAGAIN_MAX_S``.
 TRYAGAIN_S = 0.02
-#: Times a cluster call redirected (MOVED, ASK, TRYAGAIN) is sent again before it is given up.
+TRYAGAIN_MAX_S = 0.2
+#: Seconds a call answered TRYAGAIN keeps being sent again before it is given
+#: up. A bound in time, not in tries: TRYAGAIN lasts as long as the slot's
+#: migration (a script whose keys are partly moved, or partly absent, gets it
+#: until the slot is handed over), and a slot of many keys, or one large
+#: stream, takes a while to MIGRATE.
+TRYAGAIN_FOR_S = 5.0
+#: Times a cluster call redirected (MOVED, ASK) is sent again before it is given up.
 REDIRECTS = 10
 #: Milliseconds a write batch waits, on a primary that has replicas, for one
 #: of them to hold its writes (WAIT). Redis Cluster replicates asynchronously:
@@ -63,6 +72,26 @@ def cluster_option(url: str) -> tuple[str, bool | None]:
         raise ConfigError(f"cluster={given[-1]!r} in {url!r}: give yes or no")
     rest = urlencode([(k, v) for k, v in query if k != "cluster"])
     return urlunsplit(parts._replace(query=rest)), _BOOLEANS[value]
+
+
+def replicated_primaries(nodes: str) -> frozenset[str]:
+    """The names of the primaries with a live replica, from a CLUSTER NODES reply.
+
+    A line is ``id ip:port@cport[,hostname[,aux=value...]] flags master ...``
+    (the Redis manual's CLUSTER NODES page). A node is named by its address
+    or, with ``cluster-preferred-endpoint-type hostname``, by its host name:
+    the slot map's names are one or the other, so both are given.
+    """
+    rows = [line.split() for line in nodes.splitlines()]
+    rows = [r for r in rows if len(r) >= 4]
+    names: dict[str, list[str]] = {}
+    for row in rows:
+        address, _, extra = row[1].partition(",")
+        address = address.split("@", 1)[0]
+        host = extra.split(",", 1)[0]
+        port = address.rsplit(":", 1)[-1]
+        names[row[0]] = [address] + ([f"{host}:{port}"] if host and "=" not in host else [])
+    return frozenset(name for row in rows if "slave" in row[2] and "fail" not in row[2] and row[3] in names for name in names[row[3]])
 
 
 class Runner(Protocol):
@@ -114,6 +143,7 @@ class ClusterRouting:
         """Learn the slot map again (a node failed, or said a slot moved), and which primaries have replicas."""
         try:
             await self.cluster.nodes_manager.initialize()
+            await self._set_up_client()
             await self._learn_replicas_or_warn()
         except ERRORS as exc:
             raise down(self.url, exc) from exc
@@ -121,25 +151,58 @@ class ClusterRouting:
             raise SynkConnectionError(f"redis cluster at {self.url} has no usable slot map: {exc}") from exc
         self.stale = False
 
+    def _url_node(self) -> ClusterNode | None:
+        parts = urlsplit(self.url)
+        return self.cluster.get_node(parts.hostname or "localhost", parts.port or 6379)
+
+    async def _set_up_client(self) -> None:
+        """Set redis-py's client up (its command table) through the node the URL names.
+
+        Left to itself, its first call sets it up through the first primary
+        of the map it learns, which while a failover is under way may be the
+        dead one: ``synk serve`` started then failed at once. The URL's node
+        has just answered. (This reaches into the client's ``_initialize``
+        flag; should a redis-py release drop it, the client sets itself up
+        as before.)
+        """
+        cluster = self.cluster
+        node = self._url_node()
+        if node is None or not getattr(cluster, "_initialize", False):
+            return
+        await cluster.commands_parser.initialize(node)
+        cluster._initialize = False
+
+    async def _cluster_nodes(self) -> str:
+        """CLUSTER NODES, from the first node that answers (the URL's first).
+
+        Asked of each node straight, not through redis-py's client: its first
+        call sets the client up through the first primary of the map it
+        learned, which while a failover is under way may be the dead one
+        (``synk serve`` started then failed at once).
+        """
+        first = self._url_node()
+        nodes = ([first] if first is not None else []) + [n for n in self.cluster.get_nodes() if n is not first]
+        failure: SynkConnectionError | None = None
+        for node in nodes:
+            try:
+                [reply] = await self._run(
+                    [command(b"CLUSTER", b"NODES")], NodePool(node), where=f"{node.name} (a node of the cluster at {self.url})"
+                )
+            except SynkConnectionError as exc:
+                failure = exc
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            return bytes(reply).decode()
+        raise failure or SynkConnectionError(f"redis cluster at {self.url} has no node to ask for its nodes")
+
     async def _learn_replicas(self) -> None:
         # From CLUSTER NODES, not the slot map: CLUSTER SLOTS leaves out a
         # replica until it has replicated some write, so a new cluster's map
         # lists none. A replica flagged failed (or suspected: "fail?") is not
         # waited for, so a primary whose replica died stops waiting for it.
         self._replicas_at = time.monotonic()
-        nodes = await self.cluster.cluster_nodes()
-        # A node may be named by its address or, with cluster-preferred-endpoint-type
-        # hostname, by its host name: the slot map's names are one or the other.
-        names: dict[str, list[str]] = {}
-        for address, info in nodes.items():
-            port = address.rsplit(":", 1)[-1]
-            names[str(info["node_id"])] = [address] + ([f"{info['hostname']}:{port}"] if info.get("hostname") else [])
-        self.replicated = frozenset(
-            name
-            for info in nodes.values()
-            if "slave" in str(info["flags"]) and "fail" not in str(info["flags"]) and str(info["master_id"]) in names
-            for name in names[str(info["master_id"])]
-        )
+        self.replicated = replicated_primaries(await self._cluster_nodes())
 
     async def _learn_replicas_or_warn(self) -> None:
         try:
@@ -169,7 +232,7 @@ class ClusterRouting:
     async def _refresh_replicas(self) -> None:
         try:
             await self._learn_replicas_or_warn()
-        except (*ERRORS, rexc.RedisError) as exc:  # the node asked is down: the next reading may reach another
+        except (*ERRORS, rexc.RedisError, SynkConnectionError) as exc:  # the node asked is down: the next reading may reach another
             log.debug("synk could not learn the replicas of the cluster at %s: %s", self.url, exc)
 
     async def send(self, calls: Iterable[Call], *, durable: bool = False) -> list[Any]:
@@ -178,7 +241,8 @@ class ClusterRouting:
         A call answered MOVED or ASK was not run (the slot is elsewhere): it
         is sent again where Redis said, after the slot map is refreshed, up
         to ``REDIRECTS`` times; one answered TRYAGAIN (its slot is being
-        migrated) is sent again after a short pause. Nothing else is sent
+        migrated) is sent again after a pause, for up to ``TRYAGAIN_FOR_S``
+        seconds. Nothing else is sent
         twice: a node that fails mid-batch fails the whole batch, whose
         outcome is then unknown (the world's ``reload()`` settles it).
 
@@ -195,7 +259,10 @@ class ClusterRouting:
         todo = list(range(len(listed)))
         asking: dict[int, rexc.AskError] = {}
         replicated = await self._replicas_now() if durable else frozenset()
-        for _ in range(REDIRECTS):
+        redirects = 0
+        tryagain_until = math.inf
+        pause = TRYAGAIN_S
+        while True:
             groups: dict[str, tuple[ClusterNode, list[int]]] = {}
             for i in todo:
                 ask = asking.get(i)
@@ -229,11 +296,20 @@ class ClusterRouting:
             if not todo:
                 break
             asking = {i: results[i] for i in todo if isinstance(results[i], rexc.AskError)}
+            if asking or any(isinstance(results[i], rexc.MovedError) for i in todo):
+                redirects += 1
+                if redirects >= REDIRECTS:
+                    break
             if any(isinstance(results[i], rexc.MovedError) for i in todo):  # the slot map changed: learn the new one
                 await self.learn()
                 replicated = self.replicated if durable else frozenset()
             if any(isinstance(results[i], rexc.TryAgainError) for i in todo):
                 # The slot is half-way through a MIGRATE: some of the call's
-                # keys have left, some not. Nothing ran; the move is quick.
-                await asyncio.sleep(TRYAGAIN_S)
+                # keys have left, some not (or some do not exist). Nothing ran.
+                now = time.monotonic()
+                tryagain_until = min(tryagain_until, now + TRYAGAIN_FOR_S)
+                if now >= tryagain_until:
+                    break
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, TRYAGAIN_MAX_S)
         return results

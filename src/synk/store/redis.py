@@ -528,7 +528,14 @@ class RedisStore(Store):
     async def post(self, data: bytes) -> bool:
         keys = [self._stream.encode(), f"{self._stream}:bytes".encode(), f"{self._stream}:reader".encode()]
         call = _evalsha_head("post", keys, 3) + bulk(data) + bulk(b"%d" % self.stream_max_entries) + bulk(b"%d" % self.stream_max_bytes)
-        [appended] = await self._retry_once([(keys[0], call)])
+        # Never sent twice: a post whose connection broke mid-reply may have
+        # been appended, and a second would hand the simulation the message
+        # twice (a pooled connection found closed before sending is replaced
+        # by ``_run`` itself). Durable, as a flush's writes are: on a cluster
+        # primary with a replica it is acknowledged only once a replica holds
+        # it, so a failover right after cannot lose a message the client was
+        # told had gone through.
+        [appended] = self._raise_errors(await self._send([(keys[0], call)], durable=True))
         return bool(appended)
 
     async def read_posts(self) -> AsyncIterator[bytes]:
