@@ -40,6 +40,7 @@ def test_a_misspelled_setting_names_itself_and_the_valid_ones() -> None:
         ("write_interval", None, "a number of seconds from 0 to 10"),
         ("origins", ["https://a.example", 3], 'None, "*", or a list of origins'),
         ("forward_to_world", "no", "True or False"),
+        ("deflate", 1, "True or False"),
         ("static_dir", 42, "None or a folder's path"),
     ],
 )

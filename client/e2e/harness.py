@@ -15,7 +15,8 @@ stderr. It runs
   ``tokens`` command (``handshake.query["token"]``); ``--origin`` (repeatable)
   is its ``origins`` setting (with ``allow_own_origin=False``: only those pages);
   ``--inspect`` turns on the inspector at ``/inspect`` (``synk serve --inspect``,
-  or the ``inspect`` setting of the in-process gateway),
+  or the ``inspect`` setting of the in-process gateway); ``--deflate`` offers
+  permessage-deflate (``synk serve --deflate``, or the ``deflate`` setting),
 - a ``synk.World`` on the same Redis holding ``Agent`` objects, which the
   commands create, change and delete, and which an optional background
   simulation moves around.
@@ -255,6 +256,7 @@ class InProcessGateway:
         origins: list[str] | str | None,
         authenticate: Callable[[Any], Any] | None,
         inspect: bool = False,
+        deflate: bool = False,
     ) -> None:
         self.redis_url = redis_url
         # --origin lists the only pages allowed: the gateway's own page is refused too (a test's disallowed origin).
@@ -264,6 +266,7 @@ class InProcessGateway:
             "authenticate": authenticate,
             "allow_own_origin": False,
             "inspect": inspect,
+            "deflate": deflate,
             # Every token the harness accepts is an admin's: the tests' inspector is theirs.
             "admin": (lambda _identity: True) if authenticate is not None else None,
         }
@@ -351,9 +354,11 @@ class Harness:
         tokens: list[str] | None = None,
         origins: list[str] | str | None = None,
         inspect: bool = False,
+        deflate: bool = False,
     ) -> None:
         self.static_dir = static_dir
         self.inspect = inspect
+        self.deflate = deflate
         self.auth = auth
         #: with --auth: the tokens the gateway's authenticate hook accepts
         self.tokens: set[str] = set(tokens or [])
@@ -373,10 +378,11 @@ class Harness:
         await asyncio.to_thread(self.redis.start)
         self.world = await synk.connect(self.redis.url, types=[Agent])
         if self.static_dir is None and not self.auth and self.origins is None:
-            self.gateway = GatewayProcess(self.redis.url, ["--inspect"] if self.inspect else [])
+            flags = (["--inspect"] if self.inspect else []) + (["--deflate"] if self.deflate else [])
+            self.gateway = GatewayProcess(self.redis.url, flags)
         else:
             self.gateway = InProcessGateway(
-                self.redis.url, self.static_dir, self.origins, self._authenticate if self.auth else None, self.inspect
+                self.redis.url, self.static_dir, self.origins, self._authenticate if self.auth else None, self.inspect, self.deflate
             )
         await self.gateway.start()
         self.ws_url = self.gateway.url
@@ -591,8 +597,9 @@ async def main(
     tokens: list[str] | None = None,
     origins: list[str] | str | None = None,
     inspect: bool = False,
+    deflate: bool = False,
 ) -> None:
-    harness = Harness(static_dir, auth, tokens, origins, inspect)
+    harness = Harness(static_dir, auth, tokens, origins, inspect, deflate)
     loop = asyncio.get_running_loop()
     commands = asyncio.current_task()
     assert commands is not None
@@ -619,6 +626,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--token", action="append", default=None, help="a token --auth accepts from the start (repeatable)")
     parser.add_argument("--origin", action="append", default=None, help="the in-process gateway's origins (repeatable; '*': any)")
     parser.add_argument("--inspect", action="store_true", help="serve the inspector at /inspect (synk serve --inspect)")
+    parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate (synk serve --deflate)")
     return parser.parse_args()
 
 
@@ -629,4 +637,4 @@ if __name__ == "__main__":
     origins: list[str] | str | None = args.origin
     if origins == ["*"]:
         origins = "*"
-    asyncio.run(main(args.static.resolve() if args.static else None, args.auth, args.token, origins, args.inspect))
+    asyncio.run(main(args.static.resolve() if args.static else None, args.auth, args.token, origins, args.inspect, args.deflate))

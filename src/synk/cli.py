@@ -60,6 +60,7 @@ async def _serve(args: argparse.Namespace) -> None:
         "ping_timeout": args.ping_interval,
         "write_interval": args.write_interval,
         "gc_freeze": args.gc_freeze,
+        "deflate": args.deflate,
         "inspect": args.inspect,
         **_token_hooks(args.jwt_secret_env),
     }
@@ -297,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="do not freeze what survives full garbage collections (on by default: shorter collections with many clients;"
         " see docs/gateway.md, gc_freeze)",
+    )
+    serve.add_argument(
+        "--deflate",
+        action="store_true",
+        help="offer permessage-deflate to clients: 60-74%% fewer bytes on the wire for more CPU and about 45 KB more"
+        " memory per client that takes it (see docs/gateway.md, deflate)",
     )
     serve.add_argument(
         "--jwt-secret-env",

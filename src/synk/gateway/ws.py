@@ -4,8 +4,12 @@ The websockets library does the HTTP handshake, pings, close handshake and
 frame-size limit. Outbound data messages bypass its per-message send path:
 the frames of a batch are built here and leave in one ``transport.write``,
 since one write per frame costs more CPU than everything else in fan-out.
-That is sound because compression is off (frames are plain) and the
-protocol state is checked before each write.
+That is sound because websockets itself never sends a data frame on these
+connections (only control frames: pings, pongs, the close), and the
+protocol state is checked before each write. With permessage-deflate
+negotiated (the ``deflate`` setting), each frame is compressed here through
+the connection's own extension object, in the order the frames leave, so the
+compression context the client keeps matches ours.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 
@@ -42,6 +48,8 @@ __all__ = ["WebsocketOutlet", "answered", "ping", "serve"]
 log = logging.getLogger("synk.gateway")
 
 _TEXT_FIN = 0x81
+#: FIN, RSV1 (the frame is compressed: RFC 7692 §6), text.
+_DEFLATED_TEXT_FIN = 0xC1
 #: Seconds a close handshake may take before the connection is dropped.
 CLOSE_WAIT = 1.0
 
@@ -62,13 +70,30 @@ def _tick_seconds(interval: float) -> float:
     return min(1.0, interval / 4)
 
 
-def frame_header(size: int) -> bytes:
-    """The header of an unmasked, final text frame of ``size`` bytes (RFC 6455 §5.2)."""
+def frame_header(size: int, first: int = _TEXT_FIN) -> bytes:
+    """The header of an unmasked, final text frame of ``size`` bytes (RFC 6455 §5.2).
+
+    ``first``: its first byte (FIN, the RSV bits, the opcode).
+    """
     if size < 126:
-        return _SMALL_HEADERS[size]
+        return _SMALL_HEADERS[size] if first == _TEXT_FIN else bytes((first, size))
     if size < 65536:
-        return struct.pack("!BBH", _TEXT_FIN, 126, size)
-    return struct.pack("!BBQ", _TEXT_FIN, 127, size)
+        return struct.pack("!BBH", first, 126, size)
+    return struct.pack("!BBQ", first, 127, size)
+
+
+def deflated(batch: list[bytes], deflate: PerMessageDeflate) -> bytes:
+    """The compressed frames of these messages, back to back (RFC 7692).
+
+    ``deflate`` is the connection's negotiated extension: it keeps the
+    compression context between messages (unless the client asked for none).
+    """
+    parts: list[bytes] = []
+    for data in batch:
+        payload = deflate.encode(Frame(Opcode.TEXT, data)).data
+        parts.append(frame_header(len(payload), _DEFLATED_TEXT_FIN))
+        parts.append(bytes(payload))
+    return b"".join(parts)
 
 
 def framed(batch: list[bytes]) -> bytes:
@@ -92,20 +117,25 @@ class WebsocketOutlet(Outlet):
 
     def __init__(self, connection: ServerConnection) -> None:
         self.connection = connection
+        #: permessage-deflate, if the gateway offered it and the client took it
+        self.deflate = next((e for e in connection.protocol.extensions if isinstance(e, PerMessageDeflate)), None)
+
+    def _frames(self, batch: list[bytes]) -> bytes:
+        return framed(batch) if self.deflate is None else deflated(batch, self.deflate)
 
     async def write(self, batch: list[bytes]) -> None:
         conn = self.connection
         if conn.protocol.state is not State.OPEN:
             raise ConnectionError("websocket is not open")
         if batch:
-            conn.transport.write(framed(batch))
+            conn.transport.write(self._frames(batch))
         await conn.drain()
 
     def write_nowait(self, batch: list[bytes]) -> bool:
         conn = self.connection
         if conn.paused or conn.protocol.state is not State.OPEN:
             return False  # the writer task waits for the drain, or fails
-        conn.transport.write(framed(batch))
+        conn.transport.write(self._frames(batch))
         return True
 
     async def close(self, code: int, reason: str) -> None:
@@ -186,7 +216,9 @@ def serve(gateway: Gateway, host: str, port: int, *, reuse_port: bool = False) -
             host,
             port,
             process_request=process_request,
-            compression=None,
+            # websockets negotiates it (its defaults: 12-bit windows, memLevel 5); the
+            # frames are compressed by WebsocketOutlet, since it writes them itself.
+            compression="deflate" if cfg.deflate else None,
             max_size=cfg.max_frame,
             # Pings come from one timer for every connection (``_Server``), not a task each.
             ping_interval=None,
