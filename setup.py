@@ -34,6 +34,7 @@ class BuildPyWithClient(build_py):
             if source.is_dir():
                 shutil.copytree(source, dest / entry)
             else:
+                (dest / entry).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, dest / entry)
 
 

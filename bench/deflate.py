@@ -1,4 +1,4 @@
-"""What permessage-deflate (RFC 7692) would cost and save on synk's fan-out stream.
+"""What permessage-deflate (RFC 7692) and compact mods cost and save on synk's fan-out stream.
 
 ``python -m bench.deflate`` builds one client's stream as the fan-out
 benchmark sends it (``mod`` messages of a ``body`` object whose ``ts``
@@ -17,6 +17,12 @@ life: ``(1 << (windowBits + 2)) + (1 << (memLevel + 9))`` bytes, from zlib's
 zconf.h. Settings: zlib's defaults (window 15, memLevel 8) and the smaller
 ones websockets documents for servers with many connections (12 and 5).
 
+Each setting is measured on the stream as JSON (what the original client and
+a client with ``compact: false`` get) and as compact mods (what synk-client
+gets: the same mods as a key's mods, ``[sKey, [h, v, diff]]``, through the
+gateway's own converter, ``synk.gateway.compact``; the adds that teach the
+handles are left out of the count).
+
 Nothing here is on the network: it measures the encoding alone. It prints a
 table and one JSON line.
 """
@@ -30,8 +36,9 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from synk.core.messages import mod_json
+from synk.core.messages import encode_add, mod_json
 from synk.core.names import new_id, new_token
+from synk.gateway.compact import Compactor
 
 #: (name, windowBits, memLevel, context takeover)
 SETTINGS = [
@@ -44,6 +51,7 @@ TAIL = b"\x00\x00\xff\xff"
 
 @dataclass
 class Row:
+    encoding: str
     setting: str
     per_frame: int
     plain_bytes: float
@@ -52,10 +60,17 @@ class Row:
     compressor_kb: float
 
 
-def stream(messages: int, objects: int, seed: int) -> list[bytes]:
-    """One client's ``mod`` messages: objects of its keys changed in turn, ``ts`` stamped as the benchmark does."""
+def stream(messages: int, objects: int, seed: int, *, compact: bool = False) -> list[bytes]:
+    """One client's ``mod`` messages: objects of its keys changed in turn, ``ts`` stamped as the benchmark does.
+
+    ``compact``: as a compact client gets them (its adds taught it the handles first).
+    """
     rng = random.Random(seed)
     bodies = [(new_id(), new_token(), f"k{rng.randrange(100)}") for _ in range(objects)]
+    converter = Compactor(lambda _key: True)
+    if compact:
+        for oid, inc, key in bodies:
+            converter.convert(encode_add("body", oid, key, 1, {"k": 0, "ts": 0.0}, inc=inc))
     versions = [1] * objects
     out = []
     stamp = time.time()
@@ -64,7 +79,8 @@ def stream(messages: int, objects: int, seed: int) -> list[bytes]:
         versions[j] += 1
         oid, inc, key = bodies[j]
         stamp += rng.uniform(0.0, 0.002)
-        out.append(mod_json("body", oid, key, versions[j], b'{"ts":%r}' % stamp, None, inc))
+        data = mod_json("body", oid, key, versions[j], b'{"ts":%r}' % stamp, None, inc)
+        out.append(converter.convert(data) if compact else data)
     return out
 
 
@@ -75,7 +91,7 @@ def frames(messages: list[bytes], per_frame: int) -> list[bytes]:
     return [b"[%b]" % b",".join(messages[i : i + per_frame]) for i in range(0, len(messages), per_frame)]
 
 
-def measure(messages: list[bytes], per_frame: int, setting: tuple[str, int, int, bool]) -> Row:
+def measure(encoding: str, messages: list[bytes], per_frame: int, setting: tuple[str, int, int, bool]) -> Row:
     name, wbits, mem, takeover = setting
     data = frames(messages, per_frame)
     out = 0
@@ -89,7 +105,7 @@ def measure(messages: list[bytes], per_frame: int, setting: tuple[str, int, int,
     cpu = time.process_time() - t0
     n = len(messages)
     plain = sum(map(len, data))
-    return Row(name, per_frame, plain / n, out / n, cpu / n * 1e6, ((1 << (wbits + 2)) + (1 << (mem + 9))) / 1024)
+    return Row(encoding, name, per_frame, plain / n, out / n, cpu / n * 1e6, ((1 << (wbits + 2)) + (1 << (mem + 9))) / 1024)
 
 
 def main() -> None:
@@ -98,16 +114,26 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=1000, help="objects the client sees (default %(default)s: 10 keys of 100)")
     ap.add_argument("--per-frame", default="1,3,10,50", help="messages per frame to try (default %(default)s)")
     args = ap.parse_args()
-    messages = stream(args.messages, args.objects, seed=1)
-    rows = [measure(messages, int(n), s) for n in args.per_frame.split(",") for s in SETTINGS]
-    print(f"deflate: {args.messages:,} mod messages of {args.objects:,} objects, compressed as permessage-deflate would")
-    head = f"{'setting':36} {'msgs/frame':>10} {'bytes/msg':>10} {'deflated':>9} {'saved':>6} {'CPU µs/msg':>11} {'KB/conn':>8}"
+    streams = {
+        "json": stream(args.messages, args.objects, seed=1),
+        "compact": stream(args.messages, args.objects, seed=1, compact=True),
+    }
+    rows = [
+        measure(encoding, messages, int(n), s)
+        for encoding, messages in streams.items()
+        for n in args.per_frame.split(",")
+        for s in SETTINGS
+    ]
+    print(f"deflate: {args.messages:,} mod messages of {args.objects:,} objects, compressed as permessage-deflate does")
+    head = (
+        f"{'encoding':8} {'setting':36} {'msgs/frame':>10} {'bytes/msg':>10} {'deflated':>9} {'saved':>6} {'CPU µs/msg':>11} {'KB/conn':>8}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         saved = 1 - r.deflated_bytes / r.plain_bytes
         print(
-            f"{r.setting:36} {r.per_frame:>10} {r.plain_bytes:>10.1f} {r.deflated_bytes:>9.1f} {saved:>6.0%}"
+            f"{r.encoding:8} {r.setting:36} {r.per_frame:>10} {r.plain_bytes:>10.1f} {r.deflated_bytes:>9.1f} {saved:>6.0%}"
             f" {r.cpu_us:>11.2f} {r.compressor_kb:>8.0f}"
         )
     print(
@@ -118,6 +144,7 @@ def main() -> None:
                 "objects": args.objects,
                 "rows": [
                     {
+                        "encoding": r.encoding,
                         "setting": r.setting,
                         "per_frame": r.per_frame,
                         "bytes_per_message": round(r.plain_bytes, 1),

@@ -29,22 +29,31 @@ class WsClient:
         self.mirror: dict[str, dict[str, Any]] = {}
         self.keys: set[str] = set()
         self.close_code: int | None = None
+        #: compact mods: handle -> (t, id, i) from the adds that carried one
+        self.handles: dict[int, tuple[str, str, str | None]] = {}
+        #: a key's compact mods received, and their entries whose handle was unknown
+        self.compact_items = 0
+        self.unknown_handles = 0
         self._changed = asyncio.Condition()
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, *, resnap: bool = True, batch: bool | None = None, **kwargs: Any) -> WsClient:
+    async def open(cls, url: str, *, resnap: bool = True, batch: bool | None = None, compact: bool = False, **kwargs: Any) -> WsClient:
         """Connect to ``url`` and wait for the gateway's ``hello``.
 
         ``resnap``: declare (``synk_resnap=1``) that it takes re-snapshots on
         the live socket, as synk-client does; False connects as the original
         synk-js client. ``batch``: declare (``synk_batch=1``) that it takes
         batch frames, as synk-client does (by default, when ``resnap``).
+        ``compact``: declare (``synk_compact=1``) that it takes compact mods,
+        as synk-client does; they are expanded into ``messages`` as full mods.
         """
         if resnap:
             url += ("&" if "?" in url else "?") + "synk_resnap=1"
         if resnap if batch is None else batch:
             url += ("&" if "?" in url else "?") + "synk_batch=1"
+        if compact:
+            url += ("&" if "?" in url else "?") + "synk_compact=1"
         client = cls(await connect(url, **kwargs))
         await client.wait(lambda: any(m["method"] == "hello" for m in client.messages))
         return client
@@ -54,9 +63,11 @@ class WsClient:
             async for frame in self.conn:
                 self.frames.append(frame)
                 decoded = orjson.loads(frame)
-                for msg in decoded if isinstance(decoded, list) else [decoded]:
-                    self.messages.append(msg)
-                    self._apply(msg)
+                items = decoded if isinstance(decoded, list) and not (decoded and isinstance(decoded[0], str)) else [decoded]
+                for item in items:
+                    for msg in self._expand(item):
+                        self.messages.append(msg)
+                        self._apply(msg)
                 async with self._changed:
                     self._changed.notify_all()
         except ConnectionClosed:
@@ -65,6 +76,27 @@ class WsClient:
             self.close_code = self.conn.close_code
             async with self._changed:
                 self._changed.notify_all()
+
+    def _expand(self, item: Any) -> list[dict[str, Any]]:
+        """A message, or a key's compact mods as the full mods they stand for (PROTOCOL.md)."""
+        if isinstance(item, dict):
+            if item.get("method") == "add" and "h" in item:
+                handle = item.pop("h")
+                self.handles[handle] = (item["t"], item["id"], item.get("i"))
+            return [item]
+        key, *entries = item
+        self.compact_items += 1
+        out = []
+        for handle, version, diff in entries:
+            if handle not in self.handles:
+                self.unknown_handles += 1
+                continue
+            t, oid, inc = self.handles[handle]
+            mod = {"method": "mod", "t": t, "id": oid, "sKey": key, "v": version, "diff": diff}
+            if inc is not None:
+                mod["i"] = inc
+            out.append(mod)
+        return out
 
     def _apply(self, msg: dict[str, Any]) -> None:
         method = msg.get("method")

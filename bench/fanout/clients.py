@@ -90,7 +90,8 @@ class SynkConn:
     A frame holds one message (a JSON object) or, for a client that declared
     ``synk_batch=1``, possibly several (a JSON array, PROTOCOL.md "Batch
     frames"): every message of an array counts as a delivery of its own,
-    timed at the frame's arrival.
+    timed at the frame's arrival. With ``synk_compact=1`` a key's mods
+    (``[sKey, [h, v, diff], ...]``) count one delivery per entry.
     """
 
     __slots__ = ("pending", "release", "subscribe", "tally")
@@ -110,8 +111,15 @@ class SynkConn:
         tally = self.tally
         tally.frame(t)
         if type(m) is list:
+            if m and type(m[0]) is str:  # one key's compact mods alone: [sKey, [h, v, diff], ...]
+                for entry in m[1:]:
+                    tally.mod(entry[2]["ts"], t)
+                return None
             for one in m:
-                if one["method"] == "mod":
+                if type(one) is list:  # a key's compact mods in a batch frame
+                    for entry in one[1:]:
+                        tally.mod(entry[2]["ts"], t)
+                elif one["method"] == "mod":
                     tally.mod(one["diff"]["ts"], t)
                 else:
                     self.other(one)
@@ -384,7 +392,8 @@ async def clients(args: argparse.Namespace) -> None:
         path = "/socket.io/?EIO=4&transport=websocket"
         conns: list[Conn] = [SocketioConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
     else:  # synk's protocol: the gateway (standalone or ASGI) and the floor
-        path = "/?synk_batch=1" if args.batch else "/"
+        query = (["synk_batch=1"] if args.batch else []) + (["synk_resnap=1", "synk_compact=1"] if args.compact else [])
+        path = "/?" + "&".join(query) if query else "/"
         conns = [SynkConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
     tally.expected_subs = len(conns)
     started = time.monotonic()

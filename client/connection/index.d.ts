@@ -62,6 +62,12 @@ export interface SynkOptions {
   backoff?: { min?: number; max?: number }
   /** Custom messages kept while disconnected. Default 1000. */
   maxQueue?: number
+  /**
+   * Declare compact mods (`synk_compact=1`): most mods arrive in about a
+   * third of the bytes (PROTOCOL.md, "Compact mods"). Default true; false
+   * gets every message as plain JSON (for reading frames while debugging).
+   */
+  compact?: boolean
   /** Injectable for tests; default Math.random. */
   random?: () => number
   /** Injectable for tests; default the global timers. */

@@ -4,6 +4,7 @@
  * custom messages. Timers, randomness and the WebSocket class are injectable
  * so tests can drive every step without a network or sleeps.
  */
+import { Handles } from "../compact/index.js"
 import { createEmitter } from "../emitter/index.js"
 import { Mirror } from "../mirror/index.js"
 import { isRecord, timers } from "../shared/index.js"
@@ -40,14 +41,18 @@ export function backoffDelay(attempt, { min, max }, random = Math.random) {
 }
 
 /**
- * `url` with `synk_resnap=1&synk_batch=1` in its query. `synk_resnap=1` tells
- * the gateway that this client takes `snap`, `resnap` and an `add` of an
- * object it holds, so the gateway may re-snapshot on the live socket instead
- * of closing it; `synk_batch=1` that it takes batch frames (a JSON array of
- * messages in one frame). The original synk-js client takes none of them.
+ * `url` with `synk_resnap=1&synk_batch=1` (and `synk_compact=1`, unless
+ * `compact` is false) in its query. `synk_resnap=1` tells the gateway that
+ * this client takes `snap`, `resnap` and an `add` of an object it holds, so
+ * the gateway may re-snapshot on the live socket instead of closing it;
+ * `synk_batch=1` that it takes batch frames (a JSON array of messages in one
+ * frame); `synk_compact=1` that it takes compact mods (handles in adds, and
+ * a key's mods as `[sKey, [h, v, diff], ...]`). The original synk-js client
+ * takes none of them.
  */
-export function declaredUrl(url) {
-  return withParam(withParam(url, "synk_resnap", "1"), "synk_batch", "1")
+export function declaredUrl(url, { compact = true } = {}) {
+  const declared = withParam(withParam(url, "synk_resnap", "1"), "synk_batch", "1")
+  return compact ? withParam(declared, "synk_compact", "1") : declared
 }
 
 /**
@@ -117,6 +122,10 @@ export class Synk {
   #constructing = true
   /** Serialized custom messages waiting for an open socket. */
   #queue = []
+  /** Declare compact mods (`options.compact`, default true). */
+  #compact
+  /** The handles of the current connection's compact mods. */
+  #handles = new Handles()
 
   constructor(url, options = {}) {
     this.#url = typeof url === "function" ? url : String(url)
@@ -134,6 +143,8 @@ export class Synk {
     if (!(min > 0) || !(max >= min)) {
       throw new TypeError("backoff needs 0 < min <= max")
     }
+    this.#compact = options.compact ?? true
+    if (typeof this.#compact !== "boolean") throw new TypeError("compact must be true or false")
     this.#maxQueue = options.maxQueue ?? 1000
     if (!(this.#maxQueue >= 0)) throw new TypeError("maxQueue must be >= 0")
     this.#random = options.random || Math.random
@@ -304,7 +315,7 @@ export class Synk {
       if (t !== undefined && t !== null && typeof t !== "string") {
         throw new TargetError("token", `the token function returned ${describe(t)}, not a string`)
       }
-      return declaredUrl(tokenUrl(String(u), t))
+      return declaredUrl(tokenUrl(String(u), t), { compact: this.#compact })
     }
     if (!isThenable(url) && !isThenable(token)) return build(url, token)
     const settle = (what, value) =>
@@ -400,16 +411,22 @@ export class Synk {
       this.#error({ code: "bad_frame", reason: "frame is not JSON", data })
       return
     }
-    // A batch frame holds the messages of one gateway write, in order.
+    // A batch frame holds the messages of one gateway write, in order; an
+    // array that starts with a key is one key's compact mods, alone.
     if (!Array.isArray(parsed)) {
       this.#onOne(parsed, data, "frame is")
+      return
+    }
+    if (typeof parsed[0] === "string") {
+      this.#onKeyMods(parsed, data)
       return
     }
     for (const msg of parsed) {
       // A listener may close the connection mid-batch: the rest is moot.
       if (this.#stopped) return
       try {
-        this.#onOne(msg, data, "batch frame holds a message that is")
+        if (Array.isArray(msg)) this.#onKeyMods(msg, data)
+        else this.#onOne(msg, data, "batch frame holds a message that is")
       } catch (error) {
         // A bug of ours on one message must not drop the rest of the frame.
         this.#error({ code: "internal_error", reason: String(error), error })
@@ -417,11 +434,28 @@ export class Synk {
     }
   }
 
+  #onKeyMods(item, data) {
+    const { sKey, mods, unknown, problem } = this.#handles.expand(item)
+    if (problem) {
+      this.#error({ code: "bad_frame", reason: problem, data })
+      return
+    }
+    for (const mod of mods) {
+      if (this.#stopped) return
+      this.objects.handle(mod)
+    }
+    // A handle this connection never learned (or forgot, past MOST_HANDLES):
+    // its mod is lost, so the key is snapshotted again.
+    if (unknown && this.objects.isSubscribed(sKey)) this.#resync(sKey)
+  }
+
   #onOne(msg, data, what) {
     if (!isRecord(msg) || typeof msg.method !== "string") {
       this.#error({ code: "bad_frame", reason: `${what} not an object with a string method`, data })
       return
     }
+    if (msg.method === "add") msg = this.#handles.learn(msg)
+    else if (msg.method === "rem") this.#handles.forget(msg)
     if (msg.method === "hello") {
       if (typeof msg.client !== "string") {
         this.#error({ code: "bad_shape", reason: "hello without a string client", msg })
@@ -454,8 +488,10 @@ export class Synk {
     this.#socket = null
     this.#opened = false
     this.clientId = null
-    // The next connection snapshots every key again: held mods are moot.
+    // The next connection snapshots every key again: held mods are moot,
+    // and so are this connection's handles.
     this.objects.resetPending()
+    this.#handles.clear()
     const code = event?.code ?? 1006
     if (Object.hasOwn(FINAL_CLOSE_CODES, code)) {
       this.#refused(code, event?.reason ?? "", Boolean(event?.wasClean))

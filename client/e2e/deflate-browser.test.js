@@ -1,7 +1,9 @@
-// permessage-deflate with a real browser: the gateway (in-process, --deflate)
-// writes its frames itself, so it compresses them itself; Chromium offers the
-// extension, takes it, and must inflate every frame into the same mirror as
-// the store, through a running simulation's moves, creates and deletes.
+// permessage-deflate and compact mods with a real browser: the gateway
+// (in-process, --deflate) writes its frames itself, so it compresses them
+// itself; Chromium offers the extension, takes it, and must inflate every
+// frame, and synk-client expand every key's compact mods, into the same
+// mirror as the store, through a running simulation's moves, creates and
+// deletes.
 import { test, before, after } from "node:test"
 import assert from "node:assert/strict"
 import { fileURLToPath } from "node:url"
@@ -42,6 +44,8 @@ test("a browser takes permessage-deflate and mirrors the simulation through comp
   const cdp = await page.context().newCDPSession(page)
   await cdp.send("Network.enable")
   const extensions = []
+  const payloads = []
+  cdp.on("Network.webSocketFrameReceived", ({ response }) => payloads.push(response.payloadData))
   cdp.on("Network.webSocketHandshakeResponseReceived", ({ response }) => {
     const header = Object.entries(response.headers).find(([name]) => name.toLowerCase() === "sec-websocket-extensions")
     extensions.push(header ? header[1] : "")
@@ -65,6 +69,9 @@ test("a browser takes permessage-deflate and mirrors the simulation through comp
   assert.ok(store["z-new"])
   assert.equal(store[ids[1]], undefined)
   assert.deepEqual(pageErrors, [])
+  // synk-client declared compact mods: adds carried handles, and mods came as a key's mods.
+  assert.ok(payloads.some((p) => p.includes('{"h":')), "adds with handles")
+  assert.ok(payloads.some((p) => p.startsWith('["world:') || p.includes(',["world:') || p.startsWith('[["world:')), "a key's mods")
   assert.equal(extensions.length, 1, "one connection, never reconnected")
   await page.close()
 })

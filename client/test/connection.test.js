@@ -93,7 +93,7 @@ test("on open the whole subscription goes out as one add, then hello", () => {
   socket().open()
   socket().receive({ method: "hello", client: "c7" })
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
     ["open"],
     ["hello", "c7"]
@@ -105,7 +105,7 @@ test("on open the whole subscription goes out as one add, then hello", () => {
 test("an empty subscription sends nothing on open", () => {
   const { events, socket } = setup()
   socket().open()
-  assert.deepStrictEqual(events, [["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"], ["open"]])
+  assert.deepStrictEqual(events, [["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"], ["open"]])
 })
 
 test("setSubscription sends only the difference, and drops removed keys' objects", () => {
@@ -118,7 +118,7 @@ test("setSubscription sends only the difference, and drops removed keys' objects
   synk.setSubscription(new Set(["k3", "k2"])) // same set: nothing to send
   assert.throws(() => synk.setSubscription(["k 4"]), TypeError)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["open"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"], remove: [] }],
     ["add", "a", 1],
@@ -155,9 +155,9 @@ test("reconnects with backoff, re-sends the whole subscription, reconciles in pl
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
     "--- 49 ms",
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     socketError, ["close", closeInfo(100)],
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["hello", "c2"],
@@ -202,7 +202,7 @@ test("reconnect: an object that moved between followed keys while away is moved 
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1", "k2"] }],
     ["open"],
     ["hello", "c2"],
@@ -293,7 +293,7 @@ test("after a store reset, the reconnect snapshot's new incarnations update in p
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["hello", "c2"],
@@ -324,13 +324,13 @@ test("sends made while disconnected are queued and flushed on (re)open", () => {
   clock.advance(50)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["send", { method: "chat", text: "early" }],
     ["open"],
     ["send", { method: "chat", text: "live" }],
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["send", { method: "chat", text: "while away 1" }],
     ["send", { method: "ping" }],
@@ -347,10 +347,10 @@ test("a socket closing (CLOSING state) queues sends instead of losing them", () 
   clock.advance(50)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["open"],
     socketError, ["close", closeInfo(50)],
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "chat", n: 1 }],
     ["open"]
   ])
@@ -363,7 +363,7 @@ test("a full queue reports the dropped message through error", () => {
   assert.strictEqual(synk.send("chat", { n: 3 }), false)
   socket().open()
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["error", {
       code: "queue_full",
       reason: "\"chat\" dropped: 2 messages already wait for a connection",
@@ -430,7 +430,7 @@ test("an unfilled version gap sends a resync of the key", () => {
   socket().receive(snap("k1", ["a"]))
   clock.advance(10_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["add", "a", 1],
@@ -463,7 +463,7 @@ test("an \"error\" listener that throws goes to the console, not back to \"error
   socket().receive({ method: "error", code: "forbidden", reason: "no access to k9" })
   socket().receive({ method: "chat" }) // the connection still works
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["open"],
     ["error", { code: "forbidden", reason: "no access to k9" }],
     ["message", { method: "chat" }]
@@ -482,7 +482,7 @@ test("close() stops for good: no reconnect, sends refused, queue reported", () =
   assert.strictEqual(synk.send("chat", { n: 2 }), false)
   clock.advance(60_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["send", { method: "updateSubscription", add: ["k1"] }],
     ["open"],
     ["add", "a", 1],
@@ -503,7 +503,7 @@ test("close() of an open socket closes it with 1000 and emits nothing more", () 
   synk.close() // idempotent
   assert.strictEqual(ws.onclose, null)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["open"],
     ["socket.close", 1000]
   ])
@@ -526,10 +526,11 @@ test("a WebSocket constructor that throws is reported, without retry loops", asy
 
 test("the gateway is told this client takes resnap and batch frames, in the URL's query", async () => {
   const { declaredUrl } = await import("../connection/index.js")
-  assert.strictEqual(declaredUrl("ws://g/"), "ws://g/?synk_resnap=1&synk_batch=1")
-  assert.strictEqual(declaredUrl("ws://g/sync?token=a"), "ws://g/sync?token=a&synk_resnap=1&synk_batch=1")
-  assert.strictEqual(declaredUrl("ws://g/?t=1#x&synk_batch=0"), "ws://g/?t=1&synk_resnap=1&synk_batch=1#x&synk_batch=0")
-  assert.strictEqual(declaredUrl("ws://g/?synk_batch=0"), "ws://g/?synk_resnap=1&synk_batch=1")
+  assert.strictEqual(declaredUrl("ws://g/"), "ws://g/?synk_resnap=1&synk_batch=1&synk_compact=1")
+  assert.strictEqual(declaredUrl("ws://g/sync?token=a"), "ws://g/sync?token=a&synk_resnap=1&synk_batch=1&synk_compact=1")
+  assert.strictEqual(declaredUrl("ws://g/?t=1#x&synk_batch=0"), "ws://g/?t=1&synk_resnap=1&synk_batch=1&synk_compact=1#x&synk_batch=0")
+  assert.strictEqual(declaredUrl("ws://g/?synk_batch=0"), "ws://g/?synk_resnap=1&synk_batch=1&synk_compact=1")
+  assert.strictEqual(declaredUrl("ws://g/", { compact: false }), "ws://g/?synk_resnap=1&synk_batch=1")
 })
 
 test("a batch frame's messages are taken in order, as if each came alone", () => {
@@ -589,7 +590,7 @@ for (const [code, reason, reported] of [
     socket().closedByGateway(code, reason)
     clock.advance(10 * 60_000) // far past any backoff
     assert.deepStrictEqual(events, [
-      ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+      ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
       ["send", { method: "updateSubscription", add: ["k1"] }],
       ["open"],
       ["close", { code, reason, wasClean: true, delay: null }],
@@ -612,7 +613,7 @@ test("a refusal drops the queued messages and reports them after the refusal", (
   socket().closedByGateway(4401, "unauthorized") // refused before "open" got through
   clock.advance(60_000)
   assert.deepStrictEqual(events, [
-    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["close", { code: 4401, reason: "unauthorized", wasClean: true, delay: null }],
     ["error", { code: 4401, reason: "unauthorized" }],
     ["error", { code: "queue_dropped", reason: "the connection was refused (4401): 1 queued messages dropped", count: 1 }]
@@ -642,9 +643,9 @@ test("a url function is called before every connect, and its value used", () => 
   socket().drop() // a failed attempt calls it again too
   clock.advance(10_000)
   assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/1?synk_resnap=1&synk_batch=1"],
-    ["connect", "ws://gateway/2?synk_resnap=1&synk_batch=1"],
-    ["connect", "ws://gateway/3?synk_resnap=1&synk_batch=1"]
+    ["connect", "ws://gateway/1?synk_resnap=1&synk_batch=1&synk_compact=1"],
+    ["connect", "ws://gateway/2?synk_resnap=1&synk_batch=1&synk_compact=1"],
+    ["connect", "ws://gateway/3?synk_resnap=1&synk_batch=1&synk_compact=1"]
   ])
   assert.strictEqual(calls, 3)
   synk.close()
@@ -662,8 +663,8 @@ test("an async url function: the socket is made once it resolves (and returning 
   clock.advance(10_000)
   await settle()
   assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/a1?synk_resnap=1&synk_batch=1"],
-    ["connect", "ws://gateway/a2?synk_resnap=1&synk_batch=1"]
+    ["connect", "ws://gateway/a1?synk_resnap=1&synk_batch=1&synk_compact=1"],
+    ["connect", "ws://gateway/a2?synk_resnap=1&synk_batch=1&synk_compact=1"]
   ])
 })
 
@@ -680,9 +681,9 @@ test("an async token function's value goes in the query on every (re)connect", a
   clock.advance(10_000)
   await settle()
   assert.deepStrictEqual(events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/?token=t%201%2Fx&synk_resnap=1&synk_batch=1"],
-    ["connect", "ws://gateway/?token=t%202%2Fx&synk_resnap=1&synk_batch=1"],
-    ["connect", "ws://gateway/?token=t%203%2Fx&synk_resnap=1&synk_batch=1"]
+    ["connect", "ws://gateway/?token=t%201%2Fx&synk_resnap=1&synk_batch=1&synk_compact=1"],
+    ["connect", "ws://gateway/?token=t%202%2Fx&synk_resnap=1&synk_batch=1&synk_compact=1"],
+    ["connect", "ws://gateway/?token=t%203%2Fx&synk_resnap=1&synk_batch=1&synk_compact=1"]
   ])
 })
 
@@ -692,13 +693,13 @@ test("the token is added with & to a URL that has a query, replacing its token; 
   a.socket().drop()
   a.clock.advance(10_000)
   assert.deepStrictEqual(a.events.filter(([name]) => name === "connect"), [
-    ["connect", "ws://gateway/sync?room=1&token=fresh1&synk_resnap=1&synk_batch=1"],
-    ["connect", "ws://gateway/sync?room=1&token=fresh2&synk_resnap=1&synk_batch=1"]
+    ["connect", "ws://gateway/sync?room=1&token=fresh1&synk_resnap=1&synk_batch=1&synk_compact=1"],
+    ["connect", "ws://gateway/sync?room=1&token=fresh2&synk_resnap=1&synk_batch=1&synk_compact=1"]
   ])
   const b = setup({ token: "s3cret" })
-  assert.deepStrictEqual(b.events, [["connect", "ws://gateway/?token=s3cret&synk_resnap=1&synk_batch=1"]])
+  assert.deepStrictEqual(b.events, [["connect", "ws://gateway/?token=s3cret&synk_resnap=1&synk_batch=1&synk_compact=1"]])
   const c = setup({ token: () => null }) // no token this time: no parameter
-  assert.deepStrictEqual(c.events, [["connect", "ws://gateway/?synk_resnap=1&synk_batch=1"]])
+  assert.deepStrictEqual(c.events, [["connect", "ws://gateway/?synk_resnap=1&synk_batch=1&synk_compact=1"]])
   assert.throws(() => setup({ token: 42 }), TypeError)
 })
 
@@ -726,7 +727,7 @@ test("a token function that throws or rejects emits error and retries with the b
     "--- 49 ms",
     ["error", "token", "the token function failed: Error: auth server down", 100],
     ["error", "token", "the token function returned number, not a string", 200],
-    ["connect", "ws://gateway/?token=good&synk_resnap=1&synk_batch=1"]
+    ["connect", "ws://gateway/?token=good&synk_resnap=1&synk_batch=1&synk_compact=1"]
   ])
   assert.strictEqual(events[0][1].error.message, "expired", "the thrown error is in `error`")
   assert.strictEqual(sockets.length, 1)
@@ -747,12 +748,12 @@ test("a url function that throws emits a \"url\" error and retries", () => {
   clock.advance(50) // url() throws; attempt 1: 100 ms
   clock.advance(100)
   assert.deepStrictEqual(events.map(brief), [
-    ["connect", "ws://g/1?synk_resnap=1&synk_batch=1"],
+    ["connect", "ws://g/1?synk_resnap=1&synk_batch=1&synk_compact=1"],
     ["open"],
     ["error", "socket_error", "WebSocket error", undefined],
     ["close"],
     ["error", "url", "the url function failed: Error: no config", 100],
-    ["connect", "ws://g/3?synk_resnap=1&synk_batch=1"]
+    ["connect", "ws://g/3?synk_resnap=1&synk_batch=1&synk_compact=1"]
   ])
 })
 
@@ -775,4 +776,43 @@ test("an error listener may close() after a token failure: no retry", async () =
   clock.advance(60_000)
   assert.strictEqual(calls, 1)
   assert.strictEqual(clock.pending, 0)
+})
+
+test("compact mods: adds teach handles, a key's mods apply as full mods, an unknown handle resyncs its key", () => {
+  const { synk, events, socket } = setup()
+  synk.setSubscription(["k1"])
+  socket().open()
+  events.length = 0
+  socket().receive([{ h: 1, ...add("a", 1) }, { h: 2, ...add("b", 1) }, snap("k1", ["a", "b"])])
+  socket().receive(["k1", [1, 2, { x: 1 }], [2, 2, { x: 2 }]]) // a key's mods alone in a frame
+  socket().receive([["k1", [1, 3, { x: 3 }]], { method: "mod", t: "agent", id: "b", sKey: "k1", v: 3, diff: { x: 4 }, nsKey: "k9" }])
+  assert.equal(synk.objects.get("b"), undefined, "moved out to a key not followed")
+  socket().receive(["k1", [99, 4, {}]]) // a handle this connection never learned
+  socket().receive(["k2", [98, 4, {}]]) // ...of a key not followed: nothing to resync
+  assert.deepStrictEqual(events, [
+    ["add", "a", 1],
+    ["add", "b", 1],
+    ["mod", "a", 2, "mod"],
+    ["mod", "b", 2, "mod"],
+    ["mod", "a", 3, "mod"],
+    ["rem", "b", "mod"],
+    ["teardown", "b"],
+    ["send", { method: "resync", keys: ["k1"] }]
+  ])
+})
+
+test("compact mods: a new connection forgets the last one's handles; compact: false does not declare them", () => {
+  const { synk, events, socket, clock } = setup()
+  synk.setSubscription(["k1"])
+  socket().open()
+  socket().receive({ h: 1, ...add("a", 1) })
+  socket().drop()
+  clock.advance(1000)
+  socket().open()
+  events.length = 0
+  socket().receive(["k1", [1, 2, {}]]) // the old connection's handle
+  assert.deepStrictEqual(events, [["send", { method: "resync", keys: ["k1"] }]])
+  const plain = setup({ compact: false })
+  assert.equal(plain.sockets[0].url, "ws://gateway/?synk_resnap=1&synk_batch=1")
+  assert.throws(() => setup({ compact: "yes" }), /compact must be true or false/)
 })

@@ -25,6 +25,7 @@ from synk.errors import ConnectionError as SynkConnectionError
 from synk.gateway import admission, http, inspector, original
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
+from synk.gateway.compact import Compactor
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
 from synk.gateway.freezer import Freezer
 from synk.gateway.lifecycle import Lifecycle, Step
@@ -105,6 +106,8 @@ class Gateway:
         self.freezer = Freezer(lambda: len(self.sessions))
         self.metrics.extra += [self.pauses.lag, self.pauses.gc]
         self.router = Router()
+        #: the handles of compact clients' objects, and each message's compact form (compact.py)
+        self.compactor = Compactor(lambda key: bool(self.router.clients(key)))
         self.sessions: dict[str, Session] = {}
         self._handlers: dict[str, Handler] = {}
         self._subscriber: Subscriber | None = None
@@ -384,8 +387,9 @@ class Gateway:
 
         ``path`` is the request's path and query: ``synk_resnap=1`` in it
         declares a client that takes ``snap``, ``resnap`` and an ``add`` of
-        an object it holds, ``synk_batch=1`` one that takes batch frames
-        (PROTOCOL.md).
+        an object it holds, ``synk_batch=1`` one that takes batch frames,
+        ``synk_compact=1`` (with ``synk_resnap=1``) one that takes compact
+        mods (PROTOCOL.md).
         """
         await self.start()
         cid = f"{next(self._counter)}-{secrets.token_hex(4)}"
@@ -408,6 +412,8 @@ class Gateway:
         query = Handshake(path, {}).query
         session.resnap = query.get("synk_resnap") == "1"
         session.batch = query.get("synk_batch") == "1"
+        if session.resnap and query.get("synk_compact") == "1":
+            session.compact = self.compactor
         self.sessions[cid] = session
         self.metrics.clients = len(self.sessions)
         session.push(p.encode_hello(cid))
@@ -526,6 +532,7 @@ class Gateway:
         for key in keys:
             if self.router.remove(session.id, key):
                 gone.append(key)
+                self.compactor.forget_key(key)
                 live = self._live.pop(key, None)
                 if live is not None and not live.done():
                     # Its subscribe may not have started yet: it would then run
@@ -747,6 +754,7 @@ class Gateway:
             # is handled as runs of one key's messages: a run goes to a live
             # client of synk's own in one push, joined once for all of them.
             events = [first, *subscriber.ready(READY_AT_ONCE)]
+            self.compactor.new_round()
             i, n = 0, len(events)
             while i < n:
                 event = events[i]

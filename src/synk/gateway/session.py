@@ -22,6 +22,7 @@ from synk.gateway.limits import TokenBucket
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from synk.gateway.compact import Compactor
     from synk.gateway.metrics import Metrics
     from synk.gateway.snapshots import KeyState
 
@@ -207,6 +208,9 @@ class Session:
         #: the client declared (``?synk_batch=1``) that it takes batch frames: each write
         #: to it is one frame holding a JSON array of messages; the original client does not
         self.batch = False
+        #: the client declared (``?synk_compact=1``) that it takes compact mods: the
+        #: gateway's converter, which every message queued for it goes through (compact.py)
+        self.compact: Compactor | None = None
         #: object id -> (old key, new key, the add with psKey left out for it): this client
         #: got the move as the mod with nsKey of the old key instead, unless it leaves
         #: the old key before that mod reached it (see :meth:`remember_move`)
@@ -322,6 +326,8 @@ class Session:
         """
         if self.lagging or self.closed:
             return
+        if self.compact is not None:
+            data = self.compact.convert(data)
         pending = self._pending
         if not pending:
             self._since = self._loop.time()
@@ -337,7 +343,21 @@ class Session:
             for data in messages:
                 self.push(data)
             return
+        if self.compact is not None:
+            self._push_converted(self.compact.convert_run(messages, joined), len(messages))
+            return
         self.push(joined, len(messages))
+
+    def _push_converted(self, data: bytes, count: int) -> None:
+        """``push`` of what is in the client's form already (a compact client's run)."""
+        if self.lagging or self.closed:
+            return
+        if not self._pending:
+            self._since = self._loop.time()
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self._count += count
+        self._queued()
 
     def _queued(self) -> None:
         if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
@@ -360,6 +380,8 @@ class Session:
         """
         if self.lagging or self.closed or not batch:
             return
+        if self.compact is not None:
+            batch = [self.compact.convert(data) for data in batch]
         size = sum(map(len, batch))
         if not self._pending:
             self._since = self._loop.time()
