@@ -19,6 +19,7 @@ from redis.crc import key_slot
 
 import synk
 from bench.redis_cluster import RedisCluster, command
+from synk.store import cluster_routing
 from synk.store.cluster_routing import REDIRECTS
 from tests.gateway_env import Env, running, store_view, until, until_async
 from tests.models import Agent
@@ -268,7 +269,9 @@ async def test_a_flush_to_a_primary_demoted_by_a_manual_failover_follows_the_red
         c.close()
 
 
-async def test_a_client_message_posted_while_its_slot_is_half_migrated_waits_for_the_slot(cluster: RedisCluster) -> None:
+async def test_a_client_message_posted_while_its_slot_is_half_migrated_waits_for_the_slot(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # post.lua names three keys of the {msgs} slot. With one of them migrated and
     # the others not, the source answers TRYAGAIN for as long as the migration
     # lasts: a post must keep trying for a bounded time, not give up after a
@@ -296,6 +299,12 @@ async def test_a_client_message_posted_while_its_slot_is_half_migrated_waits_for
         moving = asyncio.ensure_future(asyncio.to_thread(cluster.move_slot, slot, target, between=part_migrated))
         try:
             await asyncio.to_thread(half.wait, 30)
+            # Past the bound, a post is refused as one Redis cannot take now (the
+            # gateway answers "unavailable"), not an internal error; nothing ran.
+            monkeypatch.setattr(cluster_routing, "TRYAGAIN_FOR_S", 0.3)
+            with pytest.raises(synk.ConnectionError, match="cannot serve the call now"):
+                await store.post(b'{"n":"refused"}')
+            monkeypatch.undo()
             before = tryagains()
             posting = asyncio.ensure_future(store.post(b'{"n":1}'))
             # More TRYAGAINs than MOVED/ASK redirections are followed (REDIRECTS):

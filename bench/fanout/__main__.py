@@ -163,35 +163,40 @@ class Variant:
     write_interval: float = 0.0
     #: clients declare synk_resnap=1 and synk_compact=1, as synk-client does (PROTOCOL.md, "Compact mods")
     compact: bool = False
+    #: clients declare synk_resnap=1 (synk's own client, as synk-client; without it, the original client's paths)
+    resnap: bool = False
 
     @property
     def label(self) -> str:
         """What a row's name adds for it: ``" batch compact wi=0.02"``, or nothing for the plain variant."""
-        parts = (["batch"] if self.batch else []) + (["compact"] if self.compact else [])
+        parts = (["batch"] if self.batch else []) + (["resnap"] if self.resnap and not self.compact else [])
+        parts += ["compact"] if self.compact else []
         parts += [f"wi={self.write_interval:g}"] if self.write_interval else []
         return "".join(f" {p}" for p in parts)
 
 
 def parse_variants(text: str) -> list[Variant]:
-    """``--synk-variants``: comma-separated variants, each ``plain`` or ``+``-joined ``batch``, ``compact`` and ``wiMS``.
+    """``--synk-variants``: comma-separated variants, each ``plain`` or ``+``-joined ``batch``, ``resnap``, ``compact`` and ``wiMS``.
 
     ``wi20`` is a write interval of 20 ms: ``plain,batch,batch+compact,batch+wi20``.
     """
     out: list[Variant] = []
     for spec in text.split(","):
-        batch, interval, compact = False, 0.0, False
+        batch, interval, compact, resnap = False, 0.0, False, False
         for token in spec.strip().split("+"):
             if token == "batch":
                 batch = True
             elif token == "compact":
-                compact = True
+                compact = resnap = True
+            elif token == "resnap":
+                resnap = True
             elif token.startswith("wi") and token[2:].replace(".", "", 1).isdigit():
                 interval = float(token[2:]) / 1000.0
             elif token != "plain":
                 raise argparse.ArgumentTypeError(
-                    f"{spec!r}: a variant is 'plain' or '+'-joined 'batch', 'compact' and 'wiMS' (e.g. batch+compact+wi20)"
+                    f"{spec!r}: a variant is 'plain' or '+'-joined 'batch', 'resnap', 'compact' and 'wiMS' (e.g. batch+compact+wi20)"
                 )
-        variant = Variant(batch, interval, compact)
+        variant = Variant(batch, interval, compact, resnap)
         if variant not in out:
             out.append(variant)
     return out
@@ -337,6 +342,7 @@ class Rig:
             extra += ["--lib", args.client_lib, "--gate", str(max(1, args.subscribing // args.client_procs)), "--loop", args.client_loop]
             extra += ["--batch"] if row.variant.batch else []
             extra += ["--compact"] if row.variant.compact else []
+            extra += ["--resnap"] if row.variant.resnap and not row.variant.compact else []
             c = await Child.start(f"{slug}-clients{j}", child_argv("clients", args, *extra), logdir)
             self.children.append(c)
             self.fleet.append(c)
@@ -903,6 +909,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--batch", action="store_true", help="synk's clients declare synk_batch=1 (batch frames): rows named 'synk batch'")
     ap.add_argument(
+        "--resnap",
+        action="store_true",
+        help="synk's clients declare synk_resnap=1 (synk's own client, as synk-client does): rows named 'synk resnap'",
+    )
+    ap.add_argument(
         "--compact",
         action="store_true",
         help="synk's clients declare synk_resnap=1 and synk_compact=1 (compact mods, as synk-client does): rows named 'synk compact'",
@@ -974,7 +985,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.per_client = args.keys_per_client
     if args.synk_variants and (args.batch or args.write_interval):
         ap.error("--synk-variants names every variant: leave out --batch and --write-interval")
-    args.variants = args.synk_variants or [Variant(args.batch, args.write_interval, args.compact)]
+    args.variants = args.synk_variants or [Variant(args.batch, args.write_interval, args.compact, args.resnap or args.compact)]
     if not 1 <= args.keys_per_client <= args.keys:
         ap.error("--keys-per-client must be between 1 and --keys")
     if args.client_procs < 1 or args.clients < args.client_procs:

@@ -392,7 +392,8 @@ async def clients(args: argparse.Namespace) -> None:
         path = "/socket.io/?EIO=4&transport=websocket"
         conns: list[Conn] = [SocketioConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
     else:  # synk's protocol: the gateway (standalone or ASGI) and the floor
-        query = (["synk_batch=1"] if args.batch else []) + (["synk_resnap=1", "synk_compact=1"] if args.compact else [])
+        query = (["synk_batch=1"] if args.batch else []) + (["synk_resnap=1"] if args.resnap or args.compact else [])
+        query += ["synk_compact=1"] if args.compact else []
         path = "/?" + "&".join(query) if query else "/"
         conns = [SynkConn([key_name(k) for k in keys_of(i, args.keys, args.per_client)], tally) for i in ids]
     tally.expected_subs = len(conns)

@@ -126,6 +126,9 @@ export class Synk {
   #compact
   /** The handles of the current connection's compact mods. */
   #handles = new Handles()
+  /** Keys whose compact mod named an unknown handle -> the timer asking for their snapshot again. */
+  #lost = new Map()
+  #gapTimeout
 
   constructor(url, options = {}) {
     this.#url = typeof url === "function" ? url : String(url)
@@ -144,6 +147,7 @@ export class Synk {
       throw new TypeError("backoff needs 0 < min <= max")
     }
     this.#compact = options.compact ?? true
+    this.#gapTimeout = options.gapTimeout ?? 500
     if (typeof this.#compact !== "boolean") throw new TypeError("compact must be true or false")
     this.#maxQueue = options.maxQueue ?? 1000
     if (!(this.#maxQueue >= 0)) throw new TypeError("maxQueue must be >= 0")
@@ -247,6 +251,8 @@ export class Synk {
     if (this.#reconnectTimer !== null) this.#clearTimeout(this.#reconnectTimer)
     this.#reconnectTimer = null
     this.objects.resetPending()
+    for (const timer of this.#lost.values()) this.#clearTimeout(timer)
+    this.#lost.clear()
     const ws = this.#socket
     this.#socket = null
     this.#opened = false
@@ -446,7 +452,26 @@ export class Synk {
     }
     // A handle this connection never learned (or forgot, past MOST_HANDLES):
     // its mod is lost, so the key is snapshotted again.
-    if (unknown && this.objects.isSubscribed(sKey)) this.#resync(sKey)
+    if (unknown && this.objects.isSubscribed(sKey)) this.#lostMods(sKey)
+  }
+
+  /**
+   * Resync a key whose mods were lost, once however many are lost before its
+   * snap comes, and again every gapTimeout until it comes (a resync refused
+   * for the rate limit would otherwise leave the objects stale), as the
+   * mirror does for a version gap.
+   */
+  #lostMods(sKey) {
+    if (this.#lost.has(sKey)) return
+    const again = () => {
+      if (!this.objects.isSubscribed(sKey) || !this.#isOpen()) {
+        this.#lost.delete(sKey)
+        return
+      }
+      this.#resync(sKey)
+      this.#lost.set(sKey, this.#setTimeout(again, this.#gapTimeout))
+    }
+    again()
   }
 
   #onOne(msg, data, what) {
@@ -456,6 +481,10 @@ export class Synk {
     }
     if (msg.method === "add") msg = this.#handles.learn(msg)
     else if (msg.method === "rem") this.#handles.forget(msg)
+    else if (msg.method === "snap" && this.#lost.has(msg.sKey)) {
+      this.#clearTimeout(this.#lost.get(msg.sKey))
+      this.#lost.delete(msg.sKey)
+    }
     if (msg.method === "hello") {
       if (typeof msg.client !== "string") {
         this.#error({ code: "bad_shape", reason: "hello without a string client", msg })
@@ -492,6 +521,8 @@ export class Synk {
     // and so are this connection's handles.
     this.objects.resetPending()
     this.#handles.clear()
+    for (const timer of this.#lost.values()) this.#clearTimeout(timer)
+    this.#lost.clear()
     const code = event?.code ?? 1006
     if (Object.hasOwn(FINAL_CLOSE_CODES, code)) {
       this.#refused(code, event?.reason ?? "", Boolean(event?.wasClean))

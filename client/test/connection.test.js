@@ -816,3 +816,25 @@ test("compact mods: a new connection forgets the last one's handles; compact: fa
   assert.equal(plain.sockets[0].url, "ws://gateway/?synk_resnap=1&synk_batch=1")
   assert.throws(() => setup({ compact: "yes" }), /compact must be true or false/)
 })
+
+test("compact mods: lost mods of a key resync it once, and again every gapTimeout until its snap comes", () => {
+  // Found by a review: a frame of three items naming an unknown handle sent
+  // three resyncs, and a resync refused for the rate limit was never asked again.
+  const { synk, events, socket, clock } = setup({ gapTimeout: 300 })
+  synk.setSubscription(["k1"])
+  socket().open()
+  socket().receive([{ h: 1, ...add("a", 1) }, snap("k1", ["a"])])
+  events.length = 0
+  socket().receive([["k1", [7, 2, { x: 1 }]], ["k1", [7, 3, { x: 2 }]], ["k1", [7, 4, { x: 3 }]]])
+  socket().receive({ method: "error", code: "rate_limited", reason: "refused" })
+  clock.advance(300)
+  socket().receive([{ h: 7, ...add("b", 4) }, snap("k1", ["a", "b"])])
+  clock.advance(10_000)
+  assert.deepStrictEqual(events, [
+    ["send", { method: "resync", keys: ["k1"] }],
+    ["error", { code: "rate_limited", reason: "refused" }],
+    ["send", { method: "resync", keys: ["k1"] }],
+    ["add", "b", 4]
+  ])
+})
+

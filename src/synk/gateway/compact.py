@@ -32,26 +32,33 @@ __all__ = ["Compactor"]
 _ADD = b'{"method":"add",'
 _MOD = b'{"method":"mod",'
 _REM = b'{"method":"rem",'
-#: Converted messages kept for the other compact clients of the same fan-out round, at most.
+#: Ended incarnations remembered (a stale snapshot's add of one would bind it a handle for good).
+ENDED_MOST = 10_000
+#: Converted messages kept, at most (then they are all forgotten). Every compact client of a
+#: key gets the same messages, and every one subscribing gets the same snapshot records: each
+#: is converted once. A conversion stays right until a handle is dropped (the cache is then
+#: cleared): a handle is only ever added, moved to another key (which no conversion reads),
+#: or dropped.
 CACHE_MOST = 50_000
 
 
 class Compactor:
-    """The handles of one gateway, and the compact form of each message (cached for a round)."""
+    """The handles of one gateway, and the compact form of each message (cached)."""
 
     def __init__(self, followed: Callable[[str], bool]) -> None:
-        #: (object id, incarnation) -> (handle, the key of its last add converted)
-        self.handles: dict[tuple[str, str], tuple[int, str]] = {}
-        #: key -> the objects with a handle whose last converted add was in it
+        #: (object id, incarnation) -> (handle, the key it is in, the version that says so): the
+        #: newest message converted decides where it is, so a stale one (an old snapshot's add,
+        #: a move replayed late) can neither file it under a key it left nor drop its handle
+        self.handles: dict[tuple[str, str], tuple[int, str, int]] = {}
+        #: key -> the objects with a handle that are in it
         self.by_key: dict[str, set[tuple[str, str]]] = {}
         self._next = 1
-        #: does any client of this gateway follow this key (a move into one nobody follows drops the handle)
+        #: does a compact client of this gateway follow this key (a move into one none follows
+        #: drops the handle: no compact client gets the object's messages there)
         self._followed = followed
         self._cache: dict[bytes, bytes] = {}
-
-    def new_round(self) -> None:
-        """Forget the converted messages: a new fan-out round (or a handle dropped) may convert them differently."""
-        self._cache.clear()
+        #: incarnations a rem ended, the newest ENDED_MOST: a stale add of one binds no handle
+        self._ended: dict[tuple[str, str], None] = {}
 
     def convert(self, data: bytes) -> bytes:
         """The compact form of one message (itself, when it has none)."""
@@ -60,10 +67,12 @@ class Compactor:
             return out
         if data.startswith(_MOD):
             out = self._mod(data)
+            if out is data:
+                return data  # a move (its side effect must run each time), or no handle yet: not cached
         elif data.startswith(_ADD):
             out = self._add(data)
         elif data.startswith(_REM):
-            out = self._rem(data)
+            return self._rem(data)  # not cached: dropping the handle must run each time
         else:
             return data  # snap, resnap, error, custom messages: as they are
         if len(self._cache) >= CACHE_MOST:
@@ -105,26 +114,32 @@ class Compactor:
         return out
 
     def forget_key(self, key: str) -> None:
-        """No client of this gateway follows ``key`` any more: drop the handles of its objects."""
+        """No compact client of this gateway follows ``key`` any more: drop the handles of its objects."""
         objects = self.by_key.pop(key, None)
         if objects:
             for obj in objects:
                 self.handles.pop(obj, None)
             self._cache.clear()
 
-    def _bind(self, obj: tuple[str, str], key: str) -> int:
+    def _bind(self, obj: tuple[str, str], key: str, version: int) -> int:
         known = self.handles.get(obj)
-        if known is not None:
-            handle, was = known
-            if was == key:
-                return handle
-            self._unfile(obj, was)
-        else:
+        if known is None:
             handle = self._next
             self._next += 1
-        self.handles[obj] = (handle, key)
-        self.by_key.setdefault(key, set()).add(obj)
+            self.handles[obj] = (handle, key, version)
+            self.by_key.setdefault(key, set()).add(obj)
+            return handle
+        handle, was, seen = known
+        if version >= seen:
+            self._place(obj, handle, was, key, version)
         return handle
+
+    def _place(self, obj: tuple[str, str], handle: int, was: str, key: str, version: int) -> None:
+        """The object is in ``key`` at ``version`` (the newest message of it converted so far)."""
+        if was != key:
+            self._unfile(obj, was)
+            self.by_key.setdefault(key, set()).add(obj)
+        self.handles[obj] = (handle, key, version)
 
     def _unfile(self, obj: tuple[str, str], key: str) -> None:
         objects = self.by_key.get(key)
@@ -137,12 +152,17 @@ class Compactor:
         known = self.handles.pop(obj, None)
         if known is not None:
             self._unfile(obj, known[1])
+            # A cached add would carry the dropped handle without binding it again.
+            self._cache.clear()
 
     def _add(self, data: bytes) -> bytes:
         msg = _load(data)
-        if msg is None:
+        if msg is None or not isinstance(msg.get("v"), int):
             return data
-        handle = self._bind((msg["id"], msg.get("i") or ""), msg["sKey"])
+        obj = (msg["id"], msg.get("i") or "")
+        if obj in self._ended:
+            return data  # a stale add of a deleted object: no handle, its mods (none) go whole
+        handle = self._bind(obj, msg["sKey"], msg["v"])
         return b'{"h":%d,%b' % (handle, data[1:])
 
     def _mod(self, data: bytes) -> bytes:
@@ -150,23 +170,34 @@ class Compactor:
         if msg is None:
             return data
         obj = (msg["id"], msg.get("i") or "")
-        moved_to = msg.get("nsKey")
-        if moved_to is not None:
-            # A move stays whole (the client must see nsKey). The handle follows the
-            # object, unless no client here follows its new key: none will need it.
-            known = self.handles.get(obj)
-            if known is not None and not self._followed(moved_to):
-                self._drop(obj)
-            return data
         known = self.handles.get(obj)
         if known is None:
             return data  # no compact client was sent its add yet: the full mod is always understood
-        return b"[%b,[%d,%d,%b]]" % (orjson.dumps(msg["sKey"]), known[0], msg["v"], orjson.dumps(msg["diff"]))
+        handle, was, seen = known
+        version: int = msg["v"]
+        moved_to = msg.get("nsKey")
+        if moved_to is not None:
+            # A move stays whole (the client must see nsKey). The handle follows the
+            # object, unless no compact client follows its new key: none will need it.
+            if version >= seen:
+                if self._followed(moved_to):
+                    self._place(obj, handle, was, moved_to, version)
+                else:
+                    self._drop(obj)
+            return data
+        if version > seen:
+            self.handles[obj] = (handle, was, version)
+        return b"[%b,[%d,%d,%b]]" % (orjson.dumps(msg["sKey"]), handle, version, orjson.dumps(msg["diff"]))
 
     def _rem(self, data: bytes) -> bytes:
         msg = _load(data)
         if msg is not None:
-            self._drop((msg["id"], msg.get("i") or ""))
+            obj = (msg["id"], msg.get("i") or "")
+            self._drop(obj)
+            if obj[1]:  # (an object without incarnations may come back under the same name)
+                self._ended[obj] = None
+            if len(self._ended) > ENDED_MOST:
+                del self._ended[next(iter(self._ended))]
         return data
 
 

@@ -107,7 +107,9 @@ class Gateway:
         self.metrics.extra += [self.pauses.lag, self.pauses.gc]
         self.router = Router()
         #: the handles of compact clients' objects, and each message's compact form (compact.py)
-        self.compactor = Compactor(lambda key: bool(self.router.clients(key)))
+        self.compactor = Compactor(lambda key: key in self._compact_followers)
+        #: key -> how many compact clients follow it (its handles go when none does)
+        self._compact_followers: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, Session] = {}
         self._handlers: dict[str, Handler] = {}
         self._subscriber: Subscriber | None = None
@@ -496,6 +498,8 @@ class Gateway:
         for key in add:
             if self.router.add(session.id, key):
                 self.metrics.keys = len(self.router)
+            if session.compact is not None:
+                self._compact_followers[key] += 1
         self._snapshots(session, add)
 
     async def _custom(self, session: Session, command: p.Custom) -> None:
@@ -520,6 +524,11 @@ class Gateway:
         for key in keys:
             state = session.keys.pop(key, None)
             if state is not None:
+                if session.compact is not None:
+                    self._compact_followers[key] -= 1
+                    if not self._compact_followers[key]:
+                        del self._compact_followers[key]
+                        self.compactor.forget_key(key)
                 self._forget_barrier(state)
                 original.release_held(session, state.leave())
         if session.holding:
@@ -532,7 +541,6 @@ class Gateway:
         for key in keys:
             if self.router.remove(session.id, key):
                 gone.append(key)
-                self.compactor.forget_key(key)
                 live = self._live.pop(key, None)
                 if live is not None and not live.done():
                     # Its subscribe may not have started yet: it would then run
@@ -754,7 +762,6 @@ class Gateway:
             # is handled as runs of one key's messages: a run goes to a live
             # client of synk's own in one push, joined once for all of them.
             events = [first, *subscriber.ready(READY_AT_ONCE)]
-            self.compactor.new_round()
             i, n = 0, len(events)
             while i < n:
                 event = events[i]

@@ -182,7 +182,7 @@ class ClusterRouting:
         """
         first = self._url_node()
         nodes = ([first] if first is not None else []) + [n for n in self.cluster.get_nodes() if n is not first]
-        failure: SynkConnectionError | None = None
+        failure: Exception | None = None
         for node in nodes:
             try:
                 [reply] = await self._run(
@@ -192,7 +192,8 @@ class ClusterRouting:
                 failure = exc
                 continue
             if isinstance(reply, Exception):
-                raise reply
+                failure = reply  # refused (an ACL), or not ready (LOADING): the next node may answer
+                continue
             return bytes(reply).decode()
         raise failure or SynkConnectionError(f"redis cluster at {self.url} has no node to ask for its nodes")
 

@@ -380,8 +380,9 @@ class RedisStore(Store):
     @staticmethod
     def _raise_errors(results: list[Any]) -> list[Any]:
         for r in results:
-            if isinstance(r, (rexc.ClusterDownError, rexc.MovedError, rexc.AskError, rexc.SlotNotCoveredError)):
-                # A cluster failing over, or a slot no node serves yet: Redis is not there for it.
+            if isinstance(r, (rexc.ClusterDownError, rexc.MovedError, rexc.AskError, rexc.SlotNotCoveredError, rexc.TryAgainError)):
+                # A cluster failing over, a slot no node serves yet, or one half-migrated
+                # for longer than TRYAGAIN_FOR_S: Redis is not there for it (nothing ran).
                 raise SynkConnectionError(f"redis cluster cannot serve the call now: {r}") from r
             if isinstance(r, Exception):
                 raise r
