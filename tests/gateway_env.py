@@ -180,3 +180,32 @@ async def first_world_message(world: synk.World, client: WsClient, msg: dict[str
     with contextlib.suppress(asyncio.CancelledError):
         await reader
     return received[0]
+
+
+async def hold_reads(env: Env, key: str, *, before: bool) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the gateway's next snapshot read of ``key`` (``before`` it reads, or after): (read reached, release).
+
+    ``reached`` is set once the read is held: before it is sent, or once its
+    reply is in (set on entry, a write the test makes next could land first).
+    """
+    store = env.gateway.store
+    real = store.snapshot
+    reached, release = asyncio.Event(), asyncio.Event()
+    taken = False
+
+    async def held(k: str, *, marks: bool = False) -> Any:
+        nonlocal taken
+        if k != key or taken:
+            return await real(k, marks=marks)
+        taken = True
+        if before:
+            reached.set()
+            await release.wait()
+            return await real(k, marks=marks)
+        out = await real(k, marks=marks)
+        reached.set()
+        await release.wait()
+        return out
+
+    store.snapshot = held  # type: ignore[method-assign,assignment]
+    return reached, release

@@ -8,7 +8,6 @@ messages in far fewer bytes.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ import pytest
 
 from synk.core.messages import encode_add, encode_mod, rem_json
 from synk.gateway.compact import Compactor
-from tests.gateway_env import running, store_view, until
+from tests.gateway_env import hold_reads, running, store_view, until
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -187,23 +186,6 @@ async def test_the_original_client_asking_for_compact_mods_gets_plain_messages()
 KA, KB = "world:0|0", "world:1|0"
 
 
-def hold_reads(store: Any, key: str) -> tuple[asyncio.Event, asyncio.Event]:
-    """Hold the store's first snapshot read of ``key`` once it is read, until ``gate`` is set: a
-    snapshot read, its barrier not yet published. Returns (``read``: set once it is held, ``gate``)."""
-    read, gate = asyncio.Event(), asyncio.Event()
-    original = store.snapshot
-
-    async def held(name: str, **kw: object) -> object:
-        out = await original(name, **kw)
-        if name == key and not gate.is_set():
-            read.set()
-            await gate.wait()
-        return out
-
-    store.snapshot = held
-    return read, gate
-
-
 # Found by a review (helper-16): each failed before the fix.
 async def test_a_stale_snapshot_add_then_its_key_left_leaves_live_clients_their_handle() -> None:
     async with running(None) as env:
@@ -213,7 +195,7 @@ async def test_a_stale_snapshot_add_then_its_key_left_leaves_live_clients_their_
         c = await WsClient.open(env.url, compact=True)
         await c.subscribe([KB])
         c2 = await WsClient.open(env.url, compact=True)
-        read, gate = hold_reads(gw.store, KA)
+        read, gate = await hold_reads(env, KA, before=False)
         await c2.subscribe([KA], wait=False)
         await read.wait()
         x.x = 16  # x moves KA -> KB
@@ -242,7 +224,7 @@ async def test_a_replay_after_a_dropped_handle_names_the_handle_its_snapshot_tau
         await c1.subscribe([KA])
         c2 = await WsClient.open(env.url, compact=True)
         store: Any = gw.store
-        read, gate = hold_reads(store, KA)
+        read, gate = await hold_reads(env, KA, before=False)
         held: list[tuple[str, bytes]] = []
         deliver = store._deliver
         store._deliver = lambda key, data: held.append((key, data))

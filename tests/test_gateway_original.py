@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.gateway_env import Env, running, store_url
+from tests.gateway_env import Env, hold_reads, running, store_url
 from tests.models import Agent
 from tests.original_client import violations
 from tests.wsclient import WsClient
@@ -34,35 +34,6 @@ async def _marker(env: Env, client: WsClient, key: str) -> None:
     await client.wait(lambda: len(client.of("marker")) > n)
 
 
-async def _hold_reads_of(env: Env, key: str, *, before: bool) -> tuple[asyncio.Event, asyncio.Event]:
-    """Hold the gateway's next snapshot read of ``key`` (``before`` it reads, or after): (read reached, release).
-
-    ``reached`` is set once the read is held: before it is sent, or once its
-    reply is in (set on entry, a write the test makes next could land first).
-    """
-    store = env.gateway.store
-    real = store.snapshot
-    reached, release = asyncio.Event(), asyncio.Event()
-    taken = False
-
-    async def held(k: str, *, marks: bool = False) -> Any:
-        nonlocal taken
-        if k != key or taken:
-            return await real(k, marks=marks)
-        taken = True
-        if before:
-            reached.set()
-            await release.wait()
-            return await real(k, marks=marks)
-        out = await real(k, marks=marks)
-        reached.set()
-        await release.wait()
-        return out
-
-    store.snapshot = held  # type: ignore[method-assign,assignment]
-    return reached, release
-
-
 @pytest.mark.parametrize("read", ["before the move", "after the move"])
 async def test_a_move_out_of_a_key_being_snapshotted(env: Env, read: str) -> None:
     # Following B, the client adds A; X moves A -> B and changes again in B
@@ -74,7 +45,7 @@ async def test_a_move_out_of_a_key_being_snapshotted(env: Env, read: str) -> Non
     await env.world.flush()
     client = await WsClient.open(env.url, resnap=False)
     await client.subscribe([B])
-    reached, release = await _hold_reads_of(env, A, before=read == "after the move")
+    reached, release = await hold_reads(env, A, before=read == "after the move")
     await client.subscribe([A], wait=False)
     await asyncio.wait_for(reached.wait(), 10)
     x.x = 17  # A -> B at v2
@@ -127,7 +98,7 @@ async def test_a_move_into_a_key_being_snapshotted(env: Env) -> None:
     await env.world.flush()
     client = await WsClient.open(env.url, resnap=False)
     await client.subscribe([A])
-    reached, release = await _hold_reads_of(env, B, before=False)
+    reached, release = await hold_reads(env, B, before=False)
     await client.subscribe([B], wait=False)
     await asyncio.wait_for(reached.wait(), 10)
     x.x = 17  # A -> B at v2

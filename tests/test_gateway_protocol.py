@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -195,9 +197,6 @@ def test_fuzz_only_protocol_errors() -> None:
 def test_the_error_codes_agree_in_python_protocol_md_and_the_client_types() -> None:
     # The codes are defined once, in protocol.py; PROTOCOL.md's table and the
     # client's type docs are copies, and must list the same codes.
-    import re
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     source = (root / "src/synk/gateway/protocol.py").read_text()
     defined = set(re.findall(r'^[A-Z_]+ = "([a-z_]+)"$', source, re.MULTILINE))

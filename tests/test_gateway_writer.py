@@ -30,12 +30,18 @@ def session(outlet: Outlet, metrics: Metrics, watch: WriterWatch) -> Session:
     )  # fmt: skip
 
 
-async def test_a_stopped_session_is_not_counted_as_a_stuck_write() -> None:
+async def stuck_writing() -> tuple[Session, Metrics, WriterWatch]:
+    """A session whose writer is in a write that never ends (a watch that never looks on its own)."""
     metrics, watch = Metrics(), WriterWatch(3600)
     s = session(Stalled(), metrics, watch)
     s.push(b'{"method":"x"}')
     s.write_out()
     await until(lambda: s._writing_since is not None, "the writer's write to start")
+    return s, metrics, watch
+
+
+async def test_a_stopped_session_is_not_counted_as_a_stuck_write() -> None:
+    s, metrics, watch = await stuck_writing()
     stopping = asyncio.create_task(s.stop())  # the connection is gone...
     await asyncio.sleep(0)  # (stop() has cancelled the writer, which has not run since)
     s.check(asyncio.get_running_loop().time() + 60)  # ...as the watch looks, long past stuck_timeout
@@ -45,11 +51,7 @@ async def test_a_stopped_session_is_not_counted_as_a_stuck_write() -> None:
 
 
 async def test_a_write_stuck_past_the_timeout_closes_the_client() -> None:
-    metrics, watch = Metrics(), WriterWatch(3600)
-    s = session(Stalled(), metrics, watch)
-    s.push(b'{"method":"x"}')
-    s.write_out()
-    await until(lambda: s._writing_since is not None, "the writer's write to start")
+    s, metrics, watch = await stuck_writing()
     s.check(asyncio.get_running_loop().time() + 60)
     writer = s._writer
     assert writer is not None
