@@ -106,6 +106,37 @@ def test_bench_fanout_sweep_finds_the_rates_and_plots_them(tmp_path: Path) -> No
         assert all(step["cpu_s_per_million"] >= 0 and step["p99_ms"] > 0 for step in row["steps"]), name
 
 
+def test_bench_fanout_repeat_judges_the_floor_and_asgi_targets_on_the_median_of_rounds() -> None:
+    line = run_bench("bench.fanout", [*FANOUT, "--only", "synk,synk-asgi,floor", "--synk-variants", "resnap", "--repeat", "2"])
+    assert (line["repeat"], line["rows"]) == (2, ["synk resnap", "synk-asgi resnap", "floor"])
+    for name in line["rows"]:
+        rounds = line[name]["rounds"]
+        assert len(rounds) == 2 and all(r["cpu_s_per_million"] >= 0 and r["p99_ms"] > 0 for r in rounds), name
+        # the table's figures are one of the rounds (the median one), not a blend
+        assert line[name]["cpu_s_per_million"] in [r["cpu_s_per_million"] for r in rounds], name
+    vs_floor = line["cpu_vs_floor"]["synk resnap"]
+    assert vs_floor["min"] <= vs_floor["median"] <= vs_floor["max"] and vs_floor["met"] == (vs_floor["median"] <= 1.3)
+    asgi = line["asgi_vs_serve"]["synk-asgi resnap"]
+    assert set(asgi) == {"cpu", "p99"} and all(asgi[k]["met"] == (asgi[k]["median"] <= 1.3) for k in asgi)
+
+
+def test_bench_fanout_at_floor_runs_synk_at_a_share_of_the_floors_saturation() -> None:
+    workload = [a for a in FANOUT if a not in ("--rate", "100")]
+    sweep = ["--sweep-from", "100", "--sweep-to", "400", "--sweep-seconds", "1", "--sweep-warmup", "0.3", "--sweep-refine", "1"]
+    line = run_bench("bench.fanout", [*workload, "--only", "synk,floor", "--synk-variants", "plain,nofreeze", "--at-floor", "0.5", *sweep])
+    assert (line["bench"], line["at_floor"]) == ("fanout-at-floor", 0.5)
+    floor = line["floor"]["floor"]
+    # 20 clients on 2 of 10 keys: a change makes 4 deliveries; the sweep's first step (100/s) is 400 deliveries/s
+    assert floor["saturation_per_s"] >= 0.97 * 400 and floor["steps"][0]["rate"] == 100.0
+    assert set(line["rows"]) == {"synk", "synk nofreeze"} == set(line["target_1"])
+    for name, row in line["rows"].items():
+        # it ran at half the floor's saturation, in changes a second (4 deliveries each)
+        assert abs(row["sim_changes_per_s"] - 0.5 * floor["saturation_per_s"] / 4) <= 0.1 * floor["saturation_per_s"] / 4, name
+        assert row["delivered"] > 0.8 * row["expected"] > 0 and row["pauses"]["lag_probes"] > 0, name
+        verdict = line["target_1"][name]
+        assert verdict["met"] == (verdict["p99_ms"] <= 100 and verdict["loop_stalls_over_50ms"] == 0 and verdict["kept_up"]), name
+
+
 def test_bench_flush_cluster_measures_one_node_and_the_cluster_with_1_and_2_processes() -> None:
     line = run_bench("bench.flush", ["--cluster", "--objects", "200", "--keys", "9", "--ticks", "2", "--move-fraction", "0.1"], timeout=120)
     assert (line["bench"], line["primaries"]) == ("flush-cluster", 3)

@@ -103,11 +103,12 @@ async def drive(args: argparse.Namespace, step: Callable[[int], Awaitable[tuple[
                 counts.per_key[k] += 1
         next_tick += dt
         wait = next_tick - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        elif wait < -dt:
+        if wait < -dt:
             counts.late += 1
             next_tick = time.monotonic()  # fell behind by more than a tick: do not burst to catch up
+        # Always through the loop, late or not: a step that never awaits (the floor's)
+        # would otherwise starve the sockets' writes and the orchestrator's commands.
+        await asyncio.sleep(max(0.0, wait))
     listener.cancel()
     emit(state["counts"].as_json())
 
@@ -208,5 +209,5 @@ def synk_asgi_server(args: argparse.Namespace) -> None:
 
     from synk.gateway import Gateway
 
-    gateway = Gateway(args.redis, prefix=PREFIX, write_interval=args.write_interval, gc_freeze=True)
+    gateway = Gateway(args.redis, prefix=PREFIX, write_interval=args.write_interval, gc_freeze=args.gc_freeze)
     uvicorn.run(gateway.asgi_app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False, loop="asyncio")
