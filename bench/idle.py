@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import synk
-from bench.fanout.__main__ import child_argv, histograms, pauses_between
 from bench.fanout.common import BenchError, Child, key_name, raise_nofile, wait_port
+from bench.fanout.rig import child_argv, histograms, pauses_between
 from bench.redis_process import RedisProcess, free_port
 
 if TYPE_CHECKING:
