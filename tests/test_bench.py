@@ -118,6 +118,9 @@ def test_bench_fanout_repeat_judges_the_floor_and_asgi_targets_on_the_median_of_
     assert vs_floor["min"] <= vs_floor["median"] <= vs_floor["max"] and vs_floor["met"] == (vs_floor["median"] <= 1.3)
     asgi = line["asgi_vs_serve"]["synk-asgi resnap"]
     assert set(asgi) == {"cpu", "p99"} and all(asgi[k]["met"] == (asgi[k]["median"] <= 1.3) for k in asgi)
+    met = line["targets_met"]
+    assert met["cpu_vs_floor_le_1.3_synk resnap"] == vs_floor["met"]
+    assert met["asgi_vs_serve_le_1.3_synk-asgi resnap"] == (asgi["cpu"]["met"] and asgi["p99"]["met"])
 
 
 def test_bench_fanout_at_floor_runs_synk_at_a_share_of_the_floors_saturation() -> None:

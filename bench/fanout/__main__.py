@@ -38,7 +38,7 @@ from bench.fanout.rig import (
 )
 from bench.fanout.sims import sim_socketio, sim_synk, socketio_server, synk_asgi_server
 from bench.fanout.sweep import orchestrate_at_floor, orchestrate_sweep
-from bench.fanout.targets import judge, median_round
+from bench.fanout.targets import ASGI_VS_SERVE, VS_FLOOR, judge, median_round
 from bench.node_stats import key_share, share_line
 from bench.redis_cluster import RedisCluster
 from bench.redis_process import RedisProcess
@@ -138,6 +138,11 @@ async def orchestrate(args: argparse.Namespace) -> int:
                 "p99": round(many.percentile(0.99) / max(0.1, by["synk"].percentile(0.99)), 3),
                 "cpu_per_delivery": round(many.cpu_s_per_million / max(1e-9, by["synk"].cpu_s_per_million), 3),
             }
+    # Targets 2 and 3 (--repeat with a floor or synk-asgi row): their verdicts, as the table prints them.
+    for name, spread in judged.get("cpu_vs_floor", {}).items():
+        targets[f"cpu_vs_floor_le_{VS_FLOOR:g}_{name}"] = spread["met"]
+    for name, both in judged.get("asgi_vs_serve", {}).items():
+        targets[f"asgi_vs_serve_le_{ASGI_VS_SERVE:g}_{name}"] = both["cpu"]["met"] and both["p99"]["met"]
     out["targets_met"] = targets
     print(json.dumps(out))
     shutil.rmtree(logdir, ignore_errors=True)
