@@ -13,6 +13,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+from time import monotonic as _now
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -267,7 +268,7 @@ class Session:
         """Seconds the oldest message queued for this client has waited (0.0 with nothing queued)."""
         if not self._pending:
             return 0.0
-        return max(0.0, self._loop.time() - self._since)
+        return max(0.0, _now() - self._since)
 
     def remember_move(self, oid: str, prev_key: str, key: str, data: bytes) -> None:
         """Keep the add (with psKey) left out for this client, until the move it names is settled."""
@@ -330,11 +331,16 @@ class Session:
             data = self.compact.convert(data)
         pending = self._pending
         if not pending:
-            self._since = self._loop.time()
+            self._since = _now()
         pending.append(data)
         self._pending_bytes += len(data)
         self._count += count
-        self._queued()
+        # _queued's body, inlined: a call less per message and client.
+        if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
+            self._fall_behind()
+        if not self._marked:
+            self._marked = True
+            self._on_dirty(self)
 
     def push_joined(self, messages: list[bytes], joined: bytes) -> None:
         """Queue several messages, which ``joined`` holds joined by commas (made once for
@@ -353,23 +359,27 @@ class Session:
         if self.lagging or self.closed:
             return
         if not self._pending:
-            self._since = self._loop.time()
+            self._since = _now()
         self._pending.append(data)
         self._pending_bytes += len(data)
         self._count += count
         self._queued()
 
     def _queued(self) -> None:
+        """What follows queueing (``push`` has it inlined): the backlog's bound, and a write-out."""
         if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
-            # Falling behind: drop what is queued and stop queueing until the
-            # socket drains, then re-snapshot. Memory stays bounded and the
-            # other clients never wait for this one.
-            self._take()
-            self.lagging = True
-            self.metrics.slow_resyncs += 1
+            self._fall_behind()
         if not self._marked:
             self._marked = True
             self._on_dirty(self)
+
+    def _fall_behind(self) -> None:
+        # Falling behind: drop what is queued and stop queueing until the
+        # socket drains, then re-snapshot. Memory stays bounded and the
+        # other clients never wait for this one.
+        self._take()
+        self.lagging = True
+        self.metrics.slow_resyncs += 1
 
     def push_snapshot(self, batch: list[bytes]) -> None:
         """Queue a snapshot whole: it does not count against the backlog bound.
@@ -384,7 +394,7 @@ class Session:
             batch = [self.compact.convert(data) for data in batch]
         size = sum(map(len, batch))
         if not self._pending:
-            self._since = self._loop.time()
+            self._since = _now()
         self._pending.extend(batch)
         self._pending_bytes += size
         self._count += len(batch)
@@ -420,7 +430,7 @@ class Session:
             metrics = self.metrics
             metrics.messages_out += count
             metrics.bytes_out += self._pending_bytes
-            metrics.delivery.observe(self._loop.time() - self._since)
+            metrics.delivery.observe(_now() - self._since)
             self._pending, self._pending_bytes, self._count, self._slack_messages, self._slack_bytes = [], 0, 0, 0, 0
         else:
             self._wake()
@@ -466,7 +476,7 @@ class Session:
                         await self.outlet.write(self._frames(batch, count))
                         self.metrics.messages_out += count
                         self.metrics.bytes_out += size
-                        self.metrics.delivery.observe(self._loop.time() - since)
+                        self.metrics.delivery.observe(_now() - since)
                     elif self.lagging:
                         await self.outlet.write([])
                 finally:
