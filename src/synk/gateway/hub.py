@@ -820,6 +820,7 @@ class Gateway:
         self.metrics.store_messages += 1
         sessions = self.sessions
         routed: Routed | None = None
+        compacted: bytes | None = None  # its compact form, made once: every compact client shares one Compactor
         for cid in self.router.clients(key):
             target = sessions.get(cid)
             if target is None:
@@ -827,7 +828,14 @@ class Gateway:
             state = target.keys.get(key)
             # The hot path, once per message and client: synk's own client, live on the key.
             if state is not None and state.state is LIVE and target.resnap and not target.moves:
-                target.push(data)
+                if target.compact is None:
+                    target.push(data)
+                else:
+                    # (Converting a move or a rem has side effects on the handles: they are
+                    # the same whether they run once or once per client.)
+                    if compacted is None:
+                        compacted = target.compact.convert(data)
+                    target.push_converted(compacted)
             else:
                 routed = self._deliver_to(target, key, data, routed)
 

@@ -350,12 +350,13 @@ class Session:
                 self.push(data)
             return
         if self.compact is not None:
-            self._push_converted(self.compact.convert_run(messages, joined), len(messages))
+            self.push_converted(self.compact.convert_run(messages, joined), len(messages))
             return
         self.push(joined, len(messages))
 
-    def _push_converted(self, data: bytes, count: int) -> None:
-        """``push`` of what is in the client's form already (a compact client's run)."""
+    def push_converted(self, data: bytes, count: int = 1) -> None:
+        """``push`` of what is in the client's form already: converted by the gateway's one
+        ``Compactor``, once for all its compact clients (a message, or a key's run)."""
         if self.lagging or self.closed:
             return
         if not self._pending:
