@@ -27,11 +27,12 @@ from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.compact import Compactor
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
+from synk.gateway.delivery import Delivery
 from synk.gateway.freezer import Freezer
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.pauses import Pauses
-from synk.gateway.routing import Routed, Router, route
+from synk.gateway.routing import Router
 from synk.gateway.session import Client, Session, WriterWatch
 from synk.gateway.snapshots import KeyState, ReadQueue, State
 from synk.store import open_store
@@ -111,6 +112,8 @@ class Gateway:
         #: key -> how many compact clients follow it (its handles go when none does)
         self._compact_followers: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, Session] = {}
+        #: the hot path: each key's messages to its clients (delivery.py)
+        self._delivery = Delivery(self.sessions, self.router, self.metrics, lambda session, key: self._snapshots(session, [key]))
         self._handlers: dict[str, Handler] = {}
         self._subscriber: Subscriber | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -778,9 +781,9 @@ class Gateway:
                 while j < n and events[j].key == key and not events[j].data.startswith(BARRIER):
                     j += 1
                 if j == i + 1:
-                    self._deliver(key, event.data)
+                    self._delivery.one(key, event.data)
                 else:
-                    self._deliver_run(key, [e.data for e in events[i:j]])
+                    self._delivery.run(key, [e.data for e in events[i:j]])
                 i = j
 
     def _gap(self, gap: frozenset[str] | None) -> None:
@@ -792,86 +795,3 @@ class Gateway:
             self._parked.clear()
         for session in list(self.sessions.values()):
             self._resnapshot(session, gap)
-
-    def _deliver_run(self, key: str, run: list[bytes]) -> None:
-        """Messages of ``key`` that came together, in order."""
-        self.metrics.store_messages += len(run)
-        sessions = self.sessions
-        joined: bytes | None = None
-        routed: list[Routed | None] | None = None  # each message decoded once, if a client needs it
-        for cid in self.router.clients(key):
-            target = sessions.get(cid)
-            if target is None:
-                continue
-            state = target.keys.get(key)
-            # The hot path, as in _deliver: synk's own client, live on the key.
-            if state is not None and state.state is LIVE and target.resnap and not target.moves:
-                if joined is None:
-                    joined = b",".join(run)
-                target.push_joined(run, joined)
-                continue
-            if routed is None:
-                routed = [None] * len(run)
-            for i, data in enumerate(run):
-                routed[i] = self._deliver_to(target, key, data, routed[i])
-
-    def _deliver(self, key: str, data: bytes) -> None:
-        """One message of ``key``, to every client of the key."""
-        self.metrics.store_messages += 1
-        sessions = self.sessions
-        routed: Routed | None = None
-        compacted: bytes | None = None  # its compact form, made once: every compact client shares one Compactor
-        for cid in self.router.clients(key):
-            target = sessions.get(cid)
-            if target is None:
-                continue
-            state = target.keys.get(key)
-            # The hot path, once per message and client: synk's own client, live on the key.
-            if state is not None and state.state is LIVE and target.resnap and not target.moves:
-                if target.compact is None:
-                    target.push(data)
-                else:
-                    # (Converting a move or a rem has side effects on the handles: they are
-                    # the same whether they run once or once per client.)
-                    if compacted is None:
-                        compacted = target.compact.convert(data)
-                    target.push_converted(compacted)
-            else:
-                routed = self._deliver_to(target, key, data, routed)
-
-    def _deliver_to(self, target: Session, key: str, data: bytes, routed: Routed | None) -> Routed | None:
-        """Message ``data`` of ``key`` to one client; ``routed`` is its decoding if made already (returned, made or not)."""
-        state = target.keys.get(key)
-        if state is None:
-            return routed  # not in its keys yet, or any more: nothing of the key is owed
-        if state.live:
-            if target.moves:
-                if routed is None:
-                    routed = route(data)
-                if routed.id is not None:
-                    target.settle_move(routed.id, key, routed.leaves)
-            # Only a move needs decoding on the live path (and, for clients
-            # with left-out adds or held messages, any message of an object).
-            if not target.resnap and (target.holding or b'"psKey":' in data or b'"nsKey":' in data):
-                # The original client must get one half of a move only.
-                # synk's own client gets both: the mod may have been
-                # published before it followed the old key, or the new
-                # key's snapshot read between the two, and it drops the
-                # add when it has the move.
-                if routed is None:
-                    routed = route(data)
-                out = original.to_original(target, key, routed)
-                if out is not None:
-                    target.push(out)
-                return routed
-            target.push(data)
-            return routed
-        if routed is None:
-            routed = route(data)
-        if state.message(routed):
-            # The snapshot is slow and the key busy: rather than
-            # hold its messages without bound, start it over (a
-            # fresh read covers everything buffered so far).
-            self.metrics.slow_resyncs += 1
-            self._snapshots(target, [key])
-        return routed

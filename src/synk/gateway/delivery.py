@@ -1,0 +1,129 @@
+"""Delivery: a key's messages, as the store publishes them, to every client that follows the key.
+
+The hot path of the gateway: once per message and client. The fan-out task
+(``Gateway._fan_out``, hub.py) reads the store's subscription and hands each
+key's messages here; barriers and gaps stay with it, since they touch
+snapshot reads. A message reaches a client one of three ways: queued as it
+is (synk's own client, live on the key: the common case, kept to a few
+attribute reads and one call), made into what the original client
+expects (``original.py``), or held by the key's snapshot state until its
+snapshot is out (``snapshots.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from synk.gateway import original
+from synk.gateway.routing import Routed, Router, route
+from synk.gateway.snapshots import State
+
+if TYPE_CHECKING:
+    from synk.gateway.metrics import Metrics
+    from synk.gateway.session import Session
+
+__all__ = ["Delivery"]
+
+LIVE = State.LIVE
+
+
+class Delivery:
+    """Delivers a key's messages to its clients, for one gateway."""
+
+    def __init__(
+        self,
+        sessions: dict[str, Session],
+        router: Router,
+        metrics: Metrics,
+        resync: Callable[[Session, str], None],
+    ) -> None:
+        #: the gateway's clients by id, and who follows which key (shared with it, not copied)
+        self._sessions = sessions
+        self._router = router
+        self.metrics = metrics
+        #: read the key's snapshot for the client again (its held messages passed their bound)
+        self._resync = resync
+
+    def run(self, key: str, messages: list[bytes]) -> None:
+        """Messages of ``key`` that came together, in order."""
+        self.metrics.store_messages += len(messages)
+        sessions = self._sessions
+        joined: bytes | None = None
+        routed: list[Routed | None] | None = None  # each message decoded once, if a client needs it
+        for cid in self._router.clients(key):
+            target = sessions.get(cid)
+            if target is None:
+                continue
+            state = target.keys.get(key)
+            # The hot path, as in one(): synk's own client, live on the key.
+            if state is not None and state.state is LIVE and target.resnap and not target.moves:
+                if joined is None:
+                    joined = b",".join(messages)
+                target.push_joined(messages, joined)
+                continue
+            if routed is None:
+                routed = [None] * len(messages)
+            for i, data in enumerate(messages):
+                routed[i] = self._to(target, key, data, routed[i])
+
+    def one(self, key: str, data: bytes) -> None:
+        """One message of ``key``, to every client of the key."""
+        self.metrics.store_messages += 1
+        sessions = self._sessions
+        routed: Routed | None = None
+        compacted: bytes | None = None  # its compact form, made once: every compact client shares one Compactor
+        for cid in self._router.clients(key):
+            target = sessions.get(cid)
+            if target is None:
+                continue
+            state = target.keys.get(key)
+            # The hot path, once per message and client: synk's own client, live on the key.
+            if state is not None and state.state is LIVE and target.resnap and not target.moves:
+                if target.compact is None:
+                    target.push(data)
+                else:
+                    # (Converting a move or a rem has side effects on the handles: they are
+                    # the same whether they run once or once per client.)
+                    if compacted is None:
+                        compacted = target.compact.convert(data)
+                    target.push_converted(compacted)
+            else:
+                routed = self._to(target, key, data, routed)
+
+    def _to(self, target: Session, key: str, data: bytes, routed: Routed | None) -> Routed | None:
+        """Message ``data`` of ``key`` to one client; ``routed`` is its decoding if made already (returned, made or not)."""
+        state = target.keys.get(key)
+        if state is None:
+            return routed  # not in its keys yet, or any more: nothing of the key is owed
+        if state.live:
+            if target.moves:
+                if routed is None:
+                    routed = route(data)
+                if routed.id is not None:
+                    target.settle_move(routed.id, key, routed.leaves)
+            # Only a move needs decoding on the live path (and, for clients
+            # with left-out adds or held messages, any message of an object).
+            if not target.resnap and (target.holding or b'"psKey":' in data or b'"nsKey":' in data):
+                # The original client must get one half of a move only.
+                # synk's own client gets both: the mod may have been
+                # published before it followed the old key, or the new
+                # key's snapshot read between the two, and it drops the
+                # add when it has the move.
+                if routed is None:
+                    routed = route(data)
+                out = original.to_original(target, key, routed)
+                if out is not None:
+                    target.push(out)
+                return routed
+            target.push(data)
+            return routed
+        if routed is None:
+            routed = route(data)
+        if state.message(routed):
+            # The snapshot is slow and the key busy: rather than
+            # hold its messages without bound, start it over (a
+            # fresh read covers everything buffered so far).
+            self.metrics.slow_resyncs += 1
+            self._resync(target, key)
+        return routed
