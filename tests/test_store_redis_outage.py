@@ -317,6 +317,35 @@ async def test_a_delete_whose_id_release_is_refused_says_so(redis_process: Redis
         assert await r.get("t9:id:{n1}") == note._synk_token.encode()
 
 
+async def test_a_refused_release_of_a_lost_creates_id_is_tried_again_not_dropped(redis_process: RedisProcess) -> None:
+    # Seen in the cluster failover test: a create's id claim landed, its record did not,
+    # and reload()'s release of the claim was refused (the cluster still down). reload()
+    # reported the object missing all the same and forgot the claim: recreate() made a
+    # new incarnation, and every create of the id failed with "exists" from then on.
+    # Here an ACL refuses what the failover refused, on one real Redis.
+    async with world_on(redis_process.url, Note, prefix="t10:") as admin:
+        r = client(admin)
+        await r.execute_command("ACL", "SETUSER", "flip", "on", ">pw", "~t10:id:*", "&*", "+@all")  # type: ignore[no-untyped-call]
+        client_url = redis_process.url.replace("redis://", "redis://flip:pw@")
+        async with world_on(client_url, Note, prefix="t10:") as world:
+            note = world.create(Note(id="n1", sub_key="k"))
+            with pytest.raises(synk.WriteError) as info:
+                await world.flush()  # the claim lands, the record is refused
+            assert [(f.id, f.reason) for f in info.value.failures] == [("n1", "refused")]
+            old = note._synk_token
+            await r.set("t10:id:{n1}", old)  # as if the claim's give-back had been lost
+            await r.execute_command("ACL", "SETUSER", "flip", "resetkeys", "~t10:{*")  # type: ignore[no-untyped-call]
+            with pytest.raises(synk.ConnectionError, match="call reload\\(\\) again"):
+                await world.reload()  # the release is refused: nothing is given up
+            assert await r.get("t10:id:{n1}") == old.encode()
+            await r.execute_command("ACL", "SETUSER", "flip", "resetkeys", "~t10:*")  # type: ignore[no-untyped-call]
+            report = await world.reload()  # tried again: the id is free
+            assert report.missing == [note] and await r.get("t10:id:{n1}") is None
+            world.recreate(report.missing)
+            await world.flush()
+            assert await r.get("t10:id:{n1}") == note._synk_token.encode() and note._synk_token != old
+
+
 async def test_reload_finds_an_object_whose_move_did_not_land(redis_process: RedisProcess) -> None:
     async with world_on(redis_process.url, Agent) as world:
         a = world.create(Agent(id="mover"))

@@ -298,7 +298,15 @@ class Recovery:
             applied = await self.store.apply(repair)
             for k, ops in applied.sweeps.items():
                 self._sweeps.setdefault(k, []).extend(ops)
-            transient = [f for f in applied.failures if f.id in fixed and f.reason not in ("exists", "missing", "conflict")]
+            # A refused release counts too: a missing object whose id stays claimed by
+            # its old incarnation could never be created again (recreate() makes a new
+            # one, and every create of the id would fail with "exists"). Its unsure
+            # entry is kept (reload() restores them when this raises), so the next
+            # reload() releases it again.
+            releasing = {op[2] for _, op in repair.releases}
+            transient = [
+                f for f in applied.failures if (f.id in fixed or f.id in releasing) and f.reason not in ("exists", "missing", "conflict")
+            ]
             if transient:
                 # Refused, or cut off: nothing says the object is gone (its mark still
                 # says where it was going), so it stays owned, and so do the half-way
