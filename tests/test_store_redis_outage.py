@@ -310,6 +310,9 @@ async def test_a_delete_whose_id_release_is_refused_says_so(redis_process: Redis
             other.delete(theirs)
             with pytest.raises(synk.WriteError) as info:
                 await other.flush()
+            # The object is gone on purpose: reload() does not fail for good on its id
+            # (a lost create's refused give-back, by contrast, makes it raise).
+            await other.reload()
         [failure] = info.value.failures
         assert (failure.id, failure.op, failure.reason) == ("n1", "delete", "refused")
         assert "refused to free its id" in failure.detail

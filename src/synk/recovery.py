@@ -298,12 +298,14 @@ class Recovery:
             applied = await self.store.apply(repair)
             for k, ops in applied.sweeps.items():
                 self._sweeps.setdefault(k, []).extend(ops)
-            # A refused release counts too: a missing object whose id stays claimed by
-            # its old incarnation could never be created again (recreate() makes a new
-            # one, and every create of the id would fail with "exists"). Its unsure
-            # entry is kept (reload() restores them when this raises), so the next
-            # reload() releases it again.
-            releasing = {op[2] for _, op in repair.releases}
+            # A refused give-back of a lost create's id counts too: a missing object
+            # whose id stays claimed by its old incarnation could never be created
+            # again (recreate() makes a new one, and every create of the id would fail
+            # with "exists"). Its unsure entry is kept (reload() restores them when this
+            # raises), so the next reload() releases it again. (A deleted object's
+            # refused release is not: the delete's own failure said so, and the
+            # object is gone on purpose; reload() must not fail for good on it.)
+            releasing = {op[2] for _, op in repair.releases if op[0] == "c"}
             transient = [
                 f for f in applied.failures if (f.id in fixed or f.id in releasing) and f.reason not in ("exists", "missing", "conflict")
             ]
