@@ -41,13 +41,13 @@ class Delivery:
         #: the gateway's clients by id, and who follows which key (shared with it, not copied)
         self._sessions = sessions
         self._router = router
-        self.metrics = metrics
+        self._metrics = metrics
         #: read the key's snapshot for the client again (its held messages passed their bound)
         self._resync = resync
 
     def run(self, key: str, messages: list[bytes]) -> None:
         """Messages of ``key`` that came together, in order."""
-        self.metrics.store_messages += len(messages)
+        self._metrics.store_messages += len(messages)
         sessions = self._sessions
         joined: bytes | None = None
         routed: list[Routed | None] | None = None  # each message decoded once, if a client needs it
@@ -69,7 +69,7 @@ class Delivery:
 
     def one(self, key: str, data: bytes) -> None:
         """One message of ``key``, to every client of the key."""
-        self.metrics.store_messages += 1
+        self._metrics.store_messages += 1
         sessions = self._sessions
         routed: Routed | None = None
         compacted: bytes | None = None  # its compact form, made once: every compact client shares one Compactor
@@ -124,6 +124,6 @@ class Delivery:
             # The snapshot is slow and the key busy: rather than
             # hold its messages without bound, start it over (a
             # fresh read covers everything buffered so far).
-            self.metrics.slow_resyncs += 1
+            self._metrics.slow_resyncs += 1
             self._resync(target, key)
         return routed

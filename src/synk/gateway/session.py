@@ -13,6 +13,9 @@ import abc
 import asyncio
 import contextlib
 import logging
+
+# The backlog's clock (its age, delivery times): asyncio's loop.time() is this same
+# monotonic clock behind a Python method call, twice per delivery on the hot path.
 from time import monotonic as _now
 from typing import TYPE_CHECKING, Any
 
@@ -323,24 +326,13 @@ class Session:
     def push(self, data: bytes, count: int = 1) -> None:
         """Queue one message (or ``count`` of them joined by commas); drops the backlog if it passes its bound.
 
-        The hot path of fan-out, once per message and client: kept to one call.
+        The hot path of fan-out, once per message and client (a lagging client's is not converted).
         """
         if self.lagging or self.closed:
             return
         if self.compact is not None:
             data = self.compact.convert(data)
-        pending = self._pending
-        if not pending:
-            self._since = _now()
-        pending.append(data)
-        self._pending_bytes += len(data)
-        self._count += count
-        # _queued's body, inlined: a call less per message and client.
-        if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
-            self._fall_behind()
-        if not self._marked:
-            self._marked = True
-            self._on_dirty(self)
+        self.push_converted(data, count)
 
     def push_joined(self, messages: list[bytes], joined: bytes) -> None:
         """Queue several messages, which ``joined`` holds joined by commas (made once for
@@ -367,20 +359,16 @@ class Session:
         self._queued()
 
     def _queued(self) -> None:
-        """What follows queueing (``push`` has it inlined): the backlog's bound, and a write-out."""
         if self._count - self._slack_messages > self._max_messages or self._pending_bytes - self._slack_bytes > self._max_bytes:
-            self._fall_behind()
+            # Falling behind: drop what is queued and stop queueing until the
+            # socket drains, then re-snapshot. Memory stays bounded and the
+            # other clients never wait for this one.
+            self._take()
+            self.lagging = True
+            self.metrics.slow_resyncs += 1
         if not self._marked:
             self._marked = True
             self._on_dirty(self)
-
-    def _fall_behind(self) -> None:
-        # Falling behind: drop what is queued and stop queueing until the
-        # socket drains, then re-snapshot. Memory stays bounded and the
-        # other clients never wait for this one.
-        self._take()
-        self.lagging = True
-        self.metrics.slow_resyncs += 1
 
     def push_snapshot(self, batch: list[bytes]) -> None:
         """Queue a snapshot whole: it does not count against the backlog bound.
