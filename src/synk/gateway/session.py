@@ -95,11 +95,14 @@ class Outlet(abc.ABC):
         """Close the connection with this close code."""
 
     def write_nowait(self, batch: list[bytes]) -> bool:
-        """Send these messages now if that needs no waiting; False (the default) means use ``write``."""
+        """Send these messages now if that needs no waiting; False (the default) means use ``write``.
+
+        True means taken: an outlet may finish a write in a task of its own
+        (ASGI's, when the socket fills), before its next one starts."""
         return False
 
     #: Seconds a client's writer task waits for more messages before it ends. An outlet
-    #: whose ``write_nowait`` never succeeds (ASGI) writes every batch from the task:
+    #: whose ``write_nowait`` never succeeds writes every batch from the task:
     #: kept alive while the client is busy, it is not made again for every write.
     linger = 0.0
 
