@@ -12,8 +12,6 @@ from tests.gateway_env import until
 class Stalled(Outlet):
     """A peer that never reads: every write waits for good."""
 
-    linger = 5.0
-
     async def write(self, batch: list[bytes]) -> None:
         await asyncio.Event().wait()
 
@@ -57,22 +55,4 @@ async def test_a_write_stuck_past_the_timeout_closes_the_client() -> None:
     assert writer is not None
     await writer
     assert metrics.slow_closes == 1 and s.closed
-    watch.stop()
-
-
-async def test_closing_a_session_ends_its_lingering_writer() -> None:
-    class Quick(Stalled):
-        async def write(self, batch: list[bytes]) -> None:
-            pass
-
-    metrics, watch = Metrics(), WriterWatch(3600)
-    s = session(Quick(), metrics, watch)
-    s.push(b'{"method":"x"}')
-    s.write_out()
-    writer = s._writer
-    assert writer is not None
-    await until(lambda: metrics.messages_out == 1, "the message written")
-    assert not writer.done()  # written: the writer lingers for more
-    await s.close(1000, "bye")
-    await asyncio.wait_for(writer, 5)
     watch.stop()

@@ -101,21 +101,15 @@ class Outlet(abc.ABC):
         (ASGI's, when the socket fills), before its next one starts."""
         return False
 
-    #: Seconds a client's writer task waits for more messages before it ends. An outlet
-    #: whose ``write_nowait`` never succeeds writes every batch from the task:
-    #: kept alive while the client is busy, it is not made again for every write.
-    linger = 0.0
-
 
 class WriterWatch:
-    """One timer for every running writer task: a write stuck too long, a writer idle too long.
+    """One timer for every running writer task, for a write stuck too long.
 
-    A timer per write (``asyncio.timeout``) and per idle wait cost more than
-    the write itself where every write goes through the task (ASGI, whose
-    ``send`` must be awaited): at 1,000 clients and 50 writes a second each,
-    100,000 timers a second. Instead each writer notes when its write or
-    its wait began, and this looks at the running ones every ``period``
-    seconds (so a deadline is kept within a period).
+    A timer per write (``asyncio.timeout``) costs more than the write itself
+    where many writes go through the task: at 1,000 clients and 50 writes a
+    second each, 100,000 timers a second. Instead each writer notes when its
+    write began, and this looks at the running ones every ``period`` seconds
+    (so a deadline is kept within a period).
     """
 
     def __init__(self, period: float) -> None:
@@ -250,12 +244,9 @@ class Session:
         #: the task that waits out a full socket, only while there is one: an idle
         #: client costs no task (10,000 idle clients, 10,000 tasks less)
         self._writer: asyncio.Task[None] | None = None
-        #: set when messages wait for a lingering writer (see ``Outlet.linger``)
-        self._more: asyncio.Event | None = None
         self._watch = watch if watch is not None else WriterWatch(min(1.0, stuck_timeout / 4))
-        #: when the writer's current write began, or its wait for more (None: neither)
+        #: when the writer's current write began (None: it is not writing)
         self._writing_since: float | None = None
-        self._idle_since: float | None = None
         #: the watch found the current write stuck (and cancelled the writer)
         self._stuck_hit = False
 
@@ -434,20 +425,15 @@ class Session:
         if self._writer is None:
             self._writer = self._loop.create_task(self._run())
             self._watch.add(self)
-        elif self._more is not None:
-            self._more.set()
 
     def check(self, now: float) -> None:
-        """The watch's look at this writer: cancel a write stuck past ``stuck_timeout``,
-        end a wait for more past the outlet's ``linger``."""
+        """The watch's look at this writer: cancel a write stuck past ``stuck_timeout``."""
         writer = self._writer
         if writer is None or self.closed:
             return  # (closed: stop() cancels it, which is not a stuck write)
         if self._writing_since is not None and now - self._writing_since > self._stuck and not self._stuck_hit:
             self._stuck_hit = True
             writer.cancel()
-        elif self._idle_since is not None and now - self._idle_since > self.outlet.linger and self._more is not None:
-            self._more.set()  # it wakes to nothing queued, and ends
 
     def push_many(self, batch: list[bytes]) -> None:
         """Queue several messages."""
@@ -458,7 +444,7 @@ class Session:
         try:
             # Until nothing is queued and the client is not lagging: a push while
             # this awaits the socket is taken by the next turn of the loop.
-            while not self.closed and (self._pending or self.lagging or await self._lingered()):
+            while not self.closed and (self._pending or self.lagging):
                 since = self._since
                 batch, size, count = self._take()
                 # The watch cancels a write that takes longer than stuck_timeout.
@@ -494,30 +480,11 @@ class Session:
                 self._writer = None
                 self._watch.discard(self)
 
-    async def _lingered(self) -> bool:
-        """Wait up to ``outlet.linger`` seconds for messages to write; whether some came."""
-        linger = self.outlet.linger
-        if not linger or self.closed:
-            return False
-        more = self._more
-        if more is None:
-            more = self._more = asyncio.Event()
-        more.clear()
-        # The watch wakes this wait once it has lasted ``linger`` (no timer of its own).
-        self._idle_since = self._loop.time()
-        try:
-            await more.wait()
-        finally:
-            self._idle_since = None
-        return not self.closed and bool(self._pending or self.lagging)
-
     async def close(self, code: int, reason: str) -> None:
         """Stop writing and close the connection."""
         if self.closed:
             return
         self.closed = True
-        if self._more is not None:
-            self._more.set()  # a lingering writer ends now, not at the watch's next look
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.outlet.close(code, reason), 5)
 
