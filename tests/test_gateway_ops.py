@@ -213,9 +213,9 @@ async def test_metrics_endpoint(backend: str, request: pytest.FixtureRequest) ->
 
 
 @asynccontextmanager
-async def uvicorn_app(app: Any) -> AsyncIterator[int]:
-    """Serve an ASGI app with uvicorn in this process; yields its port once started."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", ws="websockets-sansio", log_level="warning"))
+async def uvicorn_app(app: Any, ws: str = "websockets-sansio") -> AsyncIterator[int]:
+    """Serve an ASGI app with uvicorn in this process (``ws``: its websocket implementation); yields its port once started."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", ws=ws, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
         await until(lambda: server.started or task.done(), "uvicorn to start")
@@ -289,11 +289,13 @@ async def test_asgi_app_at_the_root(backend: str, request: pytest.FixtureRequest
             await check_asgi(world, gateway, "", port)
 
 
-async def test_an_asgi_client_whose_socket_takes_the_writes_is_written_without_a_task() -> None:
+@pytest.mark.parametrize("ws", ["websockets-sansio", "websockets", "wsproto"])
+async def test_an_asgi_client_whose_socket_takes_the_writes_is_written_without_a_task(ws: str) -> None:
     """An ASGI send is a coroutine; awaited from a writer task per client, it cost a task
     switch per write (1.45 times synk serve's CPU per delivery). uvicorn's completes in
-    one step while the socket takes writes: the write-out steps it, and no task runs."""
-    async with world_and_gateway(None) as (world, gateway), uvicorn_app(gateway.asgi_app()) as port:
+    one step while the socket takes writes (each of its websocket implementations):
+    the write-out steps it, and no task runs."""
+    async with world_and_gateway(None) as (world, gateway), uvicorn_app(gateway.asgi_app(), ws) as port:
         agents = [world.create(Agent(id=f"b{i}")) for i in range(20)]
         await world.flush()
         client = await WsClient.open(f"ws://127.0.0.1:{port}/")
@@ -320,12 +322,13 @@ async def test_an_asgi_client_whose_socket_takes_the_writes_is_written_without_a
         await client.close()
 
 
-async def test_an_asgi_client_that_stops_reading_gets_everything_once_it_reads_again() -> None:
+@pytest.mark.parametrize("ws", ["websockets-sansio", "websockets", "wsproto"])
+async def test_an_asgi_client_that_stops_reading_gets_everything_once_it_reads_again(ws: str) -> None:
     """A stalled socket makes uvicorn's send wait (it pauses writing): the rest of that write
     goes on in a task, later writes wait for it, the backlog falls behind and is re-snapshotted,
     another client on the key never waits, and once the socket drains the client's mirror
     is the world's, in its last state."""
-    async with world_and_gateway(None) as (world, gateway), uvicorn_app(gateway.asgi_app()) as port:
+    async with world_and_gateway(None) as (world, gateway), uvicorn_app(gateway.asgi_app(), ws) as port:
         agents = [world.create(Agent(id=f"s{i}")) for i in range(20)]
         await world.flush()
         normal = await WsClient.open(f"ws://127.0.0.1:{port}/")
