@@ -79,25 +79,38 @@ async def read_command(reader: asyncio.StreamReader) -> dict[str, Any]:
 # -- processes: CPU and lifetime ------------------------------------------------------------
 
 
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) so far."""
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process (all its threads) so far: ``utime`` and
+    ``stime`` of /proc/PID/stat (proc(5)); system is the kernel's work for it, its socket sends."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
-        return 0.0
+        return 0.0, 0.0
     fields = stat[stat.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and its running descendants (Linux: /proc/PID/task/TID/children)."""
-    total = proc_cpu(pid)
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    return sum(proc_cpu_split(pid))
+
+
+def tree_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid`` and its running descendants (Linux: /proc/PID/task/TID/children)."""
+    user, system = proc_cpu_split(pid)
     with contextlib.suppress(OSError):
         for task in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
-                total += sum(tree_cpu(int(child)) for child in f.read().split())
-    return total
+                for child in f.read().split():
+                    u, s = tree_cpu_split(int(child))
+                    user, system = user + u, system + s
+    return user, system
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its running descendants."""
+    return sum(tree_cpu_split(pid))
 
 
 def machine_busy() -> tuple[float, float]:
@@ -188,6 +201,10 @@ class Child:
     def cpu(self) -> float:
         """CPU seconds of the process and of those it started (``synk serve --workers``'s workers)."""
         return tree_cpu(self.proc.pid) if self.alive else 0.0
+
+    def kernel_cpu(self) -> float:
+        """The part of ``cpu()`` spent in the kernel (system time)."""
+        return tree_cpu_split(self.proc.pid)[1] if self.alive else 0.0
 
     async def stop(self, timeout: float = 10.0) -> None:
         if not self.alive:

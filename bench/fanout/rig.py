@@ -45,6 +45,8 @@ class SystemResult:
     expected: int = 0
     seconds: float = 0.0
     server_cpu_s: float = 0.0
+    #: the part of server_cpu_s in the kernel (system time: mostly its socket sends)
+    server_kernel_cpu_s: float = 0.0
     clients_cpu_s: float = 0.0
     cpu_pct: dict[str, float] = field(default_factory=dict)
     machine_busy_pct: float = 0.0
@@ -87,6 +89,11 @@ class SystemResult:
     @property
     def cpu_s_per_million(self) -> float:
         return self.server_cpu_s / (self.delivered / 1e6) if self.delivered else math.inf
+
+    @property
+    def kernel_cpu_s_per_million(self) -> float:
+        """The kernel's part of cpu_s_per_million (the server's system time)."""
+        return self.server_kernel_cpu_s / (self.delivered / 1e6) if self.delivered else math.inf
 
     @property
     def msgs_per_read(self) -> float | None:
@@ -134,6 +141,7 @@ class SystemResult:
             "sim_changes_per_s": round(self.sim.get("in_window", 0) / self.seconds) if self.seconds else 0,
             "sim_late_ticks": self.sim.get("late_ticks", 0),
             "server_cpu_s": round(self.server_cpu_s, 2),
+            "server_kernel_cpu_s_per_million": round(self.kernel_cpu_s_per_million, 3),
             "redis_cpu_s_per_million": round(self.redis_cpu_s / (self.delivered / 1e6), 3) if self.delivered else None,
             "clients_cpu_s_per_million": round(self.clients_cpu_s / (self.delivered / 1e6), 3) if self.delivered else None,
             "cpu_pct": {k: round(v, 1) for k, v in self.cpu_pct.items()},
@@ -400,6 +408,7 @@ class Rig:
         redis_pids = self.redis_pids
         procs: dict[str, Callable[[], float]] = {
             "server": lambda: sum(srv.cpu() for srv in servers),
+            "server kernel": lambda: sum(srv.kernel_cpu() for srv in servers),
             "redis": lambda: sum(proc_cpu(pid) for pid in redis_pids) if row.system != "floor" else 0.0,
             # The floor's simulation runs in its server: its CPU is the server's.
             "sim": sim.cpu if row.system != "floor" else lambda: 0.0,
@@ -425,6 +434,8 @@ class Rig:
             await spy.wait()
         result.seconds = t1 - t0
         result.server_cpu_s = cpu1["server"] - cpu0["server"]
+        result.server_kernel_cpu_s = cpu1.pop("server kernel") - cpu0.pop("server kernel")
+        del procs["server kernel"]  # a part of the server's, not a process of its own
         result.redis_cpu_s = cpu1["redis"] - cpu0["redis"]
         result.clients_cpu_s = cpu1["clients"] - cpu0["clients"]
         result.cpu_pct = {k: 100.0 * (cpu1[k] - cpu0[k]) / wall for k in procs}
@@ -533,6 +544,7 @@ def table(results: list[SystemResult], extra: Sequence[tuple[str, Callable[[Syst
         ("delivered msgs/s", lambda r: f"{r.delivered_per_s:,.0f}"),
         ("delivered / expected", lambda r: f"{r.delivered:,} / {r.expected:,}"),
         ("server CPU s / 1M msgs", lambda r: f"{r.cpu_s_per_million:.2f}"),
+        ("... of which in the kernel", lambda r: f"{r.kernel_cpu_s_per_million:.2f}"),
         ("latency p50 ms", lambda r: f"{r.percentile(0.5):.1f}"),
         ("latency p99 ms", lambda r: f"{r.percentile(0.99):.1f}"),
         ("latency max ms", lambda r: f"{max(r.hist, default=0) * BIN_S * 1000:.0f}"),
