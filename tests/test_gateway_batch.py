@@ -42,6 +42,16 @@ def test_batch_frames_keep_the_order_and_bound_each_frame() -> None:
     assert _messages(batch_frames([joined, batch[3]], 4)) == [{"n": i} for i in range(4)]
 
 
+def test_batch_frames_given_the_size_make_the_same_frames() -> None:
+    """The write-out passes the backlog's byte count: under the bound, one frame made
+    without sizing each item; over it, split as without the count."""
+    batch = [orjson.dumps({"n": i}) for i in range(10)]
+    size = sum(map(len, batch))
+    for most in (30, 1000, size + len(batch) + 1, size + len(batch)):
+        assert batch_frames(batch, 10, most, size=size) == batch_frames(batch, 10, most), most
+    assert batch_frames(batch[:1], 1, size=len(batch[0])) == batch[:1]
+
+
 async def test_a_flush_reaches_a_batch_client_in_fewer_frames_and_the_same_messages(env: Env) -> None:
     agents = [env.world.create(Agent(id=f"a{i}", x=1)) for i in range(50)]
     await env.world.flush()

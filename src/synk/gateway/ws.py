@@ -52,6 +52,7 @@ _TEXT_FIN = 0x81
 _DEFLATED_TEXT_FIN = 0xC1
 #: Seconds a close handshake may take before the connection is dropped.
 CLOSE_WAIT = 1.0
+OPEN = State.OPEN
 
 
 _SMALL_HEADERS = [bytes((_TEXT_FIN, n)) for n in range(126)]
@@ -119,6 +120,9 @@ class WebsocketOutlet(Outlet):
         self.connection = connection
         #: permessage-deflate, if the gateway offered it and the client took it
         self.deflate = next((e for e in connection.protocol.extensions if isinstance(e, PerMessageDeflate)), None)
+        # A connection keeps its protocol and transport: read once, not at every write.
+        self._protocol = connection.protocol
+        self._transport = connection.transport
 
     def _frames(self, batch: list[bytes]) -> bytes:
         return framed(batch) if self.deflate is None else deflated(batch, self.deflate)
@@ -132,10 +136,10 @@ class WebsocketOutlet(Outlet):
         await conn.drain()
 
     def write_nowait(self, batch: list[bytes]) -> bool:
-        conn = self.connection
-        if conn.paused or conn.protocol.state is not State.OPEN:
+        # The hot path's write, once per client and write-out.
+        if self.connection.paused or self._protocol.state is not OPEN:
             return False  # the writer task waits for the drain, or fails
-        conn.transport.write(self._frames(batch))
+        self._transport.write(framed(batch) if self.deflate is None else deflated(batch, self.deflate))
         return True
 
     async def close(self, code: int, reason: str) -> None:
