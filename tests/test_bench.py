@@ -47,6 +47,16 @@ def test_bench_flush_runs_and_prints_its_json_line() -> None:
     assert set(line["targets_met"]) == {"synk_ge_20x_naive", "synk_ge_100000_writes_per_s", "synk_ge_0.5_of_raw"}
 
 
+def test_bench_hotpath_measures_every_variant_and_delivers_every_message() -> None:
+    line = run_bench("bench.hotpath", ["--clients", "50", "--ticks", "20", "--repeat", "1"])
+    assert line["bench"] == "hotpath"
+    for variant in ("json", "batch", "batch+compact"):
+        # each of the 200 messages reaches the sessions on its key (50 sessions on 10 of 100 keys: 5 a key, on average)
+        assert line[variant]["deliveries"] > 0 and line[variant]["us_per_delivery"] > 0, variant
+        assert line[variant]["msgs_per_write"] >= 1.0, variant
+    assert line["json"]["deliveries"] == line["batch"]["deliveries"] == line["batch+compact"]["deliveries"]
+
+
 def test_bench_fanout_runs_both_servers_and_delivers_everything() -> None:
     line = run_bench("bench.fanout", FANOUT)
     assert (line["bench"], line["clients"]) == ("fanout", 20)
