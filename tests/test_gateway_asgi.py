@@ -8,11 +8,16 @@ in test_gateway_ops.py run the same code against a real server and socket.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from synk.gateway.asgi import _AsgiOutlet
+from synk.gateway.metrics import Metrics
+from synk.gateway.session import Session, WriterWatch
+from tests.gateway_env import until
 
 
 class Server:
@@ -112,3 +117,140 @@ async def test_close_goes_after_a_send_that_waits() -> None:
     server.writable.set()
     await closing
     assert server.sent == ["1", "websocket.close"]
+
+
+class Draining(Server):
+    """A server whose send writes at once, then waits for the socket to drain (legacy
+    websockets, hypercorn): while ``full``, every send waits for the next ``drain()``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message.get("text", message["type"]))
+        if self.full:
+            self.writable.clear()
+            await self.writable.wait()
+
+
+def session_on(outlet: _AsgiOutlet) -> Session:
+    """A session of the original client (one send per message) writing to ``outlet``."""
+    return Session(
+        "c1", None, outlet, Metrics(),
+        max_backlog_bytes=1 << 20, max_backlog_messages=1000, stuck_timeout=10.0,
+        rate=50, burst=200, key_rate=1000, key_burst=2000,
+        on_lag=lambda s: None, on_dirty=lambda s: None, watch=WriterWatch(3600),
+    )  # fmt: skip
+
+
+async def test_a_write_out_while_the_writer_task_is_in_a_write_does_not_overtake_it() -> None:
+    """The writer task is between two sends of one write when more messages come: they
+    wait for it, where a stepped send would have gone out before the writer's next one."""
+    server = Draining()
+    outlet = _AsgiOutlet(server.send)  # type: ignore[arg-type]
+    s = session_on(outlet)
+    server.full = True
+    s.push(b"a")
+    s.write_out()  # a is sent and its send waits: the rest goes on in a task
+    s.push(b"b")
+    s.push(b"c")
+    s.write_out()  # the writer task takes b and c, after a
+    server.writable.set()  # a's send ends; the writer sends b, which waits
+    await until(lambda: server.sent == ["a", "b"], "b sent")
+    s.push(b"d")
+    s.write_out()
+    server.full = False
+    server.writable.set()
+    await until(lambda: len(server.sent) == 4, "every message sent")
+    assert server.sent == ["a", "b", "c", "d"]
+    await s.stop()
+
+
+async def test_a_cancelled_write_still_lets_the_close_go_out() -> None:
+    """A stuck write is cancelled (the watch), then the client is closed with 4408: the
+    close must be sent, or the client stays connected and never reconnects."""
+    server = Server()
+    outlet = _AsgiOutlet(server.send)  # type: ignore[arg-type]
+    server.writable.clear()
+    assert outlet.write_nowait([b"1"])
+    writer = asyncio.create_task(outlet.write([b"2"]))
+    await asyncio.sleep(0)
+    writer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await writer
+    server.writable.set()
+    await outlet.close(4408, "client too slow")
+    assert server.sent == ["websocket.close"]
+    with pytest.raises(ConnectionError):
+        await outlet.write([b"3"])
+
+
+class _Ready:
+    """An awaitable as Granian's ``send`` returns: ``__await__`` gives an iterator with no ``send`` or ``throw``."""
+
+    def __init__(self, sent: list[str], message: dict[str, Any], fut: asyncio.Future[None] | None) -> None:
+        self._sent, self._message, self._fut = sent, message, fut
+
+    def __await__(self) -> Iterator[Any]:
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        fut = self._fut
+        if fut is not None and not fut.done():
+            fut._asyncio_future_blocking = True
+            return fut
+        self._sent.append(self._message["text"])
+        raise StopIteration
+
+
+async def test_a_send_that_returns_a_bare_iterator_is_stepped_too() -> None:
+    sent: list[str] = []
+    gate: asyncio.Future[None] | None = None
+
+    def send(message: dict[str, Any]) -> _Ready:
+        return _Ready(sent, message, gate)
+
+    outlet = _AsgiOutlet(send)  # type: ignore[arg-type]
+    assert outlet.write_nowait([b"1", b"2"]) and sent == ["1", "2"]
+    gate = asyncio.get_running_loop().create_future()
+    assert outlet.write_nowait([b"3"]) and sent == ["1", "2"]  # waits, in a task
+    gate.set_result(None)
+    await outlet.write([b"4"])
+    assert sent == ["1", "2", "3", "4"]
+
+
+async def test_a_send_that_sets_a_context_variable_across_a_wait_runs_in_one_context() -> None:
+    """Middleware sets a context variable around the server's send and resets it after
+    (tracing, log context): the step and the rest of a send that waited share a context."""
+    server = Server()
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+
+    async def traced(message: dict[str, Any]) -> None:
+        token = var.set("in send")
+        try:
+            await server.send(message)
+        finally:
+            var.reset(token)  # ValueError if resumed in another context
+
+    outlet = _AsgiOutlet(traced)  # type: ignore[arg-type]
+    server.writable.clear()
+    assert outlet.write_nowait([b"1"])
+    server.writable.set()
+    await outlet.write([b"2"])
+    assert server.sent == ["1", "2"]
+
+
+async def test_a_send_that_raises_a_cancellation_in_the_step_fails_the_next_write_only() -> None:
+    """Not an exception of the write-out (which goes on to the other clients): the next write's."""
+
+    async def send(message: dict[str, Any]) -> None:
+        raise asyncio.CancelledError
+
+    outlet = _AsgiOutlet(send)  # type: ignore[arg-type]
+    assert not outlet.write_nowait([b"1"])
+    with pytest.raises(ConnectionError, match="CancelledError"):
+        await outlet.write([b"1"])

@@ -14,15 +14,21 @@ coroutine by hand, from the gateway's write-out, as ``transport.write`` is
 called under ``synk serve``: when it finishes in that step, no task is
 involved; when it suspends (the socket is full, the server paused
 writing), a task runs the rest of it and the rest of the batch, and the
-client's next write waits for that task. Python 3.12's eager tasks do the
-same step; this runs on 3.11 too.
+client's next write waits for that task (and the client's writer task,
+while it runs, takes every write: nothing overtakes). The step runs in
+the connection's context (its context variables), but in no task: a
+send that needs ``asyncio.current_task()`` (an ``asyncio.timeout`` in a
+middleware; none of uvicorn's websocket implementations) fails its write,
+and the client is closed and reconnects. Python 3.12's eager tasks make
+the same first step inside a task of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from synk.gateway import protocol as p
@@ -43,6 +49,9 @@ class _AsgiOutlet(Outlet):
     def __init__(self, send: Send) -> None:
         self._send = send
         self.closed = False
+        #: the context the ASGI server runs the connection in (a middleware's context
+        #: variables, say): a stepped send runs in it, and the rest of one that waited too
+        self._context = contextvars.copy_context()
         #: the rest of a write whose send suspended (a full socket): the next write waits for it
         self._rest: asyncio.Task[None] | None = None
         #: what a send stepped by hand raised: the writer task's next write raises it
@@ -51,10 +60,18 @@ class _AsgiOutlet(Outlet):
     async def write(self, batch: list[bytes]) -> None:
         rest = self._rest
         if rest is not None:
-            await rest  # raises what the rest of the earlier write raised
+            if not rest.done():
+                await rest  # (a cancel of this write cancels the send it waits in)
+            elif rest.cancelled():
+                raise ConnectionError("an earlier write to this client was cancelled")
+            else:
+                rest.result()  # raises what the rest of the earlier write raised
             self._rest = None
-        if self._failed is not None:
-            raise self._failed
+        failed = self._failed
+        if failed is not None:
+            if isinstance(failed, Exception):
+                raise failed
+            raise ConnectionError(f"the ASGI server's send raised {failed!r}") from failed
         if self.closed:
             raise ConnectionError("websocket is closed")
         for data in batch:
@@ -63,26 +80,30 @@ class _AsgiOutlet(Outlet):
     def write_nowait(self, batch: list[bytes]) -> bool:
         if self.closed or self._rest is not None or self._failed is not None:
             return False  # the writer task waits for the earlier write, or fails
-        send = self._send
+        run = self._context.run
         for i, data in enumerate(batch):
-            step = send({"type": "websocket.send", "text": data.decode()}).__await__()
+            step = _sent(self._send, data)
             try:
-                waiting = step.send(None)
+                waiting = run(step.send, None)
             except StopIteration:
                 continue  # sent, without waiting: the common case
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
                 # The send failed (the client is gone): the writer task's write
                 # raises it, and the session ends as after any failed write. What
-                # this batch sent before it is not sent again.
+                # this batch sent before it is not sent again. (Any exception,
+                # a CancelledError too: this runs in the gateway's write-out of
+                # every client, which must go on to the others.)
                 self._failed = exc
                 return False
-            rest = asyncio.get_running_loop().create_task(self._finish(step, waiting, batch[i + 1 :]))
+            rest = asyncio.get_running_loop().create_task(self._finish(step, waiting, batch[i + 1 :]), context=self._context)
             rest.add_done_callback(_retrieve)
             self._rest = rest
             return True
         return True
 
-    async def _finish(self, step: Generator[Any, None, None], waiting: Any, more: list[bytes]) -> None:
+    async def _finish(self, step: Coroutine[Any, Any, None], waiting: Any, more: list[bytes]) -> None:
         """Run a send that suspended on ``waiting`` to its end, as a task would have, then send ``more``."""
         while True:
             try:
@@ -114,10 +135,19 @@ class _AsgiOutlet(Outlet):
         if not self.closed:
             self.closed = True
             rest = self._rest
-            if rest is not None:  # the close frame goes after what was written
-                with contextlib.suppress(Exception):
-                    await rest
+            if rest is not None and not rest.done():
+                # The close frame goes after what was written. Whatever became of
+                # that write (it failed, or a stuck write was cancelled), the close
+                # is sent: a client left open with no more messages would never
+                # reconnect.
+                await asyncio.wait([rest])
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+async def _sent(send: Send, data: bytes) -> None:
+    """One message through ``send``, as a coroutine to step by hand: whatever awaitable the
+    server's ``send`` returns (Granian's is an iterator with no ``send`` or ``throw`` of its own)."""
+    await send({"type": "websocket.send", "text": data.decode()})
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

@@ -451,6 +451,10 @@ class Session:
     def write_out(self) -> None:
         """Write the backlog now if the outlet takes it without waiting; else wake the writer task."""
         self._marked = False
+        if self._writer is not None:
+            # The writer task is in a write (an outlet may take several awaits for one):
+            # it takes the backlog once that write is done, so nothing overtakes it.
+            return
         if self.lagging and not self.closed:
             self._wake()  # the writer waits out the drain, then re-snapshots
             return
