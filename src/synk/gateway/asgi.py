@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from synk.gateway import protocol as p
@@ -81,9 +82,12 @@ class _AsgiOutlet(Outlet):
         if self.closed or self._rest is not None or self._failed is not None:
             return False  # the writer task waits for the earlier write, or fails
         run = self._context.run
+        send = self._send
         for i, data in enumerate(batch):
-            step = _sent(self._send, data)
             try:
+                step = send({"type": "websocket.send", "text": data.decode()})
+                if type(step) is not CoroutineType:
+                    step = _stepped(step)
                 waiting = run(step.send, None)
             except StopIteration:
                 continue  # sent, without waiting: the common case
@@ -144,10 +148,10 @@ class _AsgiOutlet(Outlet):
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-async def _sent(send: Send, data: bytes) -> None:
-    """One message through ``send``, as a coroutine to step by hand: whatever awaitable the
-    server's ``send`` returns (Granian's is an iterator with no ``send`` or ``throw`` of its own)."""
-    await send({"type": "websocket.send", "text": data.decode()})
+async def _stepped(sending: Awaitable[None]) -> None:
+    """What a server's ``send`` returned, as a coroutine to step by hand: an awaitable that is
+    not a coroutine may have no ``send`` or ``throw`` (Granian's is a bare iterator)."""
+    await sending
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
