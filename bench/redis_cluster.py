@@ -23,11 +23,13 @@ __all__ = ["RedisCluster"]
 SLOTS = 16384
 
 
-def _bus_port_free() -> int:
-    """A free port whose cluster bus port (10,000 above) is free and valid too."""
+def _bus_port_free(taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """A free port whose cluster bus port (10,000 above) is free and valid too, neither of
+    them in ``taken`` (the ports and bus ports of the cluster's other nodes: free now,
+    they are not once those nodes start)."""
     for _ in range(1000):
         port = free_port()
-        if port + 10000 > 65535:
+        if port + 10000 > 65535 or port in taken or port + 10000 in taken:
             continue
         with socket.socket() as s:
             try:
@@ -70,7 +72,14 @@ class RedisCluster:
 
     def __init__(self, primaries: int = 3, *, replicas: bool = False) -> None:
         count = primaries * (2 if replicas else 1)
-        self.nodes = [RedisProcess(_bus_port_free(), "--cluster-enabled", "yes", "--cluster-node-timeout", "1000") for _ in range(count)]
+        # One node's port was once another's bus port: free when both were chosen,
+        # the second node could not start once the first had.
+        taken: set[int] = set()
+        self.nodes: list[RedisProcess] = []
+        for _ in range(count):
+            port = _bus_port_free(taken)
+            taken.update((port, port + 10000))
+            self.nodes.append(RedisProcess(port, "--cluster-enabled", "yes", "--cluster-node-timeout", "1000"))
         self.primaries = primaries
 
     @property
@@ -82,6 +91,15 @@ class RedisCluster:
         return command(port, "CLUSTER", "MYID").split(b"\r\n")[1].decode()
 
     def start(self, timeout: float = 30.0) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            # No node left running when the cluster could not be made.
+            for node in self.nodes:
+                node.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
         for node in self.nodes:
             self._start_node(node)
         first = self.nodes[0].port
@@ -101,14 +119,13 @@ class RedisCluster:
         replicas = self.nodes[self.primaries :]
         self._wait(lambda: all(b"master_link_status:up" in command(n.port, "INFO", "replication") for n in replicas), timeout)
 
-    @staticmethod
-    def _start_node(node: RedisProcess, tries: int = 5) -> None:
+    def _start_node(self, node: RedisProcess, tries: int = 5) -> None:
         """Start a node not yet in the cluster, on other ports if its own were taken meanwhile.
 
         Its ports were free when chosen, but any process's outgoing connection
         may take one as its ephemeral port before redis-server binds it (the
         bus port 10,000 above lies in Linux's ephemeral range): redis-server
-        then exits at once. Seen once in about 10 runs of the cluster tests.
+        then exits at once.
         """
         for attempt in range(tries):
             try:
@@ -118,7 +135,7 @@ class RedisCluster:
                 if node.proc is None or node.proc.poll() is None or attempt == tries - 1:
                     raise  # not an exit at startup (or out of tries)
                 node.proc = None
-                node.port = _bus_port_free()
+                node.port = _bus_port_free({p for n in self.nodes if n is not node for p in (n.port, n.port + 10000)})
 
     def primary_urls(self) -> list[str]:
         """The URLs of the live nodes that are primaries now."""

@@ -67,6 +67,8 @@ class RedisProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with code {self.proc.returncode} on port {self.port}")
             time.sleep(0.02)
+        # Not left running: a stray server would hold its port (and bus port) for good.
+        self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout} s")
 
     def stop(self) -> None:
