@@ -16,6 +16,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 import synk
 from synk.gateway import Gateway
+from synk.gateway.metrics import Metrics
+from synk.gateway.session import Outlet, Session, WriterWatch
 from synk.store.memory import MemoryStore
 from tests.models import Agent, Note
 from tests.wsclient import WsClient
@@ -209,3 +211,13 @@ async def hold_reads(env: Env, key: str, *, before: bool) -> tuple[asyncio.Event
 
     store.snapshot = held  # type: ignore[method-assign,assignment]
     return reached, release
+
+
+def session(outlet: Outlet, metrics: Metrics | None = None, watch: WriterWatch | None = None) -> Session:
+    """A session over ``outlet`` with the gateway's usual bounds (an hour-long watch period: it never looks on its own)."""
+    return Session(
+        "c1", None, outlet, metrics or Metrics(),
+        max_backlog_bytes=1 << 20, max_backlog_messages=1000, stuck_timeout=10.0,
+        rate=50, burst=200, key_rate=1000, key_burst=2000,
+        on_lag=lambda s: None, on_dirty=lambda s: None, watch=watch or WriterWatch(3600),
+    )  # fmt: skip

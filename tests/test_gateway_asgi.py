@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 
 from synk.gateway.asgi import _AsgiOutlet
-from synk.gateway.metrics import Metrics
-from synk.gateway.session import Session, WriterWatch
-from tests.gateway_env import until
+from tests.gateway_env import session, until
 
 
 class Server:
@@ -134,22 +132,12 @@ class Draining(Server):
             await self.writable.wait()
 
 
-def session_on(outlet: _AsgiOutlet) -> Session:
-    """A session of the original client (one send per message) writing to ``outlet``."""
-    return Session(
-        "c1", None, outlet, Metrics(),
-        max_backlog_bytes=1 << 20, max_backlog_messages=1000, stuck_timeout=10.0,
-        rate=50, burst=200, key_rate=1000, key_burst=2000,
-        on_lag=lambda s: None, on_dirty=lambda s: None, watch=WriterWatch(3600),
-    )  # fmt: skip
-
-
 async def test_a_write_out_while_the_writer_task_is_in_a_write_does_not_overtake_it() -> None:
     """The writer task is between two sends of one write when more messages come: they
     wait for it, where a stepped send would have gone out before the writer's next one."""
     server = Draining()
     outlet = _AsgiOutlet(server.send)  # type: ignore[arg-type]
-    s = session_on(outlet)
+    s = session(outlet)
     server.full = True
     s.push(b"a")
     s.write_out()  # a is sent and its send waits: the rest goes on in a task

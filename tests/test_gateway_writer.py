@@ -6,7 +6,7 @@ import asyncio
 
 from synk.gateway.metrics import Metrics
 from synk.gateway.session import Outlet, Session, WriterWatch
-from tests.gateway_env import until
+from tests.gateway_env import session, until
 
 
 class Stalled(Outlet):
@@ -17,15 +17,6 @@ class Stalled(Outlet):
 
     async def close(self, code: int, reason: str) -> None:
         pass
-
-
-def session(outlet: Outlet, metrics: Metrics, watch: WriterWatch) -> Session:
-    return Session(
-        "c1", None, outlet, metrics,
-        max_backlog_bytes=1 << 20, max_backlog_messages=1000, stuck_timeout=10.0,
-        rate=50, burst=200, key_rate=1000, key_burst=2000,
-        on_lag=lambda s: None, on_dirty=lambda s: None, watch=watch,
-    )  # fmt: skip
 
 
 async def stuck_writing() -> tuple[Session, Metrics, WriterWatch]:

@@ -408,7 +408,6 @@ class Rig:
         redis_pids = self.redis_pids
         procs: dict[str, Callable[[], float]] = {
             "server": lambda: sum(srv.cpu() for srv in servers),
-            "server kernel": lambda: sum(srv.kernel_cpu() for srv in servers),
             "redis": lambda: sum(proc_cpu(pid) for pid in redis_pids) if row.system != "floor" else 0.0,
             # The floor's simulation runs in its server: its CPU is the server's.
             "sim": sim.cpu if row.system != "floor" else lambda: 0.0,
@@ -421,10 +420,12 @@ class Rig:
         spy = await start_py_spy(args, row.name, servers[0].proc.pid, seconds) if profile else None
         nodes0 = await asyncio.to_thread(sample, self.primaries)
         cpu0 = {k: f() for k, f in procs.items()}
+        kernel0 = sum(srv.kernel_cpu() for srv in servers)
         busy0 = machine_busy()
         w0 = time.monotonic()
         await asyncio.sleep(max(0.0, t1 - time.time()))
         cpu1 = {k: f() for k, f in procs.items()}
+        kernel1 = sum(srv.kernel_cpu() for srv in servers)
         busy1 = machine_busy()
         if scrape:
             result.pauses = pauses_between(metrics0, await asyncio.to_thread(histograms, self.ports[0]))
@@ -434,8 +435,7 @@ class Rig:
             await spy.wait()
         result.seconds = t1 - t0
         result.server_cpu_s = cpu1["server"] - cpu0["server"]
-        result.server_kernel_cpu_s = cpu1.pop("server kernel") - cpu0.pop("server kernel")
-        del procs["server kernel"]  # a part of the server's, not a process of its own
+        result.server_kernel_cpu_s = kernel1 - kernel0
         result.redis_cpu_s = cpu1["redis"] - cpu0["redis"]
         result.clients_cpu_s = cpu1["clients"] - cpu0["clients"]
         result.cpu_pct = {k: 100.0 * (cpu1[k] - cpu0[k]) / wall for k in procs}

@@ -75,6 +75,9 @@ class _AsgiOutlet(Outlet):
             raise ConnectionError(f"the ASGI server's send raised {failed!r}") from failed
         if self.closed:
             raise ConnectionError("websocket is closed")
+        await self._send_all(batch)
+
+    async def _send_all(self, batch: list[bytes]) -> None:
         for data in batch:
             await self._send({"type": "websocket.send", "text": data.decode()})
 
@@ -132,8 +135,7 @@ class _AsgiOutlet(Outlet):
                 waiting = step.send(None)
             except StopIteration:
                 break
-        for data in more:
-            await self._send({"type": "websocket.send", "text": data.decode()})
+        await self._send_all(more)
 
     async def close(self, code: int, reason: str) -> None:
         if not self.closed:

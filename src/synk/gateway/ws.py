@@ -139,7 +139,7 @@ class WebsocketOutlet(Outlet):
         # The hot path's write, once per client and write-out.
         if self.connection.paused or self._protocol.state is not OPEN:
             return False  # the writer task waits for the drain, or fails
-        self._transport.write(framed(batch) if self.deflate is None else deflated(batch, self.deflate))
+        self._transport.write(self._frames(batch))
         return True
 
     async def close(self, code: int, reason: str) -> None:
