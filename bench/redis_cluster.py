@@ -29,15 +29,20 @@ def _bus_port_free(taken: set[int] | frozenset[int] = frozenset()) -> int:
     they are not once those nodes start)."""
     for _ in range(1000):
         port = free_port()
-        if port + 10000 > 65535 or port in taken or port + 10000 in taken:
+        if port + 10000 > 65535 or port in taken or port + 10000 in taken or not _bindable(port + 10000):
             continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
         return port
     raise RuntimeError("no port with a free cluster bus port")
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on ``port`` of 127.0.0.1 right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _call(client: redis.Redis, *args: object) -> Any:
