@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from synk.gateway.compact import Compactor
-from synk.gateway.delivery import Delivery
+from synk.gateway.delivery import Delivery, Follower
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Router
 from synk.gateway.session import Outlet, Session, WriterWatch
@@ -77,7 +77,7 @@ async def run(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement: µs of process CPU per delivery."""
     batch, compact = VARIANTS[variant]
     rnd = random.Random(1)
-    metrics, router, sessions = Metrics(), Router(), {}
+    metrics, router, sessions = Metrics(), Router[Follower](), {}
     dirty: list[Session] = []
     watch = WriterWatch(1.0)
     compactor = Compactor(lambda key: True) if compact else None
@@ -100,9 +100,9 @@ async def run(variant: str, args: argparse.Namespace) -> dict[str, Any]:
             state = KeyState(_key(k), 1000)
             state.state, state.buffer = State.LIVE, ()
             s.keys[state.key] = state
-            router.add(cid, state.key)
+            router.add(cid, state.key, (s, state))
         sessions[cid] = s
-    delivery = Delivery(sessions, router, metrics, lambda s, k: None)
+    delivery = Delivery(router, metrics, lambda s, k: None)
     messages = [(_key(k), _mod(k, n)) for n in range(objects) for k in range(args.keys)]
     i = 0
     start = time.process_time()

@@ -221,3 +221,14 @@ def session(outlet: Outlet, metrics: Metrics | None = None, watch: WriterWatch |
         rate=50, burst=200, key_rate=1000, key_burst=2000,
         on_lag=lambda s: None, on_dirty=lambda s: None, watch=watch or WriterWatch(3600),
     )  # fmt: skip
+
+
+def router_matches(gateway: Gateway) -> bool:
+    """The router's follower of each (client, key) is that client's session and its state of the key, and
+    every key a session follows is routed to it: the fan-out reaches clients through these alone."""
+    followed_keys = gateway.router.keys()  # a list (Router is not a dict)
+    routed = {(cid, key): follower for key in followed_keys for cid, follower in gateway.router.clients(key).items()}
+    followed = {(s.id, key): (s, state) for s in gateway.sessions.values() for key, state in s.keys.items()}
+    return all(routed.get(pair) == (s, state) and routed[pair][1] is state for pair, (s, state) in followed.items()) and all(
+        pair in followed for pair in routed
+    )

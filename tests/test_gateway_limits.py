@@ -18,7 +18,7 @@ from synk.gateway import Gateway
 from synk.gateway.hub import BARRIER, READS_PER_CLIENT
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
-from tests.gateway_env import KEY, Env, big_rounds, open_stalled, running, store_url, store_view, until, until_async
+from tests.gateway_env import KEY, Env, big_rounds, open_stalled, router_matches, running, store_url, store_view, until, until_async
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -60,12 +60,14 @@ async def test_one_redis_subscription_per_key(redis_url: str) -> None:
             assert await numsub(KEY) == 1
             assert await numsub(other) == 1
             assert env.gateway.metrics.keys == 2
+            assert router_matches(env.gateway)
 
             # One leaves by disconnecting, one removes KEY: both keys still have a client.
             await clients[0].close()
             await clients[1].subscribe([], [KEY], wait=False)
             router = env.gateway.router
             await until(lambda: len(router.clients(KEY)) == 1 and len(router.clients(other)) == 2, "the gateway to see both leave")
+            assert router_matches(env.gateway)
             assert await numsub(KEY) == 1
             assert await numsub(other) == 1
 

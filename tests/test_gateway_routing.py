@@ -111,28 +111,28 @@ def test_replay_of_an_id_created_again_before_the_snapshot() -> None:
 
 
 def test_router_reference_counts() -> None:
-    r = Router()
+    r: Router[int] = Router()
     assert len(r) == 0
-    assert r.add("c1", "k") is True
-    assert r.add("c2", "k") is False
-    assert r.add("c2", "k") is False  # idempotent
-    assert r.add("c1", "j") is True
-    assert r.clients("k") == {"c1", "c2"}
+    assert r.add("c1", "k", 1) is True
+    assert r.add("c2", "k", 2) is False
+    assert r.add("c2", "k", 3) is False  # once per client: the follower value replaced
+    assert r.add("c1", "j", 4) is True
+    assert dict(r.clients("k")) == {"c1": 1, "c2": 3}
     assert sorted(r.keys()) == ["j", "k"]
     assert len(r) == 2
     assert r.remove("c1", "k") is False
     assert r.remove("c1", "k") is False  # not following it any more
     assert r.remove("c3", "k") is False
     assert r.remove("c2", "k") is True  # the last one
-    assert r.clients("k") == set()
+    assert dict(r.clients("k")) == {}
     assert r.remove("c2", "k") is False
     assert r.keys() == ["j"]
     assert r.remove("c1", "nothing") is False
-    assert r.add("c9", "k") is True  # a fresh first client again
+    assert r.add("c9", "k", 5) is True  # a fresh first client again
 
 
 def test_router_empty_clients_is_shared_and_empty() -> None:
-    r = Router()
-    assert r.clients("a") == set()
-    r.add("c", "b")
-    assert r.clients("a") == set()
+    r: Router[int] = Router()
+    assert dict(r.clients("a")) == {}
+    r.add("c", "b", 1)
+    assert dict(r.clients("a")) == {}

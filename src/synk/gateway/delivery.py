@@ -17,15 +17,18 @@ from typing import TYPE_CHECKING
 
 from synk.gateway import original
 from synk.gateway.routing import Routed, Router, route
-from synk.gateway.snapshots import State
+from synk.gateway.snapshots import KeyState, State
 
 if TYPE_CHECKING:
     from synk.gateway.metrics import Metrics
     from synk.gateway.session import Session
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "Follower"]
 
 LIVE = State.LIVE
+
+#: What the router keeps of a (client, key): the client's session and its state of the key.
+Follower = tuple["Session", KeyState]
 
 
 class Delivery:
@@ -33,13 +36,11 @@ class Delivery:
 
     def __init__(
         self,
-        sessions: dict[str, Session],
-        router: Router,
+        router: Router[Follower],
         metrics: Metrics,
         resync: Callable[[Session, str], None],
     ) -> None:
-        #: the gateway's clients by id, and who follows which key (shared with it, not copied)
-        self._sessions = sessions
+        #: who follows which key, as (session, its state of the key) (shared with the gateway, not copied)
         self._router = router
         self._metrics = metrics
         #: read the key's snapshot for the client again (its held messages passed their bound)
@@ -48,20 +49,17 @@ class Delivery:
     def run(self, key: str, messages: list[bytes]) -> None:
         """Messages of ``key`` that came together, in order."""
         self._metrics.store_messages += len(messages)
-        sessions = self._sessions
         joined: bytes | None = None
         routed: list[Routed | None] | None = None  # each message decoded once, if a client needs it
-        for cid in self._router.clients(key):
-            target = sessions.get(cid)
-            if target is None:
-                continue
-            state = target.keys.get(key)
+        for target, state in self._router.clients(key).values():
             # The hot path, as in one(): synk's own client, live on the key.
-            if state is not None and state.state is LIVE and target.resnap and not target.moves:
+            if state.state is LIVE and target.fast:
                 if joined is None:
                     joined = b",".join(messages)
                 target.push_joined(messages, joined)
                 continue
+            if target.closed:
+                continue  # leaving, its keys not yet dropped
             if routed is None:
                 routed = [None] * len(messages)
             for i, data in enumerate(messages):
@@ -70,16 +68,15 @@ class Delivery:
     def one(self, key: str, data: bytes) -> None:
         """One message of ``key``, to every client of the key."""
         self._metrics.store_messages += 1
-        sessions = self._sessions
         routed: Routed | None = None
         compacted: bytes | None = None  # its compact form, made once: every compact client shares one Compactor
-        for cid in self._router.clients(key):
-            target = sessions.get(cid)
-            if target is None:
-                continue
-            state = target.keys.get(key)
-            # The hot path, once per message and client: synk's own client, live on the key.
-            if state is not None and state.state is LIVE and target.resnap and not target.moves:
+        # Straight from the key to its followers' sessions and states: no lookup of
+        # the client, then of its key, per message and client (py-spy: those lookups
+        # and the checks were a third of the gateway's own time in bench.hotpath).
+        for target, state in self._router.clients(key).values():
+            # The hot path, once per message and client: synk's own client (with no
+            # move's add left out pending: Session.fast), live on the key.
+            if state.state is LIVE and target.fast:
                 if target.compact is None:
                     target.push(data)
                 else:
@@ -88,7 +85,7 @@ class Delivery:
                     if compacted is None:
                         compacted = target.compact.convert(data)
                     target.push_converted(compacted)
-            else:
+            elif not target.closed:  # (closed: leaving, its keys not yet dropped)
                 routed = self._to(target, key, data, routed)
 
     def _to(self, target: Session, key: str, data: bytes, routed: Routed | None) -> Routed | None:

@@ -27,7 +27,7 @@ from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
 from synk.gateway.compact import Compactor
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
-from synk.gateway.delivery import Delivery
+from synk.gateway.delivery import Delivery, Follower
 from synk.gateway.freezer import Freezer
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
@@ -106,14 +106,14 @@ class Gateway:
         #: freezes the survivors of full garbage collections (the ``gc_freeze`` setting)
         self.freezer = Freezer(lambda: len(self.sessions))
         self.metrics.extra += [self.pauses.lag, self.pauses.gc]
-        self.router = Router()
+        self.router: Router[Follower] = Router()
         #: the handles of compact clients' objects, and each message's compact form (compact.py)
         self.compactor = Compactor(lambda key: key in self._compact_followers)
         #: key -> how many compact clients follow it (its handles go when none does)
         self._compact_followers: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, Session] = {}
         #: the hot path: each key's messages to its clients (delivery.py)
-        self._delivery = Delivery(self.sessions, self.router, self.metrics, lambda session, key: self._snapshots(session, [key]))
+        self._delivery = Delivery(self.router, self.metrics, lambda session, key: self._snapshots(session, [key]))
         self._handlers: dict[str, Handler] = {}
         self._subscriber: Subscriber | None = None
         self._pump: asyncio.Task[None] | None = None
@@ -499,7 +499,8 @@ class Gateway:
                     self._error(session, p.FORBIDDEN, f"not allowed to subscribe to {key!r}")
             add = allowed
         for key in add:
-            if self.router.add(session.id, key):
+            state = session.keys[key] = KeyState(key, self.config.max_backlog_messages)
+            if self.router.add(session.id, key, (session, state)):
                 self.metrics.keys = len(self.router)
             if session.compact is not None:
                 self._compact_followers[key] += 1
@@ -565,9 +566,8 @@ class Gateway:
         for key in keys:
             state = session.keys.get(key)
             if state is None:
-                state = session.keys[key] = KeyState(key, self.config.max_backlog_messages)
-            else:
-                self._forget_barrier(state)  # its read is stale: the new one's barrier counts
+                continue  # not followed (any more): its state and router entry go together, made in _update
+            self._forget_barrier(state)  # a read under way is stale: the new one's barrier counts
             self._spawn(self._snapshot(session, state, state.snapshot()))
 
     def _forget_barrier(self, state: KeyState) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 import orjson
 
 __all__ = ["Routed", "Router", "replay", "replay_routed", "route"]
+
+F = TypeVar("F")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,38 +104,40 @@ def replay_routed(buffered: Sequence[Routed], snapshot: Mapping[str, tuple[int, 
     return out
 
 
-class Router:
-    """Reference-counted key subscriptions of clients.
+class Router(Generic[F]):
+    """Reference-counted key subscriptions of clients, each with what the fan-out needs of it.
 
     ``add`` and ``remove`` say when a key gains its first client or loses
-    its last one, which is when the store subscription changes.
+    its last one, which is when the store subscription changes. Each
+    (client, key) carries a follower value (the gateway's: the session and
+    its state of the key), so that fan-out goes from a key straight to its
+    followers: no lookup of the client, then of its key, per message and client.
     """
 
     def __init__(self) -> None:
-        self._clients: dict[str, set[str]] = {}
+        self._clients: dict[str, dict[str, F]] = {}
 
-    def add(self, client: str, key: str) -> bool:
-        """Client follows key; True if the key had no client before."""
+    def add(self, client: str, key: str, follower: F) -> bool:
+        """Client follows key (``follower`` replaces what it had); True if the key had no client before."""
         clients = self._clients.get(key)
         if clients is None:
-            self._clients[key] = {client}
+            self._clients[key] = {client: follower}
             return True
-        clients.add(client)
+        clients[client] = follower
         return False
 
     def remove(self, client: str, key: str) -> bool:
         """Client stops following key; True if it was the key's last client."""
         clients = self._clients.get(key)
-        if clients is None or client not in clients:
+        if clients is None or clients.pop(client, _MISSING) is _MISSING:
             return False
-        clients.discard(client)
         if not clients:
             del self._clients[key]
             return True
         return False
 
-    def clients(self, key: str) -> set[str]:
-        """The clients following key (do not mutate)."""
+    def clients(self, key: str) -> Mapping[str, F]:
+        """The clients following key, each with its follower value (do not mutate)."""
         return self._clients.get(key, _EMPTY)
 
     def keys(self) -> list[str]:
@@ -143,4 +148,5 @@ class Router:
         return len(self._clients)
 
 
-_EMPTY: set[str] = set()
+_MISSING = object()
+_EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -1,0 +1,87 @@
+"""Delivery: from a key straight to its followers (session, state), the hot path only for sessions that may take it."""
+
+from __future__ import annotations
+
+from synk.gateway.delivery import Delivery, Follower
+from synk.gateway.metrics import Metrics
+from synk.gateway.routing import Router
+from synk.gateway.session import Outlet, Session
+from synk.gateway.snapshots import KeyState, State
+from tests.gateway_env import session
+
+KEY = "k"
+MOD = b'{"method":"mod","t":"unit","id":"a","sKey":"k","v":2,"diff":{"x":1}}'
+ADD_MOVED = b'{"method":"add","t":"unit","id":"a","sKey":"j","v":3,"state":{"x":1},"psKey":"k"}'
+
+
+class _Kept(Outlet):
+    """Keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def write(self, batch: list[bytes]) -> None:
+        self.frames += batch
+
+    async def close(self, code: int, reason: str) -> None:
+        pass
+
+    def write_nowait(self, batch: list[bytes]) -> bool:
+        self.frames += batch
+        return True
+
+
+def _follow(router: Router[Follower], s: Session, key: str, state: State) -> KeyState:
+    ks = s.keys[key] = KeyState(key, max_buffer=0)
+    ks.state = state
+    router.add(s.id, key, (s, ks))
+    return ks
+
+
+async def test_fast_follows_resnap_and_the_moves_left_out() -> None:
+    s = session(_Kept())
+    assert not s.fast  # the original client until it declares otherwise
+    s.resnap = True
+    assert s.fast
+    # A move's add left out pending: the slow path must see this client's messages.
+    s.remember_move("a", KEY, "j", ADD_MOVED)
+    assert not s.fast
+    s.settle_move("a", "j", leaves=True)
+    assert s.moves == {} and s.fast
+    s.remember_move("a", KEY, "j", ADD_MOVED)
+    assert s.moves_left([KEY]) == [] and s.fast  # (not live on "j": nothing to send)
+    s.resnap = False
+    assert not s.fast
+
+
+async def test_a_session_with_a_move_left_out_is_not_on_the_hot_path() -> None:
+    """The hot path would leave the left-out add pending; the slow one settles it on the object's next message."""
+    router: Router[Follower] = Router()
+    s = session(_Kept())
+    s.resnap = True
+    _follow(router, s, "j", State.LIVE)
+    s.remember_move("a", KEY, "j", ADD_MOVED)
+    leaves_j = b'{"method":"mod","t":"unit","id":"a","sKey":"j","v":4,"diff":{"x":2},"nsKey":"m"}'
+    Delivery(router, Metrics(), lambda s, k: None).one("j", leaves_j)
+    assert s.moves == {} and s.fast  # it left "j": the add is old news
+    assert s.backlog_messages == 1
+
+
+async def test_a_leaving_session_gets_nothing_and_costs_no_resync() -> None:
+    """Between its removal from the gateway and its keys' (an await apart) a closed session may
+    still be routed to: it is skipped, and its snapshot is not started again for it."""
+    router: Router[Follower] = Router()
+    resyncs: list[tuple[Session, str]] = []
+    delivery = Delivery(router, Metrics(), lambda s, k: resyncs.append((s, k)))
+    reading, leaving = session(_Kept()), session(_Kept())
+    reading.resnap = leaving.resnap = True
+    leaving.id = "c2"
+    mine = _follow(router, reading, KEY, State.READING)
+    theirs = _follow(router, leaving, KEY, State.READING)
+    leaving.closed = True
+    delivery.one(KEY, MOD)  # max_buffer 0: one buffered message passes the bound
+    assert resyncs == [(reading, KEY)]
+    assert len(mine) == 1 and len(theirs) == 0
+    delivery.run(KEY, [MOD, MOD])
+    assert len(resyncs) > 1 and all(s is reading for s, _ in resyncs)
+    assert len(theirs) == 0
