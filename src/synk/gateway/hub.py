@@ -13,7 +13,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import math
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -32,9 +31,11 @@ from synk.gateway.freezer import Freezer
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.pauses import Pauses
+from synk.gateway.reads import SnapshotReads
 from synk.gateway.routing import Router
 from synk.gateway.session import Client, Session, WriterWatch
-from synk.gateway.snapshots import KeyState, ReadQueue, State
+from synk.gateway.snapshots import KeyState, State
+from synk.gateway.writeout import WriteOuts
 from synk.store import open_store
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from synk.core.histogram import Histogram
     from synk.gateway.http import Response
     from synk.gateway.session import Outlet
-    from synk.store.base import Store, Stored, Subscriber
+    from synk.store.base import Store, Subscriber
     from synk.world import World
 
 __all__ = ["Gateway", "GatewayConfig", "GatewaySettings", "Handshake"]
@@ -128,16 +129,11 @@ class Gateway:
         #: keys whose read was dropped past ``max_barriers``, with its epoch: read again,
         #: oldest first, one per barrier that comes back (or is forgotten)
         self._parked: collections.deque[tuple[Session, KeyState, int]] = collections.deque()
-        #: sessions with messages queued since the last write-out, which comes once per
-        #: burst (and at most once per ``write_interval``)
-        self._dirty: list[Session] = []
-        #: when the last write-out ran (the loop's clock)
-        self._written = -math.inf
-        #: snapshot reads, round-robin between clients: one asking for a thousand keys
-        #: delays another client's new key by a few reads, not a thousand
-        self._reads: ReadQueue[str, tuple[str, asyncio.Future[None]]] = ReadQueue(SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
+        #: one write-out per burst (at most once per ``write_interval``) of the sessions with messages queued
+        self._write_outs = WriteOuts(self.config.write_interval)
+        #: snapshot reads: shared per key, taken in turn between clients (reads.py)
+        self._reads = SnapshotReads(self.store, SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
         self._publishes = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
-        self._queued: dict[str, asyncio.Future[list[Stored]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -223,8 +219,8 @@ class Gateway:
             self._live.clear()
             self._barriers.clear()
             self._parked.clear()
-            self._queued.clear()
-            self._dirty.clear()
+            self._reads.clear()
+            self._write_outs.clear()
             self.pauses.stop()
             self.freezer.stop()
             self._watch.stop()
@@ -411,7 +407,7 @@ class Gateway:
             key_rate=self.config.key_rate,
             key_burst=float(self.config.key_burst or 0),
             on_lag=self._resnapshot_all,
-            on_dirty=self._dirty_session,
+            on_dirty=self._write_outs.mark,
             watch=self._watch,
         )
         query = Handshake(path, {}).query
@@ -617,7 +613,7 @@ class Gateway:
                 # Thousands of clients subscribing at once (say, after a
                 # gateway restart) would ask for more connections than the
                 # pool has, and fail as if Redis were down.
-                stored = await self._read(session, key)
+                stored = await self._reads.read(session.id, key)
                 # Messages published before the snapshot may still be on their
                 # way through the subscriber. A barrier published now arrives
                 # after all of them: until it does, the key stays buffered.
@@ -659,61 +655,6 @@ class Gateway:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def _read(self, session: Session, key: str) -> list[Stored]:
-        """A snapshot of ``key``, shared by the requests queued for it.
-
-        Clients subscribing to a key at the same moment (a gateway restart,
-        a crowd joining a map) share one read. Only a read not yet sent may
-        be shared: every sharer's buffer started before it was sent, so none
-        misses a message published between the read and its buffer. The
-        read waits for ``session``'s turn in the read queue.
-        """
-        queued = self._queued.get(key)
-        if queued is not None:
-            return await asyncio.shield(queued)
-        fut: asyncio.Future[list[Stored]] = asyncio.get_running_loop().create_future()
-        self._queued[key] = fut
-        try:
-            await self._turn(session.id)
-            try:
-                if self._queued.get(key) is fut:
-                    del self._queued[key]  # sent from here on: newcomers need their own
-                fut.set_result(await self.store.snapshot(key))
-            finally:
-                self._grant(self._reads.done(session.id))
-        except BaseException as exc:
-            if self._queued.get(key) is fut:
-                del self._queued[key]
-            if not fut.done():
-                fut.set_exception(exc if isinstance(exc, Exception) else ConnectionError("snapshot read abandoned"))
-                fut.exception()  # retrieved here; the sharers get it too, and retry
-            raise
-        return fut.result()
-
-    async def _turn(self, cid: str) -> None:
-        """Wait until client ``cid`` may read; the caller then reports ``_reads.done``."""
-        ticket: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._grant(self._reads.ask(cid, (cid, ticket)))
-        try:
-            await ticket
-        except asyncio.CancelledError:
-            if ticket.cancelled():  # still queued (or its grant was handed back already): withdraw it
-                self._grant(self._reads.cancel(cid, (cid, ticket)))
-            else:  # granted as the wait was cancelled: give the slot back
-                self._grant(self._reads.done(cid))
-            raise
-
-    def _grant(self, tickets: list[tuple[str, asyncio.Future[None]]]) -> None:
-        todo = list(tickets)
-        while todo:
-            cid, ticket = todo.pop(0)
-            if ticket.cancelled():
-                # Its waiter was cancelled but has not run yet to withdraw it:
-                # the slot goes to the next in turn.
-                todo.extend(self._reads.done(cid))
-            else:
-                ticket.set_result(None)
-
     def _barrier(self, key: str, data: bytes) -> None:
         token = data[len(BARRIER) : -2].decode(errors="replace")
         found = self._barriers.get(token)
@@ -735,27 +676,6 @@ class Gateway:
             session.push_many([m.data for m in out.replayed])
             return
         original.after_barrier(session, key, out)
-
-    def _dirty_session(self, session: Session) -> None:
-        # One write-out per burst, once what is ready now has run: what a burst
-        # queues for a client leaves in one write, without a task switch per
-        # client (the writer task only waits out a full socket). With a
-        # write_interval, write-outs come at most that often: a busy client
-        # then gets several ticks' messages in one write (and one batch frame).
-        if not self._dirty:
-            loop = asyncio.get_running_loop()
-            interval = self.config.write_interval
-            if interval:
-                loop.call_at(max(loop.time(), self._written + interval), self._write_out)
-            else:
-                loop.call_soon(self._write_out)
-        self._dirty.append(session)
-
-    def _write_out(self) -> None:
-        self._written = asyncio.get_running_loop().time()
-        dirty, self._dirty = self._dirty, []
-        for session in dirty:
-            session.write_out()
 
     # -- fan-out ----------------------------------------------------------------------------
 

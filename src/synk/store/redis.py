@@ -427,9 +427,11 @@ class RedisStore(Store):
 
     def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[Call]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
+        types: dict[str, bytes] = {}  # type key -> its bytes: a handful of types, thousands of objects
         for key, ops in groups.items():
             keys = [self.objects_key(key).encode()]
             channel = bulk(self.channel(key).encode())
+            skey = key.encode()
             for start in range(0, len(ops), _CHUNK):
                 chunk = ops[start : start + _CHUNK]
                 parts = [b""]  # the head, once the messages are known
@@ -437,9 +439,25 @@ class RedisStore(Store):
                 messages: list[bytes] = []
                 publish = messages.append
                 for op in chunk:
-                    oid = op[2].encode()
-                    guard, value, message = wire(key, op)
-                    publish(message)
+                    code, t, oid_s, token, version, state, diff, _ = op
+                    oid = oid_s.encode()
+                    if code == "u":
+                        # Most writes: wire()'s update, made here in one pass (a
+                        # third less of the flush's CPU in this loop; a test holds
+                        # the two to the same bytes): the names encoded once for
+                        # the record and the message, no call per operation.
+                        tb = types.get(t)
+                        if tb is None:
+                            tb = types[t] = t.encode()
+                        inc = token.encode()
+                        names = b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (tb, oid, skey, version)
+                        tail = b',"i":"%b"}' % inc
+                        guard = b"%b:%d\n{" % (inc, version - 1)
+                        value = b'%b:%d\n{"method":"add",%b"state":%b%b' % (inc, version, names, state, tail)
+                        publish(b'{"method":"mod",%b"diff":%b%b' % (names, diff, tail))
+                    else:
+                        guard, value, message = wire(key, op)
+                        publish(message)
                     append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid), oid, len(guard), guard, len(value), value))
                 codes = "".join([op[0] for op in chunk]).encode()
                 parts[0] = _evalsha_head("apply", keys, 3 + 3 * len(chunk)) + bulk(codes) + bulk(b"\n".join(messages))

@@ -1,0 +1,52 @@
+"""Write-outs: what a burst queues for each client leaves in one write, at most once per write interval.
+
+Sessions with messages queued since the last write-out are marked (their
+``on_dirty``); one write-out per burst, once what is ready now has run,
+writes each of them (``Session.write_out``), without a task switch per
+client: a session's writer task only waits out a full socket. With a
+``write_interval``, write-outs come at most that often: a busy client then
+gets several ticks' messages in one write (and one batch frame).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from synk.gateway.session import Session
+
+__all__ = ["WriteOuts"]
+
+
+class WriteOuts:
+    """The gateway's write-outs, for every session."""
+
+    def __init__(self, interval: float) -> None:
+        #: seconds between write-outs at least (0: once per burst)
+        self.interval = interval
+        #: sessions marked since the last write-out
+        self._marked: list[Session] = []
+        #: when the last write-out ran (the loop's clock)
+        self._written = -math.inf
+
+    def mark(self, session: Session) -> None:
+        """``session`` queued messages since its last write: it is written at the next write-out."""
+        if not self._marked:
+            loop = asyncio.get_running_loop()
+            if self.interval:
+                loop.call_at(max(loop.time(), self._written + self.interval), self._run)
+            else:
+                loop.call_soon(self._run)
+        self._marked.append(session)
+
+    def clear(self) -> None:
+        """Forget the marked sessions (the gateway closed)."""
+        self._marked.clear()
+
+    def _run(self) -> None:
+        self._written = asyncio.get_running_loop().time()
+        marked, self._marked = self._marked, []
+        for session in marked:
+            session.write_out()
