@@ -75,8 +75,8 @@ from synk.core.batch import Batch, Op, expected, message, put_of, record, stored
 from synk.core.messages import encode_add, encode_mod
 from synk.core.names import new_id, new_token
 from synk.store.base import Applied
-from synk.store.redis import _CHUNK as CALL_OPS  # operations per apply.lua call
 from synk.store.redis import RedisStore
+from synk.store.scripts import CHUNK as CALL_OPS  # operations per apply.lua call
 from synk.world import World
 
 if TYPE_CHECKING:

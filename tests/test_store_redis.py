@@ -16,7 +16,8 @@ from bench.chaos.proxy import Proxy
 from bench.redis_process import RedisProcess, free_port
 from synk.core.messages import encode_add
 from synk.store.base import Event
-from synk.store.redis import _LOADED, RedisStore
+from synk.store.redis import RedisStore
+from synk.store.scripts import LOADED
 from tests.gateway_env import until, until_async
 from tests.models import Agent, Note
 from tests.redis_env import client, next_event, reading_messages, redis_store, world_on
@@ -233,7 +234,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     calls: list[Call] = []
     original = RedisStore._run
 
-    names = {script.sha: name for name, script in _LOADED.items()}
+    names = {script.sha: name for name, script in LOADED.items()}
 
     async def recording(self: RedisStore, batch: Iterable[bytes]) -> list[Any]:
         sent = list(batch)

@@ -328,7 +328,7 @@ export class Mirror {
     if (!e) {
       if (this.#isGone(msg, msg.v + 1)) return // older than its departure: a stale snapshot
       this.#create(msg)
-      this.#flush(msg.id)
+      this.#replayHeld(msg.id)
       return
     }
     // Versions count within one incarnation: an add of another one is news
@@ -356,7 +356,7 @@ export class Mirror {
       this.#call(e.obj, "update", msg.state, msg)
     }
     this.#events.emit("mod", e.obj, msg)
-    this.#flush(msg.id)
+    this.#replayHeld(msg.id)
   }
 
   #mod(msg) {
@@ -370,7 +370,7 @@ export class Mirror {
       return
     }
     this.#applyMod(e, msg)
-    this.#flush(msg.id)
+    this.#replayHeld(msg.id)
   }
 
   #rem(msg) {
@@ -532,7 +532,7 @@ export class Mirror {
   }
 
   /** Replay held mods of `id` that now follow on; drop those now stale. */
-  #flush(id) {
+  #replayHeld(id) {
     // Most messages find nothing held: they cost one lookup.
     if (!this.#held.hasId(id)) return
     const keys = this.#held.keysOf(id)

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -33,6 +32,7 @@ from synk.errors import ConfigError, SynkError, ValidationError
 from synk.store.base import Stored
 from synk.store.redis import RedisStore
 from synk.store.resp import ERRORS, down
+from synk.store.scripts import LOADED
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Iterator
@@ -43,7 +43,7 @@ __all__ = ["Inventory", "KeyInventory", "Purged", "inventory", "purge"]
 _SCAN_COUNT = 1000
 #: Names deleted per pipeline round trip.
 _BATCH = 500
-_RELEASE = resources.files("synk.store").joinpath("lua/release.lua").read_text("utf-8")
+_RELEASE = LOADED["release"].body
 
 
 @dataclass

@@ -21,7 +21,8 @@ subscription key ``K`` and an object id ``I``:
 (``P id:{I}`` is written without the space.) A key's data
 and its channel share the hash tag ``{K}``, so they live in one slot and
 every script touches one slot. Scripts live in ``lua/``, one per file, are
-loaded once and called by SHA; they take user strings only as KEYS and ARGV.
+loaded once and called by SHA; they take user strings only as KEYS and ARGV
+(their calls are encoded in ``scripts.py``).
 
 Writes bypass redis-py's command packing: a flush is encoded straight into
 one RESP buffer per connection write, and sent in slices as it is encoded,
@@ -35,10 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 import random
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -47,12 +46,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from synk.core.batch import wire
 from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
 from synk.store.cluster_routing import ClusterRouting, cluster_option
 from synk.store.resp import ERRORS, bulk, command, down, keyed, last_of
+from synk.store.scripts import LOADED, apply_calls, claim_calls, evalsha_head, release_calls
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -62,10 +61,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisStore"]
 
-_SCRIPTS = ("apply", "release", "post")
-#: Operations per apply.lua call: bounds how long one call blocks Redis, and
-#: keeps its unpack() calls (HMGET, HSET) within Lua's limit of about 8,000 values.
-_CHUNK = 2000
 _FETCH_CHUNK = 2000
 #: Bytes encoded before they are handed to the socket.
 _SLICE = 64 * 1024
@@ -77,24 +72,6 @@ _READER_TTL_MS = 10_000
 _READER_REFRESH = 3.0
 #: The progress limit of a batch of calls when the connection has no socket timeout.
 _REPLY_TIMEOUT = 5.0
-
-
-class _Script:
-    __slots__ = ("body", "sha")
-
-    def __init__(self, name: str) -> None:
-        self.body = resources.files("synk.store").joinpath(f"lua/{name}.lua").read_text("utf-8")
-        self.sha = hashlib.sha1(self.body.encode()).hexdigest()
-
-
-_LOADED = {name: _Script(name) for name in _SCRIPTS}
-
-
-def _evalsha_head(script: str, keys: list[bytes], nargs: int) -> bytes:
-    """The start of an EVALSHA command whose ``nargs`` arguments follow."""
-    sha = _LOADED[script].sha.encode()
-    head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n%b" % (3 + len(keys) + nargs, sha, bulk(b"%d" % len(keys)))
-    return head + b"".join(map(bulk, keys))
 
 
 class _Progress:
@@ -230,7 +207,7 @@ class RedisStore(Store):
 
     async def _load_scripts(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        for script in _LOADED.values():
+        for script in LOADED.values():
             pipe.script_load(script.body)
         await pipe.execute()
 
@@ -308,7 +285,7 @@ class RedisStore(Store):
                     missing = [i for i, r in enumerate(results) if isinstance(r, rexc.NoScriptError)]
                     if missing:
                         # Loaded on this same connection: another pooled one may be stale too.
-                        loads = [command(b"SCRIPT", b"LOAD", script.body.encode()) for script in _LOADED.values()]
+                        loads = [command(b"SCRIPT", b"LOAD", script.body.encode()) for script in LOADED.values()]
                         await conn.send_packed_command(b"".join(loads), check_health=False)
                         self._raise_errors(await self._replies(conn, len(loads), progress))
                         await conn.send_packed_command(b"".join(sent[i] for i in missing), check_health=False)
@@ -403,14 +380,7 @@ class RedisStore(Store):
     # -- writes ------------------------------------------------------------------
 
     def _claim_calls(self, ops: list[Op]) -> list[Call]:
-        # SET NX GET (Redis 7): sets the id's token unless the id is taken, and
-        # answers what was there, so a retry by the same incarnation succeeds.
-        command = b"*5\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$2\r\nNX\r\n$3\r\nGET\r\n"
-        out = []
-        for op in ops:
-            name, token = self.id_key(op[2]).encode(), op[3].encode()
-            out.append((name, command % (len(name), name, len(token), token)))
-        return out
+        return claim_calls(self.id_key, ops)
 
     @staticmethod
     def _claimed(op: Op, reply: Any) -> int:
@@ -419,51 +389,11 @@ class RedisStore(Store):
         return OK if reply is None or reply == op[3].encode() else CONFLICT
 
     def _release_calls(self, ops: list[Op]) -> list[Call]:
-        out = []
-        for op in ops:
-            name = self.id_key(op[2]).encode()
-            out.append((name, _evalsha_head("release", [name], 1) + bulk(op[3].encode())))
-        return out
+        return release_calls(self.id_key, ops)
 
     def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[Call]:
         """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
-        types: dict[str, bytes] = {}  # type key -> its bytes: a handful of types, thousands of objects
-        for key, ops in groups.items():
-            keys = [self.objects_key(key).encode()]
-            channel = bulk(self.channel(key).encode())
-            skey = key.encode()
-            for start in range(0, len(ops), _CHUNK):
-                chunk = ops[start : start + _CHUNK]
-                parts = [b""]  # the head, once the messages are known
-                append = parts.append
-                messages: list[bytes] = []
-                publish = messages.append
-                for op in chunk:
-                    code, t, oid_s, token, version, state, diff, _ = op
-                    oid = oid_s.encode()
-                    if code == "u":
-                        # Most writes: wire()'s update, made here in one pass (a
-                        # third less of the flush's CPU in this loop; a test holds
-                        # the two to the same bytes): the names encoded once for
-                        # the record and the message, no call per operation.
-                        tb = types.get(t)
-                        if tb is None:
-                            tb = types[t] = t.encode()
-                        inc = token.encode()
-                        names = b'"t":"%b","id":"%b","sKey":"%b","v":%d,' % (tb, oid, skey, version)
-                        tail = b',"i":"%b"}' % inc
-                        guard = b"%b:%d\n{" % (inc, version - 1)
-                        value = b'%b:%d\n{"method":"add",%b"state":%b%b' % (inc, version, names, state, tail)
-                        publish(b'{"method":"mod",%b"diff":%b%b' % (names, diff, tail))
-                    else:
-                        guard, value, message = wire(key, op)
-                        publish(message)
-                    append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(oid), oid, len(guard), guard, len(value), value))
-                codes = "".join([op[0] for op in chunk]).encode()
-                parts[0] = _evalsha_head("apply", keys, 3 + 3 * len(chunk)) + bulk(codes) + bulk(b"\n".join(messages))
-                append(channel)
-                index.append((key, len(chunk)))
-                yield keys[0], b"".join(parts)
+        return apply_calls(self.objects_key, self.channel, groups, index)
 
     @staticmethod
     def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
@@ -546,7 +476,7 @@ class RedisStore(Store):
 
     async def post(self, data: bytes) -> bool:
         keys = [self._stream.encode(), f"{self._stream}:bytes".encode(), f"{self._stream}:reader".encode()]
-        call = _evalsha_head("post", keys, 3) + bulk(data) + bulk(b"%d" % self.stream_max_entries) + bulk(b"%d" % self.stream_max_bytes)
+        call = evalsha_head("post", keys, 3) + bulk(data) + bulk(b"%d" % self.stream_max_entries) + bulk(b"%d" % self.stream_max_bytes)
         # Never sent twice: a post whose connection broke mid-reply may have
         # been appended, and a second would hand the simulation the message
         # twice (a pooled connection found closed before sending is replaced
