@@ -232,3 +232,16 @@ def router_matches(gateway: Gateway) -> bool:
     return all(routed.get(pair) == (s, state) and routed[pair][1] is state for pair, (s, state) in followed.items()) and all(
         pair in followed for pair in routed
     )
+
+
+def client_id(client: WsClient) -> str:
+    """The id the gateway gave ``client`` (its hello)."""
+    return str(client.of("hello")[0]["client"])
+
+
+async def errors_after(client: WsClient, frame: dict[str, Any] | str | bytes) -> dict[str, Any]:
+    """Send ``frame`` and return the error it gets."""
+    start = len(client.of("error"))
+    await client.send(frame)
+    await client.wait(lambda: len(client.of("error")) > start)
+    return client.of("error")[start]
