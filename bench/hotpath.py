@@ -77,7 +77,7 @@ async def run(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     """One measurement: µs of process CPU per delivery."""
     batch, compact = VARIANTS[variant]
     rnd = random.Random(1)
-    metrics, router, sessions = Metrics(), Router[Follower](), {}
+    metrics, router = Metrics(), Router[Follower]()
     dirty: list[Session] = []
     watch = WriterWatch(1.0)
     compactor = Compactor(lambda key: True) if compact else None
@@ -101,7 +101,6 @@ async def run(variant: str, args: argparse.Namespace) -> dict[str, Any]:
             state.state, state.buffer = State.LIVE, ()
             s.keys[state.key] = state
             router.add(cid, state.key, (s, state))
-        sessions[cid] = s
     delivery = Delivery(router, metrics, lambda s, k: None)
     messages = [(_key(k), _mod(k, n)) for n in range(objects) for k in range(args.keys)]
     i = 0

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import orjson
+
 from synk.gateway.delivery import Delivery, Follower
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Router
 from synk.gateway.session import Outlet, Session
 from synk.gateway.snapshots import KeyState, State
-from tests.gateway_env import session
+from tests.gateway_env import KEY as WORLD_KEY
+from tests.gateway_env import running, session, until
+
+if TYPE_CHECKING:
+    import pytest
 
 KEY = "k"
 MOD = b'{"method":"mod","t":"unit","id":"a","sKey":"k","v":2,"diff":{"x":1}}'
@@ -85,3 +96,31 @@ async def test_a_leaving_session_gets_nothing_and_costs_no_resync() -> None:
     delivery.run(KEY, [MOD, MOD])
     assert len(resyncs) > 1 and all(s is reading for s, _ in resyncs)
     assert len(theirs) == 0
+
+
+async def test_a_client_whose_departure_is_cancelled_leaves_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router holds sessions (their backlogs, their outlets): a departure cancelled while
+    its session stops must still take them out, or they stay for the gateway's life."""
+    stopping = asyncio.Event()
+
+    async def stop_forever(self: Session) -> None:
+        self.closed = True
+        stopping.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(Session, "stop", stop_forever)
+    async with running(None) as env:
+        subscribed = asyncio.Event()
+
+        async def frames() -> AsyncIterator[str]:
+            yield orjson.dumps({"method": "updateSubscription", "add": [WORLD_KEY], "remove": []}).decode()
+            await until(lambda: bool(env.gateway.router.keys()), "the key to be followed")
+            subscribed.set()
+
+        attach = asyncio.ensure_future(env.gateway.attach(_Kept(), None, frames()))
+        await asyncio.wait_for(subscribed.wait(), 10)
+        await asyncio.wait_for(stopping.wait(), 10)
+        attach.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await attach
+        assert env.gateway.router.keys() == [] and env.gateway.sessions == {}

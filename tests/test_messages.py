@@ -7,6 +7,7 @@ import pytest
 
 from synk.core.messages import RESERVED_METHODS, encode_add, encode_mod, rem_json
 from synk.core.values import freeze
+from tests.node_js import js
 
 
 # Exact bytes: field names and order as PROTOCOL.md gives them (t, id, sKey,
@@ -102,3 +103,8 @@ def test_json_variants_take_encoded_state() -> None:
 
     assert add_json("t", "i", "k", 2, b'{"a":1}', "p", "tok") == encode_add("t", "i", "k", 2, {"a": 1}, prev_key="p", inc="tok")
     assert mod_json("t", "i", "k", 2, b'{"a":1}', "n", "tok") == encode_mod("t", "i", "k", 2, {"a": 1}, next_key="n", inc="tok")
+
+
+def test_the_js_client_reserves_the_same_methods() -> None:
+    """RESERVED_METHODS has a JS copy (the client refuses to send a custom message of these): they agree."""
+    assert set(js("connection/index.js", "[...m.RESERVED]")) == RESERVED_METHODS

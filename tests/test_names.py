@@ -9,6 +9,7 @@ import pytest
 
 import synk
 from synk.core.names import MAX_ID_LENGTH, MAX_KEY_LENGTH, check_id, check_key, new_id, new_token, new_tokens
+from tests.node_js import js
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -189,3 +190,19 @@ def test_check_key_error_shortens_a_long_value() -> None:
 def test_check_key_refuses_non_strings(value: Any, name: str) -> None:
     with pytest.raises(synk.ValidationError, match=f"subscription key must be a string, not {name}"):
         check_key(value)
+
+
+def test_the_js_client_takes_exactly_the_keys_python_takes() -> None:
+    """The key pattern has two copies, Python's (check_key) and the JS client's (isValidKey): they agree."""
+    candidates = [chr(c) for c in range(0x20, 0x7F)] + ["é", "ключ", "\t", "a\n", "", "a" * MAX_KEY_LENGTH, "a" * (MAX_KEY_LENGTH + 1)]
+    taken = js("mirror/shape.js", "data.map(m.isValidKey)", candidates)
+
+    def python_takes(key: str) -> bool:
+        try:
+            check_key(key)
+        except synk.ValidationError:
+            return False
+        return True
+
+    assert {k: v for k, v in zip(candidates, taken, strict=True) if v != python_takes(k)} == {}
+    assert sum(taken) > 60  # letters, digits and the punctuation: the comparison saw both answers

@@ -8,9 +8,12 @@ import { Handles } from "../compact/index.js"
 import { createEmitter } from "../emitter/index.js"
 import { Mirror } from "../mirror/index.js"
 import { isRecord, timers } from "../shared/index.js"
+import { backoffDelay, declaredUrl, tokenUrl } from "./dial.js"
 
-/** Methods the protocol reserves; custom messages may not use them. */
-const RESERVED = new Set([
+export { backoffDelay, declaredUrl, tokenUrl }
+
+/** Methods the protocol reserves; custom messages may not use them (Python's RESERVED_METHODS, a test holds them equal). */
+export const RESERVED = new Set([
   "hello", "add", "mod", "rem", "snap", "resnap", "error", "updateSubscription", "resync"
 ])
 const SYNK_EVENTS = new Set(["open", "close", "error", "message", "hello"])
@@ -29,58 +32,6 @@ export const FINAL_CLOSE_CODES = Object.freeze({
 })
 
 const isThenable = x => x !== null && (typeof x === "object" || typeof x === "function") && typeof x.then === "function"
-
-/**
- * Reconnect delay in ms: exponential backoff with full jitter, i.e. uniform
- * in [0, min(max, min * 2^attempt)). Jitter spreads the reconnects of many
- * clients after a gateway restart instead of having them arrive in waves.
- */
-export function backoffDelay(attempt, { min, max }, random = Math.random) {
-  const cap = Math.min(max, min * 2 ** attempt)
-  return Math.floor(random() * cap)
-}
-
-/**
- * `url` with `synk_resnap=1&synk_batch=1` (and `synk_compact=1`, unless
- * `compact` is false) in its query. `synk_resnap=1` tells the gateway that
- * this client takes `snap`, `resnap` and an `add` of an object it holds, so
- * the gateway may re-snapshot on the live socket instead of closing it;
- * `synk_batch=1` that it takes batch frames (a JSON array of messages in one
- * frame); `synk_compact=1` that it takes compact mods (handles in adds, and
- * a key's mods as `[sKey, [h, v, diff], ...]`). The original synk-js client
- * takes none of them.
- */
-export function declaredUrl(url, { compact = true } = {}) {
-  const declared = withParam(withParam(url, "synk_resnap", "1"), "synk_batch", "1")
-  return compact ? withParam(declared, "synk_compact", "1") : declared
-}
-
-/**
- * `url` with `token=<token>` in its query (URL-encoded), replacing any token
- * parameter it had; `url` as is when `token` is null or undefined. Browsers
- * cannot set headers on a WebSocket: the query is where the gateway's
- * `authenticate(handshake)` hook finds it (`handshake.query["token"]`).
- */
-export function tokenUrl(url, token) {
-  if (token === null || token === undefined) return url
-  return withParam(url, "token", token)
-}
-
-/** `url` with `name=value` appended to its query, dropping earlier `name` parameters. */
-function withParam(url, name, value) {
-  const hash = url.indexOf("#")
-  const base = hash === -1 ? url : url.slice(0, hash)
-  const fragment = hash === -1 ? "" : url.slice(hash)
-  const q = base.indexOf("?")
-  const path = q === -1 ? base : base.slice(0, q)
-  const params = q === -1 ? [] : base.slice(q + 1).split("&").filter(part => {
-    if (!part) return false
-    const key = part.split("=", 1)[0]
-    return key !== name && key !== encodeURIComponent(name)
-  })
-  params.push(`${encodeURIComponent(name)}=${encodeURIComponent(value)}`)
-  return `${path}?${params.join("&")}${fragment}`
-}
 
 /** A failure of the url or token function; `code` is "url" or "token". */
 class TargetError extends Error {

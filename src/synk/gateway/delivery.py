@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["Delivery", "Follower"]
 
 LIVE = State.LIVE
+GONE = State.GONE
 
 #: What the router keeps of a (client, key): the client's session and its state of the key.
 Follower = tuple["Session", KeyState]
@@ -63,7 +64,7 @@ class Delivery:
             if routed is None:
                 routed = [None] * len(messages)
             for i, data in enumerate(messages):
-                routed[i] = self._to(target, key, data, routed[i])
+                routed[i] = self._to(target, key, data, routed[i], state)
 
     def one(self, key: str, data: bytes) -> None:
         """One message of ``key``, to every client of the key."""
@@ -86,13 +87,13 @@ class Delivery:
                         compacted = target.compact.convert(data)
                     target.push_converted(compacted)
             elif not target.closed:  # (closed: leaving, its keys not yet dropped)
-                routed = self._to(target, key, data, routed)
+                routed = self._to(target, key, data, routed, state)
 
-    def _to(self, target: Session, key: str, data: bytes, routed: Routed | None) -> Routed | None:
-        """Message ``data`` of ``key`` to one client; ``routed`` is its decoding if made already (returned, made or not)."""
-        state = target.keys.get(key)
-        if state is None:
-            return routed  # not in its keys yet, or any more: nothing of the key is owed
+    def _to(self, target: Session, key: str, data: bytes, routed: Routed | None, state: KeyState) -> Routed | None:
+        """Message ``data`` of ``key`` to one client, whose state of the key is ``state``;
+        ``routed`` is its decoding if made already (returned, made or not)."""
+        if state.state is GONE:
+            return routed  # (left: never routed, as it leaves the router with its state) nothing of the key is owed
         if state.live:
             if target.moves:
                 if routed is None:

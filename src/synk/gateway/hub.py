@@ -130,7 +130,7 @@ class Gateway:
         #: oldest first, one per barrier that comes back (or is forgotten)
         self._parked: collections.deque[tuple[Session, KeyState, int]] = collections.deque()
         #: one write-out per burst (at most once per ``write_interval``) of the sessions with messages queued
-        self._write_outs = WriteOuts(self.config.write_interval)
+        self._write_outs = WriteOuts(lambda: self.config.write_interval)
         #: snapshot reads: shared per key, taken in turn between clients (reads.py)
         self._reads = SnapshotReads(self.store, SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
         self._publishes = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
@@ -424,9 +424,14 @@ class Gateway:
         finally:
             del self.sessions[cid]
             self.metrics.clients = len(self.sessions)
-            await session.stop()
-            await self._unsubscribe(session, list(session.keys))
-            self.freezer.departed()
+            try:
+                await session.stop()
+            finally:
+                # Even when cancelled in stop(): the router would otherwise keep the
+                # session (its backlog, its outlet) for good. The router entries go
+                # before _unsubscribe's first await.
+                await self._unsubscribe(session, list(session.keys))
+                self.freezer.departed()
 
     # -- client messages -------------------------------------------------------------
 

@@ -232,7 +232,8 @@ class Session:
         self.compact: Compactor | None = None
         #: object id -> (old key, new key, the add with psKey left out for it): this client
         #: got the move as the mod with nsKey of the old key instead, unless it leaves
-        #: the old key before that mod reached it (see :meth:`remember_move`)
+        #: the old key before that mod reached it (see :meth:`remember_move`). Changed only
+        #: through remember_move, moves_left and settle_move: they keep ``fast`` true to it
         self.moves: dict[str, tuple[str, str, bytes]] = {}
         #: object id -> (new key, version) of the last mod with nsKey this client got (the
         #: original client only): the add with psKey of that move is then a duplicate

@@ -15,6 +15,8 @@ import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from synk.gateway.session import Session
 
 __all__ = ["WriteOuts"]
@@ -23,9 +25,9 @@ __all__ = ["WriteOuts"]
 class WriteOuts:
     """The gateway's write-outs, for every session."""
 
-    def __init__(self, interval: float) -> None:
-        #: seconds between write-outs at least (0: once per burst)
-        self.interval = interval
+    def __init__(self, interval: Callable[[], float]) -> None:
+        #: seconds between write-outs at least (0: once per burst), read at each burst (the setting may change)
+        self._interval = interval
         #: sessions marked since the last write-out
         self._marked: list[Session] = []
         #: when the last write-out ran (the loop's clock)
@@ -35,8 +37,9 @@ class WriteOuts:
         """``session`` queued messages since its last write: it is written at the next write-out."""
         if not self._marked:
             loop = asyncio.get_running_loop()
-            if self.interval:
-                loop.call_at(max(loop.time(), self._written + self.interval), self._run)
+            interval = self._interval()
+            if interval:
+                loop.call_at(max(loop.time(), self._written + interval), self._run)
             else:
                 loop.call_soon(self._run)
         self._marked.append(session)
