@@ -33,8 +33,9 @@ from synk.gateway.compact import Compactor
 from synk.gateway.delivery import Delivery, Follower
 from synk.gateway.metrics import Metrics
 from synk.gateway.routing import Router
-from synk.gateway.session import Outlet, Session, WriterWatch
+from synk.gateway.session import Outlet, Session
 from synk.gateway.snapshots import KeyState, State
+from synk.gateway.writeout import WriterWatch
 from synk.gateway.ws import framed
 
 VARIANTS = {"json": (False, False), "batch": (True, False), "batch+compact": (True, True)}

@@ -17,7 +17,8 @@ from websockets.asyncio.client import ClientConnection, connect
 import synk
 from synk.gateway import Gateway
 from synk.gateway.metrics import Metrics
-from synk.gateway.session import Outlet, Session, WriterWatch
+from synk.gateway.session import Outlet, Session
+from synk.gateway.writeout import WriterWatch
 from synk.store.memory import MemoryStore
 from tests.models import Agent, Note
 from tests.wsclient import WsClient

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from synk.gateway.metrics import Metrics
-from synk.gateway.session import Outlet, Session, WriterWatch
+from synk.gateway.session import Outlet, Session
+from synk.gateway.writeout import WriterWatch
 from tests.gateway_env import session, until
 
 

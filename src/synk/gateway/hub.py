@@ -33,9 +33,9 @@ from synk.gateway.metrics import Metrics
 from synk.gateway.pauses import Pauses
 from synk.gateway.reads import SnapshotReads
 from synk.gateway.routing import Router
-from synk.gateway.session import Client, Session, WriterWatch
+from synk.gateway.session import Client, Session
 from synk.gateway.snapshots import KeyState, State
-from synk.gateway.writeout import WriteOuts
+from synk.gateway.writeout import WriteOuts, WriterWatch
 from synk.store import open_store
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from synk.gateway.limits import TokenBucket
+from synk.gateway.writeout import WriterWatch
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from synk.gateway.metrics import Metrics
     from synk.gateway.snapshots import KeyState
 
-__all__ = ["BATCH_FRAME_BYTES", "Client", "Outlet", "Session", "WriterWatch", "batch_frames"]
+__all__ = ["BATCH_FRAME_BYTES", "Client", "Outlet", "Session", "batch_frames"]
 
 log = logging.getLogger("synk.gateway")
 
@@ -104,46 +105,6 @@ class Outlet(abc.ABC):
         True means taken: an outlet may finish a write in a task of its own
         (ASGI's, when the socket fills), before its next one starts."""
         return False
-
-
-class WriterWatch:
-    """One timer for every running writer task, for a write stuck too long.
-
-    A timer per write (``asyncio.timeout``) costs more than the write itself
-    where many writes go through the task: at 1,000 clients and 50 writes a
-    second each, 100,000 timers a second. Instead each writer notes when its
-    write began, and this looks at the running ones every ``period`` seconds
-    (so a deadline is kept within a period).
-    """
-
-    def __init__(self, period: float) -> None:
-        self.period = period
-        self._writers: set[Session] = set()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, session: Session) -> None:
-        """``session``'s writer task started."""
-        self._writers.add(session)
-        if self._timer is None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + self.period, self._tick)
-
-    def discard(self, session: Session) -> None:
-        """``session``'s writer task ended."""
-        self._writers.discard(session)
-
-    def stop(self) -> None:
-        """Stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _tick(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        for session in list(self._writers):
-            session.check(now)
-        self._timer = loop.call_at(now + self.period, self._tick) if self._writers else None
 
 
 class Client:
