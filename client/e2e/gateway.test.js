@@ -61,6 +61,9 @@ function client(keys) {
     }
   }
   c.synk = new Synk(h.url, { WebSocket: TappedWebSocket, backoff: { min: 50, max: 400 } })
+  // Kept at once, before anything below can throw: a client left out of `clients`
+  // is never closed, and its reconnects would keep the test file running.
+  clients.push(c)
   c.synk.objects.register("agent", Agent)
   c.synk.on("error", (e) => c.errors.push(e))
   c.synk.on("close", (info) => c.closes.push(info))
@@ -71,7 +74,6 @@ function client(keys) {
   c.synk.objects.on("snap", (sKey) => c.snaps.push(sKey))
   c.synk.objects.on("mod", (obj, msg) => c.events.push([msg.method, msg.id, msg.nsKey ?? msg.psKey ?? null]))
   c.synk.setSubscription(keys)
-  clients.push(c)
   c.count = (what, id) => c.log.filter(([w, i]) => w === what && i === id).length
   /** Errors other than failed connection attempts. */
   c.unexpectedErrors = () => c.errors.filter((e) => e.code !== "socket_error")
