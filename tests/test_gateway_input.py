@@ -12,7 +12,7 @@ import pytest
 
 import synk
 from synk.gateway import Gateway
-from tests.gateway_env import KEY, Env, errors_after, running, store_url, until
+from tests.gateway_env import KEY, Env, errors_after, router_matches, running, store_url, until
 from tests.models import Agent
 from tests.wsclient import WsClient
 
@@ -230,6 +230,8 @@ async def test_fuzz(backend: str, request: pytest.FixtureRequest) -> None:
         assert codes <= {"bad_json", "bad_message", "bad_key", "too_many_keys", "not_subscribed"}, codes
         assert {"bad_json", "bad_message", "bad_key"} <= codes
         assert env.gateway.metrics.errors["internal"] == 0
+        # Whatever the frames subscribed and removed, the router routes exactly the keys followed.
+        assert router_matches(env.gateway)
         # The gateway still serves new clients, and changes still flow.
         other = await WsClient.open(env.url)
         await other.subscribe([KEY])
@@ -241,6 +243,7 @@ async def test_fuzz(backend: str, request: pytest.FixtureRequest) -> None:
             await c.wait(lambda: any(m["method"] == "mod" and m["id"] == "fz" for m in c.messages))  # noqa: B023
         await client.close()
         await other.close()
+        await until(lambda: not env.gateway.sessions and not env.gateway.router.keys(), "both to leave the router")
 
 
 async def test_a_snapshot_larger_than_the_backlog_bound_arrives_whole(backend: str, request: pytest.FixtureRequest) -> None:
