@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 KEY = "k"
 MOD = b'{"method":"mod","t":"unit","id":"a","sKey":"k","v":2,"diff":{"x":1}}'
-ADD_MOVED = b'{"method":"add","t":"unit","id":"a","sKey":"j","v":3,"state":{"x":1},"psKey":"k"}'
 
 
 class _Kept(Outlet):
@@ -49,33 +48,18 @@ def _follow(router: Router[Follower], s: Session, key: str, state: State) -> Key
     return ks
 
 
-async def test_fast_follows_resnap_and_the_moves_left_out() -> None:
-    s = session(_Kept())
-    assert not s.fast  # the original client until it declares otherwise
-    s.resnap = True
-    assert s.fast
-    # A move's add left out pending: the slow path must see this client's messages.
-    s.remember_move("a", KEY, "j", ADD_MOVED)
-    assert not s.fast
-    s.settle_move("a", "j", leaves=True)
-    assert s.moves == {} and s.fast
-    s.remember_move("a", KEY, "j", ADD_MOVED)
-    assert s.moves_left([KEY]) == [] and s.fast  # (not live on "j": nothing to send)
-    s.resnap = False
-    assert not s.fast
-
-
-async def test_a_session_with_a_move_left_out_is_not_on_the_hot_path() -> None:
-    """The hot path would leave the left-out add pending; the slow one settles it on the object's next message."""
+async def test_only_synk_clients_take_the_hot_path() -> None:
+    """The original client's messages are judged (a move's halves, held adds): never the hot path's."""
     router: Router[Follower] = Router()
-    s = session(_Kept())
-    s.resnap = True
-    _follow(router, s, "j", State.LIVE)
-    s.remember_move("a", KEY, "j", ADD_MOVED)
-    leaves_j = b'{"method":"mod","t":"unit","id":"a","sKey":"j","v":4,"diff":{"x":2},"nsKey":"m"}'
-    Delivery(router, Metrics(), lambda s, k: None).one("j", leaves_j)
-    assert s.moves == {} and s.fast  # it left "j": the add is old news
-    assert s.backlog_messages == 1
+    mine, original = session(_Kept()), session(_Kept())
+    mine.resnap = True
+    original.id = "c2"
+    _follow(router, mine, KEY, State.LIVE)
+    _follow(router, original, KEY, State.LIVE)
+    leaves = b'{"method":"mod","t":"unit","id":"a","sKey":"k","v":4,"diff":{"x":2},"nsKey":"m"}'
+    Delivery(router, Metrics(), lambda s, k: None).one(KEY, leaves)
+    assert mine.backlog_messages == original.backlog_messages == 1
+    assert mine.moved_out == {} and original.moved_out == {"a": ("m", 4)}  # the original client's move, noted
 
 
 async def test_a_leaving_session_gets_nothing_and_costs_no_resync() -> None:

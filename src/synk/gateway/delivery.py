@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Delivery", "Follower"]
 
 LIVE = State.LIVE
-GONE = State.GONE
 
 #: What the router keeps of a (client, key): the client's session and its state of the key.
 Follower = tuple["Session", KeyState]
@@ -54,7 +53,7 @@ class Delivery:
         routed: list[Routed | None] | None = None  # each message decoded once, if a client needs it
         for target, state in self._router.clients(key).values():
             # The hot path, as in one(): synk's own client, live on the key.
-            if state.state is LIVE and target.fast:
+            if state.state is LIVE and target.resnap:
                 if joined is None:
                     joined = b",".join(messages)
                 target.push_joined(messages, joined)
@@ -75,9 +74,9 @@ class Delivery:
         # the client, then of its key, per message and client (py-spy: those lookups
         # and the checks were a third of the gateway's own time in bench.hotpath).
         for target, state in self._router.clients(key).values():
-            # The hot path, once per message and client: synk's own client (with no
-            # move's add left out pending: Session.fast), live on the key.
-            if state.state is LIVE and target.fast:
+            # The hot path, once per message and client: synk's own client, live on
+            # the key (a move's add left out, Session.moves, is the original client's only).
+            if state.state is LIVE and target.resnap:
                 if target.compact is None:
                     target.push(data)
                 else:
@@ -92,8 +91,6 @@ class Delivery:
     def _to(self, target: Session, key: str, data: bytes, routed: Routed | None, state: KeyState) -> Routed | None:
         """Message ``data`` of ``key`` to one client, whose state of the key is ``state``;
         ``routed`` is its decoding if made already (returned, made or not)."""
-        if state.state is GONE:
-            return routed  # (left: never routed, as it leaves the router with its state) nothing of the key is owed
         if state.live:
             if target.moves:
                 if routed is None:

@@ -142,10 +142,10 @@ class Session:
     # dict a hash lookup, and the object is smaller.
     __slots__ = (
         "__weakref__", "_count", "_loop", "_marked", "_max_bytes", "_max_messages", "_on_dirty", "_on_lag",
-        "_pending", "_pending_bytes", "_resnap", "_since", "_slack_bytes", "_slack_messages", "_stuck",
+        "_pending", "_pending_bytes", "_since", "_slack_bytes", "_slack_messages", "_stuck",
         "_stuck_hit", "_watch", "_writer", "_writing_since", "batch", "bucket", "client", "closed", "compact",
-        "fast", "holding", "id", "identity", "identity_json", "key_bucket", "keys", "lagging", "metrics",
-        "moved_out", "moves", "outlet", "throttled",
+        "holding", "id", "identity", "identity_json", "key_bucket", "keys", "lagging", "metrics",
+        "moved_out", "moves", "outlet", "resnap", "throttled",
     )  # fmt: skip
 
     def __init__(
@@ -180,11 +180,10 @@ class Session:
         #: messages are being dropped for the rate limit (the client was told once)
         self.throttled = False
         self.client = Client(self)
-        self._resnap = False
-        #: the fan-out's hot path may take this client: synk's own (``resnap``), with no
-        #: left-out add of a move pending (``moves`` empty); kept by the two's writers, so that
-        #: fan-out reads one flag per message and client instead of two fields and a dict
-        self.fast = False
+        #: the client declared (``?synk_resnap=1``) that it takes ``snap``, ``resnap`` and an
+        #: ``add`` of an object it holds; the original synk-js client does not. The fan-out's
+        #: hot path takes only these clients (the original one needs its messages judged)
+        self.resnap = False
         #: the client declared (``?synk_batch=1``) that it takes batch frames: each write
         #: to it is one frame holding a JSON array of messages; the original client does not
         self.batch = False
@@ -193,8 +192,8 @@ class Session:
         self.compact: Compactor | None = None
         #: object id -> (old key, new key, the add with psKey left out for it): this client
         #: got the move as the mod with nsKey of the old key instead, unless it leaves
-        #: the old key before that mod reached it (see :meth:`remember_move`). Changed only
-        #: through remember_move, moves_left and settle_move: they keep ``fast`` true to it
+        #: the old key before that mod reached it (see :meth:`remember_move`); the original
+        #: client only
         self.moves: dict[str, tuple[str, str, bytes]] = {}
         #: object id -> (new key, version) of the last mod with nsKey this client got (the
         #: original client only): the add with psKey of that move is then a duplicate
@@ -231,17 +230,6 @@ class Session:
         self._stuck_hit = False
 
     @property
-    def resnap(self) -> bool:
-        """The client declared (``?synk_resnap=1``) that it takes ``snap``, ``resnap`` and an
-        ``add`` of an object it holds; the original synk-js client does not."""
-        return self._resnap
-
-    @resnap.setter
-    def resnap(self, value: bool) -> None:
-        self._resnap = value
-        self.fast = value and not self.moves
-
-    @property
     def backlog_messages(self) -> int:
         """Messages queued for this client and not yet written to its socket."""
         return self._count
@@ -259,11 +247,13 @@ class Session:
         return max(0.0, _now() - self._since)
 
     def remember_move(self, oid: str, prev_key: str, key: str, data: bytes) -> None:
-        """Keep the add (with psKey) left out for this client, until the move it names is settled."""
+        """Keep the add (with psKey) left out for this client, until the move it names is settled.
+
+        The original client only (``original.py``): synk's own gets both halves of a move.
+        """
         moves = self.moves
         moves.pop(oid, None)  # re-inserted last: the dict stays oldest first
         moves[oid] = (prev_key, key, data)
-        self.fast = False
         if len(moves) > MAX_MOVES:
             # A bound on memory; a client left without a move's add converges
             # at its next resync or reconnect.
@@ -295,7 +285,6 @@ class Session:
                 state = self.keys.get(key)
                 if state is not None and state.live:
                     out.append(data)
-        self.fast = self._resnap and not self.moves
         return out
 
     def settle_move(self, oid: str, key: str, leaves: bool) -> None:
@@ -307,9 +296,8 @@ class Session:
         # It left the key it moved to: that add is old news. Or the original
         # client got the mod with nsKey: an add now would be a duplicate, which
         # it throws on.
-        if (key == new_key and leaves) or (key == prev_key and not self._resnap):
+        if (key == new_key and leaves) or (key == prev_key and not self.resnap):
             del self.moves[oid]
-            self.fast = self._resnap and not self.moves
 
     def push(self, data: bytes, count: int = 1) -> None:
         """Queue one message (or ``count`` of them joined by commas); drops the backlog if it passes its bound.
