@@ -58,3 +58,31 @@ def test_bench_colyseus_steps_through_rates_with_colyseus_js_clients(client: str
         assert row["delivered"] > 0.8 * row["expected"] > 0, row["rate"]
         assert row["client_errors"] == [], row["rate"]
     assert line["rows"][1]["expected_per_s"] > 1.5 * line["rows"][0]["expected_per_s"]
+
+
+def test_bench_fanout_runs_colyseus_beside_synk_and_judges_target_7_on_the_same_run() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.fanout", *TINY, "--only", "synk,floor,colyseus", "--synk-variants", "batch+compact"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line: dict[str, Any] = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert line["rows"] == ["synk batch compact", "floor batch", "colyseus"]
+    # Every row had the same workload: 4 clients a key, 100 changes/s, so about 400 client updates a second each.
+    for name in line["rows"]:
+        row = line[name]
+        assert row["delivered"] > 0.8 * row["expected"] > 0, name
+        assert 300 <= row["delivered_per_s"] <= 500 and row["client_errors"] == [], name
+    # Colyseus sends a patch every 50 ms, and its clients count the bytes of every frame.
+    assert line["colyseus"]["bytes_per_client_s"] > 0 and line["colyseus"]["p50_ms"] > 0
+    ratio = line["vs_colyseus"]["synk batch compact"]["cpu"]
+    expected = line["synk batch compact"]["cpu_s_per_million"] / line["colyseus"]["cpu_s_per_million"]
+    assert abs(ratio["median"] - expected) < 0.01 and ratio["met"] == (ratio["median"] <= 0.5)
+    assert line["targets_met"]["cpu_vs_colyseus_le_0.5_synk batch compact"] == ratio["met"]
+    # the floor's ratio is printed as the bound, never judged as a target
+    assert "floor batch" in line["vs_colyseus"] and not any(k.endswith("floor batch") for k in line["targets_met"])
+    assert "bound of target 7, floor batch" in result.stdout

@@ -169,6 +169,8 @@ class Row:
     bytes: int = 0
     messages: int = 0
     server_cpu_s: float = 0.0
+    #: the part of server_cpu_s in the kernel (its socket sends, mostly)
+    server_kernel_cpu_s: float = 0.0
     clients_cpu_s: float = 0.0
     cpu_pct: dict[str, float] = field(default_factory=dict)
     machine_busy_pct: float = 0.0
@@ -290,9 +292,11 @@ async def run_mode(mode: str, args: argparse.Namespace, logdir: Path) -> list[Ro
             procs: dict[str, Callable[[], float]] = {"server": server.cpu, "clients": lambda: sum(c.cpu() for c in fleet)}
             await asyncio.sleep(max(0.0, t0 - time.time()))
             cpu0 = {k: f() for k, f in procs.items()}
+            kernel0 = server.kernel_cpu()
             busy0, w0 = machine_busy(), time.monotonic()
             await asyncio.sleep(max(0.0, t1 - time.time()))
             cpu1 = {k: f() for k, f in procs.items()}
+            row.server_kernel_cpu_s = server.kernel_cpu() - kernel0
             busy1, wall = machine_busy(), time.monotonic() - w0
             row.rss_mb = proc_rss_mb(server.proc.pid)
             row.seconds = t1 - t0

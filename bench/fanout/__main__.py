@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import redis as redis_py
 
 from bench import fanout
+from bench.fanout.anchor import run_colyseus
 from bench.fanout.clients import clients
 from bench.fanout.common import (
     TARGET_CPU_RATIO,
@@ -38,7 +39,7 @@ from bench.fanout.rig import (
 )
 from bench.fanout.sims import sim_socketio, sim_synk, socketio_server, synk_asgi_server
 from bench.fanout.sweep import orchestrate_at_floor, orchestrate_sweep
-from bench.fanout.targets import ASGI_VS_SERVE, VS_FLOOR, judge, median_round
+from bench.fanout.targets import ASGI_VS_SERVE, VS_COLYSEUS, VS_FLOOR, judge, median_round
 from bench.node_stats import key_share, share_line
 from bench.redis_cluster import RedisCluster
 from bench.redis_process import RedisProcess
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 CLUSTER_PRIMARIES = 3
 CLUSTER_GATEWAYS = (1, 2)
 #: The systems ``--only`` can name (the default runs synk and socketio).
-SYSTEMS = ("synk", "synk-asgi", "floor", "socketio")
+SYSTEMS = ("synk", "synk-asgi", "floor", "socketio", "colyseus")
 
 
 #: The ``--cluster`` table's extra rows.
@@ -80,7 +81,10 @@ async def orchestrate(args: argparse.Namespace) -> int:
             rounds.append({})
             for row in rows:
                 print(f"running {row.name}" + (f", round {n + 1} of {args.repeat}" if args.repeat > 1 else "") + " ...", file=sys.stderr)
-                rounds[-1][row.name] = await run_system(row, args, pids, logdir)
+                if row.system == "colyseus":
+                    rounds[-1][row.name] = await run_colyseus(row.name, args, logdir)
+                else:
+                    rounds[-1][row.name] = await run_system(row, args, pids, logdir)
             if args.repeat > 1:
                 print(f"round {n + 1}: " + ", ".join(f"{k} {r.cpu_s_per_million:.2f}" for k, r in rounds[-1].items()), file=sys.stderr)
     except BenchError as exc:
@@ -143,6 +147,9 @@ async def orchestrate(args: argparse.Namespace) -> int:
         targets[f"cpu_vs_floor_le_{VS_FLOOR:g}_{name}"] = spread["met"]
     for name, both in judged.get("asgi_vs_serve", {}).items():
         targets[f"asgi_vs_serve_le_{ASGI_VS_SERVE:g}_{name}"] = both["cpu"]["met"] and both["p99"]["met"]
+    for name, both in judged.get("vs_colyseus", {}).items():
+        if not name.startswith("floor"):
+            targets[f"cpu_vs_colyseus_le_{VS_COLYSEUS:g}_{name}"] = both["cpu"]["met"]
     out["targets_met"] = targets
     print(json.dumps(out))
     shutil.rmtree(logdir, ignore_errors=True)
@@ -347,6 +354,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error("--at-floor F takes 0 < F <= 1, a floor row and another (--only synk,floor), and not --sweep or --cluster")
     if args.repeat < 1 or (args.repeat > 1 and (args.sweep or args.cluster)):
         ap.error("--repeat must be at least 1, and runs rows at --rate: not with --sweep or --cluster")
+    if "colyseus" in args.only and (args.sweep or args.at_floor or args.cluster):
+        ap.error("the colyseus row runs at --rate: not with --sweep, --at-floor or --cluster (bench.colyseus --rates sweeps it)")
     if not 1 <= args.keys_per_client <= args.keys:
         ap.error("--keys-per-client must be between 1 and --keys")
     if args.client_procs < 1 or args.clients < args.client_procs:

@@ -8,6 +8,14 @@
 - Target 3 (a ``synk-asgi`` row and its ``synk`` row): the ASGI transport's
   CPU per delivery and p99 at most ``ASGI_VS_SERVE`` (1.3) times
   ``synk serve``'s, on the same variant; medians of the rounds as well.
+- Target 7 (a ``colyseus`` row, :mod:`bench.fanout.anchor`): each synk
+  row's server CPU per client update at most ``VS_COLYSEUS`` (0.5) times
+  Colyseus's with ``StateView`` at the same rate; medians of the rounds. A
+  floor row's own ratio is printed beside it: what any server that writes
+  each client's messages from Python, as the floor does, can reach.
+  Bytes per client update against Colyseus's (target 8) are printed too,
+  without a verdict: synk's are judged with permessage-deflate, which the
+  load generator does not speak (``python -m bench.deflate``).
 - Target 1 (``--at-floor F``, in :mod:`bench.fanout.sweep`): at ``F`` (0.8)
   of the floor's saturation throughput, p99 at most ``AT_FLOOR_P99_MS``
   (100 ms) and no event-loop stall over 50 ms.
@@ -29,6 +37,8 @@ if TYPE_CHECKING:
 VS_FLOOR = 1.3
 #: target 3: the ASGI row's CPU per delivery and p99 against ``synk serve``'s
 ASGI_VS_SERVE = 1.3
+#: target 7: synk's CPU per client update against Colyseus's with StateView
+VS_COLYSEUS = 0.5
 #: target 1: the share of the floor's saturation throughput, and the p99 bound there
 AT_FLOOR = 0.8
 AT_FLOOR_P99_MS = 100.0
@@ -60,7 +70,7 @@ def _says(spread: dict[str, float], bound: float) -> str:
 
 
 def judge(rows: Sequence[Row], rounds: Sequence[dict[str, SystemResult]]) -> tuple[list[str], dict[str, Any]]:
-    """Targets 2 and 3 over ``rounds`` (each maps a row's name to its result): lines to print, and the JSON part."""
+    """Targets 2, 3 and 7 over ``rounds`` (each maps a row's name to its result): lines to print, and the JSON part."""
     lines: list[str] = []
     out: dict[str, Any] = {}
     names = {row.name for row in rows}
@@ -80,7 +90,30 @@ def judge(rows: Sequence[Row], rounds: Sequence[dict[str, SystemResult]]) -> tup
             out.setdefault("asgi_vs_serve", {})[row.name] = {"cpu": cpu, "p99": p99}
             lines.append(f"target 3, {row.name}: CPU per delivery / {serve}'s <= {ASGI_VS_SERVE:g}: {_says(cpu, ASGI_VS_SERVE)}")
             lines.append(f"target 3, {row.name}: p99 / {serve}'s <= {ASGI_VS_SERVE:g}: {_says(p99, ASGI_VS_SERVE)}")
+        if row.system in ("synk", "floor") and "colyseus" in names:
+            lines += _vs_colyseus(row, rounds, out)
     return lines, out
+
+
+def _vs_colyseus(row: Row, rounds: Sequence[dict[str, SystemResult]], out: dict[str, Any]) -> list[str]:
+    """Target 7 for a synk row (for a floor row, the same ratio as its bound), and the bytes of target 8."""
+    cpu = _spread([r[row.name].cpu_s_per_million / max(1e-9, r["colyseus"].cpu_s_per_million) for r in rounds])
+    size = _spread([_bytes_per_update(r[row.name]) / max(1e-9, _bytes_per_update(r["colyseus"])) for r in rounds])
+    cpu["met"] = cpu["median"] <= VS_COLYSEUS
+    out.setdefault("vs_colyseus", {})[row.name] = {"cpu": cpu, "bytes": size}
+    span = f"median {cpu['median']:.2f} (range {cpu['min']:.2f}-{cpu['max']:.2f})"
+    if row.system == "floor":
+        # The floor only frames and writes each client's messages: what Python servers built so cost at least.
+        return [f"bound of target 7, {row.name}: CPU per client update / colyseus's: {span}"]
+    return [
+        f"target 7, {row.name}: CPU per client update / colyseus's <= {VS_COLYSEUS:g}: {_says(cpu, VS_COLYSEUS)}",
+        f"target 8 (informational, no deflate), {row.name}: bytes per client update / colyseus's: median {size['median']:.2f}"
+        f" (range {size['min']:.2f}-{size['max']:.2f})",
+    ]
+
+
+def _bytes_per_update(r: SystemResult) -> float:
+    return r.bytes / r.delivered if r.delivered else float("inf")
 
 
 def at_floor_lines(results: Sequence[SystemResult], saturations: dict[str, float]) -> tuple[list[str], dict[str, Any]]:
