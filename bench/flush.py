@@ -86,6 +86,8 @@ if TYPE_CHECKING:
 TARGET_VS_NAIVE = 20.0
 TARGET_WRITES_PER_S = 100_000.0
 TARGET_FRACTION_OF_RAW = 0.5
+#: issue 14's target 9: synk against the replay of its own script calls
+TARGET_OF_GUARDED = 0.75
 
 PREFIX = "synkbench:"
 NAIVE_PREFIX = "synkbench-naive:"
@@ -655,6 +657,35 @@ class Results:
         return self.synk.writes_per_s / guarded.writes_per_s if guarded is not None and guarded.writes_per_s else 0.0
 
     @property
+    def plan_bound_of_raw_guarded(self) -> float:
+        """The most of the replay an awaited flush can reach with this run's planning time per write.
+
+        ``world.flush()`` plans the whole flush before its first byte goes
+        out (what a flush sends is fixed when it returns, and a value that
+        cannot be encoded leaves all of it unsent), and the store's part of a
+        tick costs at least what the replay of the same calls does: a tick
+        takes at least planning plus the replay's time.
+        """
+        guarded = self.raw_guarded
+        if guarded is None or not guarded.writes_per_s or not self.synk.ticks:
+            return 0.0
+        replay_us = 1e6 / guarded.writes_per_s
+        return replay_us / (replay_us + self.synk_plan_us)
+
+    @property
+    def cpu_bound_of_raw_guarded(self) -> float:
+        """The most of the replay synk can reach with this run's CPU per write in its own process (one thread)."""
+        guarded = self.raw_guarded
+        if guarded is None or not guarded.writes_per_s or not self.synk.client_us:
+            return 0.0
+        return 1e6 / guarded.writes_per_s / self.synk.client_us
+
+    @property
+    def synk_plan_us(self) -> float:
+        """Planning (``world.flush()`` itself) per write, µs."""
+        return 1e6 * self.synk.plan_time / (self.objects * self.synk.ticks) if self.synk.ticks else 0.0
+
+    @property
     def redis_ceiling_fraction_of_raw(self) -> float:
         """The most synk could reach, as a fraction of raw, if its own process took no time.
 
@@ -670,6 +701,7 @@ class Results:
             f"synk_ge_{TARGET_VS_NAIVE:g}x_naive": self.ratio_vs_naive >= TARGET_VS_NAIVE,
             f"synk_ge_{TARGET_WRITES_PER_S:.0f}_writes_per_s": self.synk.writes_per_s >= TARGET_WRITES_PER_S,
             f"synk_ge_{TARGET_FRACTION_OF_RAW:g}_of_raw": self.fraction_of_raw >= TARGET_FRACTION_OF_RAW,
+            f"synk_ge_{TARGET_OF_GUARDED:g}_of_raw_guarded": self.fraction_of_raw_guarded >= TARGET_OF_GUARDED,
         }
 
 
@@ -710,6 +742,15 @@ def print_table(res: Results) -> None:
             f"synk's own script calls replayed from a plain socket (no Python): {g.writes_per_s:,.0f} writes/s, "
             f"{of_raw:.0%} of raw; synk reaches {res.fraction_of_raw_guarded:.0%} of that"
         )
+        replay_us = 1e6 / g.writes_per_s if g.writes_per_s else 0.0
+        print(
+            f"bounds on synk's share of the replay at this run's costs (issue 14's target 9: {TARGET_OF_GUARDED:.0%}): "
+            f"an awaited flush plans before it sends ({res.synk_plan_us:.2f} µs a write) and its "
+            f"store part costs at least the replay's {replay_us:.2f} µs, so at most {res.plan_bound_of_raw_guarded:.0%}; "
+            f"synk's process spends {s.client_us:.2f} µs of CPU a write, so at most {res.cpu_bound_of_raw_guarded:.0%}. "
+            f"{TARGET_OF_GUARDED:.0%} needs planning at most {replay_us * (1 / TARGET_OF_GUARDED - 1):.2f} µs a write "
+            f"and all of synk's CPU at most {replay_us / TARGET_OF_GUARDED:.2f} µs"
+        )
     print(f"initial create flush: {res.create_writes_per_s:,.0f} writes/s")
     busy = " (busy machine: wall-clock figures are skewed, the CPU columns less so)" if res.load > 0.5 * res.cpus else ""
     print(f"load average at start: {res.load:.2f} on {res.cpus} CPUs{busy}")
@@ -732,6 +773,11 @@ def print_table(res: Results) -> None:
             f"synk >= {TARGET_FRACTION_OF_RAW:.0%} of raw",
             f"{res.fraction_of_raw:.1%}",
             res.fraction_of_raw >= TARGET_FRACTION_OF_RAW,
+        ),
+        (
+            f"synk >= {TARGET_OF_GUARDED:.0%} of raw, guarded",
+            f"{res.fraction_of_raw_guarded:.1%}",
+            res.fraction_of_raw_guarded >= TARGET_OF_GUARDED,
         ),
     ]
     for label, value, ok in checks:
@@ -757,8 +803,10 @@ def json_line(res: Results) -> str:
         "redis_ceiling_fraction_of_raw": round(res.redis_ceiling_fraction_of_raw, 3),
         "raw_guarded_writes_per_s": round(res.raw_guarded.writes_per_s) if res.raw_guarded is not None else None,
         "fraction_of_raw_guarded": round(res.fraction_of_raw_guarded, 3),
+        "plan_bound_of_raw_guarded": round(res.plan_bound_of_raw_guarded, 3),
+        "cpu_bound_of_raw_guarded": round(res.cpu_bound_of_raw_guarded, 3),
         "synk_plan_fraction": round(res.synk.plan_time / res.synk.wall, 3) if res.synk.wall else None,
-        "synk_plan_us_per_write": round(1e6 * res.synk.plan_time / (res.objects * res.synk.ticks), 3) if res.synk.ticks else None,
+        "synk_plan_us_per_write": round(res.synk_plan_us, 3) if res.synk.ticks else None,
         "synk_sim_us_per_write": round(1e6 * res.synk.sim_time / (res.objects * res.synk.ticks), 3) if res.synk.ticks else None,
         "cpu_us_per_write": {
             r: {"client": round(run.client_us, 2), "redis": round(run.redis_us, 2)}
