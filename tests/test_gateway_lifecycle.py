@@ -98,7 +98,7 @@ async def test_a_failed_start_is_retried_and_a_closed_gateway_starts_afresh() ->
                     await client.subscribe([KEY])
                     assert client.of("snap")[-1]["ids"] == ["a1"]
                     await client.close()
-                assert gateway._subscriber is None and not gateway._live
+                assert gateway._subscriber is None and not gateway._barriers.live
     finally:
         server.close()
 

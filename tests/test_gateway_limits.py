@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 import synk
 from synk.gateway import Gateway
-from synk.gateway.hub import BARRIER, READS_PER_CLIENT
+from synk.gateway.barriers import BARRIER, READS_PER_CLIENT
 from synk.gateway.ws import WebsocketOutlet
 from synk.store.redis import RedisStore
 from tests.gateway_env import (
@@ -348,7 +348,7 @@ async def test_held_barriers_are_bounded(redis_url: str) -> None:
 
         async def slow_barriers(key: str, data: bytes) -> None:
             if data.startswith(BARRIER):
-                held.append(len(gateway._barriers))
+                held.append(len(gateway._barriers.held))
                 await gate.wait()
             await real(key, data)
 
@@ -357,7 +357,7 @@ async def test_held_barriers_are_bounded(redis_url: str) -> None:
         try:
             await client.subscribe(keys, wait=False)
             await until(lambda: gateway.metrics.slow_resyncs == len(keys) - 2, "the reads past the bound to be dropped")
-            assert len(gateway._barriers) == 2
+            assert len(gateway._barriers.held) == 2
         finally:
             gate.set()
         # Each barrier that comes back lets a dropped key be read again.
@@ -365,7 +365,7 @@ async def test_held_barriers_are_bounded(redis_url: str) -> None:
         assert len(client.of("snap")) == len(keys)
         assert max(held) <= 2, held
         assert client.mirror == await store_view(env.world, keys)
-        assert not gateway._barriers and not gateway._parked
+        assert not gateway._barriers.held and not gateway._barriers.parked
         await client.close()
     with pytest.raises(synk.ConfigError, match="gateway setting max_barriers is 0; it must be a positive integer"):
         Gateway("memory://", max_barriers=0)

@@ -6,6 +6,7 @@ Pure parts: ``protocol`` (client messages), ``routing`` (who gets what),
 ``lifecycle`` (the gateway's states), ``limits`` and ``metrics``;
 ``admission`` checks handshakes. Asyncio parts: ``session`` (one client),
 ``delivery`` (the fan-out's hot path), ``reads`` (snapshot reads),
+``barriers`` (snapshots under way: reads, barriers, parked keys),
 ``writeout`` (one write per client per burst), ``hub`` (the gateway), and
 the transports ``ws`` (standalone, websockets) and ``asgi`` (mountable in
 Starlette or FastAPI).

@@ -1,4 +1,4 @@
-"""The gateway's heart: sessions, key subscriptions, snapshots and fan-out.
+"""The gateway's heart: sessions, key subscriptions and fan-out (snapshots under way: barriers.py).
 
 Transports (``synk.gateway.ws`` for the standalone server, ``synk.gateway.asgi``
 for Starlette or FastAPI) accept connections and hand each to
@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from synk.errors import ConfigError, ProtocolError
 from synk.errors import ConnectionError as SynkConnectionError
+from synk.errors import ProtocolError
 from synk.gateway import admission, http, inspector, original
 from synk.gateway import protocol as p
 from synk.gateway.admission import maybe_await as _maybe
+from synk.gateway.barriers import BARRIER, Barriers
 from synk.gateway.compact import Compactor
 from synk.gateway.config import GatewayConfig, GatewaySettings, Handshake
 from synk.gateway.delivery import Delivery, Follower
@@ -31,7 +32,6 @@ from synk.gateway.freezer import Freezer
 from synk.gateway.lifecycle import Lifecycle, Step
 from synk.gateway.metrics import Metrics
 from synk.gateway.pauses import Pauses
-from synk.gateway.reads import SnapshotReads
 from synk.gateway.routing import Router
 from synk.gateway.session import Client, Session
 from synk.gateway.snapshots import KeyState, State
@@ -52,18 +52,10 @@ __all__ = ["Gateway", "GatewayConfig", "GatewaySettings", "Handshake"]
 
 log = logging.getLogger("synk.gateway")
 
-#: Snapshots read at once: each holds a pooled Redis connection (redis-py's pool has 100).
-SNAPSHOT_CONCURRENCY = 32
 LIVE = State.LIVE
 #: Events the fan-out takes at once, besides the one it waited for: runs of a key's
 #: messages among them go to each client in one push.
 READY_AT_ONCE = 1024
-
-#: Snapshot reads one client may have under way at once; the others wait their turn.
-READS_PER_CLIENT = 4
-
-#: The start of a snapshot barrier: ``{"method":"~barrier","id":"TOKEN"}``.
-BARRIER = b'{"method":"~barrier","id":"'
 
 Handler = Callable[[Client, dict[str, Any]], Awaitable[None] | None]
 
@@ -114,26 +106,21 @@ class Gateway:
         self._compact_followers: collections.Counter[str] = collections.Counter()
         self.sessions: dict[str, Session] = {}
         #: the hot path: each key's messages to its clients (delivery.py)
-        self._delivery = Delivery(self.router, self.metrics, lambda session, key: self._snapshots(session, [key]))
+        self._delivery = Delivery(self.router, self.metrics, lambda session, key: self._barriers.snapshot(session, [key]))
         self._handlers: dict[str, Handler] = {}
         self._subscriber: Subscriber | None = None
         self._pump: asyncio.Task[None] | None = None
-        self._live: dict[str, asyncio.Future[None]] = {}
         self._counter = itertools.count(1)
         self._life = Lifecycle()
         #: set when the start or close under way is done
         self._transition: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        #: barrier token -> (its key, the session and its key's state awaiting it), oldest first
-        self._barriers: dict[str, tuple[str, Session, KeyState]] = {}
-        #: keys whose read was dropped past ``max_barriers``, with its epoch: read again,
-        #: oldest first, one per barrier that comes back (or is forgotten)
-        self._parked: collections.deque[tuple[Session, KeyState, int]] = collections.deque()
         #: one write-out per burst (at most once per ``write_interval``) of the sessions with messages queued
         self._write_outs = WriteOuts(lambda: self.config.write_interval)
-        #: snapshot reads: shared per key, taken in turn between clients (reads.py)
-        self._reads = SnapshotReads(self.store, SNAPSHOT_CONCURRENCY, READS_PER_CLIENT)
-        self._publishes = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        #: the snapshots under way: reads, barriers, parked keys (barriers.py)
+        self._barriers = Barriers(
+            self.store, self.config, self.metrics, subscriber=lambda: self._subscriber, spawn=self._spawn, refuse=self._refuse
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -181,12 +168,10 @@ class Gateway:
             old = self._subscriber
             if old is not None:
                 self._spawn(old.close())
-            self._live.clear()
-            self._barriers.clear()
-            self._parked.clear()
+            self._barriers.reset()
             self._subscribe()
             for session in list(self.sessions.values()):
-                self._resnapshot_all(session)
+                self._barriers.resnapshot_all(session)
 
     async def close(self) -> None:
         """Close every client with 1001, then release the store; a later start begins afresh."""
@@ -216,10 +201,8 @@ class Gateway:
         finally:
             # Nothing of this run may leak into the next: a later attach
             # starts again on fresh futures.
-            self._live.clear()
-            self._barriers.clear()
-            self._parked.clear()
-            self._reads.clear()
+            self._barriers.reset()
+            self._barriers.reads.clear()
             self._write_outs.clear()
             self.pauses.stop()
             self.freezer.stop()
@@ -406,7 +389,7 @@ class Gateway:
             burst=self.config.burst,
             key_rate=self.config.key_rate,
             key_burst=float(self.config.key_burst or 0),
-            on_lag=self._resnapshot_all,
+            on_lag=self._barriers.resnapshot_all,
             on_dirty=self._write_outs.mark,
             watch=self._watch,
         )
@@ -469,7 +452,7 @@ class Gateway:
                 missing = [k for k in command.keys if k not in session.keys]
                 if missing:
                     raise ProtocolError(p.NOT_SUBSCRIBED, f"resync of {len(missing)} key(s) not subscribed, such as {missing[0]!r}")
-                self._snapshots(session, command.keys)
+                self._barriers.snapshot(session, command.keys)
             else:
                 await self._custom(session, command)
         except ProtocolError as exc:
@@ -505,7 +488,7 @@ class Gateway:
                 self.metrics.keys = len(self.router)
             if session.compact is not None:
                 self._compact_followers[key] += 1
-        self._snapshots(session, add)
+        self._barriers.snapshot(session, add)
 
     async def _custom(self, session: Session, command: p.Custom) -> None:
         handler = self._handlers.get(command.method)
@@ -534,7 +517,7 @@ class Gateway:
                     if not self._compact_followers[key]:
                         del self._compact_followers[key]
                         self.compactor.forget_key(key)
-                self._forget_barrier(state)
+                self._barriers.forget(state)
                 original.release_held(session, state.leave())
         if session.holding:
             for state in session.keys.values():
@@ -546,141 +529,20 @@ class Gateway:
         for key in keys:
             if self.router.remove(session.id, key):
                 gone.append(key)
-                live = self._live.pop(key, None)
-                if live is not None and not live.done():
-                    # Its subscribe may not have started yet: it would then run
-                    # after the unsubscribe below and subscribe a key no client
-                    # follows, for good. The router's keys are the truth.
-                    live.cancel()
+                self._barriers.drop_live(key)
         self.metrics.keys = len(self.router)
         if gone and self._subscriber is not None:
             await self._subscriber.unsubscribe(gone)
 
-    # -- snapshots -----------------------------------------------------------------------
+    async def _refuse(self, session: Session, key: str) -> None:
+        """The store will not serve ``key`` (refused for good): tell the client, and drop the key."""
+        self._error(session, p.INTERNAL, f"the gateway cannot serve key {key!r}")
+        await self._unsubscribe(session, [key])
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _snapshots(self, session: Session, keys: list[str] | tuple[str, ...]) -> None:
-        for key in keys:
-            state = session.keys.get(key)
-            if state is None:
-                continue  # not followed (any more): its state and router entry go together, made in _update
-            self._forget_barrier(state)  # a read under way is stale: the new one's barrier counts
-            self._spawn(self._snapshot(session, state, state.snapshot()))
-
-    def _forget_barrier(self, state: KeyState) -> None:
-        if state.token is not None and self._barriers.pop(state.token, None) is not None:
-            self._unpark()
-
-    def _unpark(self) -> None:
-        """A held barrier came back or was forgotten: read again the oldest key parked for want of room."""
-        parked = self._parked
-        while parked:
-            session, state, epoch = parked.popleft()
-            if not session.closed and state.state is State.PARKED and state.epoch == epoch:
-                self._snapshots(session, [state.key])
-                return
-
-    def _resnapshot_all(self, session: Session) -> None:
-        self._resnapshot(session, None)
-
-    def _resnapshot(self, session: Session, gap: frozenset[str] | None) -> None:
-        """Snapshot again the keys of ``session`` in ``gap`` (all its keys if None): their messages may be lost."""
-        keys = list(session.keys) if gap is None else [k for k in session.keys if k in gap]
-        if not keys:
-            return  # none of its keys missed anything: it is not disturbed
-        if not session.resnap:
-            # The original synk-js client throws on an add of an object it
-            # holds and knows no resnap: it can only start afresh.
-            self._spawn(session.close(p.CLOSE_RESTART, "gateway re-snapshots; reconnect"))
-            return
-        # Not asked for by the client: tell it, so it reconciles the keys as
-        # one batch (an object that moved between two of them is not removed).
-        session.push(p.encode_resnap(keys))
-        self._snapshots(session, keys)
-
-    async def _ensure_live(self, key: str) -> None:
-        fut = self._live.get(key)
-        if fut is None:
-            assert self._subscriber is not None
-            fut = self._live[key] = asyncio.ensure_future(self._subscriber.subscribe([key]))
-        await asyncio.shield(fut)
-
-    async def _snapshot(self, session: Session, state: KeyState, epoch: int) -> None:
-        key = state.key
-        delay = 0.05
-        while not session.closed and state.reading(epoch):
-            try:
-                await self._ensure_live(key)
-                # Thousands of clients subscribing at once (say, after a
-                # gateway restart) would ask for more connections than the
-                # pool has, and fail as if Redis were down.
-                stored = await self._reads.read(session.id, key)
-                # Messages published before the snapshot may still be on their
-                # way through the subscriber. A barrier published now arrives
-                # after all of them: until it does, the key stays buffered.
-                token = secrets.token_hex(8)
-                if not state.read(epoch, stored, token):
-                    return  # started over or left while the read was under way
-                if len(self._barriers) >= self.config.max_barriers:
-                    # Each held barrier holds its read in memory until the
-                    # subscriber's stream brings it back; when that stream lags,
-                    # reads would pile up without bound. Drop this one and read
-                    # again once a barrier comes back, as a slow client's
-                    # backlog is dropped and re-snapshotted once it drains.
-                    state.park()
-                    self._parked.append((session, state, epoch))
-                    self.metrics.slow_resyncs += 1
-                    return
-                self._barriers[token] = (key, session, state)
-                try:
-                    async with self._publishes:
-                        await self.store.publish(key, BARRIER + token.encode() + b'"}')
-                except BaseException:
-                    state.unread(epoch)
-                    if self._barriers.pop(token, None) is not None:  # it will never come back
-                        self._unpark()
-                    raise
-                break
-            except ConfigError as exc:
-                # Redis refused the subscription itself (an ACL, say), or the
-                # key holds data synk did not write: retrying will not help.
-                log.warning("synk cannot serve key %r: %s", key, exc)
-                self._error(session, p.INTERNAL, f"the gateway cannot serve key {key!r}")
-                await self._unsubscribe(session, [key])
-                return
-            except Exception as exc:
-                # The store is down: the subscriber reconnects on its own and
-                # re-snapshots everything; until then keep trying this one.
-                self._live.pop(key, None)
-                log.warning("synk snapshot of %r failed (%s); retrying", key, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    def _barrier(self, key: str, data: bytes) -> None:
-        token = data[len(BARRIER) : -2].decode(errors="replace")
-        found = self._barriers.get(token)
-        if found is None or found[0] != key:
-            return  # another gateway's, or its read was dropped or started over
-        del self._barriers[token]
-        self._unpark()
-        _, session, state = found
-        out = state.barrier(token)
-        if out is None or session.closed:
-            return
-        if self.config.write_interval:
-            # A snapshot goes out at once, not at the next write-out: the
-            # interval trades latency for CPU on changes, not on a page's
-            # first view of a key (this runs after the pushes below).
-            asyncio.get_running_loop().call_soon(session.write_out)
-        session.push_snapshot(out.snapshot)
-        if session.resnap:
-            session.push_many([m.data for m in out.replayed])
-            return
-        original.after_barrier(session, key, out)
 
     # -- fan-out ----------------------------------------------------------------------------
 
@@ -699,7 +561,7 @@ class Gateway:
                     i += 1
                     continue
                 if event.data.startswith(BARRIER):
-                    self._barrier(key, event.data)
+                    self._barriers.barrier(key, event.data)
                     i += 1
                     continue
                 j = i + 1
@@ -715,8 +577,6 @@ class Gateway:
         """The subscriber may have missed messages: of the keys in ``gap``, or of every key (None)."""
         self.metrics.store_reconnects += 1
         if gap is None:
-            self._live.clear()
-            self._barriers.clear()
-            self._parked.clear()
+            self._barriers.reset()
         for session in list(self.sessions.values()):
-            self._resnapshot(session, gap)
+            self._barriers.resnapshot(session, gap)
