@@ -91,7 +91,7 @@ class Barriers:
         for key in keys:
             state = session.keys.get(key)
             if state is None:
-                continue  # not followed (any more): its state and router entry go together, made in _update
+                continue  # not followed (any more): its state and router entry go together, made in the gateway's _update (hub.py)
             self.forget(state)  # a read under way is stale: the new one's barrier counts
             self._spawn(self._read(session, state, state.snapshot()))
 

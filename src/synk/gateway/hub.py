@@ -2,8 +2,9 @@
 
 Transports (``synk.gateway.ws`` for the standalone server, ``synk.gateway.asgi``
 for Starlette or FastAPI) accept connections and hand each to
-:meth:`Gateway.attach`; everything else happens here, over one store
-subscriber shared by every client.
+:meth:`Gateway.attach`; the gateway serves them all over one store
+subscriber, here, with the snapshots under way in ``barriers.py``, the
+fan-out's hot path in ``delivery.py`` and the write-outs in ``writeout.py``.
 """
 
 from __future__ import annotations
