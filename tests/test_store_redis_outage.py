@@ -12,7 +12,7 @@ import pytest
 import synk
 from bench.redis_process import RedisProcess, free_port
 from synk.store.base import Event
-from synk.store.redis import _Progress
+from synk.store.progress import Progress
 from tests.conftest import record_errors
 from tests.models import Agent, Note
 from tests.redis_env import client, next_event, redis_store, world_on
@@ -224,7 +224,7 @@ async def test_a_redis_that_stops_answering_fails_the_flush_in_bounded_time(redi
 async def test_progress_guard_fails_even_when_a_step_swallowed_its_cancellation() -> None:
     # asyncio.wait_for (inside redis-py's sends) can swallow a cancellation on
     # Python 3.11 when its own await finishes in the same loop turn.
-    progress = _Progress(0.05)
+    progress = Progress(0.05)
 
     async def batch() -> None:
         async with progress.guard():

@@ -35,7 +35,6 @@ per node (``cluster_subscriber.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 from typing import TYPE_CHECKING, Any
@@ -50,6 +49,7 @@ from synk.errors import ConfigError
 from synk.errors import ConnectionError as SynkConnectionError
 from synk.store.base import CONFLICT, OK, REFUSED, Store, Stored, Subscriber
 from synk.store.cluster_routing import ClusterRouting, cluster_option
+from synk.store.progress import Progress
 from synk.store.resp import ERRORS, bulk, command, down, keyed, last_of
 from synk.store.scripts import LOADED, apply_calls, claim_calls, evalsha_head, release_calls
 
@@ -72,49 +72,6 @@ _READER_TTL_MS = 10_000
 _READER_REFRESH = 3.0
 #: The progress limit of a batch of calls when the connection has no socket timeout.
 _REPLY_TIMEOUT = 5.0
-
-
-class _Progress:
-    """Bounds a batch of calls by its progress rather than by one timer per reply.
-
-    ``guard()`` fails the batch (TimeoutError) once ``2 * limit`` seconds
-    pass with nothing sent and no reply; it never does while each step comes
-    within ``limit`` of the last. ``made()``, called on each step, moves the
-    deadline on only when it is nearer than ``limit``: at most one timer
-    change per ``limit`` seconds, whatever the number of replies.
-    """
-
-    __slots__ = ("_guard", "_loop", "expired", "limit")
-
-    def __init__(self, limit: float) -> None:
-        self.limit = limit
-        self.expired = False
-        self._guard: asyncio.Timeout | None = None
-        self._loop = asyncio.get_running_loop()
-
-    @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(2 * self.limit) as self._guard:
-                yield
-        except TimeoutError:
-            self.expired = self._guard is not None and self._guard.expired()
-            raise
-
-    def made(self) -> None:
-        """One step done: a slice sent, a reply read, scripts loaded."""
-        guard = self._guard
-        if guard is None:
-            return
-        if guard.expired():
-            # The deadline passed, but the step finished in the same loop
-            # turn and its asyncio.wait_for (inside redis-py) swallowed the
-            # cancellation, as it can on Python 3.11: fail here instead.
-            raise TimeoutError
-        now = self._loop.time()
-        when = guard.when()
-        if when is not None and when - now < self.limit:
-            guard.reschedule(now + 2 * self.limit)
 
 
 class RedisStore(Store):
@@ -241,7 +198,7 @@ class RedisStore(Store):
         back as exception objects; NOSCRIPT ones (a restarted Redis lost its
         script cache, and none of those calls ran) are retried once. Fails
         with synk.ConnectionError when Redis neither takes data nor answers
-        for over the connection's socket timeout (see ``_Progress``).
+        for over the connection's socket timeout (see ``Progress``).
 
         ``wait_ms``: after every call (NOSCRIPT ones sent again included),
         ``WAIT 1 wait_ms`` on the same connection, which answers how many
@@ -260,7 +217,7 @@ class RedisStore(Store):
         except ERRORS as exc:
             await pool.release(conn)
             raise down(where, exc) from exc
-        progress = _Progress(conn.socket_timeout or _REPLY_TIMEOUT)
+        progress = Progress(conn.socket_timeout or _REPLY_TIMEOUT)
         sent: list[bytes] = []
         try:
             try:
@@ -338,7 +295,7 @@ class RedisStore(Store):
             await conn.connect()
 
     @staticmethod
-    async def _replies(conn: Any, count: int, progress: _Progress) -> list[Any]:
+    async def _replies(conn: Any, count: int, progress: Progress) -> list[Any]:
         """``count`` replies, error replies as exception objects."""
         out: list[Any] = []
         append = out.append
