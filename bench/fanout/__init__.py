@@ -47,9 +47,15 @@ floor
     ``transport.write`` (see ``bench/fanout/floor.py`` for what it leaves
     out). Its server CPU includes making the changes; there is no Redis hop
     in its latency.
+colyseus
+    Colyseus 0.16 with ``StateView`` on the same workload, in Node
+    (``bench/fanout/anchor.py``, which runs ``bench.colyseus``'s row): the
+    game developer's alternative, judged against in the same run (issue
+    14's target 7). Its simulation runs in its server, and its patches go
+    out at 20 Hz.
 
 ``--only`` picks the systems, comma-separated, in order (default
-``synk,socketio``; ``--only synk,synk-asgi,floor,socketio`` runs them all).
+``synk,socketio``; ``--only synk,synk-asgi,floor,socketio,colyseus`` runs them all).
 
 Variants of synk's rows: ``--batch`` makes the clients declare
 ``synk_batch=1`` (each gateway write comes as one frame, a JSON array of
