@@ -77,6 +77,7 @@ from synk.core.names import new_id, new_token
 from synk.store.base import Applied
 from synk.store.redis import RedisStore
 from synk.store.scripts import CHUNK as CALL_OPS  # operations per apply.lua call
+from synk.store.scripts import apply_calls
 from synk.world import World
 
 if TYPE_CHECKING:
@@ -458,9 +459,9 @@ def guarded_tick(store: RedisStore, batch: Batch) -> GuardedTick:
         op = batch.ops[key][i]
         puts.setdefault(op[7], []).append(put_of(key, op))
         seed.append(resp("HDEL", store.objects_key(op[7]), op[2]))  # a put lands only where the object is not live
-    # The store's own encoder (private, but the point is to send exactly what synk sends).
-    phase1 = [call for _key, call in store._key_calls(batch.ops, [])]
-    phase2 = [call for _key, call in store._key_calls(puts, [])]
+    # The store's own encoder: the point is to send exactly what synk sends.
+    phase1 = [call for _key, call in apply_calls(store.objects_key, store.channel, batch.ops, [])]
+    phase2 = [call for _key, call in apply_calls(store.objects_key, store.channel, puts, [])]
     return GuardedTick(b"".join(seed), len(seed), b"".join(phase1), len(phase1), b"".join(phase2), len(phase2), len(batch))
 
 

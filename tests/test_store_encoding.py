@@ -10,6 +10,7 @@ import hiredis
 
 from synk.core.batch import DELETED, MOVED, PENDING, Op, wire
 from synk.store.redis import RedisStore
+from synk.store.scripts import apply_calls
 
 STATE, DIFF = b'{"x":1,"y":2}', b'{"y":2}'
 OPS: list[Op] = [
@@ -31,7 +32,7 @@ def test_every_operation_is_sent_as_wire_makes_it() -> None:
     store = RedisStore("redis://127.0.0.1:1/0", prefix="enc:")  # never opened: encoding only
     groups = {"world:0|0": OPS, "world:5|5": OPS[:3]}
     index: list[tuple[str, int]] = []
-    calls = list(store._key_calls(groups, index))
+    calls = list(apply_calls(store.objects_key, store.channel, groups, index))
     assert index == [("world:0|0", len(OPS)), ("world:5|5", 3)]
     for (key, ops), (_slot_key, call) in zip(groups.items(), calls, strict=True):
         reader = hiredis.Reader()

@@ -336,21 +336,11 @@ class RedisStore(Store):
 
     # -- writes ------------------------------------------------------------------
 
-    def _claim_calls(self, ops: list[Op]) -> list[Call]:
-        return claim_calls(self.id_key, ops)
-
     @staticmethod
     def _claimed(op: Op, reply: Any) -> int:
         if isinstance(reply, Exception):
             return REFUSED
         return OK if reply is None or reply == op[3].encode() else CONFLICT
-
-    def _release_calls(self, ops: list[Op]) -> list[Call]:
-        return release_calls(self.id_key, ops)
-
-    def _key_calls(self, groups: dict[str, list[Op]], index: list[tuple[str, int]]) -> Iterable[Call]:
-        """apply.lua calls, encoded lazily (a generator); ``index`` records (key, count) per call."""
-        return apply_calls(self.objects_key, self.channel, groups, index)
 
     @staticmethod
     def _gather(index: list[tuple[str, int]], results: list[Any]) -> dict[str, list[int]]:
@@ -363,14 +353,14 @@ class RedisStore(Store):
     async def _phase1(
         self, sweeps: dict[str, list[Op]], groups: dict[str, list[Op]], claims: list[Op]
     ) -> tuple[dict[str, list[int]], dict[str, list[int]], list[int]]:
-        claim_calls = self._claim_calls(claims)
+        claiming = claim_calls(self.id_key, claims)
         swept: list[tuple[str, int]] = []
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[Call]:
-            yield from self._key_calls(sweeps, swept)
-            yield from self._key_calls(groups, index)
-            yield from claim_calls
+            yield from apply_calls(self.objects_key, self.channel, sweeps, swept)
+            yield from apply_calls(self.objects_key, self.channel, groups, index)
+            yield from claiming
 
         results = await self._send(calls(), durable=True)
         n, m = len(swept), len(swept) + len(index)
@@ -381,8 +371,8 @@ class RedisStore(Store):
         index: list[tuple[str, int]] = []
 
         def calls() -> Iterable[Call]:
-            yield from self._key_calls(groups, index)
-            yield from self._release_calls(releases)
+            yield from apply_calls(self.objects_key, self.channel, groups, index)
+            yield from release_calls(self.id_key, releases)
 
         results = await self._send(calls(), durable=True)
         n = len(index)
