@@ -4,9 +4,9 @@ Issue 14's targets 7 and 8 hold synk against Colyseus *in the same run*:
 ``python -m bench.fanout --only synk,floor,colyseus`` runs this row
 between the others (round after round with ``--repeat``). It is
 ``python -m bench.colyseus --only view`` at ``--rate`` (the same clients,
-keys per client, objects per key and simulation rate; Colyseus's patches
-at its default 20 Hz), its figures put in a :class:`SystemResult` so the
-table and the verdicts read it as any row. How the workloads differ (the
+keys per client, objects per key and simulation rate; patches at
+Colyseus's default 20 Hz), its figures put in a :class:`SystemResult` so
+the table and the verdicts read it as any row. How the workloads differ (the
 simulation runs inside Colyseus's server, whose CPU therefore includes
 it; a change waits for the next 20 Hz patch): see ``bench/colyseus``.
 The table's redis and sim columns are 0 for it: it has neither process.
@@ -14,39 +14,31 @@ The table's redis and sim columns are 0 for it: it has neither process.
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING
 
 from bench.colyseus.__main__ import BenchError as ColyseusError
-from bench.colyseus.__main__ import ensure_node_modules, run_mode
+from bench.colyseus.__main__ import ensure_node_modules, parse_args, run_mode
 from bench.fanout.common import BenchError
 from bench.fanout.rig import SystemResult
 
 if TYPE_CHECKING:
+    import argparse
     from pathlib import Path
 
 __all__ = ["run_colyseus"]
 
-#: Colyseus's default patch rate (``patchRate``, 50 ms): what its users get unless they change it.
-PATCH_MS = 50.0
-
 
 async def run_colyseus(name: str, args: argparse.Namespace, logdir: Path) -> SystemResult:
     """One window of the Colyseus ``StateView`` row at ``args.rate`` (bench.fanout's options)."""
-    options = argparse.Namespace(
-        clients=args.clients,
-        keys=args.keys,
-        objects_per_key=args.objects_per_key,
-        keys_per_client=args.keys_per_client,
-        tick_hz=args.tick_hz,
-        patch_ms=PATCH_MS,
-        rates=[args.rate],
-        warmup=args.warmup,
-        seconds=args.seconds,
-        client_procs=args.client_procs,
-        client="wire",
-        joining=8,
-        connect_timeout=args.connect_timeout,
+    # bench.colyseus's own options, so its defaults (the client, how many join at once) and checks apply.
+    options = parse_args(
+        [
+            *("--clients", str(args.clients), "--keys", str(args.keys)),
+            *("--objects-per-key", str(args.objects_per_key), "--keys-per-client", str(args.keys_per_client)),
+            *("--tick-hz", str(args.tick_hz), "--rate", str(args.rate)),
+            *("--warmup", str(args.warmup), "--seconds", str(args.seconds)),
+            *("--client-procs", str(args.client_procs), "--connect-timeout", str(args.connect_timeout)),
+        ]
     )
     try:
         ensure_node_modules()
